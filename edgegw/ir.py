@@ -1,0 +1,296 @@
+"""The resolved model: what the data plane serves, produced by ``translate()``.
+
+Theory of operation
+-------------------
+Gateway API resources are a graph of references (routes → parents → listeners,
+backendRefs → Services → EndpointSlices, certificateRefs → Secrets). The
+translator walks that graph once per reload and flattens it into this IR, in
+which nothing refers to anything by name any more: a listener carries its
+certificates as PEM bytes, a rule carries its backends with their endpoints.
+
+The IR is organised the way sockets are: one ``Port`` per bound
+``(transport, address, port)``, holding every listener that shares it (several
+HTTP listeners with different hostnames, or HTTPS and TLS passthrough on one
+port). ``routing.compile`` turns each Port into immutable lookup tables; the
+data plane swaps whole tables on reload, so in-flight work keeps the IR it
+started with.
+
+Every type here is a frozen msgspec Struct: cheap to build, hashable, safe to
+share between tasks, and comparable, which the golden tests rely on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
+ValueMatchType = Literal["Exact", "RegularExpression"]
+Protocol = Literal["HTTP", "HTTPS", "TLS", "TCP", "UDP"]
+AppProtocol = Literal["http1", "h2c", "h2", "ws", "wss"]
+
+
+class IR(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every IR type: frozen, keyword-only, never subclassed further."""
+
+
+# --- backends -------------------------------------------------------------------------------
+
+
+class Endpoint(IR, kw_only=True):
+    """One place to send traffic: an IP and port, a DNS name to resolve, or a unix socket."""
+
+    kind: Literal["ip", "fqdn", "unix"] = "ip"
+    address: str
+    port: int = 0
+
+
+class BackendTLS(IR, kw_only=True):
+    """How to speak TLS to a backend (BackendTLSPolicy plus the Gateway's client certificate)."""
+
+    hostname: str
+    ca_pem: bytes | None = None  # None: the system trust store
+    subject_alt_names: tuple[str, ...] = ()
+    client_cert_pem: bytes | None = None
+    client_key_pem: bytes | None = None
+    alpn: tuple[str, ...] = ()
+
+
+class Backend(IR, kw_only=True):
+    """One resolved ``backendRef``: where a share of a rule's traffic goes.
+
+    ``invalid`` is set when the reference did not resolve (missing Service, no
+    ReferenceGrant, unsupported kind): the backend keeps its weight, and the
+    data plane answers 500 for that share of traffic, as the spec asks.
+    """
+
+    name: str  # "namespace/name:port", for logs and metrics
+    weight: int = 1
+    endpoints: tuple[Endpoint, ...] = ()
+    app_protocol: AppProtocol = "http1"
+    tls: BackendTLS | None = None
+    filters: tuple[HTTPFilter, ...] = ()
+    invalid: str | None = None  # why it did not resolve
+    proxy_protocol: Literal[0, 1, 2] = 0
+
+
+# --- HTTP filters ---------------------------------------------------------------------------
+
+
+class HeaderModifier(IR, kw_only=True):
+    """RequestHeaderModifier / ResponseHeaderModifier. Names are lower-case."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class PathModifier(IR, kw_only=True):
+    """``ReplaceFullPath`` replaces the path; ``ReplacePrefixMatch`` the matched prefix."""
+
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    value: str
+
+
+class RequestHeaderModifierFilter(IR, kw_only=True, tag="RequestHeaderModifier"):
+    modifier: HeaderModifier
+
+
+class ResponseHeaderModifierFilter(IR, kw_only=True, tag="ResponseHeaderModifier"):
+    modifier: HeaderModifier
+
+
+class RequestRedirectFilter(IR, kw_only=True, tag="RequestRedirect"):
+    scheme: str | None = None
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: int | None = None
+    status_code: int = 302
+
+
+class URLRewriteFilter(IR, kw_only=True, tag="URLRewrite"):
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+class RequestMirrorFilter(IR, kw_only=True, tag="RequestMirror"):
+    backend: Backend
+    fraction: float = 1.0  # 0.0 .. 1.0, from percent or fraction
+
+
+class CORSFilter(IR, kw_only=True, tag="CORS"):
+    allow_origins: tuple[str, ...] = ()  # may contain "*" and "https://*.example.com"
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 5
+
+
+HTTPFilter = (
+    RequestHeaderModifierFilter
+    | ResponseHeaderModifierFilter
+    | RequestRedirectFilter
+    | URLRewriteFilter
+    | RequestMirrorFilter
+    | CORSFilter
+)
+
+
+# --- HTTP routes ----------------------------------------------------------------------------
+
+
+class ValueMatch(IR, kw_only=True):
+    """A header or query parameter match. Header names are lower-case."""
+
+    type: ValueMatchType = "Exact"
+    name: str
+    value: str
+
+
+class HTTPMatch(IR, kw_only=True):
+    """One ``HTTPRouteMatch``; every present part must match (AND)."""
+
+    path_type: PathType = "PathPrefix"
+    path: str = "/"
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
+    method: str | None = None
+
+
+class Retry(IR, kw_only=True):
+    codes: tuple[int, ...] = ()
+    attempts: int = 0
+    backoff: float | None = None  # seconds
+
+
+class SessionPersistence(IR, kw_only=True):
+    name: str
+    type: Literal["Cookie", "Header"] = "Cookie"
+    absolute_timeout: float | None = None
+    idle_timeout: float | None = None
+    permanent_cookie: bool = False
+
+
+class HTTPRouteRule(IR, kw_only=True):
+    """A rule with everything it needs to serve a request, references resolved.
+
+    ``invalid`` carries a reason when the rule cannot be served (an unsupported
+    filter, say); such a rule still matches and answers 500.
+    """
+
+    index: int
+    name: str | None = None
+    matches: tuple[HTTPMatch, ...] = (HTTPMatch(),)
+    filters: tuple[HTTPFilter, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    request_timeout: float | None = None
+    backend_request_timeout: float | None = None
+    retry: Retry | None = None
+    session_persistence: SessionPersistence | None = None
+    invalid: str | None = None
+    grpc: bool = False  # a GRPCRoute rule: errors are answered as gRPC statuses
+
+
+class HTTPRoute(IR, kw_only=True):
+    """An HTTPRoute (or GRPCRoute) as attached to one listener.
+
+    ``hostnames`` is already the intersection of the route's hostnames with the
+    listener's hostname; empty means "any host the listener accepts".
+    ``precedence`` orders routes for the spec's tie-breaks: creation time, then
+    namespace/name.
+    """
+
+    namespace: str
+    name: str
+    kind: Literal["HTTPRoute", "GRPCRoute"] = "HTTPRoute"
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[HTTPRouteRule, ...] = ()
+    precedence: tuple[float, str, str] = (0.0, "", "")
+
+
+# --- L4 routes ------------------------------------------------------------------------------
+
+
+class L4Route(IR, kw_only=True):
+    """A TLSRoute, TCPRoute or UDPRoute as attached to one listener.
+
+    For TLSRoute, ``hostnames`` is intersected with the listener hostname and is
+    matched against the ClientHello's SNI.
+    """
+
+    namespace: str
+    name: str
+    kind: Literal["TLSRoute", "TCPRoute", "UDPRoute"]
+    hostnames: tuple[str, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    precedence: tuple[float, str, str] = (0.0, "", "")
+
+
+# --- listeners and ports --------------------------------------------------------------------
+
+
+class Certificate(IR, kw_only=True):
+    """A certificate chain and key (PEM), and the names it is valid for (SAN DNS names)."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    names: tuple[str, ...] = ()
+    source: str = ""  # "namespace/secret", for logs; never the key
+
+
+class FrontendValidation(IR, kw_only=True):
+    """Client certificate validation on an HTTPS listener (Gateway spec.tls.frontend)."""
+
+    ca_pem: bytes
+    mode: Literal["AllowValidOnly", "AllowInsecureFallback"] = "AllowValidOnly"
+
+
+class ListenerTLS(IR, kw_only=True):
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificates: tuple[Certificate, ...] = ()
+    frontend_validation: FrontendValidation | None = None
+
+
+class Listener(IR, kw_only=True):
+    """One programmed Gateway listener and every route attached to it."""
+
+    gateway_namespace: str
+    gateway_name: str
+    name: str
+    protocol: Protocol
+    port: int
+    hostname: str | None = None
+    tls: ListenerTLS | None = None
+    http_routes: tuple[HTTPRoute, ...] = ()
+    l4_routes: tuple[L4Route, ...] = ()
+    proxy_protocol_accept: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.gateway_namespace}/{self.gateway_name}/{self.name}"
+
+
+class Port(IR, kw_only=True):
+    """A bound socket and the listeners that share it.
+
+    ``transport`` is "udp" only for UDP listeners. Listeners on one TCP port
+    are all HTTP, or a mix of HTTPS and TLS.
+    """
+
+    transport: Literal["tcp", "udp"] = "tcp"
+    address: str
+    port: int
+    listeners: tuple[Listener, ...] = ()
+
+    @property
+    def bind_key(self) -> tuple[str, str, int]:
+        return (self.transport, self.address, self.port)
+
+
+class Model(IR, kw_only=True):
+    """Everything the data plane serves, one generation."""
+
+    generation: int = 0
+    ports: tuple[Port, ...] = ()
