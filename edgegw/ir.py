@@ -38,7 +38,7 @@ class IR(msgspec.Struct, frozen=True, kw_only=True):
 # --- backends -------------------------------------------------------------------------------
 
 
-class Endpoint(IR, kw_only=True):
+class Endpoint(IR, frozen=True, kw_only=True):
     """One place to send traffic: an IP and port, a DNS name to resolve, or a unix socket."""
 
     kind: Literal["ip", "fqdn", "unix"] = "ip"
@@ -46,7 +46,7 @@ class Endpoint(IR, kw_only=True):
     port: int = 0
 
 
-class BackendTLS(IR, kw_only=True):
+class BackendTLS(IR, frozen=True, kw_only=True):
     """How to speak TLS to a backend (BackendTLSPolicy plus the Gateway's client certificate)."""
 
     hostname: str
@@ -57,7 +57,7 @@ class BackendTLS(IR, kw_only=True):
     alpn: tuple[str, ...] = ()
 
 
-class Backend(IR, kw_only=True):
+class Backend(IR, frozen=True, kw_only=True):
     """One resolved ``backendRef``: where a share of a rule's traffic goes.
 
     ``invalid`` is set when the reference did not resolve (missing Service, no
@@ -78,7 +78,7 @@ class Backend(IR, kw_only=True):
 # --- HTTP filters ---------------------------------------------------------------------------
 
 
-class HeaderModifier(IR, kw_only=True):
+class HeaderModifier(IR, frozen=True, kw_only=True):
     """RequestHeaderModifier / ResponseHeaderModifier. Names are lower-case."""
 
     set: tuple[tuple[str, str], ...] = ()
@@ -86,22 +86,22 @@ class HeaderModifier(IR, kw_only=True):
     remove: tuple[str, ...] = ()
 
 
-class PathModifier(IR, kw_only=True):
+class PathModifier(IR, frozen=True, kw_only=True):
     """``ReplaceFullPath`` replaces the path; ``ReplacePrefixMatch`` the matched prefix."""
 
     type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
     value: str
 
 
-class RequestHeaderModifierFilter(IR, kw_only=True, tag="RequestHeaderModifier"):
+class RequestHeaderModifierFilter(IR, frozen=True, kw_only=True, tag="RequestHeaderModifier"):
     modifier: HeaderModifier
 
 
-class ResponseHeaderModifierFilter(IR, kw_only=True, tag="ResponseHeaderModifier"):
+class ResponseHeaderModifierFilter(IR, frozen=True, kw_only=True, tag="ResponseHeaderModifier"):
     modifier: HeaderModifier
 
 
-class RequestRedirectFilter(IR, kw_only=True, tag="RequestRedirect"):
+class RequestRedirectFilter(IR, frozen=True, kw_only=True, tag="RequestRedirect"):
     scheme: str | None = None
     hostname: str | None = None
     path: PathModifier | None = None
@@ -109,17 +109,17 @@ class RequestRedirectFilter(IR, kw_only=True, tag="RequestRedirect"):
     status_code: int = 302
 
 
-class URLRewriteFilter(IR, kw_only=True, tag="URLRewrite"):
+class URLRewriteFilter(IR, frozen=True, kw_only=True, tag="URLRewrite"):
     hostname: str | None = None
     path: PathModifier | None = None
 
 
-class RequestMirrorFilter(IR, kw_only=True, tag="RequestMirror"):
+class RequestMirrorFilter(IR, frozen=True, kw_only=True, tag="RequestMirror"):
     backend: Backend
     fraction: float = 1.0  # 0.0 .. 1.0, from percent or fraction
 
 
-class CORSFilter(IR, kw_only=True, tag="CORS"):
+class CORSFilter(IR, frozen=True, kw_only=True, tag="CORS"):
     allow_origins: tuple[str, ...] = ()  # may contain "*" and "https://*.example.com"
     allow_methods: tuple[str, ...] = ()
     allow_headers: tuple[str, ...] = ()
@@ -141,7 +141,7 @@ HTTPFilter = (
 # --- HTTP routes ----------------------------------------------------------------------------
 
 
-class ValueMatch(IR, kw_only=True):
+class ValueMatch(IR, frozen=True, kw_only=True):
     """A header or query parameter match. Header names are lower-case."""
 
     type: ValueMatchType = "Exact"
@@ -149,7 +149,7 @@ class ValueMatch(IR, kw_only=True):
     value: str
 
 
-class HTTPMatch(IR, kw_only=True):
+class HTTPMatch(IR, frozen=True, kw_only=True):
     """One ``HTTPRouteMatch``; every present part must match (AND)."""
 
     path_type: PathType = "PathPrefix"
@@ -159,13 +159,13 @@ class HTTPMatch(IR, kw_only=True):
     method: str | None = None
 
 
-class Retry(IR, kw_only=True):
+class Retry(IR, frozen=True, kw_only=True):
     codes: tuple[int, ...] = ()
     attempts: int = 0
     backoff: float | None = None  # seconds
 
 
-class SessionPersistence(IR, kw_only=True):
+class SessionPersistence(IR, frozen=True, kw_only=True):
     name: str
     type: Literal["Cookie", "Header"] = "Cookie"
     absolute_timeout: float | None = None
@@ -173,7 +173,7 @@ class SessionPersistence(IR, kw_only=True):
     permanent_cookie: bool = False
 
 
-class HTTPRouteRule(IR, kw_only=True):
+class HTTPRouteRule(IR, frozen=True, kw_only=True):
     """A rule with everything it needs to serve a request, references resolved.
 
     ``invalid`` carries a reason when the rule cannot be served (an unsupported
@@ -193,7 +193,7 @@ class HTTPRouteRule(IR, kw_only=True):
     grpc: bool = False  # a GRPCRoute rule: errors are answered as gRPC statuses
 
 
-class HTTPRoute(IR, kw_only=True):
+class HTTPRoute(IR, frozen=True, kw_only=True):
     """An HTTPRoute (or GRPCRoute) as attached to one listener.
 
     ``hostnames`` is already the intersection of the route's hostnames with the
@@ -213,7 +213,7 @@ class HTTPRoute(IR, kw_only=True):
 # --- L4 routes ------------------------------------------------------------------------------
 
 
-class L4Route(IR, kw_only=True):
+class L4Route(IR, frozen=True, kw_only=True):
     """A TLSRoute, TCPRoute or UDPRoute as attached to one listener.
 
     For TLSRoute, ``hostnames`` is intersected with the listener hostname and is
@@ -231,7 +231,7 @@ class L4Route(IR, kw_only=True):
 # --- listeners and ports --------------------------------------------------------------------
 
 
-class Certificate(IR, kw_only=True):
+class Certificate(IR, frozen=True, kw_only=True):
     """A certificate chain and key (PEM), and the names it is valid for (SAN DNS names)."""
 
     chain_pem: bytes
@@ -240,20 +240,20 @@ class Certificate(IR, kw_only=True):
     source: str = ""  # "namespace/secret", for logs; never the key
 
 
-class FrontendValidation(IR, kw_only=True):
+class FrontendValidation(IR, frozen=True, kw_only=True):
     """Client certificate validation on an HTTPS listener (Gateway spec.tls.frontend)."""
 
     ca_pem: bytes
     mode: Literal["AllowValidOnly", "AllowInsecureFallback"] = "AllowValidOnly"
 
 
-class ListenerTLS(IR, kw_only=True):
+class ListenerTLS(IR, frozen=True, kw_only=True):
     mode: Literal["Terminate", "Passthrough"] = "Terminate"
     certificates: tuple[Certificate, ...] = ()
     frontend_validation: FrontendValidation | None = None
 
 
-class Listener(IR, kw_only=True):
+class Listener(IR, frozen=True, kw_only=True):
     """One programmed Gateway listener and every route attached to it."""
 
     gateway_namespace: str
@@ -272,7 +272,7 @@ class Listener(IR, kw_only=True):
         return f"{self.gateway_namespace}/{self.gateway_name}/{self.name}"
 
 
-class Port(IR, kw_only=True):
+class Port(IR, frozen=True, kw_only=True):
     """A bound socket and the listeners that share it.
 
     ``transport`` is "udp" only for UDP listeners. Listeners on one TCP port
@@ -289,7 +289,7 @@ class Port(IR, kw_only=True):
         return (self.transport, self.address, self.port)
 
 
-class Model(IR, kw_only=True):
+class Model(IR, frozen=True, kw_only=True):
     """Everything the data plane serves, one generation."""
 
     generation: int = 0

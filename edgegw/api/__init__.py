@@ -1,0 +1,119 @@
+"""Typed Gateway API (and friends) resources, as read from the config directory.
+
+Every kind edgegw reads is a frozen msgspec Struct here; ``Resources`` holds
+one tuple per kind, sorted by (namespace, name), and is what ``translate()``
+takes. Decoding from files lives in ``edgegw.config``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from edgegw.api.core import ConfigMap, EndpointSlice, Namespace, Secret, Service
+from edgegw.api.envoy import Backend
+from edgegw.api.gateway import Gateway, GatewayClass
+from edgegw.api.meta import Duration, Object, ObjectMeta, Source, Timestamp
+from edgegw.api.metallb import IPAddressPool, L2Advertisement
+from edgegw.api.policy import BackendTLSPolicy, ReferenceGrant
+from edgegw.api.routes import GRPCRoute, HTTPRoute, TCPRoute, TLSRoute, UDPRoute
+
+__all__ = [
+    "Backend",
+    "BackendTLSPolicy",
+    "ConfigMap",
+    "Duration",
+    "EndpointSlice",
+    "GRPCRoute",
+    "Gateway",
+    "GatewayClass",
+    "HTTPRoute",
+    "IPAddressPool",
+    "L2Advertisement",
+    "Namespace",
+    "Object",
+    "ObjectMeta",
+    "ReferenceGrant",
+    "Resource",
+    "Resources",
+    "Secret",
+    "Service",
+    "Source",
+    "TCPRoute",
+    "TLSRoute",
+    "Timestamp",
+    "UDPRoute",
+]
+
+Resource = (
+    GatewayClass
+    | Gateway
+    | HTTPRoute
+    | GRPCRoute
+    | TLSRoute
+    | TCPRoute
+    | UDPRoute
+    | ReferenceGrant
+    | BackendTLSPolicy
+    | Service
+    | EndpointSlice
+    | Secret
+    | ConfigMap
+    | Namespace
+    | Backend
+    | IPAddressPool
+    | L2Advertisement
+)
+
+
+class Resources(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything loaded, one tuple per kind, each in (namespace, name) order."""
+
+    gateway_classes: tuple[GatewayClass, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    http_routes: tuple[HTTPRoute, ...] = ()
+    grpc_routes: tuple[GRPCRoute, ...] = ()
+    tls_routes: tuple[TLSRoute, ...] = ()
+    tcp_routes: tuple[TCPRoute, ...] = ()
+    udp_routes: tuple[UDPRoute, ...] = ()
+    reference_grants: tuple[ReferenceGrant, ...] = ()
+    backend_tls_policies: tuple[BackendTLSPolicy, ...] = ()
+    services: tuple[Service, ...] = ()
+    endpoint_slices: tuple[EndpointSlice, ...] = ()
+    secrets: tuple[Secret, ...] = ()
+    config_maps: tuple[ConfigMap, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    ip_address_pools: tuple[IPAddressPool, ...] = ()
+    l2_advertisements: tuple[L2Advertisement, ...] = ()
+
+
+# which Resources field holds each kind
+FIELD_BY_KIND: dict[type[Object], str] = {
+    GatewayClass: "gateway_classes",
+    Gateway: "gateways",
+    HTTPRoute: "http_routes",
+    GRPCRoute: "grpc_routes",
+    TLSRoute: "tls_routes",
+    TCPRoute: "tcp_routes",
+    UDPRoute: "udp_routes",
+    ReferenceGrant: "reference_grants",
+    BackendTLSPolicy: "backend_tls_policies",
+    Service: "services",
+    EndpointSlice: "endpoint_slices",
+    Secret: "secrets",
+    ConfigMap: "config_maps",
+    Namespace: "namespaces",
+    Backend: "backends",
+    IPAddressPool: "ip_address_pools",
+    L2Advertisement: "l2_advertisements",
+}
+
+
+def build_resources(objects: list[Object]) -> Resources:
+    """Group objects by kind and sort each group by (namespace, name)."""
+    groups: dict[str, list[Object]] = {field: [] for field in FIELD_BY_KIND.values()}
+    for obj in objects:
+        groups[FIELD_BY_KIND[type(obj)]].append(obj)
+    for items in groups.values():
+        items.sort(key=lambda o: (o.metadata.namespace or "", o.metadata.name))
+    return Resources(**{field: tuple(items) for field, items in groups.items()})  # type: ignore[arg-type]
