@@ -28,4 +28,25 @@ The data plane calls exactly these names:
 ``pick_backend(rule_or_backends, rand: float) -> ir.Backend | None``
     Weighted choice; ``None`` when every weight is zero or there are none
     (the data plane answers 500).
+
+Also available, for debugging output and for other tables:
+
+``PortTable.listeners: tuple[ListenerTable, ...]``, ``PortTable.port: ir.Port``.
+
+``ListenerTable.candidates(host, path)``
+    The candidates ``match`` would examine, in order (each has ``.result``,
+    a ``RouteMatch``).
+
+``hosts.HostIndex`` / ``hosts.group_by_host``
+    The hostname index (exact, wildcard suffix walk, fallback) that selects
+    listeners here; reusable for SNI → TLSRoute.
+
+The pure part of each HTTP filter (header modifiers, redirects, rewrites,
+mirroring, CORS, retries) is in ``routing.filters``.
 """
+
+from edgegw.routing.backends import pick_backend
+from edgegw.routing.matchers import RouteMatch
+from edgegw.routing.table import ListenerTable, PortTable, compile_port
+
+__all__ = ["ListenerTable", "PortTable", "RouteMatch", "compile_port", "pick_backend"]
