@@ -1,0 +1,299 @@
+"""The HTTP/1.1 front end: one client connection, from first byte to close.
+
+Theory of operation
+-------------------
+``serve_http_connection`` loops: wait for a request head, hand it to
+``proxy.handle_request`` with a body reader and a response writer, then
+decide whether the connection may carry another request. There is no task
+per request and no task per connection beyond the caller's: the hot path is
+parse → route → one upstream write → one upstream read → one client write.
+
+Timeouts: between requests the connection may idle for ``keepalive_timeout``
+(then it is closed silently, or at once when draining starts, since idle waits
+register their cancel scope with the ``DrainSignal``); once the first byte of a
+head arrived the whole head must follow within ``header_timeout``, else 408 and
+close (slowloris); a body read may stall for ``body_timeout``.
+
+Keep-alive ends after a response when the client asked for it, when draining
+(the response then says ``Connection: close``), when the request body was not
+read to its end (an early answer), or after an Upgrade request, which is
+answered as a plain request since upgrades are not supported yet.
+
+Pipelining is safe because requests are answered strictly in order and the
+parser queues any requests that arrived early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import trio
+
+from edgegw.net.proxy import (
+    ClientAbort,
+    DrainSignal,
+    HTTPConnectionContext,
+    HTTPLimits,
+    NullObserver,
+    Observer,
+    ProxyRequest,
+    RequestRecord,
+    handle_request,
+)
+from edgegw.proto.events import (
+    ConnectionClosed,
+    DataReceived,
+    Headers,
+    MessageEnded,
+    RequestReceived,
+)
+from edgegw.proto.http1 import (
+    ProtocolError,
+    RequestParser,
+    reason_phrase,
+    serialize_chunk,
+    serialize_last_chunk,
+    serialize_response_head,
+    strip_hop_by_hop,
+)
+
+__all__ = [
+    "DrainSignal",
+    "HTTPConnectionContext",
+    "HTTPLimits",
+    "NullObserver",
+    "Observer",
+    "RequestRecord",
+    "serve_http_connection",
+]
+
+_READ = 65536
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def serve_http_connection(stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> None:
+    """Serve HTTP/1.1 requests on ``stream`` until either side ends it; closes ``stream``.
+
+    Args:
+        stream: the client connection (plain or TLS).
+        ctx: routing tables, upstream pool, limits and observer for this connection.
+    """
+    conn = _Connection(stream, ctx)
+    try:
+        await conn.run()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+class _Connection:
+    def __init__(self, stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        limits = ctx.limits
+        self.parser = RequestParser(
+            max_head_bytes=limits.max_head_bytes, max_headers=limits.max_headers
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                event = await self._next_request()
+            except ProtocolError as exc:
+                return await self.send_error(exc.status_hint)
+            if event is None or not await self._serve(event):
+                return
+
+    async def _next_request(self) -> RequestReceived | None:
+        event = self.parser.next_event() or await self._wait_head()
+        if event is None or isinstance(event, ConnectionClosed):
+            return None
+        assert isinstance(event, RequestReceived)
+        if event.content_length == 0:
+            self.parser.skip_message_end()
+        return event
+
+    async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
+        """Read until a head is complete; ``None`` after a timeout or on drain."""
+        parser, limits, drain = self.parser, self.ctx.limits, self.ctx.drain
+        idle = not parser.in_message
+        if idle and drain.draining:
+            return None
+        wait = limits.keepalive_timeout if idle else limits.header_timeout
+        with trio.CancelScope(deadline=trio.current_time() + wait) as scope:
+            if idle:
+                drain.idle.add(scope)
+            try:
+                while True:
+                    parser.receive_data(await self.stream.receive_some(_READ))
+                    if idle and parser.in_message:
+                        idle = False
+                        drain.idle.discard(scope)
+                        scope.deadline = trio.current_time() + limits.header_timeout
+                    event = parser.next_event()
+                    if event is not None:
+                        assert isinstance(event, RequestReceived | ConnectionClosed)
+                        return event
+            finally:
+                drain.idle.discard(scope)
+        if parser.in_message:
+            await self.send_error(408)
+        return None
+
+    async def _serve(self, event: RequestReceived) -> bool:
+        """Answer one request; True when the connection may carry another."""
+        if event.upgrade and (event.method == b"CONNECT" or event.content_length != 0):
+            await self.send_error(501)
+            return False
+        body = _Body(self, event)
+        writer = _Writer(self, event, body)
+        try:
+            request = _proxy_request(event, body)
+        except UnicodeDecodeError:
+            await self.send_error(400)
+            return False
+        await handle_request(request, writer, self.ctx)
+        if not writer.ended:
+            raise ClientAbort("response incomplete")
+        return writer.keep_alive and body.finished
+
+    async def send_error(self, status: int) -> None:
+        """A response made here, ending the connection (protocol errors, timeouts)."""
+        text = reason_phrase(status) + b"\n"
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(text)),
+            (b"connection", b"close"),
+        ]
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.send_all(serialize_response_head(status, headers) + text)
+
+
+def _split_host(authority: str) -> str:
+    """``Host`` without port, lower-case; IPv6 literals keep their brackets off."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")].lower()
+    host, sep, port = authority.rpartition(":")
+    return (host if sep and port.isdigit() else authority).lower()
+
+
+def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
+    text = event.target.decode("ascii")
+    authority = ""
+    if not text.startswith("/") and "://" in text:  # absolute-form: its authority wins
+        _scheme, _, rest = text.partition("://")
+        authority, _, rest = rest.partition("/")
+        text = "/" + rest
+    path, _, query = text.partition("?")
+    headers = []
+    for item in strip_hop_by_hop(event.headers):
+        if item[0] == b"host":
+            authority = authority or item[1].decode("latin-1")
+        else:
+            headers.append(item)
+    return ProxyRequest(
+        event.method.decode("ascii"), path, query, authority, _split_host(authority), headers, body
+    )
+
+
+class _Body:
+    """The request body, read from the client only as the upstream takes it."""
+
+    def __init__(self, conn: _Connection, event: RequestReceived) -> None:
+        self._conn = conn
+        self.length = event.content_length
+        self.finished = event.content_length == 0
+        self.started = False
+        self.received = 0
+        self._expect = event.expect_continue and not self.finished
+        self.head_sent = False  # set by the writer; a 100 after the final head is wrong
+
+    async def receive(self) -> bytes:
+        if self.finished:
+            return b""
+        self.started = True
+        conn = self._conn
+        if self._expect:
+            self._expect = False
+            if not self.head_sent:
+                await conn.stream.send_all(_CONTINUE)
+        while True:
+            try:
+                event = conn.parser.next_event()
+            except ProtocolError as exc:
+                raise ClientAbort(f"bad request body: {exc}") from exc
+            if isinstance(event, DataReceived):
+                self.received += len(event.data)
+                return event.data
+            if isinstance(event, MessageEnded):
+                self.finished = True
+                return b""
+            if event is not None:
+                raise ClientAbort("unexpected event in a request body")
+            with trio.move_on_after(conn.ctx.limits.body_timeout):
+                conn.parser.receive_data(await conn.stream.receive_some(_READ))
+                continue
+            raise ClientAbort("request body timed out")
+
+
+class _Writer:
+    """HTTP/1.1 framing of a response: length, chunked or close-delimited."""
+
+    def __init__(self, conn: _Connection, event: RequestReceived, body: _Body) -> None:
+        self._conn = conn
+        self._body = body
+        self._buffer: list[bytes] = []
+        self._chunked = False
+        self._no_body = event.method == b"HEAD"
+        self._http10 = event.http_version == b"1.0"
+        self.keep_alive = event.keep_alive and not event.upgrade
+        self.head_sent = False
+        self.ended = False
+        self.status = 0
+        self.bytes_sent = 0
+
+    async def send_head(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        content_length: int | None,
+        body: bool,
+    ) -> None:
+        body_state = self._body
+        if not body:
+            self._no_body = True
+        if not self._no_body and content_length is None:
+            if self._http10:
+                self.keep_alive = False  # the close ends the body
+            else:
+                self._chunked = True
+                headers.append((b"transfer-encoding", b"chunked"))
+        unread_body = not body_state.started and not body_state.finished
+        if self.keep_alive and (self._conn.ctx.drain.draining or unread_body):
+            self.keep_alive = False
+        if not self.keep_alive:
+            headers.append((b"connection", b"close"))
+        elif self._http10:
+            headers.append((b"connection", b"keep-alive"))
+        self._buffer.append(serialize_response_head(status, headers))
+        self.head_sent = body_state.head_sent = True
+        self.status = status
+
+    async def send_data(self, data: bytes) -> None:
+        if data and not self._no_body:
+            self._buffer.append(serialize_chunk(data) if self._chunked else data)
+
+    async def flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+            self._buffer.clear()
+            self.bytes_sent += len(data)
+            await self._conn.stream.send_all(data)
+
+    async def end(self, trailers: Headers = ()) -> None:
+        if self._chunked:
+            self._buffer.append(serialize_last_chunk(trailers))
+        await self.flush()
+        self.ended = True

@@ -1,0 +1,601 @@
+"""One proxied request, independent of the client's HTTP version.
+
+Theory of operation
+-------------------
+A front end (``net/http.py`` for HTTP/1.1; HTTP/2 later) parses the client's
+request into a ``ProxyRequest`` whose body is a ``RequestBody``, hands over a
+``ResponseWriter`` for the answer, and awaits ``handle_request``. From here
+on it is the spec's behaviour, with no framing in sight:
+
+1. listener by Host (421 when TLS SNI picked another one); route match (404);
+2. the rule's filters in order: CORS (preflights answered here), redirects
+   (answered here), header modifiers, URL rewrite, mirrors;
+3. a backend by weight, or the endpoint a session cookie/header names;
+   unresolved backend or zero weights → 500, no endpoints → 503;
+4. the upstream exchange (``upstream.open_exchange``) with the rule's retries:
+   connect failures → 503, broken upstreams → 502, timeouts → 504; a retry
+   only while the body can still be sent again;
+5. the response, hop-by-hop headers removed, response filters applied,
+   streamed as it arrives (flushed only when the upstream has nothing more
+   queued, so a small response leaves in one write).
+
+The whole request runs under ``request_timeout``, each attempt under
+``backend_request_timeout``. A failure after the response head went out cannot
+be reported any more: ``ClientAbort`` tells the front end to drop the
+connection. Errors on gRPC routes are answered as gRPC statuses (HTTP 200 with
+``grpc-status``), which matters once an HTTP/2 front end exists.
+
+Mirrors are fire-and-forget copies of body-less requests only: a request with
+a body is not mirrored, since copying a stream we must not buffer is not
+cheap. They run in ``ctx.background``, at most ``MIRRORS_MAX`` at a time, and
+their responses are read and dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import trio
+
+from edgegw import ir
+from edgegw.net.upstream import (
+    RequestBody,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+    describe_endpoint,
+    open_exchange,
+)
+from edgegw.proto.events import DataReceived, Headers, MessageEnded
+from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
+from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
+from edgegw.routing import filters as f
+
+HeaderList = list[tuple[bytes, bytes]]
+MIRRORS_MAX = 256
+_GRPC_STATUS = {404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
+
+
+# --- what front ends and the lead wire together --------------------------------------------
+
+
+class ClientAbort(Exception):
+    """The response cannot be completed; the front end drops the client connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0  # first byte of a request head to its end
+    keepalive_timeout: float = 60.0  # idle between requests
+    body_timeout: float = 60.0  # client silence while we read its body
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What the access log and metrics learn about one request."""
+
+    method: str
+    path: str
+    client: str = ""
+    listener: str = ""
+    route_namespace: str = ""
+    route_name: str = ""
+    rule_index: int = -1
+    backend: str = ""
+    upstream: str = ""
+    status: int = 0
+    duration: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class Observer(Protocol):
+    def request_done(self, record: RequestRecord) -> None: ...
+
+    def upstream_error(self, backend: str, upstream: str, kind: str) -> None: ...
+
+
+class NullObserver:
+    """The default observer: records nothing."""
+
+    def request_done(self, record: RequestRecord) -> None:
+        pass
+
+    def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
+        pass
+
+
+class DrainSignal:
+    """Shared by a listener's connections; ``start`` ends keep-alive everywhere.
+
+    Idle connections register their wait scope so draining wakes them at once;
+    busy ones notice ``draining`` when their current request ends.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.idle: set[trio.CancelScope] = set()
+
+    def start(self) -> None:
+        self.draining = True
+        for scope in list(self.idle):
+            scope.cancel()
+
+
+@dataclass(slots=True, kw_only=True)
+class HTTPConnectionContext:
+    """Everything one client connection needs; the lead builds one per connection.
+
+    ``port_table`` is called once per request, so a reload applies from the
+    next request on while a request in flight keeps the table it started with.
+    ``sni_listener`` is the key of the listener a TLS ClientHello selected.
+    """
+
+    port_table: Callable[[], PortTable]
+    pool: UpstreamPool
+    client: tuple[str, int] | None = None
+    scheme: Literal["http", "https"] = "http"
+    sni_listener: str | None = None
+    drain: DrainSignal = field(default_factory=DrainSignal)
+    limits: HTTPLimits = field(default_factory=HTTPLimits)
+    observer: Observer = field(default_factory=NullObserver)
+    background: trio.Nursery | None = None  # for mirrors; None disables them
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    """A client request as every front end presents it; ``headers`` exclude Host."""
+
+    method: str
+    path: str
+    query: str
+    authority: str  # the Host as received (may carry a port)
+    host: str  # lower-case, without port
+    headers: HeaderList
+    body: RequestBody
+
+
+class ResponseWriter(Protocol):
+    """How the proxy answers, whatever the client's protocol.
+
+    ``send_head``'s headers carry Content-Length when it is known, and
+    ``content_length`` repeats it for framing; ``body=False`` for responses
+    that have none (HEAD is the writer's own business).
+    """
+
+    head_sent: bool
+    status: int
+    bytes_sent: int
+
+    async def send_head(
+        self, status: int, headers: HeaderList, *, content_length: int | None, body: bool
+    ) -> None: ...
+
+    async def send_data(self, data: bytes) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def end(self, trailers: Headers = ()) -> None: ...
+
+
+# --- the request ---------------------------------------------------------------------------
+
+
+async def handle_request(
+    req: ProxyRequest, writer: ResponseWriter, ctx: HTTPConnectionContext
+) -> None:
+    """Route, filter and forward one request, answering through ``writer``.
+
+    Raises:
+        ClientAbort: the response broke off after its head was sent.
+    """
+    client = ctx.client[0] if ctx.client else ""
+    record = RequestRecord(req.method, req.path, client)
+    start = trio.current_time()
+    try:
+        await _dispatch(req, writer, ctx, record)
+    finally:
+        record.status = writer.status
+        record.duration = trio.current_time() - start
+        record.bytes_out = writer.bytes_sent
+        record.bytes_in = getattr(req.body, "received", 0)
+        ctx.observer.request_done(record)
+
+
+def _select_listener(table: PortTable, host: str, sni: str | None) -> ListenerTable | int:
+    chosen = table.listener_for_host(host)
+    if sni is None:
+        return chosen if chosen is not None else 404
+    if chosen is None:
+        return next((t for t in table.listeners if t.listener.key == sni), 404)
+    return chosen if chosen.listener.key == sni else 421
+
+
+async def _dispatch(
+    req: ProxyRequest, writer: ResponseWriter, ctx: HTTPConnectionContext, record: RequestRecord
+) -> None:
+    listener = _select_listener(ctx.port_table(), req.host, ctx.sni_listener)
+    if isinstance(listener, int):
+        return await _error(writer, listener, _looks_grpc(req))
+    record.listener = listener.listener.key
+    match = listener.match(req.host, req.method, req.path, req.query, req.headers)
+    if match is None:
+        return await _error(writer, 404, _looks_grpc(req))
+    rule = match.rule
+    record.route_namespace, record.route_name = match.route.namespace, match.route.name
+    record.rule_index = rule.index
+    grpc = rule.grpc or match.route.kind == "GRPCRoute"
+    if rule.invalid:
+        return await _error(writer, 500, grpc)
+    deadline = trio.current_time() + rule.request_timeout if rule.request_timeout else math.inf
+    with trio.CancelScope(deadline=deadline) as scope:
+        await _serve_rule(req, writer, ctx, record, match, listener.listener.port, grpc)
+    if scope.cancelled_caught:
+        if writer.head_sent:
+            raise ClientAbort("request timeout")
+        await _error(writer, 504, grpc)
+    return None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What the filters decided: the request to forward and what to do to the response."""
+
+    headers: HeaderList
+    authority: str
+    path: str
+    response_modifiers: list[ir.HeaderModifier] = field(default_factory=list)
+    response_extra: HeaderList = field(default_factory=list)
+    mirrors: list[ir.Backend] = field(default_factory=list)
+    answer: tuple[int, HeaderList] | None = None
+
+
+def _header(headers: HeaderList, name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _apply_filters(
+    req: ProxyRequest, match: RouteMatch, scheme: str, port: int, plan: _Plan
+) -> None:
+    for flt in match.rule.filters:
+        if isinstance(flt, ir.RequestHeaderModifierFilter):
+            plan.headers = f.apply_header_modifier(plan.headers, flt.modifier)
+        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
+            plan.response_modifiers.append(flt.modifier)
+        elif isinstance(flt, ir.URLRewriteFilter):
+            plan.authority, plan.path = f.rewrite(flt, plan.authority, plan.path, match.match)
+        elif isinstance(flt, ir.RequestMirrorFilter):
+            if f.mirror_wanted(flt, random.random()):
+                plan.mirrors.append(flt.backend)
+        elif isinstance(flt, ir.RequestRedirectFilter):
+            status, location = f.redirect_location(
+                flt, scheme, req.host, port, req.path, req.query, match.match
+            )
+            plan.answer = (status, [(b"location", location.encode())])
+            return
+        elif isinstance(flt, ir.CORSFilter) and _cors(req, flt, plan):
+            return
+
+
+def _cors(req: ProxyRequest, cors: ir.CORSFilter, plan: _Plan) -> bool:
+    """Apply a CORS filter; True when the gateway answers (a preflight)."""
+    origin = _header(req.headers, b"origin")
+    wanted = _header(req.headers, b"access-control-request-method")
+    if f.is_cors_preflight(req.method, origin, wanted):
+        assert origin is not None
+        asked = _header(req.headers, b"access-control-request-headers")
+        plan.answer = (200, f.cors_preflight(cors, origin, wanted, asked) or [])
+        return True
+    plan.response_extra += f.cors_response_headers(cors, origin)
+    return False
+
+
+def _apply_backend_filters(backend: ir.Backend, plan: _Plan) -> None:
+    for flt in backend.filters:
+        if isinstance(flt, ir.RequestHeaderModifierFilter):
+            plan.headers = f.apply_header_modifier(plan.headers, flt.modifier)
+        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
+            plan.response_modifiers.append(flt.modifier)
+
+
+async def _serve_rule(
+    req: ProxyRequest,
+    writer: ResponseWriter,
+    ctx: HTTPConnectionContext,
+    record: RequestRecord,
+    match: RouteMatch,
+    port: int,
+    grpc: bool,
+) -> None:
+    rule = match.rule
+    plan = _Plan(req.headers, req.authority, req.path)
+    if rule.filters:
+        _apply_filters(req, match, ctx.scheme, port, plan)
+        if plan.answer is not None:
+            return await _respond(writer, plan.answer[0], plan.answer[1])
+    sticky = _sticky_lookup(rule, req.headers)
+    backend = sticky[0] if sticky else pick_backend(rule, random.random())
+    if backend is None or backend.invalid:
+        return await _error(writer, 500, grpc)
+    record.backend = backend.name
+    if not backend.endpoints:
+        return await _error(writer, 503, grpc)
+    if backend.filters:
+        _apply_backend_filters(backend, plan)
+    head = _upstream_head(req, ctx, plan)
+    if plan.mirrors:
+        _start_mirrors(ctx, req, plan.mirrors, head)
+    attempt = _Attempt(req, writer, ctx, record, rule, backend, head, plan, grpc)
+    return await attempt.run(sticky[1] if sticky else None)
+
+
+# --- forwarding ----------------------------------------------------------------------------
+
+
+def _upstream_head(
+    req: ProxyRequest, ctx: HTTPConnectionContext, plan: _Plan
+) -> tuple[bytes, bytes, HeaderList]:
+    """Request line and headers for the upstream: Host, X-Forwarded-*, framing."""
+    authority = plan.authority.encode("latin-1")
+    out: HeaderList = [(b"host", authority)]
+    forwarded_for: bytes | None = None
+    for item in plan.headers:
+        name = item[0]
+        if name == b"x-forwarded-for":
+            forwarded_for = item[1] if forwarded_for is None else forwarded_for + b", " + item[1]
+        elif name == b"host":
+            out[0] = item  # set by a header modifier
+        elif name not in (b"x-forwarded-proto", b"x-forwarded-host", b"expect"):
+            out.append(item)
+    client = (ctx.client[0] if ctx.client else "").encode()
+    out.append((b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client))
+    out.append((b"x-forwarded-proto", ctx.scheme.encode()))
+    out.append((b"x-forwarded-host", req.authority.encode("latin-1")))
+    if req.body.length is None:
+        out.append((b"transfer-encoding", b"chunked"))
+    target = plan.path + "?" + req.query if req.query else plan.path
+    return req.method.encode(), target.encode("latin-1"), out
+
+
+class _Attempt:
+    """Tries a backend until a response is delivered or retries run out."""
+
+    def __init__(
+        self,
+        req: ProxyRequest,
+        writer: ResponseWriter,
+        ctx: HTTPConnectionContext,
+        record: RequestRecord,
+        rule: ir.HTTPRouteRule,
+        backend: ir.Backend,
+        head: tuple[bytes, bytes, HeaderList],
+        plan: _Plan,
+        grpc: bool,
+    ) -> None:
+        self.req, self.writer, self.ctx, self.record = req, writer, ctx, record
+        self.rule, self.backend, self.head, self.plan, self.grpc = rule, backend, head, plan, grpc
+
+    def _resendable(self) -> bool:
+        return self.req.body.length == 0 or not self.req.body.started
+
+    async def run(self, pinned: ir.Endpoint | None) -> None:
+        tried: set[ir.Endpoint] = set()
+        attempt = 1
+        retry = self.rule.retry
+        while True:
+            endpoint = pinned or self.ctx.pool.choose(self.backend, frozenset(tried))
+            if endpoint is None:
+                return await _error(self.writer, 503, self.grpc)
+            self.record.upstream = describe_endpoint(endpoint)
+            try:
+                status = await self._once(endpoint, attempt, persist=pinned is None)
+            except UpstreamError as exc:
+                if self.writer.head_sent:
+                    raise ClientAbort(str(exc)) from exc
+                kind = type(exc).__name__
+                self.ctx.observer.upstream_error(self.backend.name, self.record.upstream, kind)
+                if not (self._resendable() and f.should_retry(retry, None, attempt)):
+                    return await _error(self.writer, exc.status, self.grpc)
+                status = 0
+            if status is None:
+                return None
+            assert retry is not None
+            tried.add(endpoint)
+            await trio.sleep(f.backoff_delay(retry, attempt, random.random()))
+            attempt += 1
+
+    async def _once(self, endpoint: ir.Endpoint, attempt: int, *, persist: bool) -> int | None:
+        """One try; returns a status worth retrying, or None once a response was delivered."""
+        per_try = self.rule.backend_request_timeout
+        deadline = trio.current_time() + per_try if per_try else math.inf
+        pool, retry = self.ctx.pool, self.rule.retry
+        with trio.CancelScope(deadline=deadline) as scope:
+            async with open_exchange(pool, endpoint, self.backend, self.head, self.req.body) as rsp:
+                assert rsp.head is not None
+                status = rsp.head.status_code
+                if (
+                    retry is not None
+                    and status in retry.codes
+                    and self._resendable()
+                    and f.should_retry(retry, status, attempt)
+                ):
+                    return status
+                extra = _persist_headers(self.rule, self.backend, endpoint) if persist else []
+                await _stream_response(rsp, self.writer, self.plan, extra)
+                return None
+        assert scope.cancelled_caught
+        raise UpstreamTimeout("backend request timeout")
+
+
+async def _stream_response(
+    rsp: UpstreamResponse, writer: ResponseWriter, plan: _Plan, extra: HeaderList
+) -> None:
+    head = rsp.head
+    assert head is not None
+    headers = strip_hop_by_hop(head.headers)
+    for modifier in plan.response_modifiers:
+        headers = f.apply_header_modifier(headers, modifier)
+    headers += plan.response_extra
+    headers += extra
+    await writer.send_head(
+        head.status_code, headers, content_length=head.content_length, body=head.body_expected
+    )
+    while True:
+        if not rsp.pending():
+            await writer.flush()
+        event = await rsp.next_event()
+        if isinstance(event, DataReceived):
+            await writer.send_data(event.data)
+        elif isinstance(event, MessageEnded):
+            return await writer.end(event.trailers)
+
+
+# --- session persistence -------------------------------------------------------------------
+
+_sticky_tables: dict[int, tuple[ir.HTTPRouteRule, dict[str, tuple[ir.Backend, ir.Endpoint]]]] = {}
+
+
+def _token(backend: ir.Backend, endpoint: ir.Endpoint) -> str:
+    key = f"{backend.name}|{endpoint.kind}|{endpoint.address}|{endpoint.port}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _sticky_table(rule: ir.HTTPRouteRule) -> dict[str, tuple[ir.Backend, ir.Endpoint]]:
+    cached = _sticky_tables.get(id(rule))
+    if cached is not None and cached[0] is rule:
+        return cached[1]
+    if len(_sticky_tables) > 4096:
+        _sticky_tables.clear()
+    table = {_token(b, e): (b, e) for b in rule.backends if not b.invalid for e in b.endpoints}
+    _sticky_tables[id(rule)] = (rule, table)
+    return table
+
+
+def _sticky_lookup(
+    rule: ir.HTTPRouteRule, headers: HeaderList
+) -> tuple[ir.Backend, ir.Endpoint] | None:
+    persistence = rule.session_persistence
+    if persistence is None:
+        return None
+    wanted = persistence.name.lower().encode()
+    token: bytes | None = None
+    for name, value in headers:
+        if persistence.type == "Header" and name == wanted:
+            token = value
+        elif persistence.type == "Cookie" and name == b"cookie":
+            token = _cookie(value, persistence.name.encode()) or token
+    return _sticky_table(rule).get(token.decode("latin-1")) if token else None
+
+
+def _cookie(header: bytes, name: bytes) -> bytes | None:
+    for part in header.split(b";"):
+        key, sep, value = part.strip().partition(b"=")
+        if sep and key == name:
+            return value.strip(b'"')
+    return None
+
+
+def _persist_headers(
+    rule: ir.HTTPRouteRule, backend: ir.Backend, endpoint: ir.Endpoint
+) -> HeaderList:
+    persistence = rule.session_persistence
+    if persistence is None:
+        return []
+    token = _token(backend, endpoint).encode()
+    if persistence.type == "Header":
+        return [(persistence.name.lower().encode(), token)]
+    cookie = persistence.name.encode() + b"=" + token + b"; Path=/; HttpOnly"
+    if persistence.permanent_cookie and persistence.absolute_timeout:
+        cookie += b"; Max-Age=%d" % int(persistence.absolute_timeout)
+    return [(b"set-cookie", cookie)]
+
+
+# --- answers made here ---------------------------------------------------------------------
+
+
+async def _respond(
+    writer: ResponseWriter, status: int, headers: HeaderList, body: bytes = b""
+) -> None:
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    if body:
+        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    await writer.send_head(status, headers, content_length=len(body), body=True)
+    if body:
+        await writer.send_data(body)
+    await writer.end()
+
+
+async def _error(writer: ResponseWriter, status: int, grpc: bool) -> None:
+    reason = reason_phrase(status) or b"Error"
+    if not grpc:
+        return await _respond(writer, status, [], reason + b"\n")
+    headers = [
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", _GRPC_STATUS.get(status, b"2")),
+        (b"grpc-message", reason),
+    ]
+    return await _respond(writer, 200, headers)
+
+
+def _looks_grpc(req: ProxyRequest) -> bool:
+    content_type = _header(req.headers, b"content-type")
+    return content_type is not None and content_type.startswith("application/grpc")
+
+
+# --- mirrors -------------------------------------------------------------------------------
+
+
+class _NoBody:
+    length: int | None = 0
+    started = False
+    finished = True
+    received = 0
+
+    async def receive(self) -> bytes:
+        return b""
+
+
+_mirrors_in_flight = [0]
+
+
+def _start_mirrors(
+    ctx: HTTPConnectionContext,
+    req: ProxyRequest,
+    backends: list[ir.Backend],
+    head: tuple[bytes, bytes, HeaderList],
+) -> None:
+    if ctx.background is None or req.body.length != 0:
+        return
+    for backend in backends:
+        if backend.invalid or not backend.endpoints or _mirrors_in_flight[0] >= MIRRORS_MAX:
+            continue
+        _mirrors_in_flight[0] += 1
+        ctx.background.start_soon(_mirror, ctx.pool, backend, head)
+
+
+async def _mirror(
+    pool: UpstreamPool, backend: ir.Backend, head: tuple[bytes, bytes, HeaderList]
+) -> None:
+    """Send a copy and drop the answer; nothing here may reach the client."""
+    try:
+        endpoint = pool.choose(backend)
+        with trio.move_on_after(30):
+            if endpoint is not None:
+                async with open_exchange(pool, endpoint, backend, head, _NoBody()) as rsp:
+                    while not isinstance(await rsp.next_event(), MessageEnded):
+                        pass
+    except UpstreamError:
+        pass
+    finally:
+        _mirrors_in_flight[0] -= 1

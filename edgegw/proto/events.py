@@ -1,0 +1,87 @@
+"""HTTP message events: what a parser saw, as immutable values.
+
+The HTTP/1.1 parser (and, later, the HTTP/2 one) turns bytes into these, so
+code above the framing layer never learns which protocol carried a request.
+Header names are lower-case ``bytes``; values are ``bytes`` with surrounding
+whitespace removed. Events are frozen and slotted, and nothing subclasses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A request head was parsed and validated.
+
+    ``content_length`` is ``None`` when the body is chunked or absent; a
+    body-less request has ``content_length == 0`` and ``chunked`` False.
+    """
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    content_length: int | None
+    chunked: bool
+    expect_continue: bool
+    upgrade: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InformationalResponseReceived:
+    """A 1xx response (other than 101) arrived ahead of the final one."""
+
+    status_code: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """A final response head was parsed and validated.
+
+    ``content_length`` is ``None`` for chunked or close-delimited bodies;
+    ``body_expected`` is False for HEAD responses, 204 and 304.
+    """
+
+    status_code: int
+    reason: bytes
+    headers: Headers
+    http_version: bytes
+    keep_alive: bool
+    content_length: int | None
+    chunked: bool
+    body_expected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    """A piece of a message body, de-chunked."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEnded:
+    """The current message is complete; ``trailers`` are those of a chunked body."""
+
+    trailers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed its side between messages: a clean end."""
+
+
+Event = (
+    RequestReceived
+    | InformationalResponseReceived
+    | ResponseReceived
+    | DataReceived
+    | MessageEnded
+    | ConnectionClosed
+)

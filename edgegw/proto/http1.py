@@ -1,0 +1,489 @@
+"""Strict, fast HTTP/1.1 framing: bytes in, events out; heads and chunks serialised in.
+
+Theory of operation
+-------------------
+llhttp (through ``httptools``) does the byte-level work: it is a state machine
+written in C, already strict about line endings (bare CR, bare LF, obs-fold),
+token characters, control characters in values, duplicate Content-Length and
+Content-Length next to Transfer-Encoding. What it lacks, we add in
+``_validate_head`` once per message, holding it to h11's rules, which are our
+reference (``tests/unit/test_http1_differential.py`` compares both):
+
+* Transfer-Encoding other than exactly ``chunked`` → 501, as h11 does;
+* HTTP/1.1 without exactly one Host → 400; versions other than 1.0/1.1 → 505;
+* more than ``max_headers`` headers or more than ``max_head_bytes`` of head → 431;
+* trailing whitespace removed from values (llhttp keeps it).
+
+llhttp calls back synchronously while it walks a buffer, so each ``feed``
+appends events to a deque and ``next_event`` pops them; several pipelined
+requests in one read simply queue up. A parse error is held back until the
+events before it have been taken, so pipelined requests ahead of a bad one are
+still answered. The caller bounds memory by feeding one socket read at a time
+and only when the queue is empty: a body is never held whole.
+
+A response parser lives for one exchange (a fresh, cheap C object), because
+only the client knows whether the request was HEAD, and llhttp cannot be told
+to skip a body after the fact: HEAD responses end at the head, and the
+connection is not reused (see ``ResponseParser.reusable``).
+
+Serialisation is plain byte joins: heads from ``(name, value)`` pairs, chunks.
+This module imports no trio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import httptools
+
+from edgegw.proto.events import (
+    ConnectionClosed,
+    DataReceived,
+    Event,
+    Headers,
+    InformationalResponseReceived,
+    MessageEnded,
+    RequestReceived,
+    ResponseReceived,
+)
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+_WS = b" \t"
+
+
+class ProtocolError(Exception):
+    """The peer broke HTTP/1.1; ``status_hint`` is the response a server should send."""
+
+    def __init__(self, message: str, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class _Stop(Exception):
+    """Raised inside a callback to make llhttp stop at once (limits exceeded)."""
+
+    def __init__(self, error: ProtocolError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _HeadState:
+    """What one message head accumulates while llhttp walks it."""
+
+    __slots__ = ("bytes", "headers", "trailers", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.bytes = 0
+
+
+class _Parser:
+    """Shared machinery of the request and response parsers."""
+
+    _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
+
+    def __init__(self, max_head_bytes: int, max_headers: int) -> None:
+        self._events: deque[Event] = deque()
+        self._error: ProtocolError | None = None
+        self._max_head_bytes = max_head_bytes
+        self._max_headers = max_headers
+        self._head: _HeadState | None = None  # set while a head is being read
+        self._in_message = False
+        self._pending_head_bytes = 0
+
+    # --- llhttp callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = _HeadState()
+        self._in_message = True
+
+    def on_url(self, url: bytes) -> None:
+        head = self._head
+        assert head is not None
+        head.url += url
+        self._count(head, len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        assert head is not None
+        target = head.headers if head.trailers is None else head.trailers
+        if len(target) >= self._max_headers:
+            raise _Stop(ProtocolError("too many header fields", 431))
+        target.append((name.lower(), value.rstrip(_WS)))
+        self._count(head, len(name) + len(value) + 4)
+
+    def on_chunk_header(self) -> None:
+        pass
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(DataReceived(body))
+
+    def on_message_complete(self) -> None:
+        head = self._head
+        trailers = () if head is None or not head.trailers else tuple(head.trailers)
+        self._events.append(MessageEnded(trailers))
+        self._head = None
+        self._in_message = False
+        self._pending_head_bytes = 0
+
+    def _count(self, head: _HeadState, n: int) -> None:
+        head.bytes += n
+        if head.bytes > self._max_head_bytes:
+            raise _Stop(ProtocolError("request header fields too large", 431))
+
+    def _start_trailers(self) -> None:
+        if self._head is not None:
+            self._head.trailers = []
+
+    # --- feeding --------------------------------------------------------------------------
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._on_upgrade(data, int(upgrade.args[0]))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._error = cause.error if isinstance(cause, _Stop) else _wrap(cause or exc)
+        except httptools.HttpParserError as exc:
+            self._error = _error_from_llhttp(exc)
+        self._check_unfinished_head(len(data))
+
+    def _check_unfinished_head(self, n: int) -> None:
+        """Bound a head that never ends (llhttp buffers a partial line without limit)."""
+        head = self._head
+        if head is None or head.trailers is not None:
+            self._pending_head_bytes = 0
+            return
+        self._pending_head_bytes += n
+        if self._pending_head_bytes > self._max_head_bytes and self._error is None:
+            self._error = ProtocolError("request header fields too large", 431)
+
+    def _on_upgrade(self, data: bytes | bytearray, offset: int) -> None:
+        self.trailing_data = bytes(data[offset:])
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None`` when more data is needed.
+
+        Raises:
+            ProtocolError: the peer sent something invalid; nothing more will parse.
+        """
+        if self._events:
+            return self._events.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
+
+    @property
+    def in_message(self) -> bool:
+        """True between the first byte of a message and its end."""
+        return self._in_message
+
+
+class RequestParser(_Parser):
+    """Server side: one per client connection, across keep-alive and pipelining."""
+
+    def __init__(
+        self, *, max_head_bytes: int = MAX_HEAD_BYTES, max_headers: int = MAX_HEADERS
+    ) -> None:
+        super().__init__(max_head_bytes, max_headers)
+        self._parser = httptools.HttpRequestParser(self)
+        self.trailing_data = b""
+        self._upgraded = False
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes read from the client; ``b""`` means the client closed its side."""
+        if self._upgraded:
+            self.trailing_data += bytes(data)
+            return
+        if data:
+            self._feed(data)
+        elif self._in_message:
+            self._error = self._error or ProtocolError("connection closed mid-request")
+        else:
+            self._events.append(ConnectionClosed())
+
+    def skip_message_end(self) -> None:
+        """Drop the ``MessageEnded`` that follows a body-less request, if it is queued."""
+        if self._events and type(self._events[0]) is MessageEnded:
+            self._events.popleft()
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        parser = self._parser
+        assert isinstance(parser, httptools.HttpRequestParser)
+        version = parser.get_http_version().encode()
+        headers = tuple(head.headers)
+        length, chunked, conn = _validate_head(headers, version, request=True)
+        self._events.append(
+            RequestReceived(
+                method=parser.get_method(),
+                target=head.url,
+                headers=headers,
+                http_version=version,
+                keep_alive=_keep_alive(version, conn),
+                content_length=length if length is not None else (None if chunked else 0),
+                chunked=chunked,
+                expect_continue=_expects_continue(headers, version),
+                upgrade=bool(parser.should_upgrade()),
+            )
+        )
+        self._start_trailers()
+
+    def _on_upgrade(self, data: bytes | bytearray, offset: int) -> None:
+        self._upgraded = True
+        self.trailing_data = bytes(data[offset:])
+
+
+class ResponseParser(_Parser):
+    """Client side: one per request/response exchange on an upstream connection."""
+
+    def __init__(
+        self,
+        request_method: bytes,
+        *,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
+        super().__init__(max_head_bytes, max_headers)
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_request = request_method == b"HEAD"
+        self._final: ResponseReceived | None = None
+        self._ended = False
+        self._close_delimited = False
+        self.reusable = False  # True once a keep-alive response has ended cleanly
+        self.trailing_data = b""
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes read from the upstream; ``b""`` means it closed its side."""
+        if self._ended:
+            if data:
+                self.reusable = False  # junk after the response: never reuse
+            return
+        if data:
+            self._feed(data)
+            return
+        if self._close_delimited and self._final is not None:
+            self._finish()
+        elif self._error is None:
+            self._error = ProtocolError("upstream closed the connection mid-response", 502)
+
+    def on_message_begin(self) -> None:
+        if self._final is not None:
+            raise _Stop(ProtocolError("upstream sent data after the response", 502))
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        parser = self._parser
+        assert isinstance(parser, httptools.HttpResponseParser)
+        status = parser.get_status_code()
+        version = parser.get_http_version().encode()
+        headers = tuple(head.headers)
+        length, chunked, conn = _validate_head(headers, version, request=False)
+        if 100 <= status < 200:
+            if status == 101:
+                raise _Stop(ProtocolError("upstream switched protocols unasked", 502))
+            self._events.append(InformationalResponseReceived(status, headers))
+            return
+        body = not (self._head_request or status in (204, 304))
+        self._final = ResponseReceived(
+            status_code=status,
+            reason=b"",
+            headers=headers,
+            http_version=version,
+            keep_alive=_keep_alive(version, conn),
+            content_length=length,
+            chunked=chunked,
+            body_expected=body,
+        )
+        self._close_delimited = body and length is None and not chunked
+        self._events.append(self._final)
+        self._start_trailers()
+        if not body and self._head_request:
+            self._finish()
+            raise _Stop(ProtocolError("", 0))  # stop: llhttp would wait for a body
+
+    def on_message_complete(self) -> None:
+        if self._final is None:
+            self._head = None  # a 1xx ended; the final response follows
+            return
+        if not self._ended:
+            super().on_message_complete()
+            self._ended = True
+            self.reusable = self._final.keep_alive and not self._close_delimited
+
+    def _finish(self) -> None:
+        self._events.append(MessageEnded())
+        self._ended = True
+        self._in_message = False
+        self._head = None
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        super()._feed(data)
+        if self._error is not None and self._error.status_hint == 0:
+            self._error = None  # the HEAD stop above, not a failure
+
+    @property
+    def ended(self) -> bool:
+        """True once the final response has been read to its end."""
+        return self._ended
+
+
+# --- validation, where llhttp is more lenient than h11 -----------------------------------------
+
+
+def _validate_head(
+    headers: Headers, version: bytes, *, request: bool
+) -> tuple[int | None, bool, bytes]:
+    """Check framing headers once per message.
+
+    Returns:
+        (Content-Length or None, chunked, lower-cased Connection value)
+
+    Raises:
+        _Stop: wrapping the ``ProtocolError`` to report.
+    """
+    if version not in (b"1.1", b"1.0"):
+        raise _Stop(ProtocolError("HTTP version not supported", 505))
+    length: int | None = None
+    chunked = False
+    conn = b""
+    hosts = 0
+    for name, value in headers:
+        if name == b"content-length":
+            length = int(value)  # llhttp allowed only digits, once
+        elif name == b"transfer-encoding":
+            if value.lower() != b"chunked":
+                raise _Stop(ProtocolError("only Transfer-Encoding: chunked is supported", 501))
+            chunked = True
+        elif name == b"connection":
+            conn = conn + b"," + value.lower() if conn else value.lower()
+        elif name == b"host":
+            hosts += 1
+    if request and (hosts > 1 or (hosts == 0 and version == b"1.1")):
+        raise _Stop(ProtocolError("a request needs exactly one Host header"))
+    return length, chunked, conn
+
+
+def _keep_alive(version: bytes, connection: bytes) -> bool:
+    if not connection:
+        return version == b"1.1"
+    tokens = {t.strip() for t in connection.split(b",")}
+    if b"close" in tokens:
+        return False
+    return version == b"1.1" or b"keep-alive" in tokens
+
+
+def _expects_continue(headers: Headers, version: bytes) -> bool:
+    if version != b"1.1":
+        return False
+    return any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
+
+
+def _error_from_llhttp(exc: httptools.HttpParserError) -> ProtocolError:
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        return ProtocolError(f"unsupported method: {exc}", 501)
+    return ProtocolError(f"malformed HTTP/1.1: {exc}")
+
+
+def _wrap(exc: BaseException) -> ProtocolError:
+    if isinstance(exc, ProtocolError):
+        return exc
+    return ProtocolError(f"malformed HTTP/1.1: {exc}")
+
+
+# --- serialisation -------------------------------------------------------------------------
+
+_REASONS: dict[int, bytes] = {
+    100: b"Continue", 200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content",
+    206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found", 303: b"See Other",
+    304: b"Not Modified", 307: b"Temporary Redirect", 308: b"Permanent Redirect",
+    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
+    421: b"Misdirected Request", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}  # fmt: skip
+_STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase, or ``b""`` for codes without one here."""
+    return _REASONS.get(status, b"")
+
+
+def serialize_response_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A status line and header block, ready to write."""
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+    parts = [line]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def serialize_request_head(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]
+) -> bytes:
+    """A request line and header block, ready to write."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def serialize_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body; empty data gives nothing (not the last chunk)."""
+    if not data:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def serialize_last_chunk(trailers: Headers = ()) -> bytes:
+    """The zero chunk ending a chunked body, with any trailers."""
+    if not trailers:
+        return b"0\r\n\r\n"
+    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+
+
+# --- hop-by-hop headers --------------------------------------------------------------------
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def strip_hop_by_hop(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """End-to-end headers: without the hop-by-hop set, ``Proxy-*`` and what Connection names."""
+    named: set[bytes] | None = None
+    for name, value in headers:
+        if name == b"connection":
+            named = named or set()
+            named.update(t.strip().lower() for t in value.split(b","))
+    if named is None:
+        return [h for h in headers if h[0] not in HOP_BY_HOP and not h[0].startswith(b"proxy-")]
+    named.discard(b"")
+    return [
+        h
+        for h in headers
+        if h[0] not in HOP_BY_HOP and h[0] not in named and not h[0].startswith(b"proxy-")
+    ]
