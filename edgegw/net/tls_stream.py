@@ -1,0 +1,217 @@
+"""A trio Stream that speaks TLS through a pyOpenSSL ``Connection`` on memory BIOs.
+
+Theory of operation
+-------------------
+OpenSSL never touches a socket here. Bytes read from the transport are written
+into the connection's incoming memory BIO; whatever OpenSSL wants to send
+(handshake messages, records, alerts) piles up in its outgoing BIO until we
+pull it out and send it on. Each operation is "call OpenSSL until it stops
+saying WantRead, feeding it from the transport in between".
+
+Two tasks may use the stream at once, one receiving and one sending (HTTP/2, or
+a TCP relay copying both ways). Both directions can make OpenSSL produce bytes:
+a send makes records, a receive may make an alert. To keep records in order on
+the wire, bytes are pulled from the outgoing BIO synchronously into ``_outbox``
+(trio switches tasks only at checkpoints, so pulls never interleave), and only
+the holder of ``_send_lock`` takes bytes out of the outbox and writes them to
+the transport. A task that queued bytes waits for the lock, so its ``send_all``
+returns only once its bytes were handed to the transport.
+
+Cancellation: a receive that is cancelled loses nothing (plaintext is returned
+only after the last checkpoint). A cancelled write to the transport may have
+sent half a record, so it marks the stream broken, as ``trio.SSLStream`` does.
+
+End of stream: a close_notify and a bare TCP close both read as ``b""``. HTTP
+clients routinely skip close_notify, and HTTP framing catches truncation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+
+import trio
+from OpenSSL import SSL
+
+_RECV_CHUNK = 65536
+_SEND_CHUNK = 65536
+_CLOSE_NOTIFY_GRACE = 1.0
+
+
+def _quietly() -> contextlib.suppress:
+    """For courtesy bytes (alerts, close_notify) whose loss changes nothing."""
+    return contextlib.suppress(SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class TLSStream(trio.abc.Stream):
+    """TLS over ``transport_stream``; the handshake is driven by ``do_handshake``.
+
+    ``received`` holds bytes already read from the transport (a peeked
+    ClientHello); OpenSSL reads them before anything else.
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        connection: SSL.Connection,
+        received: bytes | bytearray = b"",
+    ) -> None:
+        self.transport_stream = transport_stream
+        self.connection = connection
+        self._outbox = bytearray()
+        self._send_lock = trio.StrictFIFOLock()
+        self._receiving = False
+        self._sending = False
+        self._eof = False
+        self._broken = False
+        self._closed = False
+        if received:
+            connection.bio_write(bytes(received))
+
+    # --- handshake and teardown ------------------------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Runs the handshake to completion.
+
+        Raises:
+            OpenSSL.SSL.Error: the peer spoke bad TLS or failed verification.
+            trio.BrokenResourceError: the transport broke.
+        """
+        while True:
+            try:
+                self.connection.do_handshake()
+            except SSL.WantReadError:
+                await self._flush()
+                await self._feed()
+            else:
+                await self._flush()
+                return
+
+    async def abort(self, grace: float) -> None:
+        """Closes without close_notify, first sending any alert OpenSSL queued (within ``grace``).
+
+        The alert is what lets a client print "certificate required" instead of
+        "connection reset"; the grace keeps a stalled peer from holding us.
+        """
+        self._closed = True
+        if not self._broken:
+            with trio.move_on_after(grace), _quietly():
+                await self._flush()
+        await trio.aclose_forcefully(self.transport_stream)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        try:
+            if not self._broken:
+                await self._send_close_notify()
+        finally:
+            await self.transport_stream.aclose()
+
+    async def _send_close_notify(self) -> None:
+        with trio.move_on_after(_CLOSE_NOTIFY_GRACE), _quietly():
+            self.connection.shutdown()
+            await self._flush()
+
+    # --- the Stream interface --------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        self._check_usable()
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        size = _RECV_CHUNK if max_bytes is None else operator.index(max_bytes)
+        if size < 1:
+            raise ValueError("max_bytes must be at least 1")
+        self._receiving = True
+        try:
+            return await self._receive(size)
+        finally:
+            self._receiving = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self._check_usable()
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            view = memoryview(data)
+            await trio.lowlevel.checkpoint()
+            for start in range(0, len(view), _SEND_CHUNK):
+                self._encrypt(view[start : start + _SEND_CHUNK])
+                await self._flush()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        self._check_usable()
+        await self.transport_stream.wait_send_all_might_not_block()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the TLS stream is closed")
+        if self._broken:
+            raise trio.BrokenResourceError("the TLS stream is broken")
+
+    async def _receive(self, max_bytes: int) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._eof:
+            try:
+                data = self.connection.recv(max_bytes)
+            except SSL.WantReadError:
+                await self._flush()
+                await self._feed()
+                continue
+            except (SSL.ZeroReturnError, SSL.SysCallError):
+                self._eof = True
+                break
+            except SSL.Error as exc:
+                self._broken = True
+                raise trio.BrokenResourceError("TLS error while receiving") from exc
+            self._pull()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return b""
+
+    def _encrypt(self, chunk: memoryview) -> None:
+        try:
+            self.connection.sendall(chunk)
+        except SSL.Error as exc:
+            self._broken = True
+            raise trio.BrokenResourceError("TLS error while sending") from exc
+
+    async def _feed(self) -> None:
+        """Moves one read from the transport into OpenSSL; EOF becomes a BIO EOF."""
+        data = await self.transport_stream.receive_some(_RECV_CHUNK)
+        if data:
+            self.connection.bio_write(bytes(data))
+        else:
+            self.connection.bio_shutdown()
+
+    def _pull(self) -> None:
+        while True:
+            try:
+                self._outbox += self.connection.bio_read(_SEND_CHUNK)
+            except SSL.WantReadError:
+                return
+
+    async def _flush(self) -> None:
+        """Sends everything OpenSSL produced so far, in order (see the theory above)."""
+        self._pull()
+        if not self._outbox:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._send_lock:
+            while self._outbox:
+                chunk = bytes(self._outbox)
+                self._outbox.clear()
+                try:
+                    await self.transport_stream.send_all(chunk)
+                except BaseException:
+                    self._broken = True
+                    raise
+                self._pull()
