@@ -1,0 +1,275 @@
+"""UDPRoute: a datagram relay with one session per client address.
+
+Theory of operation
+-------------------
+UDP has no connections, so we make sessions: the first datagram from a
+client ``(address, port)`` picks the port's route (``table()``: the current
+generation; sessions keep the endpoint they were given across reloads), a
+backend by weight and one endpoint, and opens a *connected* UDP socket to
+it. Every later datagram from that client goes out on that socket, and every
+datagram coming back on it is sent to the client from the listening socket,
+so the client sees replies from the address it wrote to.
+
+One task reads the listening socket; one task per session reads its
+upstream socket. Both use the non-blocking socket calls directly in a loop
+and only wait (``trio.lowlevel.wait_readable``) when the kernel queue is
+empty: per-datagram work is a dict lookup and one system call each way.
+Sends never wait: a full socket buffer drops the datagram, as the network
+would. A connected socket reports an ICMP port-unreachable from its endpoint
+as ``ECONNREFUSED`` on the next call; that is counted and the session
+carries on, and since nothing blocks, other sessions never notice.
+
+A session ends after ``idle_timeout`` seconds without a datagram either way.
+At most ``max_sessions`` exist; datagrams from new clients beyond that are
+dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import trio
+
+from edgegw import ir
+from edgegw.routing import l4
+
+log = logging.getLogger("edgegw.net.udp")
+
+MAX_DATAGRAM = 65535
+PENDING_LIMIT = 64  # datagrams held while a session's endpoint is being resolved
+BATCH = 64  # datagrams handled before giving other tasks a turn
+SOCKET_BUFFER = 4 << 20
+
+Address = tuple[str, int]
+
+
+@dataclass
+class UDPStats:
+    """Counters for metrics and tests."""
+
+    sessions: int = 0  # live
+    sessions_opened: int = 0
+    sessions_expired: int = 0
+    datagrams_up: int = 0
+    datagrams_down: int = 0
+    dropped: int = 0  # no route, no backend, session limit, full buffers
+    upstream_errors: int = 0  # ECONNREFUSED and friends
+
+
+@dataclass
+class UDPOptions:
+    idle_timeout: float = 60.0
+    max_sessions: int = 16384
+    stats: UDPStats = field(default_factory=UDPStats)
+    rand: Callable[[], float] = random.random
+
+
+class _Session:
+    """One client's tie to one endpoint."""
+
+    __slots__ = ("client", "last", "pending", "upstream")
+
+    def __init__(self, client: Address) -> None:
+        self.client = client
+        self.last = trio.current_time()
+        self.upstream: socket.socket | None = None
+        self.pending: list[bytes] = []
+
+
+async def serve_udp(
+    sock: trio.socket.SocketType,
+    table: Callable[[], l4.L4Table],
+    *,
+    options: UDPOptions | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Relay datagrams arriving on ``sock`` (a bound UDP socket) until cancelled.
+
+    Args:
+        sock: the listening socket; it is not closed here (``SocketSet`` owns it).
+        table: returns the port's current ``L4Table``.
+        options: timeouts, limits and counters.
+    """
+    options = options or UDPOptions()
+    listening = socket.socket(sock.family, socket.SOCK_DGRAM, fileno=os.dup(sock.fileno()))
+    listening.setblocking(False)
+    _grow_buffers(listening)
+    relay = _Relay(listening, table, options)
+    try:
+        async with trio.open_nursery() as nursery:
+            relay.nursery = nursery
+            task_status.started()
+            await relay.receive_loop()
+    finally:
+        listening.close()
+    raise AssertionError("unreachable")
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
+class _Relay:
+    """The sessions of one listening socket and the loops that move their datagrams."""
+
+    def __init__(
+        self, listening: socket.socket, table: Callable[[], l4.L4Table], options: UDPOptions
+    ) -> None:
+        self.listening = listening
+        self.table = table
+        self.options = options
+        self.stats = options.stats
+        self.sessions: dict[Address, _Session] = {}
+        self.nursery: trio.Nursery | None = None
+
+    async def receive_loop(self) -> NoReturn:
+        listening, sessions = self.listening, self.sessions
+        handled = 0
+        while True:
+            try:
+                data, client = listening.recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                handled = 0
+                await trio.lowlevel.wait_readable(listening)
+                continue
+            except OSError as exc:  # an ICMP error for an earlier reply; nothing to do
+                log.debug("udp listener: %s", exc)
+                continue
+            session = sessions.get(client) or self._open(client)
+            if session is not None:
+                self._forward(session, data)
+            handled += 1
+            if handled >= BATCH:
+                handled = 0
+                await trio.lowlevel.checkpoint()
+
+    def _forward(self, session: _Session, data: bytes) -> None:
+        session.last = trio.current_time()
+        upstream = session.upstream
+        if upstream is None:
+            if len(session.pending) < PENDING_LIMIT:
+                session.pending.append(data)
+            else:
+                self.stats.dropped += 1
+            return
+        try:
+            upstream.send(data)
+            self.stats.datagrams_up += 1
+        except BlockingIOError:
+            self.stats.dropped += 1
+        except OSError:
+            self.stats.upstream_errors += 1  # ICMP unreachable from an earlier datagram
+
+    def _open(self, client: Address) -> _Session | None:
+        """Decide the new session's endpoint (synchronously) and start its task."""
+        if len(self.sessions) >= self.options.max_sessions:
+            self.stats.dropped += 1
+            return None
+        endpoint = self._pick(client)
+        if endpoint is None:
+            self.stats.dropped += 1
+            return None
+        session = _Session(client)
+        self.sessions[client] = session
+        self.stats.sessions += 1
+        self.stats.sessions_opened += 1
+        assert self.nursery is not None
+        self.nursery.start_soon(self._run_session, session, endpoint)
+        return session
+
+    def _pick(self, client: Address) -> ir.Endpoint | None:
+        match = self.table().route_for_udp()
+        if match is None:
+            return None
+        backend = l4.pick_backend(match.route.backends, self.options.rand())
+        endpoint = None if backend is None else l4.pick_endpoint(backend, self.options.rand())
+        if endpoint is None or endpoint.kind == "unix":
+            log.debug("udp client %s: no usable backend", client)
+            return None
+        return endpoint
+
+    async def _run_session(self, session: _Session, endpoint: ir.Endpoint) -> None:
+        try:
+            session.upstream = await _connect(endpoint)
+        except OSError as exc:
+            log.info("udp endpoint %s:%s: %s", endpoint.address, endpoint.port, exc)
+            self.stats.upstream_errors += 1
+        try:
+            if session.upstream is not None:
+                for data in session.pending:
+                    self._forward(session, data)
+                session.pending.clear()
+                await self._replies(session, session.upstream)
+        finally:
+            self._close(session)
+
+    async def _replies(self, session: _Session, upstream: socket.socket) -> None:
+        """Send the endpoint's datagrams to the client until the session is idle too long."""
+        idle = self.options.idle_timeout
+        listening, client, stats = self.listening, session.client, self.stats
+        handled = 0
+        while True:
+            try:
+                data = upstream.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                handled = 0
+                woke = await _wait_readable_until(upstream, session.last + idle)
+                if not woke and trio.current_time() >= session.last + idle:
+                    return
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    raise
+                stats.upstream_errors += 1
+                continue
+            session.last = trio.current_time()
+            try:
+                listening.sendto(data, client)
+                stats.datagrams_down += 1
+            except OSError:
+                stats.dropped += 1
+            handled += 1
+            if handled >= BATCH:
+                handled = 0
+                await trio.lowlevel.checkpoint()
+
+    def _close(self, session: _Session) -> None:
+        if self.sessions.get(session.client) is session:
+            del self.sessions[session.client]
+        self.stats.sessions -= 1
+        self.stats.sessions_expired += 1
+        if session.upstream is not None:
+            session.upstream.close()
+
+
+async def _wait_readable_until(sock: socket.socket, deadline: float) -> bool:
+    """Wait for ``sock`` to be readable; False when ``deadline`` came first."""
+    with trio.move_on_at(deadline):
+        await trio.lowlevel.wait_readable(sock)
+        return True
+    return False
+
+
+async def _connect(endpoint: ir.Endpoint) -> socket.socket:
+    """A non-blocking UDP socket connected to ``endpoint`` (resolving a name if need be)."""
+    infos = await trio.socket.getaddrinfo(endpoint.address, endpoint.port, type=socket.SOCK_DGRAM)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        _grow_buffers(sock)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
