@@ -1,0 +1,44 @@
+# edgegw developer tasks.
+#
+# `make binary` builds dist/edgegw: one executable file (a PEP 441 zipapp made by shiv) that
+# runs on the system python3 with no venv. shiv, not PyInstaller, because the brief is "run on
+# the system python3": the zipapp carries only our code and its dependencies (native
+# extensions included: msgspec, httptools, cryptography/cffi, watchfiles), unpacked once into
+# $SHIV_ROOT (default ~/.shiv; the systemd units point it at their CacheDirectory), instead of a
+# second bundled interpreter. The wheels are those pip picks for the interpreter that runs the
+# build, so build with the same minor Python (CPython 3.11 here) as the target's python3.
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+SHIV ?= $(VENV)/bin/shiv
+TARGET_PYTHON ?= /usr/bin/env python3
+SOURCES := pyproject.toml $(shell find edgegw -name '*.py')
+
+.PHONY: binary check-binary lint test test-netns clean
+
+binary: dist/edgegw
+
+dist/edgegw: $(SOURCES)
+	mkdir -p dist
+	$(SHIV) --compressed --reproducible --python '$(TARGET_PYTHON)' \
+		--entry-point edgegw.cli:main --output-file $@.tmp .
+	mv $@.tmp $@
+
+# The binary starts on the system python3 alone, far from the source tree and the venv.
+check-binary: dist/edgegw
+	cd / && env -i PATH=/usr/bin:/bin HOME=$$(mktemp -d) $(CURDIR)/dist/edgegw version
+
+lint:
+	$(VENV)/bin/ruff check edgegw tests
+	$(VENV)/bin/ruff format --check edgegw tests
+	$(VENV)/bin/mypy
+
+test:
+	$(PYTHON) -m pytest -m 'not netns'
+
+# Needs root and `ip netns` (iproute2).
+test-netns:
+	$(PYTHON) -m pytest -m netns tests/netns
+
+clean:
+	rm -rf dist build *.egg-info

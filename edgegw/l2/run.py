@@ -1,0 +1,199 @@
+"""``edgegw l2``: follow the gateway's admin API and keep the announcements in step with it.
+
+Theory of operation
+-------------------
+Once a second `follow` asks ``/api/status`` what the gateway holds, reads the MetalLB resources
+under DIR (only when a file changed), lets `announcer.plan` decide, and hands the `diff` to an
+`Actuator`, which carries it out: the real one adds the address to ``lo`` and tells the
+interface speakers to take or release it; tests pass a fake.
+
+When the gateway does not answer, the last known addresses stay announced for a grace period
+(30 s by default). A gateway restart, whether a crash that systemd restarts or an upgrade,
+comes back within seconds holding the same addresses (they are kept in its state directory),
+so withdrawing at once would only flap the LAN: neighbours would see the address vanish and
+reappear, and connections retried in the gap would be refused by our own kernel. After the
+grace period the gateway is taken to be gone and everything is withdrawn. On cancellation
+(SIGTERM) everything is withdrawn, shielded so that the cleanup itself is not cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+import trio
+
+from edgegw import systemd
+from edgegw.l2.announcer import (
+    Action,
+    AddLocal,
+    Announcements,
+    Release,
+    Take,
+    diff,
+    plan,
+    withdraw_all,
+)
+from edgegw.l2.host import LocalAddresses
+from edgegw.l2.sources import ConfigDirWatcher, StatusUnavailable, fetch_status, held_addresses
+from edgegw.l2.speaker import InterfaceInfo, InterfaceSpeaker
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 1.0
+GRACE_PERIOD = 30.0
+FETCH_TIMEOUT = 5.0
+
+
+class Actuator(Protocol):
+    """Carries out one planned action."""
+
+    async def apply(self, action: Action) -> None: ...
+
+
+@dataclass(slots=True)
+class HostActuator:
+    """The real actuator: ``lo`` addresses plus one speaker per interface."""
+
+    speakers: Mapping[str, InterfaceSpeaker]
+    local: LocalAddresses = field(default_factory=LocalAddresses)
+
+    async def apply(self, action: Action) -> None:
+        if isinstance(action, AddLocal):
+            await self.local.add(action.address)
+        elif isinstance(action, Take):
+            self.speakers[action.interface].take(action.address)
+        elif isinstance(action, Release):
+            self.speakers[action.interface].release(action.address)
+        else:
+            await self.local.remove(action.address)
+
+
+@dataclass(slots=True)
+class Follower:
+    """The state between two polls: what is announced and when the gateway last answered."""
+
+    config_dir: Path
+    interfaces: Sequence[str]
+    admin: str
+    actuator: Actuator
+    grace: float = GRACE_PERIOD
+    current: Announcements = field(default_factory=dict)
+    held: frozenset[str] = frozenset()
+    last_answer: float = -math.inf
+    _watcher: ConfigDirWatcher | None = None
+
+    async def step(self) -> None:
+        """Poll once and carry out whatever changed."""
+        await self._refresh_held()
+        if self._watcher is None:
+            self._watcher = ConfigDirWatcher(self.config_dir)
+        config = self._watcher.current()
+        decision = plan(self.held, config.pools, config.advertisements, self.interfaces)
+        await self._apply(diff(self.current, decision.announcements))
+        self.current = decision.announcements
+
+    async def _refresh_held(self) -> None:
+        try:
+            with trio.fail_after(FETCH_TIMEOUT):
+                status = await fetch_status(self.admin)
+            held = held_addresses(status)
+        except (StatusUnavailable, trio.TooSlowError) as exc:
+            if trio.current_time() - self.last_answer > self.grace and self.held:
+                log.warning("gateway silent for %.0f s (%s); withdrawing", self.grace, exc)
+                self.held = frozenset()
+            return
+        if held != self.held:
+            log.info("gateway holds %s", ", ".join(sorted(held)) or "nothing")
+        self.held, self.last_answer = held, trio.current_time()
+
+    async def _apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            log.info("%s", action)
+            try:
+                await self.actuator.apply(action)
+            except Exception:  # one failed address must not stop the others
+                log.exception("cannot carry out %s", action)
+
+    async def withdraw(self) -> None:
+        """Let go of everything; shielded, as it runs while being cancelled."""
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await self._apply(withdraw_all(self.current))
+            self.current = {}
+
+
+async def follow(
+    follower: Follower,
+    *,
+    poll_interval: float = POLL_INTERVAL,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Poll forever; on cancellation withdraw every announcement before returning."""
+    try:
+        await follower.step()
+        task_status.started()
+        while True:
+            await trio.sleep(poll_interval)
+            await follower.step()
+    finally:
+        await follower.withdraw()
+
+
+async def serve_l2(
+    config_dir: Path,
+    interfaces: Sequence[str],
+    admin: str,
+    *,
+    grace: float = GRACE_PERIOD,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Run the speakers on ``interfaces`` and follow the gateway at ``admin`` until cancelled.
+
+    Raises:
+        OSError: an interface does not exist, or no CAP_NET_RAW (PermissionError).
+    """
+    infos = [InterfaceInfo.lookup(name) for name in interfaces]
+    local = LocalAddresses()
+    await local.remove_leftovers()
+    speakers = {info.name: InterfaceSpeaker(info) for info in infos}
+    async with trio.open_nursery() as nursery:
+        for speaker in speakers.values():
+            await nursery.start(speaker.serve)
+        follower = Follower(config_dir, interfaces, admin, HostActuator(speakers, local), grace)
+        await nursery.start(follow, follower)
+        task_status.started()
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def _main(args: argparse.Namespace) -> int:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_l2, args.config, args.interface, args.admin)
+            await nursery.start(systemd.serve_watchdog)
+            systemd.ready(f"announcing on {', '.join(args.interface)}")
+            async for signum in signals:
+                log.info("%s: withdrawing and stopping", signal.Signals(signum).name)
+                systemd.stopping()
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """``edgegw l2 -c DIR --interface IFACE [--admin ADDR]``; returns the exit code."""
+    level = str(getattr(args, "log_level", "info")).upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return trio.run(_main, args)
+    except PermissionError as exc:
+        log.error("edgegw l2 needs CAP_NET_RAW and CAP_NET_ADMIN: %s", exc)
+    except OSError as exc:
+        log.error("edgegw l2: %s", exc)
+    return 1
