@@ -1,0 +1,156 @@
+"""``edgegw status``: read a running gateway's ``/api/status`` and print it.
+
+The table mirrors ``kubectl get gateway,httproute``: what people already read
+every day, so "is my route attached?" needs no new vocabulary.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgegw.admin.server import parse_admin_address
+
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self.unix_path))
+        self.sock = sock
+
+
+def fetch_json(admin: str, path: str, timeout: float = 5.0) -> Any:
+    """GET ``path`` from the admin API at ``admin`` (HOST:PORT or unix:/path)."""
+    address = parse_admin_address(admin)
+    conn: http.client.HTTPConnection
+    if isinstance(address, Path):
+        conn = _UnixHTTPConnection(address, timeout)
+    else:
+        conn = http.client.HTTPConnection(address[0], address[1], timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise OSError(f"{path}: HTTP {response.status}")
+        return json.loads(body)
+    finally:
+        conn.close()
+
+
+def print_status(admin: str, *, output: str = "table") -> int:
+    """Print the status of the gateway at ``admin``; 1 when it cannot be reached."""
+    try:
+        document = fetch_json(admin, "/api/status")
+    except OSError as exc:
+        print(f"edgegw status: cannot reach the gateway at {admin}: {exc}", file=sys.stderr)
+        return 1
+    print(render(document, output), end="")
+    return 0
+
+
+def render(document: dict[str, Any], output: str) -> str:
+    """The status document as ``table``, ``yaml`` or ``json``."""
+    if output == "json":
+        return json.dumps(document, indent=2) + "\n"
+    if output == "yaml":
+        return str(yaml.safe_dump(document, sort_keys=False))
+    return render_table(document)
+
+
+def _condition(status: dict[str, Any], kind: str) -> str:
+    for cond in status.get("conditions", ()):
+        if cond.get("type") == kind:
+            reason = cond.get("reason", "")
+            return f"{cond.get('status')}" + (
+                f" ({reason})" if cond.get("status") != "True" else ""
+            )
+    return "Unknown"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _gateway_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for res in resources:
+        if res.get("kind") != "Gateway":
+            continue
+        meta, status = res["metadata"], res.get("status", {})
+        addresses = ",".join(a["value"] for a in status.get("addresses", ())) or "<none>"
+        listeners = len(status.get("listeners", ()))
+        rows.append(
+            [
+                meta.get("namespace") or "",
+                meta["name"],
+                addresses,
+                str(listeners),
+                _condition(status, "Accepted"),
+                _condition(status, "Programmed"),
+            ]
+        )
+    return rows
+
+
+def _route_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for res in resources:
+        if res.get("kind") not in ROUTE_KINDS:
+            continue
+        meta = res["metadata"]
+        for parent in res.get("status", {}).get("parents", ()) or [{}]:
+            ref = parent.get("parentRef", {})
+            section = f"/{ref['sectionName']}" if ref.get("sectionName") else ""
+            rows.append(
+                [
+                    res["kind"],
+                    meta.get("namespace") or "",
+                    meta["name"],
+                    f"{ref.get('namespace', '')}/{ref.get('name', '<none>')}{section}",
+                    _condition(parent, "Accepted"),
+                    _condition(parent, "ResolvedRefs"),
+                ]
+            )
+    return rows
+
+
+def render_table(document: dict[str, Any]) -> str:
+    """Gateways, then routes per parent, then config errors, like ``kubectl get``."""
+    resources = document.get("resources", [])
+    out = [
+        _table(
+            ["NAMESPACE", "GATEWAY", "ADDRESSES", "LISTENERS", "ACCEPTED", "PROGRAMMED"],
+            _gateway_rows(resources),
+        ),
+        "\n",
+        _table(
+            ["KIND", "NAMESPACE", "NAME", "PARENT", "ACCEPTED", "RESOLVEDREFS"],
+            _route_rows(resources),
+        ),
+    ]
+    errors = document.get("errors", [])
+    if errors:
+        out.append("\nERRORS\n")
+        out.extend(
+            f"{e['file']}:{e['line']}: {e.get('field') or '-'}: {e['message']}\n" for e in errors
+        )
+    return "".join(out)

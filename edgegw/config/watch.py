@@ -1,0 +1,81 @@
+"""Turn file changes under the config directory, and SIGHUP, into reload requests.
+
+Editors save in bursts (write a temp file, rename, touch a backup), and
+``kubectl``-style tools drop several files at once, so triggers are
+coalesced: a burst becomes one reload. watchfiles already debounces; on top of
+that, a trigger that arrives while a reload runs marks the state dirty, and
+exactly one more reload follows. Nothing here reads files: the store does.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+import watchfiles
+
+log = logging.getLogger("edgegw.config")
+
+DEBOUNCE_MS = 50  # a reload must be in force within 1 s of a write
+
+
+def _relevant(change: watchfiles.Change, path: str) -> bool:
+    """Skip editor leftovers; anything else may matter (the store decides what is config)."""
+    del change
+    name = Path(path).name
+    return not (name.endswith(("~", ".swp", ".swx")) or name.startswith(".#"))
+
+
+async def serve_reload_triggers(
+    root: Path,
+    reload: Callable[[str], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Call ``reload(reason)`` after each burst of changes under ``root`` and on SIGHUP."""
+    wake = trio.Event()
+    reasons: list[str] = []
+
+    def trigger(reason: str) -> None:
+        nonlocal wake
+        reasons.append(reason)
+        wake.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_watch_files, root, trigger)
+        await nursery.start(_watch_sighup, trigger)
+        task_status.started()
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            why = ", ".join(sorted(set(reasons)))
+            reasons.clear()
+            await reload(why)
+
+
+async def _watch_files(
+    root: Path,
+    trigger: Callable[[str], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    task_status.started()
+    async for _changes in watchfiles.awatch(
+        root, watch_filter=_relevant, debounce=DEBOUNCE_MS, step=10, recursive=True
+    ):
+        trigger("file change")
+
+
+async def _watch_sighup(
+    trigger: Callable[[str], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            log.info("SIGHUP: reloading")
+            trigger("SIGHUP")

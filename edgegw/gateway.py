@@ -1,0 +1,275 @@
+"""The supervisor: one trio nursery tree owning every listener, the admin API and reloads.
+
+Theory of operation
+-------------------
+Data flows one way::
+
+    files ─▶ ConfigStore (last good per file) ─▶ Resources
+          ─▶ pools.allocate ─▶ translate() (pure) ─▶ ir.Model + statuses
+          ─▶ compile per port (routing tables, TLS contexts) ─▶ Generation
+          ─▶ SocketSet.reconcile (bind new, keep old) ─▶ PortServer.runtime swap
+          ─▶ status (admin API, STATE_DIR/status.yaml, the L2 sidecar)
+
+A reload builds the whole next generation to one side first; only when that
+succeeded are sockets reconciled and runtimes swapped, one attribute
+assignment per port. If building fails (a bug, not a config error: those are
+reported per file by the store), the previous generation keeps serving and
+the failure is counted in ``edgegw_config_reloads_total{result="failure"}``.
+
+Shutdown (SIGTERM/SIGINT): every port stops accepting at once and drains for
+``--drain-timeout`` seconds; the process then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from edgegw import addresses, ir, pools, statusfile
+from edgegw.admin.server import open_admin_listeners, serve_admin
+from edgegw.config.store import ConfigStore, LoadResult
+from edgegw.config.watch import serve_reload_triggers
+from edgegw.logsetup import setup_logging
+from edgegw.net import udp
+from edgegw.net.dispatch import Dispatcher, compile_runtime
+from edgegw.net.listeners import BindError, BindKey, SocketSet
+from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
+from edgegw.observe import Observer
+from edgegw.status import StatusBook
+from edgegw.translate import TranslateOptions, translate
+from edgegw.workers import run_workers, worker_index
+
+log = logging.getLogger("edgegw")
+
+AnyPortServer = PortServer | DatagramPortServer
+
+
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything ``edgegw run`` was told on its command line."""
+
+    config_dir: Path
+    admin: str = "127.0.0.1:9901"
+    state_dir: Path | None = None
+    default_addresses: tuple[str, ...] = ("0.0.0.0", "::")
+    controller_name: str = "edgegw.io/gateway-controller"
+    log_format: str = "text"
+    log_level: str = "info"
+    workers: int = 1
+    drain_timeout: float = 30.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        return cls(
+            config_dir=args.config,
+            admin=args.admin,
+            state_dir=args.state_dir,
+            default_addresses=tuple(args.default_address or ("0.0.0.0", "::")),
+            controller_name=args.controller_name,
+            log_format=args.log_format,
+            log_level=args.log_level,
+            workers=args.workers,
+            drain_timeout=args.drain_timeout,
+        )
+
+
+def run(options: RunOptions) -> int:
+    """``edgegw run``: serve until SIGTERM/SIGINT, then drain and return 0."""
+    setup_logging(options.log_format, options.log_level)
+    if not options.config_dir.is_dir():
+        log.error("config directory %s does not exist", options.config_dir)
+        return 2
+    index = worker_index()
+    if options.workers > 1 and index is None:
+        return run_workers(options)
+    if index not in (None, 0):  # one admin API and one state writer: worker 0's
+        options = msgspec.structs.replace(options, admin="", state_dir=None)
+    trio.run(serve_gateway, options)
+    return 0
+
+
+class Gateway:
+    """The running gateway's state, shared by reloads, ports and the admin API."""
+
+    def __init__(self, options: RunOptions, nursery: trio.Nursery) -> None:
+        self.options = options
+        self.nursery = nursery
+        state_dir = _usable_state_dir(options.state_dir)
+        self.state_dir = state_dir
+        self.store = ConfigStore(options.config_dir, state_dir)
+        self.sockets = SocketSet(reuse_port=options.workers > 1)
+        self.ports: dict[BindKey, AnyPortServer] = {}
+        self.observer = Observer()
+        self.dispatcher = Dispatcher(self.observer, background=nursery)
+        self.book = StatusBook()
+        self.model = ir.Model()
+        self.generation = 0
+        self.loaded = False
+        self.bind_errors: dict[BindKey, BindError] = {}
+        self.allocations: dict[tuple[str, str], tuple[str, ...]] = (
+            pools.load_allocations(state_dir) if state_dir else {}
+        )
+        self.reload_lock = trio.Lock()
+
+    # --- the admin view -------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.loaded and self.book.all_programmed_bound(self.model, self.sockets.sockets)
+
+    def status_document(self) -> dict[str, Any]:
+        return self.book.document
+
+    def config_document(self) -> dict[str, Any]:
+        return {"generation": self.generation, "model": msgspec.to_builtins(self.model)}
+
+    def metrics_text(self) -> bytes:
+        return self.observer.render()
+
+    # --- reloads --------------------------------------------------------------------------
+
+    async def reload(self, reason: str) -> None:
+        """Build the next generation to one side, then swap it in."""
+        async with self.reload_lock:
+            started = time.monotonic()
+            try:
+                loaded = await trio.to_thread.run_sync(self.store.reload)
+                self._apply(loaded)
+            except Exception:
+                log.exception(
+                    "reload (%s) failed; the previous configuration keeps serving", reason
+                )
+                self.observer.reloaded("failure")
+                return
+            self.observer.reloaded("success")
+            log.info(
+                "reload %d (%s) in %.0f ms: %d errors, %d warnings",
+                self.generation,
+                reason,
+                (time.monotonic() - started) * 1000,
+                len(loaded.errors),
+                len(loaded.warnings),
+            )
+
+    def _apply(self, loaded: LoadResult) -> None:
+        assignments = addresses.assign(
+            loaded.resources, self.allocations, self.options.controller_name
+        )
+        result = translate(
+            loaded.resources,
+            TranslateOptions(
+                controller_name=self.options.controller_name,
+                default_addresses=self.options.default_addresses,
+                pool_assignments=assignments,
+                generation=self.generation + 1,
+                now=time.time(),
+            ),
+        )
+        runtimes = {p.bind_key: compile_runtime(p) for p in result.model.ports}
+        self._swap_ports(runtimes)
+        self.generation += 1
+        self.model = result.model
+        self.allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
+        self.book.publish(self.generation, loaded, result.statuses, result.model, self.bind_errors)
+        self.observer.config_errors(len(loaded.errors))
+        self.loaded = True
+        self._persist()
+        for warning in loaded.warnings:
+            log.warning("%s", warning)
+        for error in loaded.errors:
+            log.error("%s", error)
+
+    def _swap_ports(self, runtimes: dict[BindKey, PortRuntime]) -> None:
+        for key in set(self.ports) - set(runtimes):
+            self.ports.pop(key).stop(self.options.drain_timeout)
+        _, errors = self.sockets.reconcile(runtimes)
+        self.bind_errors = {
+            k: e
+            for k, e in self.bind_errors.items()
+            if k in runtimes and k not in self.sockets.sockets
+        }
+        self.bind_errors.update(errors)
+        for key, runtime in runtimes.items():
+            server = self.ports.get(key)
+            if server is not None:
+                server.runtime = runtime
+            elif key in self.sockets.sockets:
+                self.ports[key] = server = self._new_port_server(key, runtime)
+                self.nursery.start_soon(self._serve_port, server)
+        for key, error in errors.items():
+            log.error("cannot bind %s: %s", key, error.message)
+
+    def _new_port_server(self, key: BindKey, runtime: PortRuntime) -> AnyPortServer:
+        sock = self.sockets.sockets[key]
+        if key[0] == "udp":
+            return DatagramPortServer(sock, runtime, udp.serve_udp)
+        server = PortServer(sock, runtime)
+        services = self.dispatcher.attach(server)
+        server.handler = functools.partial(self.dispatcher.handle, services=services)
+        return server
+
+    async def _serve_port(self, server: AnyPortServer) -> None:
+        try:
+            await server.serve()
+        finally:
+            if self.ports.get(server.key) is server:
+                self.ports.pop(server.key)
+
+    def _persist(self) -> None:
+        if self.state_dir is None:
+            return
+        try:
+            pools.save_allocations(self.state_dir, self.allocations)
+            statusfile.write_status(self.state_dir, self.book.document)
+        except OSError as exc:
+            log.warning("cannot write to state dir %s: %s", self.state_dir, exc)
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop accepting everywhere, let in-flight work finish within the grace period."""
+        grace = self.options.drain_timeout
+        log.info("draining %d ports for up to %.0f s", len(self.ports), grace)
+        servers = list(self.ports.values())
+        for server in servers:
+            server.stop(grace)
+        self.sockets.close_all()
+        with trio.move_on_after(grace + 1):
+            for server in servers:
+                await server.done.wait()
+
+
+def _usable_state_dir(state_dir: Path | None) -> Path | None:
+    if state_dir is None:
+        return None
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("state dir %s is not usable (%s); running without one", state_dir, exc)
+        return None
+    return state_dir if os.access(state_dir, os.W_OK) else None
+
+
+async def serve_gateway(options: RunOptions) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then drain."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
+        async with trio.open_nursery() as nursery:
+            gateway = Gateway(options, nursery)
+            admin_listeners = await open_admin_listeners(options.admin) if options.admin else []
+            await gateway.reload("start")
+            if admin_listeners:
+                await nursery.start(serve_admin, admin_listeners, gateway)
+            await nursery.start(serve_reload_triggers, options.config_dir, gateway.reload)
+            log.info("edgegw serving %s, admin on %s", options.config_dir, options.admin)
+            async for signum in stop_signals:
+                log.info("received %s", signal.Signals(signum).name)
+                break
+            await gateway.drain()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,56 @@
+"""Log lines that read well on a terminal and in journald.
+
+Under systemd (``$JOURNAL_STREAM`` set) journald stamps every line itself, so
+text lines carry no timestamp there and start with a ``<N>`` syslog priority
+prefix, which journald turns into the entry's priority. JSON lines carry
+everything, for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line; extra fields given as ``extra={"fields": {...}}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, separators=(",", ":"))
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``, for journald."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"<{_PRIORITY.get(record.levelname, 6)}>{text}"
+
+
+def setup_logging(log_format: str = "text", level: str = "info") -> None:
+    """Configure the root logger once, for the whole process."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    elif os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,153 @@
+"""From an accepted connection to the protocol that serves it.
+
+Theory of operation
+-------------------
+What a port serves is decided per connection, from the port's runtime at the
+moment of accept (a reload may turn an HTTP port into an HTTPS one):
+
+- HTTP listeners: HTTP/1.1.
+- HTTPS and TLS listeners (they may share a port): the ClientHello is read
+  without terminating TLS. If its SNI selects a TLS Passthrough listener, the
+  raw bytes are relayed to the TLSRoute's backend; otherwise TLS is
+  terminated here with the bytes already read, and the listener the SNI
+  selected decides: HTTPS → HTTP, TLS Terminate → a TCP relay. Anything that
+  is not a ClientHello is closed without a word (no alert).
+- TCP listeners: a TCP relay. UDP ports are not connection-based; the
+  supervisor runs ``net.udp.serve_udp`` for them.
+
+``compile_runtime`` builds a port's runtime off the hot path, at reload.
+``PortServices`` holds what a port's connections share across reloads: the
+drain signals, and the contexts that read the port's current runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from edgegw import ir, routing
+from edgegw.net import http, tcp, tls
+from edgegw.net.ports import PortRuntime, PortServer
+from edgegw.net.proxy import DrainSignal, HTTPConnectionContext, Observer
+from edgegw.net.upstream import UpstreamPool
+from edgegw.routing import l4
+
+log = logging.getLogger("edgegw.net")
+
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
+TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
+L4_PROTOCOLS = frozenset({"HTTPS", "TLS", "TCP", "UDP"})
+
+
+def compile_runtime(port: ir.Port) -> PortRuntime:
+    """Routing tables and TLS contexts for one port, built at reload."""
+    protocols = {listener.protocol for listener in port.listeners}
+    terminates = any(
+        ln.protocol in TLS_PROTOCOLS and ln.tls is not None and ln.tls.mode == "Terminate"
+        for ln in port.listeners
+    )
+    return PortRuntime(
+        port=port,
+        http=routing.compile_port(port) if protocols & HTTP_PROTOCOLS else None,
+        l4=l4.compile_l4(port) if protocols & L4_PROTOCOLS else None,
+        tls=tls.build_server_tls(port) if terminates else None,
+    )
+
+
+def _protocols(runtime: PortRuntime) -> frozenset[str]:
+    return frozenset(listener.protocol for listener in runtime.port.listeners)
+
+
+class PortServices:
+    """What one port's connections share, across reloads, until the port is removed."""
+
+    def __init__(self, dispatcher: Dispatcher, server: PortServer) -> None:
+        self.dispatcher = dispatcher
+        self.server = server
+        self.http_drain = DrainSignal()
+        self.tcp = tcp.TCPContext(
+            table=lambda: server.runtime.l4,
+            limits=dispatcher.tcp_limits,
+            stats=dispatcher.tcp_stats,
+        )
+
+    def drain(self, grace: float) -> None:
+        self.http_drain.start()
+        self.tcp.drain.start(grace)
+
+    def http_context(
+        self, stream: trio.abc.Stream, scheme: str, sni_listener: str | None
+    ) -> HTTPConnectionContext:
+        return HTTPConnectionContext(
+            port_table=lambda: self.server.runtime.http,
+            pool=self.dispatcher.upstreams,
+            client=_peer(stream),
+            scheme="https" if scheme == "https" else "http",
+            sni_listener=sni_listener,
+            drain=self.http_drain,
+            observer=self.dispatcher.observer,
+            background=self.dispatcher.background,
+        )
+
+
+class Dispatcher:
+    """Serves each accepted connection with the protocol its port runs."""
+
+    def __init__(self, observer: Observer, background: trio.Nursery | None = None) -> None:
+        self.observer = observer
+        self.background = background
+        self.upstreams = UpstreamPool()
+        self.tcp_limits = tcp.ConnectionLimits()
+        self.tcp_stats = tcp.RelayStats()
+
+    def attach(self, server: PortServer) -> PortServices:
+        """Per-port shared state; ``server.stop`` drains it."""
+        services = PortServices(self, server)
+        server.on_stop.append(services.drain)
+        return services
+
+    async def handle(self, stream: trio.SocketStream, services: PortServices) -> None:
+        runtime = services.server.runtime
+        protocols = _protocols(runtime)
+        if protocols & TLS_PROTOCOLS:
+            await self._serve_tls_port(stream, services, runtime)
+        elif "HTTP" in protocols:
+            await http.serve_http_connection(stream, services.http_context(stream, "http", None))
+        elif "TCP" in protocols:
+            await tcp.serve_tcp_connection(stream, services.tcp)
+
+    async def _serve_tls_port(
+        self, stream: trio.SocketStream, services: PortServices, runtime: PortRuntime
+    ) -> None:
+        sniffed: tcp.Sniffed | None = None
+        with trio.move_on_after(services.tcp.handshake_timeout):
+            sniffed = await tcp.read_client_hello(stream)
+        if sniffed is None or sniffed.hello is None:
+            return  # not TLS, malformed or too slow: close without an alert
+        listener = runtime.l4.listener_for_sni(sniffed.hello.server_name) if runtime.l4 else None
+        if listener is not None and listener.tls is not None and listener.tls.mode == "Passthrough":
+            await tcp.serve_tls_passthrough(stream, services.tcp, sniffed=sniffed)
+            return
+        if runtime.tls is None:
+            return
+        session = await tls.accept_tls(stream, runtime.tls, received=sniffed.data)
+        if session is None:
+            return
+        if session.listener.protocol == "HTTPS":
+            ctx = services.http_context(stream, "https", session.listener.key)
+            await http.serve_http_connection(session.stream, ctx)
+            return
+        match = runtime.l4.route_for_sni(session.server_name) if runtime.l4 else None
+        if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend
+            await tcp.relay_to_route(session.stream, services.tcp, match)
+        await trio.aclose_forcefully(session.stream)
+
+
+def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    sock = getattr(stream, "socket", None)
+    try:
+        name = sock.getpeername() if sock is not None else None
+    except OSError:
+        return None
+    return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None

@@ -1,0 +1,141 @@
+"""One task per bound port: accept connections and hand each to its protocol.
+
+Theory of operation
+-------------------
+A ``PortServer`` owns the serving of one listening socket (the socket itself
+belongs to ``listeners.SocketSet``). Its ``runtime`` attribute is the
+compiled state of the current generation for that port (routing tables, TLS
+contexts); a reload replaces the attribute in one assignment, so a new
+connection sees either the old or the new runtime, and a connection already
+running keeps the objects it took.
+
+Connections run in the port's own nursery. Stopping a port (listener removed
+on reload, or SIGTERM) is a drain: stop accepting at once, tell connections
+to finish (the ``on_stop`` hooks: HTTP stops keep-alive and closes idle
+connections), and give the nursery a deadline, after which whatever is left
+is cancelled.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from edgegw import ir
+
+log = logging.getLogger("edgegw.net")
+
+ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
+    """The compiled state one port serves for one generation."""
+
+    port: ir.Port
+    http: Any = None  # routing.PortTable for HTTP/HTTPS ports
+    l4: Any = None  # routing.l4.L4Table for TLS/TCP/UDP ports
+    tls: Any = None  # net.tls.ServerTLS when the port terminates TLS
+
+
+ConnectionHandler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+class PortServer:
+    """Serves one listening socket until stopped; see the module docstring."""
+
+    def __init__(self, sock: trio.socket.SocketType, runtime: PortRuntime) -> None:
+        self.sock = sock
+        self.runtime = runtime
+        self.handler: ConnectionHandler | None = None
+        self.on_stop: list[Callable[[float], None]] = []  # drain hooks, given the grace
+        self.active = 0
+        self._accepting = trio.CancelScope()
+        self._connections: trio.Nursery | None = None
+        self.done = trio.Event()
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.runtime.port.bind_key
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept until ``stop()``; then wait for connections to drain."""
+        try:
+            async with trio.open_nursery() as connections:
+                self._connections = connections
+                with self._accepting:
+                    task_status.started()
+                    await self._accept_loop(connections)
+        finally:
+            self.done.set()
+
+    async def _accept_loop(self, connections: trio.Nursery) -> None:
+        listener = trio.SocketListener(self.sock)
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_RETRY_ERRNOS:
+                    raise
+                log.warning("accept on %s: %s; retrying", self.key, exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            connections.start_soon(self._run_connection, stream)
+
+    async def _run_connection(self, stream: trio.SocketStream) -> None:
+        self.active += 1
+        try:
+            assert self.handler is not None, "PortServer.handler is set before serve()"
+            await self.handler(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("connection on %s failed", self.key)
+        finally:
+            self.active -= 1
+            await trio.aclose_forcefully(stream)
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting now; cancel connections still open after ``grace`` seconds."""
+        self._accepting.cancel()
+        for hook in self.on_stop:
+            hook(grace)
+        if self._connections is not None:
+            self._connections.cancel_scope.deadline = min(
+                self._connections.cancel_scope.deadline, trio.current_time() + grace
+            )
+
+
+class DatagramPortServer:
+    """Serves one UDP socket; stopping it ends every session at once (UDP has no drain)."""
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        runtime: PortRuntime,
+        relay: Callable[[trio.socket.SocketType, Callable[[], Any]], Awaitable[object]],
+    ) -> None:
+        self.sock = sock
+        self.runtime = runtime
+        self._relay = relay
+        self._scope = trio.CancelScope()
+        self.done = trio.Event()
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.runtime.port.bind_key
+
+    async def serve(self) -> None:
+        try:
+            with self._scope:
+                await self._relay(self.sock, lambda: self.runtime.l4)
+        finally:
+            self.done.set()
+
+    def stop(self, grace: float) -> None:
+        del grace
+        self._scope.cancel()
