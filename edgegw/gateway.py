@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import trio
 
-from edgegw import addresses, ir, pools, statusfile
+from edgegw import addresses, ir, pools, statusfile, systemd
 from edgegw.admin.server import open_admin_listeners, serve_admin
 from edgegw.config.store import ConfigStore, LoadResult
 from edgegw.config.watch import serve_reload_triggers
@@ -139,6 +139,8 @@ class Gateway:
         """Build the next generation to one side, then swap it in."""
         async with self.reload_lock:
             started = time.monotonic()
+            if self.loaded:
+                systemd.reloading()
             try:
                 loaded = await trio.to_thread.run_sync(self.store.reload)
                 self._apply(loaded)
@@ -149,6 +151,10 @@ class Gateway:
                 self.observer.reloaded("failure")
                 return
             self.observer.reloaded("success")
+            systemd.ready(
+                f"generation {self.generation}: {len(self.ports)} ports, "
+                f"{len(loaded.errors)} config errors"
+            )
             log.info(
                 "reload %d (%s) in %.0f ms: %d errors, %d warnings",
                 self.generation,
@@ -179,6 +185,7 @@ class Gateway:
         self.allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
         self.book.publish(self.generation, loaded, result.statuses, result.model, self.bind_errors)
         self.observer.config_errors(len(loaded.errors))
+        self.observer.addresses_allocated(sum(len(a) for a in self.allocations.values()))
         self.loaded = True
         self._persist()
         for warning in loaded.warnings:
@@ -236,6 +243,7 @@ class Gateway:
     async def drain(self) -> None:
         """Stop accepting everywhere, let in-flight work finish within the grace period."""
         grace = self.options.drain_timeout
+        systemd.stopping()
         log.info("draining %d ports for up to %.0f s", len(self.ports), grace)
         servers = list(self.ports.values())
         for server in servers:
@@ -267,6 +275,7 @@ async def serve_gateway(options: RunOptions) -> None:
             if admin_listeners:
                 await nursery.start(serve_admin, admin_listeners, gateway)
             await nursery.start(serve_reload_triggers, options.config_dir, gateway.reload)
+            await nursery.start(systemd.serve_watchdog)
             log.info("edgegw serving %s, admin on %s", options.config_dir, options.admin)
             async for signum in stop_signals:
                 log.info("received %s", signal.Signals(signum).name)
