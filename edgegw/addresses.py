@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from edgegw import pools
 from edgegw.api import Resources
-from edgegw.translate import PoolAssignment
+from edgegw.pools import PoolAssignment
 
 log = logging.getLogger("edgegw.addresses")
 
@@ -75,7 +75,5 @@ def assign(
         request = requests[key]
         if not request.addresses and not auto and pools.POOL_ANNOTATION not in request.annotations:
             continue  # no pool applies: --default-address
-        result[key] = PoolAssignment(
-            addresses=got.addresses, reason=got.reason or None, message=got.message
-        )
+        result[key] = got
     return result

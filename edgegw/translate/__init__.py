@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from edgegw import ir
+from edgegw.pools import PoolAssignment
 
 __all__ = [
     "PoolAssignment",
@@ -23,19 +24,6 @@ __all__ = [
     "TranslateResult",
     "translate",
 ]
-
-
-class PoolAssignment(msgspec.Struct, frozen=True, kw_only=True):
-    """The addresses an IPAddressPool gave a Gateway, decided by the caller.
-
-    ``reason`` (with ``message``) is set when no address could be given, e.g.
-    ``AddressNotAssigned`` for an exhausted pool; the Gateway is then not
-    Programmed.
-    """
-
-    addresses: tuple[str, ...] = ()
-    reason: str | None = None
-    message: str = ""
 
 
 class TranslateOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -44,7 +44,7 @@ def _options(raw: dict[str, Any]) -> TranslateOptions:
     pools = {
         (p["namespace"], p["name"]): PoolAssignment(
             addresses=tuple(p.get("addresses", ())),
-            reason=p.get("reason"),
+            reason=p.get("reason") or "",
             message=p.get("message", ""),
         )
         for p in raw.get("poolAssignments", ())
