@@ -234,3 +234,72 @@ def test_check_command(tmp_path) -> None:
         edgegw_cmd("check", "-c", str(bad), "-o", "json"), capture_output=True, text=True, cwd=ROOT
     )
     assert json.loads(doc.stdout)["errors"][0]["file"] == "route.yaml"
+
+
+def _listener(name: str, port: int) -> str:
+    return f"- {{name: {name}, protocol: HTTP, port: {port}}}\n"
+
+
+def test_listeners_come_and_go_with_reloads(gateway, echoes) -> None:
+    first, second = free_port(), free_port()
+    gateway.service("app", echoes["a"])
+    gateway.write("gateway.yaml", http_gateway(first, listeners=_listener("one", first)))
+    gateway.write("r1.yaml", ROUTE.format(name="r1", host="one.example.com", path="/"))
+    gateway.start()
+    assert _refused(second)
+
+    gen = gateway.generation()
+    both = _listener("one", first) + _listener("two", second)
+    gateway.write("gateway.yaml", http_gateway(first, listeners=both))
+    assert not gateway.wait_generation_after(gen)["errors"]
+    wait_for(lambda: serving(second, "one.example.com"), what="second listener")
+
+    gen = gateway.generation()
+    gateway.write("gateway.yaml", http_gateway(first, listeners=_listener("one", first)))
+    gateway.wait_generation_after(gen)
+    wait_for(lambda: _refused(second), what="second listener closed")
+    assert serving(first, "one.example.com")
+
+
+def test_admin_on_a_unix_socket(tmp_path) -> None:
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "gateway.yaml").write_text(http_gateway(free_port()))
+    sock = tmp_path / "admin.sock"
+    proc = subprocess.Popen(
+        edgegw_cmd(
+            "run",
+            "-c",
+            str(config),
+            "--admin",
+            f"unix:{sock}",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--default-address",
+            "127.0.0.1",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        status = wait_for(
+            lambda: (
+                (
+                    r := subprocess.run(
+                        edgegw_cmd("status", "--admin", f"unix:{sock}", "-o", "json"),
+                        capture_output=True,
+                        text=True,
+                        cwd=ROOT,
+                    )
+                ).returncode
+                == 0
+                and r.stdout
+            ),
+            what="status over the unix socket",
+        )
+        kinds = {r["kind"] for r in json.loads(status)["resources"]}
+        assert {"GatewayClass", "Gateway"} <= kinds
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
