@@ -11,6 +11,7 @@
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 SHIV ?= $(VENV)/bin/shiv
+SHIV_VERSION ?= 1.0.8
 TARGET_PYTHON ?= /usr/bin/env python3
 SOURCES := pyproject.toml $(shell find edgegw -name '*.py')
 
@@ -18,8 +19,16 @@ SOURCES := pyproject.toml $(shell find edgegw -name '*.py')
 
 binary: dist/edgegw
 
-dist/edgegw: $(SOURCES)
+# shiv is a build tool, not a test dependency: installed into the venv on first use, so that
+# `make binary` (and the tests that call it) work on a clean checkout after scripts/setup.
+$(SHIV):
+	$(PYTHON) -m pip install -q 'shiv==$(SHIV_VERSION)'
+
+# build/ is cleared first: setuptools reuses build/lib, where a module deleted from edgegw/
+# would live on inside the binary.
+dist/edgegw: $(SOURCES) | $(SHIV)
 	mkdir -p dist
+	rm -rf build
 	$(SHIV) --compressed --reproducible --python '$(TARGET_PYTHON)' \
 		--entry-point edgegw.cli:main --output-file $@.tmp .
 	mv $@.tmp $@

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address, IPv6Address
@@ -26,6 +25,7 @@ import trio
 from edgegw.proto import arp, ndp
 
 from .conftest import REPO, Lan
+from .wire import ask_arp, ask_ndp, capture, gratuitous_arp, packet_socket
 
 pytestmark = pytest.mark.netns
 
@@ -114,60 +114,6 @@ async def gateway_side(lan: Lan, tmp_path: Path) -> AsyncIterator[tuple[FakeAdmi
         nursery.cancel_scope.cancel()
 
 
-def capture(sock: socket.socket, match: Callable[[bytes], bool], timeout: float) -> bytes | None:
-    """The first frame within ``timeout`` that ``match`` accepts."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            frame = sock.recv(2048)
-        except TimeoutError:
-            return None
-        if match(frame):
-            return frame
-    return None
-
-
-def packet_socket(lan: Lan, ethertype: int) -> socket.socket:
-    sock = lan.socket(lan.client_ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
-    sock.bind((lan.client_if, ethertype))
-    return sock
-
-
-def gratuitous_arp(lan: Lan) -> Callable[[bytes], bool]:
-    def match(frame: bytes) -> bool:
-        packet = arp.parse_frame(frame)
-        return bool(packet and packet.is_gratuitous and packet.sender_ip == V4)
-
-    return match
-
-
-def arp_answer(lan: Lan) -> Callable[[bytes], bool]:
-    def match(frame: bytes) -> bool:
-        packet = arp.parse_frame(frame)
-        return bool(packet and packet.operation == arp.REPLY and packet.sender_ip == V4
-                    and packet.target_ip == IPv4Address("192.0.2.1"))  # fmt: skip
-
-    return match
-
-
-def ask_arp(lan: Lan, sock: socket.socket, timeout: float = 1.0) -> arp.ArpPacket | None:
-    sock.send(arp.build_request(lan.client_mac, IPv4Address("192.0.2.1"), V4))
-    frame = capture(sock, arp_answer(lan), timeout)
-    return arp.parse_frame(frame) if frame else None
-
-
-def ask_ndp(lan: Lan, sock: socket.socket, timeout: float = 1.0) -> ndp.NdMessage | None:
-    sock.send(ndp.build_ns(lan.client_mac, IPv6Address("fd00::1"), V6))
-
-    def match(frame: bytes) -> bool:
-        msg = ndp.parse_frame(frame)
-        return isinstance(msg, ndp.NeighborAdvertisement) and msg.target == V6 and msg.solicited
-
-    frame = capture(sock, match, timeout)
-    return ndp.parse_frame(frame) if frame else None
-
-
 def http_get(lan: Lan, family: int, host: str) -> bytes:
     with lan.socket(lan.client_ns, family, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
@@ -197,17 +143,17 @@ async def test_ipv4_address_is_announced_answered_delivered_and_released(
         async with gateway_side(lan, tmp_path) as (admin, speaker):
             # Before the gateway holds it, nobody answers for the address.
             await trio.sleep(1.5)
-            assert await trio.to_thread.run_sync(ask_arp, lan, ask_sock) is None
+            assert await trio.to_thread.run_sync(ask_arp, lan, ask_sock, V4) is None
 
             admin.addresses = [str(V4)]
-            frame = await trio.to_thread.run_sync(capture, garp_sock, gratuitous_arp(lan), 10.0)
+            frame = await trio.to_thread.run_sync(capture, garp_sock, gratuitous_arp(V4), 10.0)
             assert frame is not None, "no gratuitous ARP seen"
             announced = arp.parse_frame(frame)
             assert announced is not None
             assert announced.sender_mac == lan.gw_mac
             assert announced.eth_dst == arp.BROADCAST
 
-            answer = await trio.to_thread.run_sync(ask_arp, lan, ask_sock)
+            answer = await trio.to_thread.run_sync(ask_arp, lan, ask_sock, V4)
             assert answer is not None, "ARP request not answered"
             assert answer.sender_mac == lan.gw_mac
             assert answer.target_mac == lan.client_mac
@@ -217,7 +163,7 @@ async def test_ipv4_address_is_announced_answered_delivered_and_released(
             assert "192.0.2.100/32" in lo_addresses(lan)
 
             admin.addresses = []
-            await eventually(lambda: ask_arp(lan, ask_sock) is None)
+            await eventually(lambda: ask_arp(lan, ask_sock, V4) is None)
             assert "192.0.2.100" not in lo_addresses(lan)
             with pytest.raises(OSError, match=r"timed out|unreachable|refused"):
                 http_get(lan, socket.AF_INET, str(V4))
@@ -242,7 +188,7 @@ async def test_ipv6_address_is_announced_answered_and_delivered(lan: Lan, tmp_pa
             assert announced.target_mac == lan.gw_mac
             assert announced.dst_ip == ndp.ALL_NODES
 
-            answer = await trio.to_thread.run_sync(ask_ndp, lan, sock)
+            answer = await trio.to_thread.run_sync(ask_ndp, lan, sock, V6)
             assert isinstance(answer, ndp.NeighborAdvertisement), "NS not answered"
             assert answer.target_mac == lan.gw_mac
             assert answer.dst_ip == IPv6Address("fd00::1")
@@ -251,7 +197,7 @@ async def test_ipv6_address_is_announced_answered_and_delivered(lan: Lan, tmp_pa
             assert reply.startswith(b"HTTP/1.0 200")
 
             admin.addresses = []
-            await eventually(lambda: ask_ndp(lan, sock) is None)
+            await eventually(lambda: ask_ndp(lan, sock, V6) is None)
 
 
 async def test_sigterm_withdraws_everything(lan: Lan, tmp_path: Path) -> None:
@@ -259,12 +205,12 @@ async def test_sigterm_withdraws_everything(lan: Lan, tmp_path: Path) -> None:
     with trio.fail_after(60), sock:
         async with gateway_side(lan, tmp_path) as (admin, speaker):
             admin.addresses = [str(V4), str(V6)]
-            assert await eventually(lambda: ask_arp(lan, sock))
+            assert await eventually(lambda: ask_arp(lan, sock, V4))
             assert "fd00::100/128" in lo_addresses(lan)
             speaker.send_signal(signal.SIGTERM)
             with trio.fail_after(15):
                 assert await speaker.wait() == 0
-            assert await trio.to_thread.run_sync(ask_arp, lan, sock) is None
+            assert await trio.to_thread.run_sync(ask_arp, lan, sock, V4) is None
             addresses = lo_addresses(lan)
             assert "192.0.2.100" not in addresses
             assert "fd00::100" not in addresses

@@ -66,3 +66,18 @@ def test_l2_unit_has_only_the_raw_network_capabilities() -> None:
     unit = service("edgegw-l2.service")
     assert set(unit["CapabilityBoundingSet"].split()) == {"CAP_NET_RAW", "CAP_NET_ADMIN"}
     assert set(unit["RestrictAddressFamilies"].split()) >= {"AF_PACKET", "AF_NETLINK"}
+
+
+def unit_section(name: str) -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNITS / name)
+    return parser["Unit"]
+
+
+def test_l2_unit_outlives_a_gateway_restart() -> None:
+    """A gateway restart must not restart the speaker: it keeps the addresses announced."""
+    unit = unit_section("edgegw-l2.service")
+    assert "BindsTo" not in unit
+    assert "PartOf" not in unit
+    assert unit["Wants"] == unit["After"] == "edgegw.service"
