@@ -1,8 +1,10 @@
-"""Shared plumbing for ``bench/tcp`` and ``bench/udp``: processes, ports, iperf3 JSON."""
+"""Shared plumbing for ``bench/tcp`` and ``bench/udp``: processes, ports, iperf3 JSON,
+and a real ``edgegw run`` on a config directory written here."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -87,6 +89,82 @@ def iperf3(port: int, *args: str) -> dict[str, object]:
     if "error" in data:
         raise SystemExit(f"iperf3: {data['error']}")
     return data
+
+
+GATEWAY_CLASS = """apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: edgegw}
+spec: {controllerName: edgegw.io/gateway-controller}
+"""
+
+
+def gateway(listeners: str) -> str:
+    """A GatewayClass and a Gateway ``bench`` with these listeners (YAML flow mappings)."""
+    lines = "".join(f"  - {line}\n" for line in listeners.strip().splitlines())
+    return GATEWAY_CLASS + (
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+        "metadata: {name: bench, namespace: default}\n"
+        f"spec:\n  gatewayClassName: edgegw\n  listeners:\n{lines}"
+    )
+
+
+def backend_service(name: str, port: int, protocol: str = "TCP") -> str:
+    """A selector-less Service plus EndpointSlice for 127.0.0.1:port."""
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec: {{ports: [{{name: p, port: {port}, protocol: {protocol}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: p, port: {port}, protocol: {protocol}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"""
+
+
+def route(kind: str, name: str, service: str, port: int, section: str) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: {kind}
+metadata: {{name: {name}, namespace: default}}
+spec:
+  parentRefs: [{{name: bench, sectionName: {section}}}]
+  rules: [{{backendRefs: [{{name: {service}, port: {port}}}]}}]
+"""
+
+
+def wait_ready(admin: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=1)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit("edgegw did not become ready")
+
+
+@contextlib.contextmanager
+def edgegw(config: dict[str, str]) -> Iterator[int]:
+    """``edgegw run`` on a temporary config directory holding ``config`` (file name → YAML).
+
+    Yields the admin port once ``/readyz`` answers 200.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as tmp:
+        conf = Path(tmp) / "config"
+        conf.mkdir()
+        for name, text in config.items():
+            (conf / name).write_text(text)
+        admin = free_port()
+        cmd = [PYTHON, "-m", "edgegw", "run", "-c", str(conf), "--admin", f"127.0.0.1:{admin}"]
+        cmd += ["--state-dir", str(Path(tmp) / "state"), "--default-address", "127.0.0.1"]
+        cmd += ["--log-level", "warning", "--drain-timeout", "1"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with process(cmd, env=env):
+            wait_ready(admin)
+            yield admin
 
 
 def harness(listen: int, backend: int, *flags: str) -> contextlib.AbstractContextManager[None]:

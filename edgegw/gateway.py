@@ -109,6 +109,7 @@ class Gateway:
         self.ports: dict[BindKey, AnyPortServer] = {}
         self.observer = Observer()
         self.dispatcher = Dispatcher(self.observer, background=nursery)
+        self.observer.watch_tcp(self.dispatcher.tcp_stats)
         self.book = StatusBook()
         self.model = ir.Model()
         self.generation = 0
@@ -216,7 +217,10 @@ class Gateway:
     def _new_port_server(self, key: BindKey, runtime: PortRuntime) -> AnyPortServer:
         sock = self.sockets.sockets[key]
         if key[0] == "udp":
-            return DatagramPortServer(sock, runtime, udp.serve_udp)
+            options = udp.UDPOptions()
+            self.observer.watch_udp(options.stats)
+            relay = functools.partial(udp.serve_udp, options=options)
+            return DatagramPortServer(sock, runtime, relay)
         server = PortServer(sock, runtime)
         services = self.dispatcher.attach(server)
         server.handler = functools.partial(self.dispatcher.handle, services=services)

@@ -10,16 +10,51 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from edgegw.admin.metrics import Counter, Gauge, Histogram, Registry
+from edgegw.admin.metrics import Counter, Gauge, Histogram, LabelValues, Metric, Registry
 from edgegw.net.proxy import RequestRecord
+from edgegw.net.tcp import RelayStats
+from edgegw.net.udp import UDPStats
 
 access_log = logging.getLogger("edgegw.access")
 
 
 def _status_class(status: int) -> str:
     return f"{status // 100}xx" if status else "none"
+
+
+class Collected(Metric):
+    """A family whose samples are read from the data plane's counters when scraped.
+
+    The L4 relays count into plain attributes (``RelayStats``, ``UDPStats``)
+    on their hot paths; nothing here runs until ``/metrics`` is asked for.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        help_text: str,
+        labels: Sequence[str],
+        samples: Callable[[], Iterable[tuple[LabelValues, float]]],
+    ) -> None:
+        super().__init__(name, help_text, labels)
+        self.kind = kind
+        self._samples = samples
+
+    def render(self) -> Iterator[str]:
+        values: dict[LabelValues, float] = {}
+        for labels, value in self._samples():
+            values[labels] = values.get(labels, 0) + value
+        yield from Counter.render(self._as_counter(values))
+
+    def _as_counter(self, values: dict[LabelValues, float]) -> Counter:
+        counter = Gauge(self.name, self.help, self.label_names)
+        counter.kind = self.kind
+        counter.values = values
+        return counter
 
 
 class Observer:
@@ -70,6 +105,85 @@ class Observer:
         )
         self.started = registry.add(Gauge("edgegw_start_time_seconds", "Process start time."))
         self.started.set((), time.time())
+        self.tcp_stats: list[RelayStats] = []
+        self.udp_stats: list[UDPStats] = []
+        self._add_l4_metrics()
+
+    # --- L4: read from the relays' counters at scrape time ---------------------------------
+
+    def watch_tcp(self, stats: RelayStats) -> None:
+        """Export a TCP/TLS relay's counters (per listener and route) in ``/metrics``."""
+        self.tcp_stats.append(stats)
+
+    def watch_udp(self, stats: UDPStats) -> None:
+        """Export a UDP port's counters (per listener and route) in ``/metrics``."""
+        self.udp_stats.append(stats)
+
+    def _add_l4_metrics(self) -> None:
+        route = ("listener", "route")
+        tcp = self._tcp_routes
+        udp = self._udp_routes
+        families: list[tuple[str, str, str, Sequence[str], Callable[[], Any]]] = [
+            ("counter", "edgegw_tcp_connections_total",
+             "TCP/TLS connections relayed to a backend.", route,
+             lambda: ((k, s.connections) for k, s in tcp())),
+            ("gauge", "edgegw_tcp_connections_active",
+             "TCP/TLS connections being relayed now.", route,
+             lambda: ((k, s.active) for k, s in tcp())),
+            ("counter", "edgegw_tcp_bytes_total",
+             "Bytes relayed; direction up is client to backend.", (*route, "direction"),
+             lambda: self._directions(tcp())),
+            ("counter", "edgegw_tcp_upstream_errors_total",
+             "Failed connects to a route's backends.", route,
+             lambda: ((k, s.upstream_errors) for k, s in tcp())),
+            ("counter", "edgegw_tcp_rejected_total",
+             "Connections closed unserved (no route or backend, limit, bad PROXY header or "
+             "ClientHello), by listener, or by port when no listener was chosen.", ("listener",),
+             lambda: (((w,), n) for s in self.tcp_stats for w, n in s.rejections.items())),
+            ("counter", "edgegw_udp_sessions_total",
+             "UDP sessions (client address and port) opened.", route,
+             lambda: ((k, s.sessions_opened) for k, s in udp())),
+            ("gauge", "edgegw_udp_sessions_active", "UDP sessions open now.", route,
+             lambda: ((k, s.sessions) for k, s in udp())),
+            ("counter", "edgegw_udp_datagrams_total",
+             "Datagrams relayed; direction up is client to backend.", (*route, "direction"),
+             lambda: self._datagrams(udp())),
+            ("counter", "edgegw_udp_bytes_total",
+             "UDP payload bytes relayed.", (*route, "direction"),
+             lambda: self._directions(udp())),
+            ("counter", "edgegw_udp_upstream_errors_total",
+             "ICMP errors and failed connects on a route's sessions.", route,
+             lambda: ((k, s.upstream_errors) for k, s in udp())),
+            ("counter", "edgegw_udp_dropped_total",
+             "Datagrams dropped (no route or backend, session limit, full buffers).", (),
+             lambda: (((), s.dropped) for s in self.udp_stats)),
+        ]  # fmt: skip
+        for kind, name, help_text, labels, samples in families:
+            self.registry.add(Collected(kind, name, help_text, labels, samples))
+
+    def _tcp_routes(self) -> Iterator[tuple[LabelValues, RelayStats]]:
+        for stats in self.tcp_stats:
+            yield from stats.routes.items()
+
+    def _udp_routes(self) -> Iterator[tuple[LabelValues, UDPStats]]:
+        for stats in self.udp_stats:
+            yield from stats.routes.items()
+
+    @staticmethod
+    def _directions(
+        routes: Iterable[tuple[LabelValues, RelayStats | UDPStats]],
+    ) -> Iterator[tuple[LabelValues, float]]:
+        for key, stats in routes:
+            yield (*key, "up"), stats.bytes_up
+            yield (*key, "down"), stats.bytes_down
+
+    @staticmethod
+    def _datagrams(
+        routes: Iterable[tuple[LabelValues, UDPStats]],
+    ) -> Iterator[tuple[LabelValues, float]]:
+        for key, stats in routes:
+            yield (*key, "up"), stats.datagrams_up
+            yield (*key, "down"), stats.datagrams_down
 
     # --- the data plane's calls -------------------------------------------------------------
 

@@ -120,14 +120,14 @@ class Dispatcher:
     async def _serve_tls_port(
         self, stream: trio.SocketStream, services: PortServices, runtime: PortRuntime
     ) -> None:
-        sniffed: tcp.Sniffed | None = None
-        with trio.move_on_after(services.tcp.handshake_timeout):
-            sniffed = await tcp.read_client_hello(stream)
+        sniffed, origin = await tcp.read_tls_start(
+            stream, runtime.l4, services.tcp.handshake_timeout
+        )
         if sniffed is None or sniffed.hello is None:
             return  # not TLS, malformed or too slow: close without an alert
         listener = runtime.l4.listener_for_sni(sniffed.hello.server_name) if runtime.l4 else None
         if listener is not None and listener.tls is not None and listener.tls.mode == "Passthrough":
-            await tcp.serve_tls_passthrough(stream, services.tcp, sniffed=sniffed)
+            await tcp.serve_tls_passthrough(stream, services.tcp, sniffed=sniffed, origin=origin)
             return
         if runtime.tls is None:
             return
@@ -140,7 +140,7 @@ class Dispatcher:
             return
         match = runtime.l4.route_for_sni(session.server_name) if runtime.l4 else None
         if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend
-            await tcp.relay_to_route(session.stream, services.tcp, match)
+            await tcp.relay_to_route(session.stream, services.tcp, match, origin=origin)
         await trio.aclose_forcefully(session.stream)
 
 

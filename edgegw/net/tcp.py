@@ -63,15 +63,44 @@ Address = tuple[str, int]
 
 @dataclass
 class RelayStats:
-    """Counters for metrics and tests; one instance may be shared by many ports."""
+    """Counters for metrics and tests; one instance may be shared by many ports.
+
+    The process-wide instance also keeps one child per ``(listener, route)``
+    (``route()``), which ``/metrics`` renders, and rejections by where they
+    happened: a listener key, or the port when no listener was chosen yet.
+    """
 
     connections: int = 0
+    active: int = 0
     spliced: int = 0
     copied: int = 0
     rejected: int = 0  # no route, no backend, limit reached, bad hello
     upstream_errors: int = 0
     bytes_up: int = 0  # client → backend
     bytes_down: int = 0
+    routes: dict[tuple[str, str], RelayStats] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
+
+    def route(self, listener: str, route: str) -> RelayStats:
+        """The counters of one route on one listener (created on first use)."""
+        key = (listener, route)
+        found = self.routes.get(key)
+        if found is None:
+            found = self.routes[key] = RelayStats()
+        return found
+
+    def reject(self, where: str) -> None:
+        self.rejected += 1
+        self.rejections[where] = self.rejections.get(where, 0) + 1
+
+
+def port_label(port: ir.Port) -> str:
+    """How metrics name a port when no listener was picked: ``tcp/127.0.0.1:443``."""
+    return f"{port.transport}/{port.address}:{port.port}"
+
+
+def route_label(route: ir.L4Route) -> str:
+    return f"{route.namespace}/{route.name}"
 
 
 class ConnectionLimits:
@@ -195,14 +224,14 @@ async def serve_tcp_connection(stream: trio.SocketStream, ctx: TCPContext) -> No
     table = ctx.table()
     try:
         with trio.fail_after(ctx.handshake_timeout):
-            origin, initial = await _accept_proxy(stream, table)
+            origin, initial = await accept_proxy(stream, table)
         match = table.route_for_tcp()
         if match is None:
-            ctx.stats.rejected += 1
+            ctx.stats.reject(port_label(table.port))
             return
         await relay_to_route(stream, ctx, match, initial=initial, origin=origin)
     except (trio.TooSlowError, proxyproto.ProxyProtocolError) as exc:
-        ctx.stats.rejected += 1
+        ctx.stats.reject(port_label(table.port))
         log.debug("closing %s: %s", _peer(stream), exc)
     finally:
         await trio.aclose_forcefully(stream)
@@ -226,24 +255,33 @@ async def serve_tls_passthrough(
     try:
         if sniffed is None:
             with trio.fail_after(ctx.handshake_timeout):
-                origin, initial = await _accept_proxy(stream, table)
+                origin, initial = await accept_proxy(stream, table)
                 sniffed = await read_client_hello(stream, initial)
         hello = sniffed.hello
         match = table.route_for_sni(hello.server_name) if hello else None
         if match is None:
-            ctx.stats.rejected += 1
+            ctx.stats.reject(port_label(table.port))
             return
         await relay_to_route(stream, ctx, match, initial=sniffed.data, origin=origin)
     except (trio.TooSlowError, proxyproto.ProxyProtocolError) as exc:
-        ctx.stats.rejected += 1
+        ctx.stats.reject(port_label(table.port))
         log.debug("closing %s: %s", _peer(stream), exc)
     finally:
         await trio.aclose_forcefully(stream)
 
 
-async def _accept_proxy(
-    stream: trio.SocketStream, table: l4.L4Table
+async def accept_proxy(
+    stream: trio.abc.ReceiveStream, table: l4.L4Table
 ) -> tuple[tuple[Address, Address] | None, bytes]:
+    """On ports that accept the PROXY protocol, read the header first.
+
+    Returns the client and destination addresses the header gives (None when
+    the port does not accept it, or for LOCAL/UNKNOWN headers) and the bytes
+    that followed it.
+
+    Raises:
+        proxyproto.ProxyProtocolError: the header is missing or malformed.
+    """
     if not table.accept_proxy_protocol:
         return None, b""
     header, rest = await read_proxy_header(stream)
@@ -252,6 +290,24 @@ async def _accept_proxy(
     if header.source is None or header.destination is None:
         return None, rest  # LOCAL/UNKNOWN: the connection's own addresses stand
     return (header.source, header.destination), rest
+
+
+async def read_tls_start(
+    stream: trio.abc.ReceiveStream, table: l4.L4Table | None, within: float
+) -> tuple[Sniffed | None, tuple[Address, Address] | None]:
+    """A TLS port's first bytes: the PROXY header where accepted, then the ClientHello.
+
+    Returns ``(None, None)`` when they did not arrive within ``within`` seconds or the
+    PROXY header was bad; the caller closes the connection without an alert.
+    """
+    with trio.move_on_after(within):
+        try:
+            origin, initial = await accept_proxy(stream, table) if table else (None, b"")
+        except proxyproto.ProxyProtocolError as exc:
+            log.debug("closing a TLS connection: %s", exc)
+            return None, None
+        return await read_client_hello(stream, initial), origin
+    return None, None
 
 
 async def relay_to_route(
@@ -268,24 +324,32 @@ async def relay_to_route(
     stream as ``client``. Returns quietly when the connection cannot be
     served (the caller closes ``client``).
     """
-    with ctx.limits.hold(match.listener.key) as admitted:
+    listener = match.listener.key
+    with ctx.limits.hold(listener) as admitted:
         if not admitted:
-            ctx.stats.rejected += 1
+            ctx.stats.reject(listener)
             return
         backend = l4.pick_backend(match.route.backends, ctx.rand())
         endpoint = None if backend is None else l4.pick_endpoint(backend, ctx.rand())
         if backend is None or endpoint is None:
-            ctx.stats.rejected += 1
+            ctx.stats.reject(listener)
             return
+        route_stats = ctx.stats.route(listener, route_label(match.route))
         with ctx.drain.track():
             upstream = await _connect(endpoint, ctx)
             if upstream is None:
+                route_stats.upstream_errors += 1
                 return
             ctx.stats.connections += 1
-            async with upstream:
-                header = _proxy_header(backend, client, origin)
-                await upstream.send_all(header + initial)
-                await relay(client, upstream, ctx)
+            route_stats.connections += 1
+            route_stats.active += 1
+            try:
+                async with upstream:
+                    header = _proxy_header(backend, client, origin)
+                    await upstream.send_all(header + initial)
+                    await relay(client, upstream, ctx, route_stats)
+            finally:
+                route_stats.active -= 1
 
 
 async def _connect(endpoint: ir.Endpoint, ctx: TCPContext) -> trio.SocketStream | None:
@@ -342,8 +406,13 @@ class _Activity:
         self.last = trio.current_time()
 
 
-async def relay(a: trio.abc.Stream, b: trio.abc.Stream, ctx: TCPContext) -> None:
-    """Move bytes both ways until both directions ended, one failed, or idle time ran out."""
+async def relay(
+    a: trio.abc.Stream, b: trio.abc.Stream, ctx: TCPContext, route: RelayStats | None = None
+) -> None:
+    """Move bytes both ways until both directions ended, one failed, or idle time ran out.
+
+    Bytes are counted in ``ctx.stats`` and, when given, in ``route`` too.
+    """
     sock_a, sock_b = _plain_socket(a), _plain_socket(b)
     if ctx.splice and sock_a is not None and sock_b is not None:
         ctx.stats.spliced += 1
@@ -357,19 +426,21 @@ async def relay(a: trio.abc.Stream, b: trio.abc.Stream, ctx: TCPContext) -> None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_idle_watchdog, activity, ctx.idle_timeout, scope)
             async with trio.open_nursery() as directions:
-                directions.start_soon(_run_direction, up, activity, ctx, True, scope)
-                directions.start_soon(_run_direction, down, activity, ctx, False, scope)
+                tallies = (ctx.stats,) if route is None else (ctx.stats, route)
+                directions.start_soon(_run_direction, up, activity, tallies, True, scope)
+                directions.start_soon(_run_direction, down, activity, tallies, False, scope)
             nursery.cancel_scope.cancel()
 
 
-Direction = Callable[["_Activity", RelayStats, bool], Awaitable[None]]
+Tallies = tuple[RelayStats, ...]
+Direction = Callable[["_Activity", Tallies, bool], Awaitable[None]]
 
 
 async def _run_direction(
-    move: Direction, activity: _Activity, ctx: TCPContext, up: bool, scope: trio.CancelScope
+    move: Direction, activity: _Activity, stats: Tallies, up: bool, scope: trio.CancelScope
 ) -> None:
     try:
-        await move(activity, ctx.stats, up)
+        await move(activity, stats, up)
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         log.debug("relay ended: %s", exc)
         scope.cancel()  # a reset on one side ends both directions
@@ -388,15 +459,16 @@ def _plain_socket(stream: object) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
-def _count(stats: RelayStats, up: bool, n: int) -> None:
-    if up:
-        stats.bytes_up += n
-    else:
-        stats.bytes_down += n
+def _count(tallies: Tallies, up: bool, n: int) -> None:
+    for stats in tallies:
+        if up:
+            stats.bytes_up += n
+        else:
+            stats.bytes_down += n
 
 
 def _copy_direction(src: trio.abc.Stream, dst: trio.abc.Stream) -> Direction:
-    async def move(activity: _Activity, stats: RelayStats, up: bool) -> None:
+    async def move(activity: _Activity, stats: Tallies, up: bool) -> None:
         while data := await src.receive_some(COPY_CHUNK):
             await dst.send_all(data)
             activity.last = trio.current_time()
@@ -411,7 +483,7 @@ def _copy_direction(src: trio.abc.Stream, dst: trio.abc.Stream) -> Direction:
 
 
 def _splice_direction(src: trio.socket.SocketType, dst: trio.socket.SocketType) -> Direction:
-    async def move(activity: _Activity, stats: RelayStats, up: bool) -> None:
+    async def move(activity: _Activity, stats: Tallies, up: bool) -> None:
         read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             with contextlib.suppress(OSError):
@@ -431,7 +503,7 @@ async def _splice_loop(
     dst: trio.socket.SocketType,
     pipe: tuple[int, int],
     activity: _Activity,
-    stats: RelayStats,
+    stats: Tallies,
     up: bool,
 ) -> None:
     """socket → pipe → socket until EOF on ``src``; bytes never enter Python."""

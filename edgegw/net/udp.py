@@ -53,15 +53,29 @@ Address = tuple[str, int]
 
 @dataclass
 class UDPStats:
-    """Counters for metrics and tests."""
+    """Counters for metrics and tests.
+
+    A port's instance also keeps one child per ``(listener, route)``
+    (``route()``) with the same counters for that route's sessions.
+    """
 
     sessions: int = 0  # live
     sessions_opened: int = 0
     sessions_expired: int = 0
     datagrams_up: int = 0
     datagrams_down: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
     dropped: int = 0  # no route, no backend, session limit, full buffers
     upstream_errors: int = 0  # ECONNREFUSED and friends
+    routes: dict[tuple[str, str], UDPStats] = field(default_factory=dict)
+
+    def route(self, listener: str, route: str) -> UDPStats:
+        key = (listener, route)
+        found = self.routes.get(key)
+        if found is None:
+            found = self.routes[key] = UDPStats()
+        return found
 
 
 @dataclass
@@ -75,10 +89,11 @@ class UDPOptions:
 class _Session:
     """One client's tie to one endpoint."""
 
-    __slots__ = ("client", "last", "pending", "upstream")
+    __slots__ = ("client", "last", "pending", "stats", "upstream")
 
-    def __init__(self, client: Address) -> None:
+    def __init__(self, client: Address, stats: UDPStats) -> None:
         self.client = client
+        self.stats = stats  # the route's counters
         self.last = trio.current_time()
         self.upstream: socket.socket | None = None
         self.pending: list[bytes] = []
@@ -165,6 +180,9 @@ class _Relay:
         try:
             upstream.send(data)
             self.stats.datagrams_up += 1
+            route = session.stats
+            route.datagrams_up += 1
+            route.bytes_up += len(data)
         except BlockingIOError:
             self.stats.dropped += 1
         except OSError:
@@ -175,19 +193,22 @@ class _Relay:
         if len(self.sessions) >= self.options.max_sessions:
             self.stats.dropped += 1
             return None
-        endpoint = self._pick(client)
-        if endpoint is None:
+        picked = self._pick(client)
+        if picked is None:
             self.stats.dropped += 1
             return None
-        session = _Session(client)
+        endpoint, route = picked
+        session = _Session(client, route)
         self.sessions[client] = session
         self.stats.sessions += 1
         self.stats.sessions_opened += 1
+        route.sessions += 1
+        route.sessions_opened += 1
         assert self.nursery is not None
         self.nursery.start_soon(self._run_session, session, endpoint)
         return session
 
-    def _pick(self, client: Address) -> ir.Endpoint | None:
+    def _pick(self, client: Address) -> tuple[ir.Endpoint, UDPStats] | None:
         match = self.table().route_for_udp()
         if match is None:
             return None
@@ -196,7 +217,8 @@ class _Relay:
         if endpoint is None or endpoint.kind == "unix":
             log.debug("udp client %s: no usable backend", client)
             return None
-        return endpoint
+        route = match.route
+        return endpoint, self.stats.route(match.listener.key, f"{route.namespace}/{route.name}")
 
     async def _run_session(self, session: _Session, endpoint: ir.Endpoint) -> None:
         try:
@@ -204,6 +226,7 @@ class _Relay:
         except OSError as exc:
             log.info("udp endpoint %s:%s: %s", endpoint.address, endpoint.port, exc)
             self.stats.upstream_errors += 1
+            session.stats.upstream_errors += 1
         try:
             if session.upstream is not None:
                 for data in session.pending:
@@ -216,7 +239,7 @@ class _Relay:
     async def _replies(self, session: _Session, upstream: socket.socket) -> None:
         """Send the endpoint's datagrams to the client until the session is idle too long."""
         idle = self.options.idle_timeout
-        listening, client, stats = self.listening, session.client, self.stats
+        listening, client, stats, route = self.listening, session.client, self.stats, session.stats
         handled = 0
         while True:
             try:
@@ -231,11 +254,14 @@ class _Relay:
                 if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     raise
                 stats.upstream_errors += 1
+                route.upstream_errors += 1
                 continue
             session.last = trio.current_time()
             try:
                 listening.sendto(data, client)
                 stats.datagrams_down += 1
+                route.datagrams_down += 1
+                route.bytes_down += len(data)
             except OSError:
                 stats.dropped += 1
             handled += 1
@@ -248,6 +274,8 @@ class _Relay:
             del self.sessions[session.client]
         self.stats.sessions -= 1
         self.stats.sessions_expired += 1
+        session.stats.sessions -= 1
+        session.stats.sessions_expired += 1
         if session.upstream is not None:
             session.upstream.close()
 

@@ -5,6 +5,10 @@ and ``invalid`` set, because the spec wants that share of traffic answered
 with 500 rather than silently spread over the valid backends. The problem is
 also returned so the route's ResolvedRefs condition can name it.
 
+A Service or Backend annotated ``edgegw.io/proxy-protocol: "v1"|"v2"`` gets
+a PROXY protocol header of that version in front of every TCP connection the
+L4 relay opens to it (``ir.Backend.proxy_protocol``); other values are ignored.
+
 Endpoints come from EndpointSlices labelled ``kubernetes.io/service-name``;
 the slice port is matched to the Service port by name, as kube-proxy does,
 and endpoints whose ``ready`` condition is false are left out.
@@ -28,6 +32,8 @@ _APP_PROTOCOLS: dict[str, ir.AppProtocol] = {
     "gateway.envoyproxy.io/ws": "ws",
     "gateway.envoyproxy.io/wss": "wss",
 }
+PROXY_PROTOCOL_ANNOTATION = "edgegw.io/proxy-protocol"
+_PROXY_VERSIONS: dict[str, Literal[1, 2]] = {"v1": 1, "v2": 2}
 
 
 class BackendProblem(NamedTuple):
@@ -64,6 +70,7 @@ def resolve(
         app_protocol=found.app_protocol,
         tls=found.tls,
         invalid=found.invalid,
+        proxy_protocol=found.proxy_protocol,
     ), None
 
 
@@ -117,7 +124,20 @@ def _service(
         )
     if tls is not None and app == "h2c":
         app = "h2"
-    return ir.Backend(name="", endpoints=endpoints, app_protocol=app, tls=tls, invalid=invalid)
+    return ir.Backend(
+        name="",
+        endpoints=endpoints,
+        app_protocol=app,
+        tls=tls,
+        invalid=invalid,
+        proxy_protocol=proxy_protocol_version(service.metadata.annotations),
+    )
+
+
+def proxy_protocol_version(annotations: dict[str, str]) -> Literal[0, 1, 2]:
+    """The PROXY protocol version a Service or Backend asks for; 0 for none."""
+    value = annotations.get(PROXY_PROTOCOL_ANNOTATION, "").strip().lower()
+    return _PROXY_VERSIONS.get(value, 0)
 
 
 def _app_protocol(ctx: BackendContext, declared: str | None) -> ir.AppProtocol | BackendProblem:
@@ -173,7 +193,12 @@ def _envoy_backend(
     app: ir.AppProtocol = "h2c" if ctx.grpc else "http1"
     for declared in backend.spec.app_protocols:
         app = _APP_PROTOCOLS.get(declared, app)
-    return ir.Backend(name="", endpoints=endpoints, app_protocol=app)
+    return ir.Backend(
+        name="",
+        endpoints=endpoints,
+        app_protocol=app,
+        proxy_protocol=proxy_protocol_version(backend.metadata.annotations),
+    )
 
 
 def _envoy_endpoint(endpoint: api.envoy.BackendEndpoint) -> ir.Endpoint:

@@ -203,7 +203,26 @@ def _ir_listener(state: ListenerState) -> ir.Listener:
         tls=state.tls,
         http_routes=tuple(sorted(state.http_routes, key=lambda r: r.precedence)),
         l4_routes=tuple(sorted(state.l4_routes, key=lambda r: r.precedence)),
+        proxy_protocol_accept=accepts_proxy_protocol(state),
     )
+
+
+ACCEPT_PROXY_PROTOCOL_ANNOTATION = "edgegw.io/accept-proxy-protocol"
+_PROXY_PROTOCOL_LISTENERS = frozenset({"TCP", "TLS"})
+
+
+def accepts_proxy_protocol(state: ListenerState) -> bool:
+    """Whether a TCP or TLS listener reads a PROXY protocol header before anything else.
+
+    The Gateway annotation ``edgegw.io/accept-proxy-protocol`` is ``"true"``
+    (every TCP and TLS listener of the Gateway) or a comma-separated list of
+    listener names.
+    """
+    if state.spec.protocol not in _PROXY_PROTOCOL_LISTENERS:
+        return False
+    value = state.gateway.metadata.annotations.get(ACCEPT_PROXY_PROTOCOL_ANNOTATION, "")
+    names = {part.strip() for part in value.split(",")}
+    return value.strip().lower() == "true" or state.spec.name in names
 
 
 def _l4_backends(
