@@ -29,6 +29,7 @@ import contextlib
 
 import trio
 
+from edgegw.net.fastio import TimedOut, open_io
 from edgegw.net.proxy import (
     ClientAbort,
     DrainSignal,
@@ -67,7 +68,6 @@ __all__ = [
     "serve_http_connection",
 ]
 
-_READ = 65536
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -81,7 +81,7 @@ async def serve_http_connection(stream: trio.abc.Stream, ctx: HTTPConnectionCont
     conn = _Connection(stream, ctx)
     try:
         await conn.run()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort, TimedOut):
         pass
     finally:
         await trio.aclose_forcefully(stream)
@@ -89,54 +89,63 @@ async def serve_http_connection(stream: trio.abc.Stream, ctx: HTTPConnectionCont
 
 class _Connection:
     def __init__(self, stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> None:
-        self.stream = stream
+        self.io = open_io(stream)
         self.ctx = ctx
         limits = ctx.limits
         self.parser = RequestParser(
             max_head_bytes=limits.max_head_bytes, max_headers=limits.max_headers
         )
+        self.body = _Body(self)
+        self.writer = _Writer(self, self.body)
 
     async def run(self) -> None:
+        parser = self.parser
+        served = False
         while True:
             try:
-                event = await self._next_request()
+                event = parser.next_event()
+                if event is None:
+                    event = await self._wait_head(wait_first=served)
+                elif served:
+                    await trio.lowlevel.checkpoint()  # pipelined: no wait made this one yield
             except ProtocolError as exc:
                 return await self.send_error(exc.status_hint)
-            if event is None or not await self._serve(event):
+            if type(event) is not RequestReceived:
                 return
+            if event.content_length == 0:
+                parser.skip_message_end()
+            if not await self._serve(event):
+                return
+            served = True
 
-    async def _next_request(self) -> RequestReceived | None:
-        event = self.parser.next_event() or await self._wait_head()
-        if event is None or isinstance(event, ConnectionClosed):
-            return None
-        assert isinstance(event, RequestReceived)
-        if event.content_length == 0:
-            self.parser.skip_message_end()
-        return event
-
-    async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
+    async def _wait_head(self, *, wait_first: bool) -> RequestReceived | ConnectionClosed | None:
         """Read until a head is complete; ``None`` after a timeout or on drain."""
-        parser, limits, drain = self.parser, self.ctx.limits, self.ctx.drain
+        parser, limits, drain, io = self.parser, self.ctx.limits, self.ctx.drain, self.io
         idle = not parser.in_message
         if idle and drain.draining:
             return None
-        wait = limits.keepalive_timeout if idle else limits.header_timeout
-        with trio.CancelScope(deadline=trio.current_time() + wait) as scope:
+        deadline = trio.current_time() + (
+            limits.keepalive_timeout if idle else limits.header_timeout
+        )
+        if idle:
+            drain.idle.add(io)
+        try:
+            while True:
+                parser.receive_data(await io.recv(deadline, wait_first=wait_first))
+                wait_first = False
+                if idle and parser.in_message:
+                    idle = False
+                    drain.idle.discard(io)
+                    deadline = trio.current_time() + limits.header_timeout
+                event = parser.next_event()
+                if event is not None:
+                    assert isinstance(event, RequestReceived | ConnectionClosed)
+                    return event
+        except TimedOut:
+            pass
+        finally:
             if idle:
-                drain.idle.add(scope)
-            try:
-                while True:
-                    parser.receive_data(await self.stream.receive_some(_READ))
-                    if idle and parser.in_message:
-                        idle = False
-                        drain.idle.discard(scope)
-                        scope.deadline = trio.current_time() + limits.header_timeout
-                    event = parser.next_event()
-                    if event is not None:
-                        assert isinstance(event, RequestReceived | ConnectionClosed)
-                        return event
-            finally:
-                drain.idle.discard(scope)
+                drain.idle.discard(io)
         if parser.in_message:
             await self.send_error(408)
         return None
@@ -146,8 +155,9 @@ class _Connection:
         if event.upgrade and (event.method == b"CONNECT" or event.content_length != 0):
             await self.send_error(501)
             return False
-        body = _Body(self, event)
-        writer = _Writer(self, event, body)
+        body, writer = self.body, self.writer
+        body.reset(event)
+        writer.reset(event)
         try:
             request = _proxy_request(event, body)
         except UnicodeDecodeError:
@@ -166,8 +176,9 @@ class _Connection:
             (b"content-length", b"%d" % len(text)),
             (b"connection", b"close"),
         ]
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.stream.send_all(serialize_response_head(status, headers) + text)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, TimedOut):
+            deadline = trio.current_time() + self.ctx.limits.header_timeout
+            await self.io.send_all(serialize_response_head(status, headers) + text, deadline)
 
 
 def _split_host(authority: str) -> str:
@@ -198,16 +209,29 @@ def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
 
 
 class _Body:
-    """The request body, read from the client only as the upstream takes it."""
+    """The request body, read from the client only as the upstream takes it.
 
-    def __init__(self, conn: _Connection, event: RequestReceived) -> None:
+    One per connection, ``reset`` for each request.
+    """
+
+    __slots__ = ("_conn", "_expect", "finished", "head_sent", "length", "received", "started")
+
+    def __init__(self, conn: _Connection) -> None:
         self._conn = conn
-        self.length = event.content_length
-        self.finished = event.content_length == 0
+        self.length: int | None = 0
+        self.finished = True
         self.started = False
         self.received = 0
-        self._expect = event.expect_continue and not self.finished
+        self._expect = False
         self.head_sent = False  # set by the writer; a 100 after the final head is wrong
+
+    def reset(self, event: RequestReceived) -> None:
+        self.length = length = event.content_length
+        self.finished = length == 0
+        self.started = False
+        self.received = 0
+        self._expect = event.expect_continue and length != 0
+        self.head_sent = False
 
     async def receive(self) -> bytes:
         if self.finished:
@@ -217,7 +241,7 @@ class _Body:
         if self._expect:
             self._expect = False
             if not self.head_sent:
-                await conn.stream.send_all(_CONTINUE)
+                await conn.io.send_all(_CONTINUE)
         while True:
             try:
                 event = conn.parser.next_event()
@@ -231,19 +255,48 @@ class _Body:
                 return b""
             if event is not None:
                 raise ClientAbort("unexpected event in a request body")
-            with trio.move_on_after(conn.ctx.limits.body_timeout):
-                conn.parser.receive_data(await conn.stream.receive_some(_READ))
-                continue
-            raise ClientAbort("request body timed out")
+            deadline = trio.current_time() + conn.ctx.limits.body_timeout
+            try:
+                conn.parser.receive_data(await conn.io.recv(deadline))
+            except TimedOut:
+                raise ClientAbort("request body timed out") from None
 
 
 class _Writer:
-    """HTTP/1.1 framing of a response: length, chunked or close-delimited."""
+    """HTTP/1.1 framing of a response: length, chunked or close-delimited.
 
-    def __init__(self, conn: _Connection, event: RequestReceived, body: _Body) -> None:
+    One per connection, ``reset`` for each request.
+    """
+
+    __slots__ = (
+        "_body",
+        "_buffer",
+        "_chunked",
+        "_conn",
+        "_http10",
+        "_no_body",
+        "bytes_sent",
+        "ended",
+        "head_sent",
+        "keep_alive",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, body: _Body) -> None:
         self._conn = conn
         self._body = body
         self._buffer: list[bytes] = []
+        self._chunked = False
+        self._no_body = False
+        self._http10 = False
+        self.keep_alive = True
+        self.head_sent = False
+        self.ended = False
+        self.status = 0
+        self.bytes_sent = 0
+
+    def reset(self, event: RequestReceived) -> None:
+        self._buffer.clear()
         self._chunked = False
         self._no_body = event.method == b"HEAD"
         self._http10 = event.http_version == b"1.0"
@@ -286,11 +339,12 @@ class _Writer:
             self._buffer.append(serialize_chunk(data) if self._chunked else data)
 
     async def flush(self) -> None:
-        if self._buffer:
-            data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-            self._buffer.clear()
+        buffer = self._buffer
+        if buffer:
+            data = b"".join(buffer) if len(buffer) > 1 else buffer[0]
+            buffer.clear()
             self.bytes_sent += len(data)
-            await self._conn.stream.send_all(data)
+            await self._conn.io.send_all(data)
 
     async def end(self, trailers: Headers = ()) -> None:
         if self._chunked:

@@ -34,7 +34,6 @@ their responses are read and dropped.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from edgegw.net.upstream import (
     UpstreamResponse,
     UpstreamTimeout,
     describe_endpoint,
+    exchange,
     open_exchange,
 )
 from edgegw.proto.events import DataReceived, Headers, MessageEnded
@@ -113,6 +113,12 @@ class NullObserver:
         pass
 
 
+class Cancellable(Protocol):
+    """An idle wait that draining can end at once (a ``CancelScope``, a ``FastSocket``)."""
+
+    def cancel(self) -> None: ...
+
+
 class DrainSignal:
     """Shared by a listener's connections; ``start`` ends keep-alive everywhere.
 
@@ -122,7 +128,7 @@ class DrainSignal:
 
     def __init__(self) -> None:
         self.draining = False
-        self.idle: set[trio.CancelScope] = set()
+        self.idle: set[Cancellable] = set()
 
     def start(self) -> None:
         self.draining = True
@@ -235,9 +241,11 @@ async def _dispatch(
     grpc = rule.grpc or match.route.kind == "GRPCRoute"
     if rule.invalid:
         return await _error(writer, 500, grpc)
-    deadline = trio.current_time() + rule.request_timeout if rule.request_timeout else math.inf
-    with trio.CancelScope(deadline=deadline) as scope:
-        await _serve_rule(req, writer, ctx, record, match, listener.listener.port, grpc)
+    port = listener.listener.port
+    if not rule.request_timeout:
+        return await _serve_rule(req, writer, ctx, record, match, port, grpc)
+    with trio.CancelScope(deadline=trio.current_time() + rule.request_timeout) as scope:
+        await _serve_rule(req, writer, ctx, record, match, port, grpc)
     if scope.cancelled_caught:
         if writer.head_sent:
             raise ClientAbort("request timeout")
@@ -245,17 +253,27 @@ async def _dispatch(
     return None
 
 
-@dataclass(slots=True)
 class _Plan:
     """What the filters decided: the request to forward and what to do to the response."""
 
-    headers: HeaderList
-    authority: str
-    path: str
-    response_modifiers: list[ir.HeaderModifier] = field(default_factory=list)
-    response_extra: HeaderList = field(default_factory=list)
-    mirrors: list[ir.Backend] = field(default_factory=list)
-    answer: tuple[int, HeaderList] | None = None
+    __slots__ = (
+        "answer",
+        "authority",
+        "headers",
+        "mirrors",
+        "path",
+        "response_extra",
+        "response_modifiers",
+    )
+
+    def __init__(self, headers: HeaderList, authority: str, path: str) -> None:
+        self.headers = headers
+        self.authority = authority
+        self.path = path
+        self.response_modifiers: list[ir.HeaderModifier] = []
+        self.response_extra: HeaderList = []
+        self.mirrors: list[ir.Backend] = []
+        self.answer: tuple[int, HeaderList] | None = None
 
 
 def _header(headers: HeaderList, name: bytes) -> str | None:
@@ -368,6 +386,19 @@ def _upstream_head(
     return req.method.encode(), target.encode("latin-1"), out
 
 
+_NOTHING: frozenset[ir.Endpoint] = frozenset()
+_descriptions: dict[ir.Endpoint, str] = {}
+
+
+def _describe(endpoint: ir.Endpoint) -> str:
+    text = _descriptions.get(endpoint)
+    if text is None:
+        if len(_descriptions) > 4096:
+            _descriptions.clear()
+        text = _descriptions[endpoint] = describe_endpoint(endpoint)
+    return text
+
+
 class _Attempt:
     """Tries a backend until a response is delivered or retries run out."""
 
@@ -394,10 +425,12 @@ class _Attempt:
         attempt = 1
         retry = self.rule.retry
         while True:
-            endpoint = pinned or self.ctx.pool.choose(self.backend, frozenset(tried))
+            endpoint = pinned or self.ctx.pool.choose(
+                self.backend, frozenset(tried) if tried else _NOTHING
+            )
             if endpoint is None:
                 return await _error(self.writer, 503, self.grpc)
-            self.record.upstream = describe_endpoint(endpoint)
+            self.record.upstream = _describe(endpoint)
             try:
                 status = await self._once(endpoint, attempt, persist=pinned is None)
             except UpstreamError as exc:
@@ -418,24 +451,40 @@ class _Attempt:
     async def _once(self, endpoint: ir.Endpoint, attempt: int, *, persist: bool) -> int | None:
         """One try; returns a status worth retrying, or None once a response was delivered."""
         per_try = self.rule.backend_request_timeout
-        deadline = trio.current_time() + per_try if per_try else math.inf
-        pool, retry = self.ctx.pool, self.rule.retry
-        with trio.CancelScope(deadline=deadline) as scope:
-            async with open_exchange(pool, endpoint, self.backend, self.head, self.req.body) as rsp:
-                assert rsp.head is not None
-                status = rsp.head.status_code
-                if (
-                    retry is not None
-                    and status in retry.codes
-                    and self._resendable()
-                    and f.should_retry(retry, status, attempt)
-                ):
-                    return status
-                extra = _persist_headers(self.rule, self.backend, endpoint) if persist else []
-                await _stream_response(rsp, self.writer, self.plan, extra)
-                return None
+        if not per_try:
+            return await self._exchange(endpoint, attempt, persist)
+        with trio.CancelScope(deadline=trio.current_time() + per_try) as scope:
+            return await self._exchange(endpoint, attempt, persist)
         assert scope.cancelled_caught
         raise UpstreamTimeout("backend request timeout")
+
+    async def _exchange(self, endpoint: ir.Endpoint, attempt: int, persist: bool) -> int | None:
+        pool, backend, body = self.ctx.pool, self.backend, self.req.body
+        if body.length == 0:
+            rsp = await exchange(pool, endpoint, backend, self.head)
+            try:
+                return await self._deliver(rsp, endpoint, attempt, persist)
+            finally:
+                rsp.release()
+        async with open_exchange(pool, endpoint, backend, self.head, body) as rsp:
+            return await self._deliver(rsp, endpoint, attempt, persist)
+
+    async def _deliver(
+        self, rsp: UpstreamResponse, endpoint: ir.Endpoint, attempt: int, persist: bool
+    ) -> int | None:
+        assert rsp.head is not None
+        status = rsp.head.status_code
+        retry = self.rule.retry
+        if (
+            retry is not None
+            and status in retry.codes
+            and self._resendable()
+            and f.should_retry(retry, status, attempt)
+        ):
+            return status
+        extra = _persist_headers(self.rule, self.backend, endpoint) if persist else []
+        await _stream_response(rsp, self.writer, self.plan, extra)
+        return None
 
 
 async def _stream_response(

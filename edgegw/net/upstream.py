@@ -32,6 +32,7 @@ already includes the TLS settings, so TLS and plain connections never mix.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -42,6 +43,7 @@ import trio
 
 from edgegw import ir
 from edgegw.net.dns import DNSCache, ResolveError
+from edgegw.net.fastio import TimedOut, open_io
 from edgegw.proto.events import (
     Event,
     Headers,
@@ -59,6 +61,7 @@ from edgegw.proto.http1 import (
 Policy = Literal["least_request", "round_robin"]
 EJECT_BASE = 5.0
 EJECT_MAX = 60.0
+_now = trio.current_time
 
 
 class UpstreamError(Exception):
@@ -90,27 +93,49 @@ class UpstreamLimits:
 EndpointKey = tuple[str, str, int, "ir.BackendTLS | None"]
 
 
-@dataclass(eq=False, slots=True)
 class UpstreamConnection:
-    """One connection to one endpoint; ``reused`` if it served a request before."""
+    """One connection to one endpoint; ``reused`` if it served a request before.
 
-    stream: trio.abc.Stream
-    key: EndpointKey
-    address: str  # "ip:port" or the socket path, for logs
-    reused: bool = False
-    idle_since: float = 0.0
+    Plain sockets are driven through a ``FastSocket``, other streams (TLS)
+    through their trio ``Stream`` interface; ``io`` is either.
+    """
+
+    __slots__ = ("address", "idle_since", "io", "key", "parser", "reused", "stream")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        key: EndpointKey,
+        address: str,
+        reused: bool = False,
+        idle_since: float = 0.0,
+    ) -> None:
+        self.stream = stream
+        self.io = open_io(stream)
+        self.key = key
+        self.address = address  # "ip:port" or the socket path, for logs
+        self.reused = reused
+        self.idle_since = idle_since
+        self.parser: ResponseParser | None = None  # kept from the last exchange, for reuse
 
     async def send_all(self, data: bytes) -> None:
         """Write, translating transport failures to ``UpstreamBroken``."""
         try:
-            await self.stream.send_all(data)
+            await self.io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
 
-    async def receive_some(self) -> bytes | bytearray:
-        """Read, translating transport failures to ``UpstreamBroken``."""
+    async def receive_some(self, deadline: float = math.inf, *, wait_first: bool = False) -> bytes:
+        """Read, translating transport failures to ``UpstreamBroken``.
+
+        Raises:
+            UpstreamBroken: the connection failed.
+            UpstreamTimeout: nothing arrived before ``deadline``.
+        """
         try:
-            return await self.stream.receive_some(65536)
+            return await self.io.recv(deadline, wait_first=wait_first)
+        except TimedOut:
+            raise UpstreamTimeout(f"upstream {self.address} timed out") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
 
@@ -332,8 +357,17 @@ class RequestBody(Protocol):
 class UpstreamResponse:
     """The response being read from one upstream connection."""
 
-    def __init__(self, conn: UpstreamConnection, parser: ResponseParser, read_timeout: float):
+    __slots__ = ("_parser", "_pool", "_read_timeout", "conn", "head", "received", "trailers")
+
+    def __init__(
+        self,
+        conn: UpstreamConnection,
+        parser: ResponseParser,
+        read_timeout: float,
+        pool: UpstreamPool | None = None,
+    ) -> None:
         self.conn = conn
+        self._pool = pool
         self.head: ResponseReceived | None = None
         self.trailers: Headers = ()
         self.received = 0
@@ -355,10 +389,7 @@ class UpstreamResponse:
                 raise UpstreamBroken(f"upstream {self.conn.address}: {exc}") from exc
             if event is not None:
                 return event
-            with trio.move_on_after(self._read_timeout) as scope:
-                data = await self.conn.receive_some()
-            if scope.cancelled_caught:
-                raise UpstreamTimeout(f"upstream {self.conn.address} timed out")
+            data = await self.conn.receive_some(_now() + self._read_timeout)
             self.received += len(data)
             parser.receive_data(data)
 
@@ -369,6 +400,58 @@ class UpstreamResponse:
     @property
     def reusable(self) -> bool:
         return self._parser.reusable
+
+    def release(self, *, reusable: bool | None = None) -> None:
+        """Give the connection back to the pool (``exchange`` only); idempotent."""
+        pool = self._pool
+        if pool is not None:
+            self._pool = None
+            parser = self._parser
+            if reusable is None:
+                reusable = parser.reusable
+            self.conn.parser = parser if reusable and parser.reusable else None
+            pool.release(self.conn, reusable=reusable)
+
+
+async def exchange(
+    pool: UpstreamPool,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+) -> UpstreamResponse:
+    """``open_exchange`` for a body-less request, without a context manager (the hot path).
+
+    The caller must call ``release()`` on the result once done with it, even on
+    errors; the connection is pooled only if the response was read to its end.
+
+    Raises:
+        ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
+    """
+    method, target, headers = head
+    request_head = serialize_request_head(method, target, headers)
+    fresh = False
+    while True:
+        conn = await pool.acquire(endpoint, backend, fresh=fresh)
+        parser = conn.parser
+        if parser is None or method == b"HEAD":
+            parser = ResponseParser(method)
+        else:
+            conn.parser = None
+            parser.reset()
+        response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
+        try:
+            await conn.send_all(request_head)
+            response.head = await _read_head(response, wait_first=True)
+        except UpstreamBroken:
+            response.release(reusable=False)
+            if conn.reused and response.received == 0:
+                fresh = True
+                continue
+            raise
+        except BaseException:
+            response.release(reusable=False)
+            raise
+        return response
 
 
 @asynccontextmanager
@@ -404,7 +487,7 @@ async def open_exchange(
             if body.length == 0:
                 try:
                     await conn.send_all(request_head)
-                    response.head = await _read_head(response)
+                    response.head = await _read_head(response, wait_first=True)
                 except UpstreamBroken:
                     if conn.reused and response.received == 0:
                         fresh = True
@@ -419,7 +502,7 @@ async def open_exchange(
                     try:
                         await conn.send_all(request_head)
                         nursery.start_soon(_pump_body, conn, body, failure, nursery.cancel_scope)
-                        response.head = await _read_head(response)
+                        response.head = await _read_head(response, wait_first=True)
                     except UpstreamBroken:
                         nursery.cancel_scope.cancel()
                         if conn.reused and response.received == 0 and not body.started:
@@ -448,7 +531,12 @@ def _collapse_groups() -> Iterator[None]:
         raise
 
 
-async def _read_head(response: UpstreamResponse) -> ResponseReceived:
+async def _read_head(response: UpstreamResponse, *, wait_first: bool = False) -> ResponseReceived:
+    if wait_first:  # the request just left: reading now would only say EAGAIN
+        conn = response.conn
+        data = await conn.receive_some(_now() + response._read_timeout, wait_first=True)
+        response.received += len(data)
+        response._parser.receive_data(data)
     while True:
         event = await response.next_event()
         if isinstance(event, ResponseReceived):

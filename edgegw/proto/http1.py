@@ -47,6 +47,7 @@ from edgegw.proto.events import (
     ResponseReceived,
 )
 
+_ENDED = MessageEnded()  # events are immutable: the usual, trailer-less end is shared
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
 _WS = b" \t"
@@ -113,7 +114,9 @@ class _Parser:
         if len(target) >= self._max_headers:
             raise _Stop(ProtocolError("too many header fields", 431))
         target.append((name.lower(), value.rstrip(_WS)))
-        self._count(head, len(name) + len(value) + 4)
+        head.bytes += len(name) + len(value) + 4
+        if head.bytes > self._max_head_bytes:
+            raise _Stop(ProtocolError("request header fields too large", 431))
 
     def on_chunk_header(self) -> None:
         pass
@@ -123,8 +126,10 @@ class _Parser:
 
     def on_message_complete(self) -> None:
         head = self._head
-        trailers = () if head is None or not head.trailers else tuple(head.trailers)
-        self._events.append(MessageEnded(trailers))
+        if head is None or not head.trailers:
+            self._events.append(_ENDED)
+        else:
+            self._events.append(MessageEnded(tuple(head.trailers)))
         self._head = None
         self._in_message = False
         self._pending_head_bytes = 0
@@ -218,9 +223,9 @@ class RequestParser(_Parser):
         assert head is not None
         parser = self._parser
         assert isinstance(parser, httptools.HttpRequestParser)
-        version = parser.get_http_version().encode()
+        version = _VERSIONS.get(parser.get_http_version()) or b""
         headers = tuple(head.headers)
-        length, chunked, conn = _validate_head(headers, version, request=True)
+        length, chunked, conn, expect = _validate_head(headers, version, request=True)
         self._events.append(
             RequestReceived(
                 method=parser.get_method(),
@@ -230,7 +235,7 @@ class RequestParser(_Parser):
                 keep_alive=_keep_alive(version, conn),
                 content_length=length if length is not None else (None if chunked else 0),
                 chunked=chunked,
-                expect_continue=_expects_continue(headers, version),
+                expect_continue=expect and version == b"1.1",
                 upgrade=bool(parser.should_upgrade()),
             )
         )
@@ -260,6 +265,23 @@ class ResponseParser(_Parser):
         self.reusable = False  # True once a keep-alive response has ended cleanly
         self.trailing_data = b""
 
+    def reset(self) -> None:
+        """Ready for the next response on the same connection (llhttp keeps its state).
+
+        Only after a ``reusable`` exchange whose request was not HEAD.
+        """
+        assert self.reusable
+        assert not self._head_request
+        self._events.clear()  # a retried response may be left unread; it did end
+        self._error = None
+        self._head = None
+        self._in_message = False
+        self._pending_head_bytes = 0
+        self._final = None
+        self._ended = False
+        self._close_delimited = False
+        self.reusable = False
+
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the upstream; ``b""`` means it closed its side."""
         if self._ended:
@@ -285,9 +307,9 @@ class ResponseParser(_Parser):
         parser = self._parser
         assert isinstance(parser, httptools.HttpResponseParser)
         status = parser.get_status_code()
-        version = parser.get_http_version().encode()
+        version = _VERSIONS.get(parser.get_http_version()) or b""
         headers = tuple(head.headers)
-        length, chunked, conn = _validate_head(headers, version, request=False)
+        length, chunked, conn, _ = _validate_head(headers, version, request=False)
         if 100 <= status < 200:
             if status == 101:
                 raise _Stop(ProtocolError("upstream switched protocols unasked", 502))
@@ -340,52 +362,59 @@ class ResponseParser(_Parser):
 # --- validation, where llhttp is more lenient than h11 -----------------------------------------
 
 
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"host", b"expect"})
+
+
 def _validate_head(
     headers: Headers, version: bytes, *, request: bool
-) -> tuple[int | None, bool, bytes]:
+) -> tuple[int | None, bool, bytes, bool]:
     """Check framing headers once per message.
 
     Returns:
-        (Content-Length or None, chunked, lower-cased Connection value)
+        (Content-Length or None, chunked, lower-cased Connection value,
+        ``Expect: 100-continue`` present)
 
     Raises:
         _Stop: wrapping the ``ProtocolError`` to report.
     """
-    if version not in (b"1.1", b"1.0"):
+    if not version:
         raise _Stop(ProtocolError("HTTP version not supported", 505))
     length: int | None = None
-    chunked = False
+    chunked = expect = False
     conn = b""
     hosts = 0
     for name, value in headers:
+        if name not in _FRAMING:
+            continue
         if name == b"content-length":
             length = int(value)  # llhttp allowed only digits, once
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            conn = conn + b"," + value.lower() if conn else value.lower()
         elif name == b"transfer-encoding":
             if value.lower() != b"chunked":
                 raise _Stop(ProtocolError("only Transfer-Encoding: chunked is supported", 501))
             chunked = True
-        elif name == b"connection":
-            conn = conn + b"," + value.lower() if conn else value.lower()
-        elif name == b"host":
-            hosts += 1
+        elif value.lower() == b"100-continue":
+            expect = True
     if request and (hosts > 1 or (hosts == 0 and version == b"1.1")):
         raise _Stop(ProtocolError("a request needs exactly one Host header"))
-    return length, chunked, conn
+    return length, chunked, conn, expect
 
 
 def _keep_alive(version: bytes, connection: bytes) -> bool:
     if not connection:
         return version == b"1.1"
+    if connection == b"keep-alive":
+        return True
+    if connection == b"close":
+        return False
     tokens = {t.strip() for t in connection.split(b",")}
     if b"close" in tokens:
         return False
     return version == b"1.1" or b"keep-alive" in tokens
-
-
-def _expects_continue(headers: Headers, version: bytes) -> bool:
-    if version != b"1.1":
-        return False
-    return any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)
 
 
 def _error_from_llhttp(exc: httptools.HttpParserError) -> ProtocolError:
@@ -474,16 +503,17 @@ HOP_BY_HOP = frozenset(
 
 def strip_hop_by_hop(headers: Headers) -> list[tuple[bytes, bytes]]:
     """End-to-end headers: without the hop-by-hop set, ``Proxy-*`` and what Connection names."""
+    out = []
     named: set[bytes] | None = None
-    for name, value in headers:
-        if name == b"connection":
-            named = named or set()
-            named.update(t.strip().lower() for t in value.split(b","))
+    for item in headers:
+        name = item[0]
+        if name in HOP_BY_HOP:
+            if name == b"connection" and item[1].lower() not in HOP_BY_HOP:
+                named = named or set()
+                named.update(t.strip().lower() for t in item[1].split(b","))
+        elif name[:6] != b"proxy-":
+            out.append(item)
     if named is None:
-        return [h for h in headers if h[0] not in HOP_BY_HOP and not h[0].startswith(b"proxy-")]
+        return out
     named.discard(b"")
-    return [
-        h
-        for h in headers
-        if h[0] not in HOP_BY_HOP and h[0] not in named and not h[0].startswith(b"proxy-")
-    ]
+    return [h for h in out if h[0] not in named]
