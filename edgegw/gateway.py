@@ -275,10 +275,12 @@ async def serve_gateway(options: RunOptions) -> None:
         async with trio.open_nursery() as nursery:
             gateway = Gateway(options, nursery)
             admin_listeners = await open_admin_listeners(options.admin) if options.admin else []
+            # SIGHUP and the watcher first: READY=1 (sent by the first reload) invites
+            # `systemctl reload`, and SIGHUP's default action would end the process.
+            await nursery.start(serve_reload_triggers, options.config_dir, gateway.reload)
             await gateway.reload("start")
             if admin_listeners:
                 await nursery.start(serve_admin, admin_listeners, gateway)
-            await nursery.start(serve_reload_triggers, options.config_dir, gateway.reload)
             await nursery.start(systemd.serve_watchdog)
             log.info("edgegw serving %s, admin on %s", options.config_dir, options.admin)
             async for signum in stop_signals:

@@ -20,6 +20,9 @@ import watchfiles
 log = logging.getLogger("edgegw.config")
 
 DEBOUNCE_MS = 50  # a reload must be in force within 1 s of a write
+# The watcher blocks in a worker thread that trio cannot interrupt; it returns at least
+# this often, which bounds how long shutdown waits for it (watchfiles' default is 5 s).
+RUST_TIMEOUT_MS = 200
 
 
 def _relevant(change: watchfiles.Change, path: str) -> bool:
@@ -64,7 +67,12 @@ async def _watch_files(
 ) -> None:
     task_status.started()
     async for _changes in watchfiles.awatch(
-        root, watch_filter=_relevant, debounce=DEBOUNCE_MS, step=10, recursive=True
+        root,
+        watch_filter=_relevant,
+        debounce=DEBOUNCE_MS,
+        step=10,
+        rust_timeout=RUST_TIMEOUT_MS,
+        recursive=True,
     ):
         trigger("file change")
 
