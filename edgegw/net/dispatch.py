@@ -5,13 +5,15 @@ Theory of operation
 What a port serves is decided per connection, from the port's runtime at the
 moment of accept (a reload may turn an HTTP port into an HTTPS one):
 
-- HTTP listeners: HTTP/1.1.
+- HTTP listeners: HTTP/1.1, or h2c when the first bytes are the HTTP/2
+  prior-knowledge preface (peeked, not consumed).
 - HTTPS and TLS listeners (they may share a port): the ClientHello is read
   without terminating TLS. If its SNI selects a TLS Passthrough listener, the
   raw bytes are relayed to the TLSRoute's backend; otherwise TLS is
   terminated here with the bytes already read, and the listener the SNI
-  selected decides: HTTPS → HTTP, TLS Terminate → a TCP relay. Anything that
-  is not a ClientHello is closed without a word (no alert).
+  selected decides: HTTPS → HTTP/2 (ALPN "h2") or HTTP/1.1, TLS Terminate →
+  a TCP relay. Anything that is not a ClientHello is closed without a word
+  (no alert).
 - TCP listeners: a TCP relay. UDP ports are not connection-based; the
   supervisor runs ``net.udp.serve_udp`` for them.
 
@@ -27,7 +29,7 @@ import logging
 import trio
 
 from edgegw import ir, routing
-from edgegw.net import http, tcp, tls
+from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.ports import PortRuntime, PortServer
 from edgegw.net.proxy import DrainSignal, HTTPConnectionContext, Observer
 from edgegw.net.upstream import UpstreamPool
@@ -38,6 +40,7 @@ log = logging.getLogger("edgegw.net")
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 L4_PROTOCOLS = frozenset({"HTTPS", "TLS", "TCP", "UDP"})
+H2_ALPN = ("h2", "http/1.1")
 
 
 def compile_runtime(port: ir.Port) -> PortRuntime:
@@ -51,7 +54,7 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
         port=port,
         http=routing.compile_port(port) if protocols & HTTP_PROTOCOLS else None,
         l4=l4.compile_l4(port) if protocols & L4_PROTOCOLS else None,
-        tls=tls.build_server_tls(port) if terminates else None,
+        tls=tls.build_server_tls(port, alpn=H2_ALPN) if terminates else None,
     )
 
 
@@ -113,7 +116,12 @@ class Dispatcher:
         if protocols & TLS_PROTOCOLS:
             await self._serve_tls_port(stream, services, runtime)
         elif "HTTP" in protocols:
-            await http.serve_http_connection(stream, services.http_context(stream, "http", None))
+            ctx = services.http_context(stream, "http", None)
+            h2c = await h2server.sniff_h2c(stream, ctx)
+            if h2c:
+                await h2server.serve_h2_connection(stream, ctx)
+            elif h2c is not None:
+                await http.serve_http_connection(stream, ctx)
         elif "TCP" in protocols:
             await tcp.serve_tcp_connection(stream, services.tcp)
 
@@ -136,7 +144,10 @@ class Dispatcher:
             return
         if session.listener.protocol == "HTTPS":
             ctx = services.http_context(stream, "https", session.listener.key)
-            await http.serve_http_connection(session.stream, ctx)
+            if session.alpn == "h2":
+                await h2server.serve_h2_connection(session.stream, ctx)
+            else:
+                await http.serve_http_connection(session.stream, ctx)
             return
         match = runtime.l4.route_for_sni(session.server_name) if runtime.l4 else None
         if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend

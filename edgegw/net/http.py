@@ -29,6 +29,7 @@ import contextlib
 
 import trio
 
+from edgegw.net import websocket
 from edgegw.net.fastio import TimedOut, open_io
 from edgegw.net.proxy import (
     ClientAbort,
@@ -89,6 +90,7 @@ async def serve_http_connection(stream: trio.abc.Stream, ctx: HTTPConnectionCont
 
 class _Connection:
     def __init__(self, stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> None:
+        self.stream = stream  # for protocols that take the connection over (WebSocket)
         self.io = open_io(stream)
         self.ctx = ctx
         limits = ctx.limits
@@ -152,6 +154,9 @@ class _Connection:
 
     async def _serve(self, event: RequestReceived) -> bool:
         """Answer one request; True when the connection may carry another."""
+        if event.upgrade and websocket.is_websocket_upgrade(event):
+            received = self.parser.trailing_data
+            return await websocket.serve_upgrade(self.stream, event, self.ctx, received=received)
         if event.upgrade and (event.method == b"CONNECT" or event.content_length != 0):
             await self.send_error(501)
             return False

@@ -42,17 +42,17 @@ from typing import Literal, Protocol
 import trio
 
 from edgegw import ir
+from edgegw.net.h2upstream import open_h2_exchange
 from edgegw.net.upstream import (
     RequestBody,
     UpstreamError,
     UpstreamPool,
-    UpstreamResponse,
     UpstreamTimeout,
     describe_endpoint,
     exchange,
     open_exchange,
 )
-from edgegw.proto.events import DataReceived, Headers, MessageEnded
+from edgegw.proto.events import DataReceived, Event, Headers, MessageEnded, ResponseReceived
 from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
@@ -344,8 +344,8 @@ async def _serve_rule(
             return await _respond(writer, plan.answer[0], plan.answer[1])
     sticky = _sticky_lookup(rule, req.headers)
     backend = sticky[0] if sticky else pick_backend(rule, random.random())
-    if backend is None or backend.invalid:
-        return await _error(writer, 500, grpc)
+    if backend is None or backend.invalid:  # gRPC clients get UNAVAILABLE (14) for this
+        return await _error(writer, 503 if grpc else 500, grpc)
     record.backend = backend.name
     if not backend.endpoints:
         return await _error(writer, 503, grpc)
@@ -460,6 +460,9 @@ class _Attempt:
 
     async def _exchange(self, endpoint: ir.Endpoint, attempt: int, persist: bool) -> int | None:
         pool, backend, body = self.ctx.pool, self.backend, self.req.body
+        if backend.app_protocol in ("h2c", "h2"):
+            async with open_h2_exchange(pool, endpoint, backend, self.head, body) as h2rsp:
+                return await self._deliver(h2rsp, endpoint, attempt, persist)
         if body.length == 0:
             rsp = await exchange(pool, endpoint, backend, self.head)
             try:
@@ -470,7 +473,7 @@ class _Attempt:
             return await self._deliver(rsp, endpoint, attempt, persist)
 
     async def _deliver(
-        self, rsp: UpstreamResponse, endpoint: ir.Endpoint, attempt: int, persist: bool
+        self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int, persist: bool
     ) -> int | None:
         assert rsp.head is not None
         status = rsp.head.status_code
@@ -487,8 +490,18 @@ class _Attempt:
         return None
 
 
+class UpstreamReply(Protocol):
+    """A response being read from a backend, over HTTP/1.1 or HTTP/2."""
+
+    head: ResponseReceived | None
+
+    async def next_event(self) -> Event: ...
+
+    def pending(self) -> bool: ...
+
+
 async def _stream_response(
-    rsp: UpstreamResponse, writer: ResponseWriter, plan: _Plan, extra: HeaderList
+    rsp: UpstreamReply, writer: ResponseWriter, plan: _Plan, extra: HeaderList
 ) -> None:
     head = rsp.head
     assert head is not None

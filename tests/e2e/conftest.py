@@ -118,7 +118,7 @@ class Gateway:
     ) -> None:
         """A selector-less Service plus EndpointSlice pointing at echo backends."""
         echoes = echo if isinstance(echo, list) else [echo]
-        app = f"\n      appProtocol: {app_protocol}" if app_protocol else ""
+        app = f"\n                appProtocol: {app_protocol}" if app_protocol else ""
         docs = [
             f"""\
             apiVersion: v1

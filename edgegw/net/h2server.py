@@ -1,0 +1,498 @@
+"""The HTTP/2 front end: one client connection (h2c prior knowledge or TLS ALPN "h2").
+
+Theory of operation
+-------------------
+Three kinds of task share one ``H2Connection`` (``h2`` is the state machine;
+only synchronous code between checkpoints touches it, so no lock is needed):
+
+- the *reader* (the connection's own task) feeds received bytes to ``h2``
+  and turns events into per-stream state: a new request starts a stream
+  task, DATA is queued for that stream's body, a client RST_STREAM cancels
+  the stream's task, WINDOW_UPDATE wakes streams waiting for window;
+- one *stream task* per request runs ``proxy.handle_request`` with an
+  ``H2Body`` (DATA frames, acknowledged for flow control only as the
+  upstream takes them, which is the request-side backpressure) and an
+  ``H2Writer`` (response → HEADERS/DATA/trailers);
+- the *writer* is the only task that writes to the socket. Stream tasks put
+  frames into ``h2`` and wake it, so frames of many streams leave in one
+  write. A stream that has queued more than ``_HIGH_WATER`` bytes waits for
+  the writer (response-side backpressure, next to flow control), and a
+  cancelled stream task can never leave half a frame on the wire.
+
+Abuse ends the connection, never the gateway: ``h2`` closes with GOAWAY on
+protocol errors, oversized header lists (HPACK bombs) and CONTINUATION
+floods (it buffers at most 64 frames of one header block); we add a
+rapid-reset budget (``ResetBudget``), a flow-control stall limit (a stream
+waiting for window, or a write waiting for the socket, longer than
+``stall_timeout``) and the keep-alive timeout while no stream is open.
+
+Drain: the ``DrainSignal`` wakes the reader, which sends GOAWAY(NO_ERROR),
+refuses new streams, and closes once the streams in flight are done (the
+port's nursery deadline bounds that wait). A ``grpc-timeout`` bounds a gRPC
+request; when it passes the client gets ``grpc-status: 4``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import h2.events as ev
+import h2.exceptions
+import trio
+from h2.errors import ErrorCodes
+
+from edgegw.net.proxy import ClientAbort, HTTPConnectionContext, ProxyRequest, handle_request
+from edgegw.proto import http2
+from edgegw.proto.events import Headers
+from edgegw.proto.sniff import H2_PREFACE
+
+log = logging.getLogger("edgegw.net.h2")
+
+_READ = 65536
+_HIGH_WATER = 256 * 1024
+_H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
+
+
+async def sniff_h2c(stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> bool | None:
+    """Peek at a plain connection: True for the h2c preface, False for anything else.
+
+    Nothing is consumed (MSG_PEEK), so HTTP/1.1 reads the same bytes. None when
+    the client sent nothing within the keep-alive timeout or draining began.
+    """
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return False
+    with trio.move_on_after(ctx.limits.keepalive_timeout) as scope:
+        ctx.drain.idle.add(scope)
+        try:
+            while True:
+                data = await sock.recv(len(H2_PREFACE), socket.MSG_PEEK)
+                if not data or not H2_PREFACE.startswith(data):
+                    return False
+                if len(data) == len(H2_PREFACE):
+                    return True
+                await trio.sleep(0.01)  # a split preface: wait for the rest
+        finally:
+            ctx.drain.idle.discard(scope)
+    return None
+
+
+async def serve_h2_connection(
+    stream: trio.abc.Stream,
+    ctx: HTTPConnectionContext,
+    *,
+    limits: http2.H2Limits | None = None,
+) -> None:
+    """Serve HTTP/2 on ``stream`` until either side ends it; closes ``stream``.
+
+    Args:
+        stream: the client connection, before the client preface was read.
+        ctx: routing tables, upstream pool, limits and observer for this connection.
+        limits: HTTP/2 settings and abuse thresholds.
+    """
+    conn = H2ServerConnection(stream, ctx, limits or http2.H2Limits())
+    try:
+        await conn.run()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+@dataclass(eq=False, slots=True)
+class H2Stream:
+    """Per-stream state the reader fills and the stream task drains."""
+
+    stream_id: int
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    chunks: deque[tuple[bytes, int]] = field(default_factory=deque)
+    body_ended: bool = False
+    body_event: trio.Event = field(default_factory=trio.Event)
+    window_event: trio.Event = field(default_factory=trio.Event)
+
+
+class H2ServerConnection:
+    """One client connection; see the module docstring."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, ctx: HTTPConnectionContext, limits: http2.H2Limits
+    ) -> None:
+        self.stream = stream
+        self.ctx = ctx
+        self.limits = limits
+        self.h2 = http2.server_connection(limits)
+        self.streams: dict[int, H2Stream] = {}
+        self.resets = http2.ResetBudget(limits.max_resets, limits.reset_window)
+        self.draining = False
+        self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self._queued = 0  # bytes handed to h2 since the writer last took them
+        self._written = trio.Event()
+        self._writing = False
+        self._closing = False
+
+    # --- the connection ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._writer)
+            try:
+                await self._read_loop()
+            except h2.exceptions.ProtocolError as exc:
+                log.debug("HTTP/2 client %s: %s", self.ctx.client, exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                nursery.cancel_scope.cancel()
+                return
+            await self._close_soon()
+
+    async def _close_soon(self) -> None:
+        """Let the writer send what is queued (a GOAWAY), then end every task."""
+        self._closing = True
+        self.wake()
+        with trio.move_on_after(1.0):
+            while self._wake.is_set() or self._writing:
+                await self._written.wait()
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    async def _read_loop(self) -> None:
+        drain = self.ctx.drain
+        while True:
+            if drain.draining and not self.draining:
+                self._goaway()
+            if self.draining and not self.streams:
+                return
+            idle = not self.streams
+            deadline = trio.current_time() + self.ctx.limits.keepalive_timeout if idle else math.inf
+            with trio.CancelScope(deadline=deadline) as scope:
+                drain.idle.add(scope)
+                try:
+                    data = await self.stream.receive_some(_READ)
+                finally:
+                    drain.idle.discard(scope)
+            if scope.cancelled_caught:
+                if not drain.draining:
+                    self._goaway()
+                    return
+                continue
+            if not data:
+                return
+            if not self._receive(data):
+                return
+
+    def _receive(self, data: bytes | bytearray) -> bool:
+        """Feed ``data`` to h2; False when the connection must end."""
+        events = self.h2.receive_data(bytes(data))
+        for event in events:
+            if not self._on_event(event):
+                return False
+        self.wake()
+        return True
+
+    def _on_event(self, event: Any) -> bool:
+        if isinstance(event, ev.RequestReceived):
+            self._start_stream(event)
+        elif isinstance(event, ev.DataReceived):
+            st = self.streams.get(event.stream_id)
+            if st is None:
+                self._ack(event.stream_id, event.flow_controlled_length)
+            else:
+                st.chunks.append((event.data, event.flow_controlled_length))
+                st.body_event.set()
+        elif isinstance(event, ev.StreamEnded | ev.TrailersReceived):
+            st = self.streams.get(event.stream_id)
+            if st is not None:
+                st.body_ended = True
+                st.body_event.set()
+        elif isinstance(event, ev.StreamReset):
+            return self._on_reset(event)
+        elif isinstance(event, ev.WindowUpdated | ev.RemoteSettingsChanged):
+            stream_id = getattr(event, "stream_id", 0)
+            for st in self.streams.values() if not stream_id else [self.streams.get(stream_id)]:
+                if st is not None:
+                    st.window_event.set()
+        elif isinstance(event, ev.ConnectionTerminated):
+            self.draining = True
+            return bool(self.streams)
+        return True
+
+    def _on_reset(self, event: ev.StreamReset) -> bool:
+        st = self.streams.get(event.stream_id)
+        if st is not None:
+            st.scope.cancel()
+        if event.remote_reset and self.resets.spend(trio.current_time()):
+            log.warning("HTTP/2 client %s: too many stream resets; closing", self.ctx.client)
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            return False
+        return True
+
+    def _goaway(self) -> None:
+        self.draining = True
+        self.h2.close_connection(ErrorCodes.NO_ERROR)
+        self.wake()
+
+    def _start_stream(self, event: ev.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self.draining:
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        st = H2Stream(stream_id, body_ended=event.stream_ended is not None)
+        self.streams[stream_id] = st
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, st, tuple(event.headers))
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the writer that h2 has bytes to send."""
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            data = self.h2.data_to_send()
+            self._queued = 0
+            if data:
+                self._writing = True
+                with trio.move_on_after(self.limits.stall_timeout) as scope:
+                    try:
+                        await self.stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        scope.cancel()
+                self._writing = False
+                if scope.cancelled_caught:
+                    log.debug("HTTP/2 client %s: write failed or stalled", self.ctx.client)
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
+                    return
+            written, self._written = self._written, trio.Event()
+            written.set()
+
+    async def flush(self) -> None:
+        """Wake the writer; wait for it while too much is queued."""
+        self._wake.set()
+        while self._queued > _HIGH_WATER:
+            await self._written.wait()
+
+    def _ack(self, stream_id: int, length: int) -> None:
+        if length:
+            with contextlib.suppress(*_H2Error):
+                self.h2.acknowledge_received_data(length, stream_id)
+
+    async def wait_window(self, st: H2Stream) -> None:
+        """Wait until the stream may send; a stall past ``stall_timeout`` ends the connection."""
+        st.window_event = trio.Event()
+        with trio.move_on_after(self.limits.stall_timeout) as scope:
+            await st.window_event.wait()
+        if scope.cancelled_caught:
+            log.info("HTTP/2 client %s: flow-control stall; closing", self.ctx.client)
+            self.h2.close_connection(ErrorCodes.FLOW_CONTROL_ERROR)
+            self.wake()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._close_soon)
+            raise ClientAbort("flow-control stall")
+
+    async def send_body(self, st: H2Stream, data: bytes) -> None:
+        h2conn, stream_id = self.h2, st.stream_id
+        while data:
+            window = h2conn.local_flow_control_window(stream_id)
+            if window <= 0:
+                await self.flush()
+                await self.wait_window(st)
+                continue
+            size = min(window, h2conn.max_outbound_frame_size, len(data))
+            h2conn.send_data(stream_id, data[:size])
+            data = data[size:]
+            self._queued += size
+        await self.flush()
+
+    # --- streams ----------------------------------------------------------------------------
+
+    async def _run_stream(self, st: H2Stream, headers: Headers) -> None:
+        writer = H2Writer(self, st)
+        try:
+            with st.scope:
+                await self._serve_stream(st, headers, writer)
+        except (ClientAbort, *_H2Error) as exc:
+            log.debug("HTTP/2 stream %d: %s", st.stream_id, exc)
+        finally:
+            self._finish_stream(st, writer)
+
+    async def _serve_stream(self, st: H2Stream, headers: Headers, writer: H2Writer) -> None:
+        try:
+            head = http2.parse_request(headers)
+        except (ValueError, UnicodeDecodeError):
+            return await writer.simple(400)
+        if head.method == "CONNECT":
+            from edgegw.net import websocket
+
+            if head.protocol != "websocket":
+                return await writer.simple(501)
+            return await websocket.serve_h2_websocket(self, st, head, writer)
+        writer.head_request = head.method == "HEAD"
+        body = H2Body(self, st, head.content_length)
+        request = ProxyRequest(
+            head.method, head.path, head.query, head.authority, head.host, head.headers, body
+        )
+        timeout = _grpc_deadline(head.headers)
+        if timeout is None:
+            return await handle_request(request, writer, self.ctx)
+        with trio.move_on_after(timeout):
+            return await handle_request(request, writer, self.ctx)
+        await writer.grpc_deadline_exceeded()
+        return None
+
+    def _finish_stream(self, st: H2Stream, writer: H2Writer) -> None:
+        self.streams.pop(st.stream_id, None)
+        for _data, length in st.chunks:
+            self._ack(st.stream_id, length)
+        st.chunks.clear()
+        if not writer.ended or not st.body_ended:
+            code = ErrorCodes.NO_ERROR if writer.ended else ErrorCodes.INTERNAL_ERROR
+            with contextlib.suppress(*_H2Error):
+                self.h2.reset_stream(st.stream_id, code)
+        self.wake()
+        if self.draining and not self.streams and self._nursery is not None:
+            self._nursery.start_soon(self._close_soon)
+
+
+def _grpc_deadline(headers: http2.HeaderList) -> float | None:
+    grpc = False
+    timeout: float | None = None
+    for name, value in headers:
+        if name == b"content-type":
+            grpc = value.startswith(b"application/grpc")
+        elif name == b"grpc-timeout":
+            timeout = http2.grpc_timeout(value)
+    return timeout if grpc else None
+
+
+class H2Body:
+    """A request body from DATA frames; window is given back as the upstream reads."""
+
+    def __init__(
+        self,
+        conn: H2ServerConnection,
+        st: H2Stream,
+        length: int | None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        self._conn = conn
+        self._timeout = conn.ctx.limits.body_timeout if timeout is None else timeout
+        self._st = st
+        self.length = 0 if st.body_ended and not st.chunks else length
+        self.finished = self.length == 0
+        self.started = False
+        self.received = 0
+
+    async def receive(self) -> bytes:
+        if self.finished:
+            return b""
+        self.started = True
+        st, conn = self._st, self._conn
+        while not st.chunks and not st.body_ended:
+            st.body_event = trio.Event()
+            with trio.move_on_after(self._timeout) as scope:
+                await st.body_event.wait()
+            if scope.cancelled_caught:
+                raise ClientAbort("request body timed out")
+        if not st.chunks:
+            self.finished = True
+            return b""
+        data, length = st.chunks.popleft()
+        conn._ack(st.stream_id, length)
+        conn.wake()
+        self.received += len(data)
+        return data
+
+
+class H2Writer:
+    """``ResponseWriter`` on one stream: the head waits for the first DATA or the end.
+
+    Holding the head back lets a body-less answer (a gRPC "trailers-only"
+    status, a redirect) leave as a single HEADERS frame with END_STREAM.
+    """
+
+    def __init__(self, conn: H2ServerConnection, st: H2Stream) -> None:
+        self._conn = conn
+        self._st = st
+        self._head: http2.HeaderList | None = None
+        self._no_body = False
+        self.head_request = False
+        self.head_sent = False
+        self.ended = False
+        self.status = 0
+        self.bytes_sent = 0
+
+    async def send_head(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        content_length: int | None,
+        body: bool,
+    ) -> None:
+        self._head = http2.response_headers(status, headers)
+        self._no_body = not body or self.head_request
+        self.head_sent = True
+        self.status = status
+
+    def _send_pending_head(self, *, end: bool = False) -> None:
+        if self._head is not None:
+            self._conn.h2.send_headers(self._st.stream_id, self._head, end_stream=end)
+            self._head = None
+
+    async def send_data(self, data: bytes) -> None:
+        if self._no_body or not data:
+            return
+        self._send_pending_head()
+        self.bytes_sent += len(data)
+        await self._conn.send_body(self._st, data)
+
+    async def flush(self) -> None:
+        self._send_pending_head()
+        await self._conn.flush()
+
+    async def end(self, trailers: Headers = ()) -> None:
+        h2conn, stream_id = self._conn.h2, self._st.stream_id
+        extra = http2.trailer_headers(trailers)
+        if extra:
+            self._send_pending_head()
+            h2conn.send_headers(stream_id, extra, end_stream=True)
+        elif self._head is not None:
+            self._send_pending_head(end=True)
+        else:
+            h2conn.end_stream(stream_id)
+        self.ended = True
+        await self._conn.flush()
+
+    async def simple(self, status: int, headers: http2.HeaderList | None = None) -> None:
+        """An answer made here, without body."""
+        await self.send_head(
+            status, [*(headers or []), (b"content-length", b"0")], content_length=0, body=False
+        )
+        await self.end()
+
+    async def grpc_deadline_exceeded(self) -> None:
+        """The ``grpc-timeout`` passed: status 4, as trailers-only or as trailers."""
+        if self.ended:
+            return
+        status = [(b"grpc-status", b"4"), (b"grpc-message", b"Deadline Exceeded")]
+        if not self.head_sent:
+            await self.send_head(
+                200, [(b"content-type", b"application/grpc"), *status], content_length=0, body=False
+            )
+            return await self.end()
+        if self._head is not None:
+            self._send_pending_head()
+        await self.end(tuple(status))
+        return None

@@ -1,0 +1,439 @@
+"""HTTP/2 towards backends: one multiplexed connection per endpoint, many streams.
+
+Theory of operation
+-------------------
+``open_h2_exchange`` has the shape of ``upstream.open_exchange``, so the
+proxy picks one or the other by ``backend.app_protocol`` ("h2c", or "h2"
+once the pool wraps backend TLS with ALPN h2). It yields an
+``H2UpstreamResponse`` with ``head``, ``next_event()``, ``pending()`` and
+``reusable``, producing the same ``proto.events`` as the HTTP/1.1 parser
+(``ResponseReceived``, ``DataReceived``, ``MessageEnded`` with trailers).
+
+Connections: ``H2Pool`` (one per ``UpstreamPool``) keeps, per endpoint, the
+connections it opened through ``UpstreamPool.acquire(fresh=True)`` (so
+connect timeouts, DNS and passive-health ejection are the pool's), and
+picks one with a free stream slot under the peer's MAX_CONCURRENT_STREAMS,
+dialling a new one only when none has room (one dial at a time per
+endpoint). An ``_H2Client`` is dropped once it is closed, got GOAWAY, or sat
+idle past the pool's ``idle_timeout``.
+
+There is no task per connection. Whoever needs an event for its stream (a
+response reader, a body pump waiting for window) takes the connection's read
+lock, reads once, dispatches every event to the streams they belong to and
+lets go; every waiter re-checks its own condition before reading. Writes go
+through a write lock and are shielded from cancellation (half a frame would
+corrupt every other stream), bounded by the read timeout. An idle connection
+is therefore not read at all; what its server said meanwhile (GOAWAY, a
+close) is seen by the next exchange, which is retried once on a fresh
+connection when nothing of it was processed and its body can be resent.
+
+Flow control: response DATA is acknowledged as the proxy takes it, so a
+slow client slows the backend through the stream window (1 MiB) and no
+more than that is buffered per stream. A cancelled or abandoned exchange
+sends RST_STREAM(CANCEL), which is how a gRPC cancellation reaches the
+backend.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import h2.events as ev
+import h2.exceptions
+import trio
+from h2.errors import ErrorCodes
+
+from edgegw import ir
+from edgegw.net.upstream import (
+    RequestBody,
+    UpstreamBroken,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+    _collapse_groups,
+)
+from edgegw.proto import http2
+from edgegw.proto.events import DataReceived, Event, Headers, MessageEnded, ResponseReceived
+
+_H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
+_LIMITS = http2.H2Limits(max_concurrent_streams=100)
+
+
+class _Refused(UpstreamBroken):
+    """The server will not process this stream (GOAWAY past it, REFUSED_STREAM): safe to retry."""
+
+
+class H2UpstreamResponse:
+    """The response on one upstream stream; see the module docstring."""
+
+    def __init__(self, client: _H2Client, stream_id: int, head_request: bool) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.head: ResponseReceived | None = None
+        self.reusable = True
+        self.ended = False
+        self.error: UpstreamError | None = None
+        self.received = 0
+        self._head_request = head_request
+        self._events: deque[tuple[Event, int]] = deque()
+
+    # called by the dispatching reader ------------------------------------------------------
+
+    def on_event(self, event: Any) -> None:
+        if isinstance(event, ev.ResponseReceived):
+            self.received += 1
+            ended = event.stream_ended is not None
+            head = http2.response_head(event.headers, ended=ended, head_request=self._head_request)
+            self._events.append((head, 0))
+        elif isinstance(event, ev.DataReceived):
+            self.received += 1
+            self._events.append((DataReceived(event.data), event.flow_controlled_length))
+        elif isinstance(event, ev.TrailersReceived):
+            self._end(tuple(event.headers))
+        elif isinstance(event, ev.StreamEnded):
+            self._end(())
+        elif isinstance(event, ev.StreamReset) and not self.ended:
+            error = _Refused if event.error_code == ErrorCodes.REFUSED_STREAM else UpstreamBroken
+            self.error = error(
+                f"upstream {self.client.address} reset the stream ({event.error_code!r})"
+            )
+
+    def _end(self, trailers: Headers) -> None:
+        if not self.ended:
+            self.ended = True
+            self._events.append((MessageEnded(trailers), 0))
+
+    # the proxy's side ----------------------------------------------------------------------
+
+    async def next_event(self) -> Event:
+        """The next event of this stream, reading from the connection when none is queued.
+
+        Raises:
+            UpstreamBroken: the stream or the connection failed.
+            UpstreamTimeout: the upstream was silent for ``read_timeout``.
+        """
+        client = self.client
+        if not self._events:
+            with trio.move_on_after(client.read_timeout) as scope:
+                await client.wait_until(lambda: bool(self._events) or self.error is not None)
+            if scope.cancelled_caught:
+                raise UpstreamTimeout(f"upstream {client.address} timed out")
+        if not self._events:
+            assert self.error is not None
+            raise self.error
+        event, length = self._events.popleft()
+        if length:
+            client.acknowledge(self.stream_id, length)
+        return event
+
+    def pending(self) -> bool:
+        """True when an event is ready without reading (so a flush can wait)."""
+        return bool(self._events)
+
+
+class _H2Client:
+    """One HTTP/2 connection to a backend, shared by many exchanges."""
+
+    def __init__(self, conn: UpstreamConnection, read_timeout: float, now: float) -> None:
+        self.conn = conn
+        self.address = conn.address
+        self.read_timeout = read_timeout
+        self.h2 = http2.client_connection(_LIMITS)
+        self.streams: dict[int, H2UpstreamResponse] = {}
+        self.closed = False
+        self.goaway = False
+        self.used = False
+        self.idle_since = now
+        self._read_lock = trio.Lock()
+        self._write_lock = trio.Lock()
+        self.scheme = b"https" if conn.key[3] is not None else b"http"
+
+    def has_room(self) -> bool:
+        if self.closed or self.goaway:
+            return False
+        limit = self.h2.remote_settings.max_concurrent_streams
+        return len(self.streams) < limit and self.h2.highest_outbound_stream_id < (1 << 30)
+
+    def open_stream(
+        self, headers: http2.HeaderList, *, end: bool, head: bool
+    ) -> H2UpstreamResponse:
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream_id, headers, end_stream=end)
+        response = H2UpstreamResponse(self, stream_id, head)
+        self.streams[stream_id] = response
+        return response
+
+    async def send(self) -> None:
+        """Write what h2 queued, shielded: a cut frame would break every stream.
+
+        Raises:
+            UpstreamBroken: the write failed or stalled past ``read_timeout``.
+        """
+        with trio.CancelScope(shield=True):
+            async with self._write_lock:
+                data = self.h2.data_to_send()
+                if not data or self.closed:
+                    return
+                with trio.move_on_after(self.read_timeout) as scope:
+                    try:
+                        await self.conn.send_all(data)
+                    except UpstreamBroken as exc:
+                        self._fail(exc)
+                        raise
+                if scope.cancelled_caught:
+                    self._fail(UpstreamBroken(f"upstream {self.address}: write stalled"))
+                    raise UpstreamBroken(f"upstream {self.address}: write stalled")
+
+    async def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Read and dispatch until ``ready()``; errors land on the streams they concern."""
+        while not ready():
+            async with self._read_lock:
+                if ready():
+                    return
+                if self.closed:
+                    return  # every stream already carries its error
+                try:
+                    data = await self.conn.receive_some()
+                except UpstreamBroken as exc:
+                    self._fail(exc)
+                    return
+                self._receive(data)
+            await self.send()  # acks, pings, settings
+
+    def _receive(self, data: bytes | bytearray) -> None:
+        if not data:
+            self._fail(UpstreamBroken(f"upstream {self.address} closed the connection"))
+            return
+        try:
+            events = self.h2.receive_data(bytes(data))
+        except h2.exceptions.ProtocolError as exc:
+            self._fail(UpstreamBroken(f"upstream {self.address} broke HTTP/2: {exc}"))
+            return
+        for event in events:
+            stream_id = getattr(event, "stream_id", 0)
+            if stream_id:
+                response = self.streams.get(stream_id)
+                if response is not None:
+                    response.on_event(event)
+            elif isinstance(event, ev.ConnectionTerminated):
+                self._on_goaway(event)
+
+    def _on_goaway(self, event: ev.ConnectionTerminated) -> None:
+        self.goaway = True
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        for stream_id, response in self.streams.items():
+            if stream_id > last and response.error is None:
+                response.error = _Refused(f"upstream {self.address} sent GOAWAY")
+        if event.error_code != ErrorCodes.NO_ERROR:
+            self._fail(UpstreamBroken(f"upstream {self.address} GOAWAY {event.error_code!r}"))
+
+    def _fail(self, error: UpstreamBroken) -> None:
+        """The connection is gone: every open stream fails with ``error``."""
+        self.closed = True
+        for response in self.streams.values():
+            if response.error is None and not response.ended:
+                response.error = error
+        self.conn.close()
+
+    def acknowledge(self, stream_id: int, length: int) -> None:
+        with suppress(*_H2Error):
+            self.h2.acknowledge_received_data(length, stream_id)
+
+    def finish(self, response: H2UpstreamResponse, *, clean: bool) -> None:
+        """The exchange is over; reset the stream unless both sides ended cleanly."""
+        self.streams.pop(response.stream_id, None)
+        if not clean and not self.closed:
+            with suppress(*_H2Error):
+                self.h2.reset_stream(response.stream_id, ErrorCodes.CANCEL)
+
+
+class H2Pool:
+    """The HTTP/2 connections of one ``UpstreamPool``, per endpoint."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self._clients: dict[tuple[Any, ...], list[_H2Client]] = {}
+        self._dialing: dict[tuple[Any, ...], trio.Lock] = {}
+
+    def _usable(self, key: tuple[Any, ...]) -> _H2Client | None:
+        clients = self._clients.get(key, [])
+        now = trio.current_time()
+        idle_limit = self.pool.limits.idle_timeout
+        for client in list(clients):
+            stale = not client.streams and now - client.idle_since > idle_limit
+            if client.closed or (client.goaway and not client.streams) or stale:
+                clients.remove(client)
+                self._drop(client)
+        return next((c for c in clients if c.has_room()), None)
+
+    def _drop(self, client: _H2Client) -> None:
+        client.closed = True
+        self.pool.release(client.conn, reusable=False)
+
+    async def client(
+        self, endpoint: ir.Endpoint, backend: ir.Backend, *, fresh: bool = False
+    ) -> _H2Client:
+        """A connection with room for one more stream, dialled if none has room."""
+        key = (endpoint.kind, endpoint.address, endpoint.port, backend.tls)
+        found = None if fresh else self._usable(key)
+        if found is not None:
+            return found
+        lock = self._dialing.setdefault(key, trio.Lock())
+        async with lock:
+            found = None if fresh else self._usable(key)
+            if found is not None:
+                return found
+            conn = await self.pool.acquire(endpoint, backend, fresh=True)
+            client = _H2Client(conn, self.pool.limits.read_timeout, trio.current_time())
+            self._clients.setdefault(key, []).append(client)
+            return client
+
+    def release(self, client: _H2Client) -> None:
+        if not client.streams:
+            client.idle_since = trio.current_time()
+            if client.closed or client.goaway:
+                clients = self._clients.get(_client_key(client), [])
+                if client in clients:
+                    clients.remove(client)
+                    self._drop(client)
+
+
+def _client_key(client: _H2Client) -> tuple[Any, ...]:
+    return client.conn.key
+
+
+_pools: weakref.WeakKeyDictionary[UpstreamPool, H2Pool] = weakref.WeakKeyDictionary()
+
+
+def h2_pool(pool: UpstreamPool) -> H2Pool:
+    """The HTTP/2 side of ``pool`` (made on first use)."""
+    found = _pools.get(pool)
+    if found is None:
+        found = _pools[pool] = H2Pool(pool)
+    return found
+
+
+@asynccontextmanager
+async def open_h2_exchange(
+    pool: UpstreamPool,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+    body: RequestBody,
+) -> AsyncIterator[H2UpstreamResponse]:
+    """Send a request on an HTTP/2 stream to ``endpoint``; yield once the response head arrived.
+
+    The body, if any, is sent by a task of its own while the response is read,
+    as ``open_exchange`` does. On exit a stream that did not end cleanly both
+    ways is reset (CANCEL).
+
+    Raises:
+        ConnectError, UpstreamBroken, UpstreamTimeout: as ``upstream.open_exchange``.
+    """
+    h2pool = h2_pool(pool)
+    method, target, headers = head
+    fresh = False
+    while True:
+        client = await h2pool.client(endpoint, backend, fresh=fresh)
+        reused = client.used
+        client.used = True
+        fields = http2.request_headers(method, target, headers, scheme=client.scheme)
+        response = client.open_stream(fields, end=body.length == 0, head=method == b"HEAD")
+        sent = [body.length == 0]
+        try:
+            try:
+                await client.send()
+                if body.length == 0:
+                    response.head = await _read_head(response)
+                    yield response
+                    return
+            except UpstreamBroken as exc:
+                if _may_retry(exc, reused, response, body):
+                    fresh = True
+                    continue
+                raise
+            with _collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        _pump_body, client, response, body, sent, nursery.cancel_scope
+                    )
+                    try:
+                        response.head = await _read_head(response)
+                    except UpstreamBroken as exc:
+                        nursery.cancel_scope.cancel()
+                        if _may_retry(exc, reused, response, body):
+                            fresh = True
+                            continue
+                        raise
+                    yield response
+                    nursery.cancel_scope.cancel()
+            return
+        finally:
+            clean = response.ended and sent[0]
+            client.finish(response, clean=clean)
+            if not clean:
+                with trio.move_on_after(1.0, shield=True):
+                    with suppress(UpstreamError):
+                        await client.send()
+            h2pool.release(client)
+
+
+def _may_retry(
+    exc: UpstreamBroken, reused: bool, response: H2UpstreamResponse, body: RequestBody
+) -> bool:
+    untouched = response.received == 0 and not body.started
+    return untouched and (reused or isinstance(exc, _Refused))
+
+
+async def _read_head(response: H2UpstreamResponse) -> ResponseReceived:
+    while True:
+        event = await response.next_event()
+        if isinstance(event, ResponseReceived):
+            return event
+
+
+async def _pump_body(
+    client: _H2Client,
+    response: H2UpstreamResponse,
+    body: RequestBody,
+    sent: list[bool],
+    scope: trio.CancelScope,
+) -> None:
+    """Copy the request body to the stream within its flow-control window."""
+    stream_id = response.stream_id
+    h2conn = client.h2
+    try:
+        while True:
+            data = await body.receive()
+            if not data:
+                h2conn.end_stream(stream_id)
+                await client.send()
+                sent[0] = True
+                return
+            while data:
+                window = h2conn.local_flow_control_window(stream_id)
+                if window <= 0:
+                    await client.wait_until(
+                        lambda: (
+                            h2conn.local_flow_control_window(stream_id) > 0
+                            or response.error is not None
+                            or client.closed
+                        )
+                    )
+                    if response.error is not None or client.closed:
+                        return  # the response side reports it
+                    continue
+                size = min(window, h2conn.max_outbound_frame_size, len(data))
+                h2conn.send_data(stream_id, data[:size])
+                data = data[size:]
+            await client.send()
+    except (UpstreamBroken, *_H2Error):
+        return
+    except Exception:
+        scope.cancel()
+        raise

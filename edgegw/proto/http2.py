@@ -1,0 +1,275 @@
+"""HTTP/2 without I/O: settings, header mapping and abuse accounting around ``h2``.
+
+The ``h2`` library is the state machine (its ``stream.py`` holds the
+transition table); this module only adds what edgegw decides on top of it,
+so that ``net/h2server.py`` and ``net/h2upstream.py`` stay about I/O:
+
+- ``H2Limits``: the settings we advertise and the abuse thresholds we enforce;
+- ``server_connection``/``client_connection``: configured ``H2Connection``\\s;
+- header mapping: an HTTP/2 request head → the parts of a ``ProxyRequest``,
+  an HTTP/1-style head → HTTP/2 request or response headers (connection-
+  specific fields removed, as RFC 9113 §8.2.2 requires);
+- ``ResetBudget``: RST_STREAMs per connection per time window (CVE-2023-44487);
+- ``grpc_timeout``: the ``grpc-timeout`` header in seconds.
+
+No trio here: times come in as arguments.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.settings import SettingCodes, Settings
+
+from edgegw.proto.events import Headers, ResponseReceived
+
+HeaderList = list[tuple[bytes, bytes]]
+
+#: Fields that mean something only to one HTTP/1.1 hop; never valid in HTTP/2.
+CONNECTION_SPECIFIC = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"te",
+        b"trailer",
+    }
+)
+_GRPC_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+@dataclass(frozen=True, slots=True)
+class H2Limits:
+    """What one HTTP/2 connection may use; defaults fit a gRPC-heavy edge.
+
+    ``max_resets`` client RST_STREAMs within ``reset_window`` seconds end the
+    connection with GOAWAY(ENHANCE_YOUR_CALM). ``stall_timeout`` is how long a
+    response may wait for flow-control window (or a write may wait for the
+    socket) before the connection is closed.
+    """
+
+    max_concurrent_streams: int = 128
+    initial_window_size: int = 1 << 20  # per stream, what we let peers send
+    connection_window_size: int = 16 << 20
+    max_frame_size: int = 1 << 14
+    max_header_list_size: int = 64 * 1024
+    max_resets: int = 200
+    reset_window: float = 10.0
+    stall_timeout: float = 30.0
+
+
+def _settings(limits: H2Limits, *, server: bool) -> dict[SettingCodes, int]:
+    settings = {
+        SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+        SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
+        SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+        SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+    }
+    if server:
+        settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1  # RFC 8441 WebSocket
+    else:
+        settings[SettingCodes.ENABLE_PUSH] = 0
+    return settings
+
+
+def _connection(limits: H2Limits, *, server: bool) -> H2Connection:
+    config = H2Configuration(
+        client_side=not server, header_encoding=None, validate_inbound_headers=True
+    )
+    conn = H2Connection(config=config)
+    # As initial values, our settings hold from the first frame on (h2 would keep
+    # them pending until acknowledged), the header list limit included (HPACK bombs).
+    conn.local_settings = Settings(
+        client=not server, initial_values=_settings(limits, server=server)
+    )
+    conn.decoder.max_header_list_size = limits.max_header_list_size
+    conn.initiate_connection()
+    extra = limits.connection_window_size - 65535
+    if extra > 0:
+        conn.increment_flow_control_window(extra)
+    return conn
+
+
+def server_connection(limits: H2Limits) -> H2Connection:
+    """A server-side connection whose preface (SETTINGS, WINDOW_UPDATE) is queued."""
+    return _connection(limits, server=True)
+
+
+def client_connection(limits: H2Limits) -> H2Connection:
+    """A client-side connection whose preface is queued; push is disabled."""
+    return _connection(limits, server=False)
+
+
+# --- requests from clients ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class H2Request:
+    """An HTTP/2 request head, split the way ``ProxyRequest`` wants it."""
+
+    method: str
+    path: str
+    query: str
+    authority: str
+    host: str
+    headers: HeaderList  # regular fields; cookies joined
+    protocol: str | None  # ``:protocol`` of an extended CONNECT (RFC 8441)
+    content_length: int | None
+
+
+def split_host(authority: str) -> str:
+    """``Host`` without port, lower-case; IPv6 literals lose their brackets."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")].lower()
+    host, sep, port = authority.rpartition(":")
+    return (host if sep and port.isdigit() else authority).lower()
+
+
+def parse_request(headers: Headers | HeaderList) -> H2Request:
+    """Split a validated HTTP/2 request head (h2 checked the pseudo-headers).
+
+    Raises:
+        ValueError: a field is not ASCII/Latin-1 decodable or content-length is bad.
+    """
+    pseudo: dict[bytes, bytes] = {}
+    regular: HeaderList = []
+    cookies: list[bytes] = []
+    host = b""
+    for name, value in headers:
+        if name[:1] == b":":
+            pseudo[name] = value
+        elif name == b"cookie":
+            cookies.append(value)
+        elif name == b"host":
+            host = value
+        else:
+            regular.append((name, value))
+    if cookies:  # RFC 9113 §8.2.3: one field towards HTTP/1.1
+        regular.append((b"cookie", b"; ".join(cookies)))
+    authority = (pseudo.get(b":authority") or host).decode("latin-1")
+    target = pseudo.get(b":path", b"").decode("ascii")
+    path, _, query = target.partition("?")
+    length = _content_length(regular)
+    protocol = pseudo.get(b":protocol")
+    return H2Request(
+        method=pseudo.get(b":method", b"").decode("ascii"),
+        path=path,
+        query=query,
+        authority=authority,
+        host=split_host(authority),
+        headers=regular,
+        protocol=protocol.decode("ascii") if protocol is not None else None,
+        content_length=length,
+    )
+
+
+def _content_length(headers: HeaderList) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise ValueError("bad content-length")
+            return int(value)
+    return None
+
+
+def response_headers(status: int, headers: HeaderList) -> HeaderList:
+    """``:status`` plus the end-to-end fields of an HTTP/1-style response head."""
+    out: HeaderList = [(b":status", b"%d" % status)]
+    out += [h for h in headers if h[0] not in CONNECTION_SPECIFIC]
+    return out
+
+
+def trailer_headers(trailers: Headers | HeaderList) -> HeaderList:
+    """Trailers without fields HTTP/2 forbids (pseudo and connection-specific)."""
+    return [t for t in trailers if t[0][:1] != b":" and t[0] not in CONNECTION_SPECIFIC]
+
+
+# --- requests to backends ---------------------------------------------------------------------
+
+
+def request_headers(
+    method: bytes, target: bytes, headers: HeaderList, *, scheme: bytes
+) -> HeaderList:
+    """An HTTP/1-style request head (as ``proxy`` builds it) as HTTP/2 headers.
+
+    ``Host`` becomes ``:authority``; ``te: trailers`` is always sent, since
+    gRPC servers want it and it costs nothing elsewhere.
+    """
+    authority = b""
+    regular: HeaderList = []
+    for name, value in headers:
+        if name == b"host":
+            authority = value
+        elif name not in CONNECTION_SPECIFIC:
+            regular.append((name, value))
+    out: HeaderList = [(b":method", method), (b":scheme", scheme)]
+    if authority:
+        out.append((b":authority", authority))
+    out.append((b":path", target))
+    out += regular
+    out.append((b"te", b"trailers"))
+    return out
+
+
+def response_head(
+    headers: Headers | HeaderList, *, ended: bool, head_request: bool
+) -> ResponseReceived:
+    """An HTTP/2 response head as the ``ResponseReceived`` the proxy streams from.
+
+    A head that ended the stream (gRPC "trailers-only") has no body, so the
+    front end can send it back as one HEADERS frame again.
+    """
+    status = 0
+    regular: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if name == b":status":
+            status = int(value)
+        elif name[:1] != b":":
+            regular.append((name, value))
+    length = _content_length(regular)
+    body = not (ended or head_request or status in (204, 304))
+    return ResponseReceived(
+        status_code=status,
+        reason=b"",
+        headers=tuple(regular),
+        http_version=b"2",
+        keep_alive=True,
+        content_length=0 if ended else length,
+        chunked=False,
+        body_expected=body,
+    )
+
+
+# --- abuse accounting -------------------------------------------------------------------------
+
+
+class ResetBudget:
+    """Counts stream resets in a sliding window (rapid reset, CVE-2023-44487)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._times: deque[float] = deque()
+
+    def spend(self, now: float) -> bool:
+        """Record one reset at ``now``; True when the budget is exceeded."""
+        times = self._times
+        times.append(now)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return len(times) > self.limit
+
+
+def grpc_timeout(value: bytes) -> float | None:
+    """``grpc-timeout`` (``1S``, ``250m``, at most 8 digits) in seconds; None if malformed."""
+    digits, unit = value[:-1], value[-1:]
+    scale = _GRPC_UNITS.get(unit)
+    if scale is None or not digits.isdigit() or len(digits) > 8:
+        return None
+    return int(digits) * scale
