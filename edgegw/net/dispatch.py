@@ -31,8 +31,9 @@ import trio
 from edgegw import ir, routing
 from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.ports import PortRuntime, PortServer
-from edgegw.net.proxy import DrainSignal, HTTPConnectionContext, Observer
+from edgegw.net.proxy import DrainSignal, HTTPConnectionContext
 from edgegw.net.upstream import UpstreamPool
+from edgegw.observe import Observer
 from edgegw.routing import l4
 
 log = logging.getLogger("edgegw.net")
@@ -68,6 +69,8 @@ class PortServices:
     def __init__(self, dispatcher: Dispatcher, server: PortServer) -> None:
         self.dispatcher = dispatcher
         self.server = server
+        _, address, port = server.key
+        self.label = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.http_drain = DrainSignal()
         self.tcp = tcp.TCPContext(
             table=lambda: server.runtime.l4,
@@ -111,6 +114,15 @@ class Dispatcher:
         return services
 
     async def handle(self, stream: trio.SocketStream, services: PortServices) -> None:
+        """Serve one accepted connection, counted in ``edgegw_connections_active``."""
+        label = services.label
+        self.observer.connection_opened(label)
+        try:
+            await self._serve(stream, services)
+        finally:
+            self.observer.connection_closed(label)
+
+    async def _serve(self, stream: trio.SocketStream, services: PortServices) -> None:
         runtime = services.server.runtime
         protocols = _protocols(runtime)
         if protocols & TLS_PROTOCOLS:

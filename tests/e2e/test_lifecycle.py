@@ -105,9 +105,16 @@ def test_status_document_and_status_file(gateway, echoes) -> None:
     assert r1["metadata"]["generation"] == 2
     assert r1["status"]["parents"][0]["conditions"][0]["observedGeneration"] == 2
 
+    assert serving(port, "one.example.com", "/v2/x")
     code, metrics = gateway.admin("/metrics")
     assert code == 200
     assert b'edgegw_config_reloads_total{result="success"}' in metrics
+    labels = b'listener="default/gw/http",route="default/r1",backend="default/app:80",code="2xx"'
+    assert b"edgegw_http_requests_total{" + labels + b"}" in metrics
+    assert b'edgegw_http_request_duration_seconds_count{listener="default/gw/http"' in metrics
+    assert f'edgegw_connections_total{{port="127.0.0.1:{port}"}}'.encode() in metrics
+    idle = f'edgegw_connections_active{{port="127.0.0.1:{port}"}} 0'.encode()
+    wait_for(lambda: idle in gateway.admin("/metrics")[1], what="connections closed")
 
 
 def test_port_conflict_between_gateways_is_reported(gateway, echoes) -> None:
