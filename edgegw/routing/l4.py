@@ -17,9 +17,9 @@ SYN or a datagram to match on), so a listener serves exactly one route: the
 oldest attached (conformance: TCPRouteMultipleRoutesAttachment, "only the
 oldest route is attached to the listener").
 
-``pick_backend`` does the weighted choice between a route's backends from a
-caller-supplied random number, so tests are deterministic; ``pick_endpoint``
-spreads connections over a backend's endpoints the same way.
+``routing.pick_backend`` does the weighted choice between a route's backends
+from a caller-supplied random number, so tests are deterministic;
+``pick_endpoint`` spreads connections over a backend's endpoints the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from edgegw import ir
+from edgegw.routing.backends import pick_backend
 from edgegw.routing.hosts import HostIndex, group_by_host, normalize_host
+
+__all__ = ["L4Match", "L4Table", "compile_l4", "pick_backend", "pick_endpoint"]
 
 TLS_LISTENER_PROTOCOLS = frozenset({"TLS", "HTTPS"})
 
@@ -120,24 +123,6 @@ def _single_route(port: ir.Port, protocol: str, kind: str) -> L4Match | None:
 def compile_l4(port: ir.Port) -> L4Table:
     """Compile a port's L4 listeners and routes; done at reload, off the hot path."""
     return L4Table(port)
-
-
-def pick_backend(backends: Sequence[ir.Backend], rand: float) -> ir.Backend | None:
-    """Weighted choice by ``Backend.weight``; ``rand`` in [0, 1).
-
-    Invalid backends keep their weight (their share of connections is closed,
-    as the spec asks). None when there are no backends or every weight is 0.
-    """
-    total = sum(max(b.weight, 0) for b in backends)
-    if total <= 0:
-        return None
-    point = rand * total
-    for backend in backends:
-        weight = max(backend.weight, 0)
-        if point < weight:
-            return backend
-        point -= weight
-    return next(b for b in reversed(backends) if b.weight > 0)  # rand rounding at the top
 
 
 def pick_endpoint(backend: ir.Backend, rand: float) -> ir.Endpoint | None:
