@@ -487,6 +487,13 @@ async def open_exchange(
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
+    if body.length == 0:
+        plain = await exchange(pool, endpoint, backend, head)
+        try:
+            yield plain
+        finally:
+            plain.release()
+        return
     method, target, headers = head
     request_head = serialize_request_head(method, target, headers)
     fresh = False
@@ -495,18 +502,6 @@ async def open_exchange(
         response = UpstreamResponse(conn, ResponseParser(method), pool.limits.read_timeout)
         reusable = False
         try:
-            if body.length == 0:
-                try:
-                    await conn.send_all(request_head)
-                    response.head = await _read_head(response, wait_first=True)
-                except UpstreamBroken:
-                    if conn.reused and response.received == 0:
-                        fresh = True
-                        continue
-                    raise
-                yield response
-                reusable = response.reusable
-                return
             failure: list[BaseException] = []
             with _collapse_groups():
                 async with trio.open_nursery() as nursery:
