@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from edgegw.admin.metrics import Counter, Gauge, Histogram, LabelValues, Metric, Registry
-from edgegw.net.proxy import RequestRecord
+from edgegw.net.context import RequestRecord
 from edgegw.net.tcp import RelayStats
 from edgegw.net.udp import UDPStats
 

@@ -30,8 +30,8 @@ import trio
 
 from edgegw import ir, routing
 from edgegw.net import h2server, http, tcp, tls
+from edgegw.net.context import DrainSignal, HTTPConnectionContext
 from edgegw.net.ports import PortRuntime, PortServer
-from edgegw.net.proxy import DrainSignal, HTTPConnectionContext
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
 from edgegw.routing import l4

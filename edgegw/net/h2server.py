@@ -47,7 +47,8 @@ import h2.exceptions
 import trio
 from h2.errors import ErrorCodes
 
-from edgegw.net.proxy import ClientAbort, HTTPConnectionContext, ProxyRequest, handle_request
+from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
+from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
 from edgegw.proto.events import Headers
 from edgegw.proto.sniff import H2_PREFACE

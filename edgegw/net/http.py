@@ -30,8 +30,7 @@ import contextlib
 import trio
 
 from edgegw.net import websocket
-from edgegw.net.fastio import TimedOut, open_io
-from edgegw.net.proxy import (
+from edgegw.net.context import (
     ClientAbort,
     DrainSignal,
     HTTPConnectionContext,
@@ -40,8 +39,9 @@ from edgegw.net.proxy import (
     Observer,
     ProxyRequest,
     RequestRecord,
-    handle_request,
 )
+from edgegw.net.fastio import TimedOut, open_io
+from edgegw.net.proxy import handle_request
 from edgegw.proto.events import (
     ConnectionClosed,
     DataReceived,

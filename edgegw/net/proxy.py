@@ -33,18 +33,23 @@ their responses are read and dropped.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import trio
 
 from edgegw import ir
+from edgegw.net.context import (
+    ClientAbort,
+    HeaderList,
+    HTTPConnectionContext,
+    ProxyRequest,
+    RequestRecord,
+    ResponseWriter,
+)
 from edgegw.net.h2upstream import open_h2_exchange
+from edgegw.net.sessions import persist_headers, sticky_lookup
 from edgegw.net.upstream import (
-    RequestBody,
     UpstreamError,
     UpstreamPool,
     UpstreamTimeout,
@@ -52,144 +57,13 @@ from edgegw.net.upstream import (
     exchange,
     open_exchange,
 )
-from edgegw.proto.events import DataReceived, Event, Headers, MessageEnded, ResponseReceived
+from edgegw.proto.events import DataReceived, Event, MessageEnded, ResponseReceived
 from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
 
-HeaderList = list[tuple[bytes, bytes]]
 MIRRORS_MAX = 256
 _GRPC_STATUS = {404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
-
-
-# --- what front ends and the lead wire together --------------------------------------------
-
-
-class ClientAbort(Exception):
-    """The response cannot be completed; the front end drops the client connection."""
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPLimits:
-    max_head_bytes: int = 64 * 1024
-    max_headers: int = 100
-    header_timeout: float = 10.0  # first byte of a request head to its end
-    keepalive_timeout: float = 60.0  # idle between requests
-    body_timeout: float = 60.0  # client silence while we read its body
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What the access log and metrics learn about one request."""
-
-    method: str
-    path: str
-    client: str = ""
-    listener: str = ""
-    route_namespace: str = ""
-    route_name: str = ""
-    rule_index: int = -1
-    backend: str = ""
-    upstream: str = ""
-    status: int = 0
-    duration: float = 0.0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-
-class Observer(Protocol):
-    def request_done(self, record: RequestRecord) -> None: ...
-
-    def upstream_error(self, backend: str, upstream: str, kind: str) -> None: ...
-
-
-class NullObserver:
-    """The default observer: records nothing."""
-
-    def request_done(self, record: RequestRecord) -> None:
-        pass
-
-    def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
-        pass
-
-
-class Cancellable(Protocol):
-    """An idle wait that draining can end at once (a ``CancelScope``, a ``FastSocket``)."""
-
-    def cancel(self) -> None: ...
-
-
-class DrainSignal:
-    """Shared by a listener's connections; ``start`` ends keep-alive everywhere.
-
-    Idle connections register their wait scope so draining wakes them at once;
-    busy ones notice ``draining`` when their current request ends.
-    """
-
-    def __init__(self) -> None:
-        self.draining = False
-        self.idle: set[Cancellable] = set()
-
-    def start(self) -> None:
-        self.draining = True
-        for scope in list(self.idle):
-            scope.cancel()
-
-
-@dataclass(slots=True, kw_only=True)
-class HTTPConnectionContext:
-    """Everything one client connection needs; the lead builds one per connection.
-
-    ``port_table`` is called once per request, so a reload applies from the
-    next request on while a request in flight keeps the table it started with.
-    ``sni_listener`` is the key of the listener a TLS ClientHello selected.
-    """
-
-    port_table: Callable[[], PortTable]
-    pool: UpstreamPool
-    client: tuple[str, int] | None = None
-    scheme: Literal["http", "https"] = "http"
-    sni_listener: str | None = None
-    drain: DrainSignal = field(default_factory=DrainSignal)
-    limits: HTTPLimits = field(default_factory=HTTPLimits)
-    observer: Observer = field(default_factory=NullObserver)
-    background: trio.Nursery | None = None  # for mirrors; None disables them
-
-
-@dataclass(slots=True)
-class ProxyRequest:
-    """A client request as every front end presents it; ``headers`` exclude Host."""
-
-    method: str
-    path: str
-    query: str
-    authority: str  # the Host as received (may carry a port)
-    host: str  # lower-case, without port
-    headers: HeaderList
-    body: RequestBody
-
-
-class ResponseWriter(Protocol):
-    """How the proxy answers, whatever the client's protocol.
-
-    ``send_head``'s headers carry Content-Length when it is known, and
-    ``content_length`` repeats it for framing; ``body=False`` for responses
-    that have none (HEAD is the writer's own business).
-    """
-
-    head_sent: bool
-    status: int
-    bytes_sent: int
-
-    async def send_head(
-        self, status: int, headers: HeaderList, *, content_length: int | None, body: bool
-    ) -> None: ...
-
-    async def send_data(self, data: bytes) -> None: ...
-
-    async def flush(self) -> None: ...
-
-    async def end(self, trailers: Headers = ()) -> None: ...
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -342,7 +216,7 @@ async def _serve_rule(
         _apply_filters(req, match, ctx.scheme, port, plan)
         if plan.answer is not None:
             return await _respond(writer, plan.answer[0], plan.answer[1])
-    sticky = _sticky_lookup(rule, req.headers)
+    sticky = sticky_lookup(rule, req.headers)
     backend = sticky[0] if sticky else pick_backend(rule, random.random())
     if backend is None or backend.invalid:  # gRPC clients get UNAVAILABLE (14) for this
         return await _error(writer, 503 if grpc else 500, grpc)
@@ -485,7 +359,7 @@ class _Attempt:
             and f.should_retry(retry, status, attempt)
         ):
             return status
-        extra = _persist_headers(self.rule, self.backend, endpoint) if persist else []
+        extra = persist_headers(self.rule, self.backend, endpoint) if persist else []
         await _stream_response(rsp, self.writer, self.plan, extra)
         return None
 
@@ -521,66 +395,6 @@ async def _stream_response(
             await writer.send_data(event.data)
         elif isinstance(event, MessageEnded):
             return await writer.end(event.trailers)
-
-
-# --- session persistence -------------------------------------------------------------------
-
-_sticky_tables: dict[int, tuple[ir.HTTPRouteRule, dict[str, tuple[ir.Backend, ir.Endpoint]]]] = {}
-
-
-def _token(backend: ir.Backend, endpoint: ir.Endpoint) -> str:
-    key = f"{backend.name}|{endpoint.kind}|{endpoint.address}|{endpoint.port}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def _sticky_table(rule: ir.HTTPRouteRule) -> dict[str, tuple[ir.Backend, ir.Endpoint]]:
-    cached = _sticky_tables.get(id(rule))
-    if cached is not None and cached[0] is rule:
-        return cached[1]
-    if len(_sticky_tables) > 4096:
-        _sticky_tables.clear()
-    table = {_token(b, e): (b, e) for b in rule.backends if not b.invalid for e in b.endpoints}
-    _sticky_tables[id(rule)] = (rule, table)
-    return table
-
-
-def _sticky_lookup(
-    rule: ir.HTTPRouteRule, headers: HeaderList
-) -> tuple[ir.Backend, ir.Endpoint] | None:
-    persistence = rule.session_persistence
-    if persistence is None:
-        return None
-    wanted = persistence.name.lower().encode()
-    token: bytes | None = None
-    for name, value in headers:
-        if persistence.type == "Header" and name == wanted:
-            token = value
-        elif persistence.type == "Cookie" and name == b"cookie":
-            token = _cookie(value, persistence.name.encode()) or token
-    return _sticky_table(rule).get(token.decode("latin-1")) if token else None
-
-
-def _cookie(header: bytes, name: bytes) -> bytes | None:
-    for part in header.split(b";"):
-        key, sep, value = part.strip().partition(b"=")
-        if sep and key == name:
-            return value.strip(b'"')
-    return None
-
-
-def _persist_headers(
-    rule: ir.HTTPRouteRule, backend: ir.Backend, endpoint: ir.Endpoint
-) -> HeaderList:
-    persistence = rule.session_persistence
-    if persistence is None:
-        return []
-    token = _token(backend, endpoint).encode()
-    if persistence.type == "Header":
-        return [(persistence.name.lower().encode(), token)]
-    cookie = persistence.name.encode() + b"=" + token + b"; Path=/; HttpOnly"
-    if persistence.permanent_cookie and persistence.absolute_timeout:
-        cookie += b"; Max-Age=%d" % int(persistence.absolute_timeout)
-    return [(b"set-cookie", cookie)]
 
 
 # --- answers made here ---------------------------------------------------------------------

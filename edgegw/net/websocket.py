@@ -37,7 +37,7 @@ import msgspec
 import trio
 
 from edgegw import ir
-from edgegw.net.proxy import HTTPConnectionContext
+from edgegw.net.context import HTTPConnectionContext
 from edgegw.net.tls_client import client_context
 from edgegw.net.upstream import UpstreamConnection, UpstreamError, UpstreamPool
 from edgegw.proto.events import RequestReceived

@@ -18,8 +18,8 @@ from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from edgegw import ir
 from edgegw.echo import serve_echo
+from edgegw.net.context import DrainSignal, HTTPConnectionContext
 from edgegw.net.h2server import serve_h2_connection
-from edgegw.net.proxy import DrainSignal, HTTPConnectionContext
 from edgegw.net.upstream import UpstreamPool
 from edgegw.proto.http2 import H2Limits
 from edgegw.routing import compile_port

@@ -1,0 +1,152 @@
+"""What a front end and the proxy core share: the per-connection context and the contracts.
+
+Front ends (HTTP/1.1 in ``net/http.py``, HTTP/2 in ``net/h2server.py``) build an
+``HTTPConnectionContext`` per connection, present each request as a
+``ProxyRequest`` and answer through a ``ResponseWriter``; ``net/proxy.py`` does
+the rest. The observer, limits and drain signal live here too, so that neither
+side imports the other's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import trio
+
+from edgegw.net.upstream import RequestBody, UpstreamPool
+from edgegw.proto.events import Headers
+from edgegw.routing import PortTable
+
+HeaderList = list[tuple[bytes, bytes]]
+
+
+# --- the contracts --------------------------------------------
+
+
+class ClientAbort(Exception):
+    """The response cannot be completed; the front end drops the client connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0  # first byte of a request head to its end
+    keepalive_timeout: float = 60.0  # idle between requests
+    body_timeout: float = 60.0  # client silence while we read its body
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What the access log and metrics learn about one request."""
+
+    method: str
+    path: str
+    client: str = ""
+    listener: str = ""
+    route_namespace: str = ""
+    route_name: str = ""
+    rule_index: int = -1
+    backend: str = ""
+    upstream: str = ""
+    status: int = 0
+    duration: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class Observer(Protocol):
+    def request_done(self, record: RequestRecord) -> None: ...
+
+    def upstream_error(self, backend: str, upstream: str, kind: str) -> None: ...
+
+
+class NullObserver:
+    """The default observer: records nothing."""
+
+    def request_done(self, record: RequestRecord) -> None:
+        pass
+
+    def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
+        pass
+
+
+class Cancellable(Protocol):
+    """An idle wait that draining can end at once (a ``CancelScope``, a ``FastSocket``)."""
+
+    def cancel(self) -> None: ...
+
+
+class DrainSignal:
+    """Shared by a listener's connections; ``start`` ends keep-alive everywhere.
+
+    Idle connections register their wait scope so draining wakes them at once;
+    busy ones notice ``draining`` when their current request ends.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.idle: set[Cancellable] = set()
+
+    def start(self) -> None:
+        self.draining = True
+        for scope in list(self.idle):
+            scope.cancel()
+
+
+@dataclass(slots=True, kw_only=True)
+class HTTPConnectionContext:
+    """Everything one client connection needs; the lead builds one per connection.
+
+    ``port_table`` is called once per request, so a reload applies from the
+    next request on while a request in flight keeps the table it started with.
+    ``sni_listener`` is the key of the listener a TLS ClientHello selected.
+    """
+
+    port_table: Callable[[], PortTable]
+    pool: UpstreamPool
+    client: tuple[str, int] | None = None
+    scheme: Literal["http", "https"] = "http"
+    sni_listener: str | None = None
+    drain: DrainSignal = field(default_factory=DrainSignal)
+    limits: HTTPLimits = field(default_factory=HTTPLimits)
+    observer: Observer = field(default_factory=NullObserver)
+    background: trio.Nursery | None = None  # for mirrors; None disables them
+
+
+@dataclass(slots=True)
+class ProxyRequest:
+    """A client request as every front end presents it; ``headers`` exclude Host."""
+
+    method: str
+    path: str
+    query: str
+    authority: str  # the Host as received (may carry a port)
+    host: str  # lower-case, without port
+    headers: HeaderList
+    body: RequestBody
+
+
+class ResponseWriter(Protocol):
+    """How the proxy answers, whatever the client's protocol.
+
+    ``send_head``'s headers carry Content-Length when it is known, and
+    ``content_length`` repeats it for framing; ``body=False`` for responses
+    that have none (HEAD is the writer's own business).
+    """
+
+    head_sent: bool
+    status: int
+    bytes_sent: int
+
+    async def send_head(
+        self, status: int, headers: HeaderList, *, content_length: int | None, body: bool
+    ) -> None: ...
+
+    async def send_data(self, data: bytes) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def end(self, trailers: Headers = ()) -> None: ...

@@ -1,0 +1,75 @@
+"""Session persistence (HTTPRoute ``sessionPersistence``): pin a client to an endpoint.
+
+The first response carries a cookie or header naming the endpoint that served
+it, as an opaque token; later requests that present it go to the same
+endpoint while it is still among the rule's backends. Tokens are hashes of
+backend and endpoint, so nothing about the backends is revealed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from edgegw import ir
+
+HeaderList = list[tuple[bytes, bytes]]
+
+
+# --- -------------------------------------------------------------------
+
+_sticky_tables: dict[int, tuple[ir.HTTPRouteRule, dict[str, tuple[ir.Backend, ir.Endpoint]]]] = {}
+
+
+def _token(backend: ir.Backend, endpoint: ir.Endpoint) -> str:
+    key = f"{backend.name}|{endpoint.kind}|{endpoint.address}|{endpoint.port}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _sticky_table(rule: ir.HTTPRouteRule) -> dict[str, tuple[ir.Backend, ir.Endpoint]]:
+    cached = _sticky_tables.get(id(rule))
+    if cached is not None and cached[0] is rule:
+        return cached[1]
+    if len(_sticky_tables) > 4096:
+        _sticky_tables.clear()
+    table = {_token(b, e): (b, e) for b in rule.backends if not b.invalid for e in b.endpoints}
+    _sticky_tables[id(rule)] = (rule, table)
+    return table
+
+
+def sticky_lookup(
+    rule: ir.HTTPRouteRule, headers: HeaderList
+) -> tuple[ir.Backend, ir.Endpoint] | None:
+    persistence = rule.session_persistence
+    if persistence is None:
+        return None
+    wanted = persistence.name.lower().encode()
+    token: bytes | None = None
+    for name, value in headers:
+        if persistence.type == "Header" and name == wanted:
+            token = value
+        elif persistence.type == "Cookie" and name == b"cookie":
+            token = _cookie(value, persistence.name.encode()) or token
+    return _sticky_table(rule).get(token.decode("latin-1")) if token else None
+
+
+def _cookie(header: bytes, name: bytes) -> bytes | None:
+    for part in header.split(b";"):
+        key, sep, value = part.strip().partition(b"=")
+        if sep and key == name:
+            return value.strip(b'"')
+    return None
+
+
+def persist_headers(
+    rule: ir.HTTPRouteRule, backend: ir.Backend, endpoint: ir.Endpoint
+) -> HeaderList:
+    persistence = rule.session_persistence
+    if persistence is None:
+        return []
+    token = _token(backend, endpoint).encode()
+    if persistence.type == "Header":
+        return [(persistence.name.lower().encode(), token)]
+    cookie = persistence.name.encode() + b"=" + token + b"; Path=/; HttpOnly"
+    if persistence.permanent_cookie and persistence.absolute_timeout:
+        cookie += b"; Max-Age=%d" % int(persistence.absolute_timeout)
+    return [(b"set-cookie", cookie)]
