@@ -71,6 +71,13 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+class Port:
+    """A backend known only by its port (a server the test runs itself)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
 class Echo:
     """An ``edgegw echo`` backend."""
 
@@ -110,39 +117,33 @@ class Gateway:
     def service(
         self,
         name: str,
-        echo: Echo | list[Echo],
+        backends: Any,
         *,
         namespace: str = "default",
         port: int = 80,
         app_protocol: str | None = None,
+        protocol: str = "TCP",
+        annotations: dict[str, str] | None = None,
     ) -> None:
-        """A selector-less Service plus EndpointSlice pointing at echo backends."""
-        echoes = echo if isinstance(echo, list) else [echo]
-        app = f"\n                appProtocol: {app_protocol}" if app_protocol else ""
+        """A selector-less Service plus one EndpointSlice per backend (anything with ``.port``)."""
+        listed = backends if isinstance(backends, list) else [backends]
+        extra = f", appProtocol: {app_protocol}" if app_protocol else ""
+        meta = f", annotations: {json.dumps(annotations)}" if annotations else ""
         docs = [
-            f"""\
-            apiVersion: v1
-            kind: Service
-            metadata: {{name: {name}, namespace: {namespace}}}
-            spec:
-              ports:
-              - name: http
-                port: {port}{app}
-            """
+            "apiVersion: v1\nkind: Service\n"
+            f"metadata: {{name: {name}, namespace: {namespace}{meta}}}\n"
+            f"spec: {{ports: [{{name: http, port: {port}, protocol: {protocol}{extra}}}]}}\n"
         ]
-        for i, e in enumerate(echoes):
-            docs.append(f"""\
-            apiVersion: discovery.k8s.io/v1
-            kind: EndpointSlice
-            metadata:
-              name: {name}-{i}
-              namespace: {namespace}
-              labels: {{kubernetes.io/service-name: {name}}}
-            addressType: IPv4
-            ports: [{{name: http, port: {e.port}}}]
-            endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
-            """)
-        self.write(f"svc-{namespace}-{name}.yaml", "---\n".join(textwrap.dedent(d) for d in docs))
+        docs += [
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+            f"metadata: {{name: {name}-{i}, namespace: {namespace}, "
+            f"labels: {{kubernetes.io/service-name: {name}}}}}\n"
+            "addressType: IPv4\n"
+            f"ports: [{{name: http, port: {b.port}, protocol: {protocol}}}]\n"
+            'endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]\n'
+            for i, b in enumerate(listed)
+        ]
+        self.write(f"svc-{namespace}-{name}.yaml", "---\n".join(docs))
 
     # process -------------------------------------------------------------------------------
     def start(self, *extra: str) -> None:

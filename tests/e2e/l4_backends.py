@@ -176,33 +176,10 @@ def service(
     protocol: str = "TCP",
     annotations: dict[str, str] | None = None,
 ) -> None:
-    """A selector-less Service with one EndpointSlice per backend (port named ``p``)."""
-    notes = "".join(f"\n    {k}: {v!r}" for k, v in (annotations or {}).items())
-    meta = f"\n  annotations:{notes}" if notes else ""
-    docs = [
-        f"""\
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {namespace}{meta}
-spec:
-  ports: [{{name: p, port: {port}, protocol: {protocol}}}]
-"""
-    ]
-    for i, backend in enumerate(backends):
-        docs.append(f"""\
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-{i}
-  namespace: {namespace}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: p, port: {backend.port}, protocol: {protocol}}}]
-endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
-""")
-    gateway.write(f"svc-{namespace}-{name}.yaml", "---\n".join(docs))
+    """A selector-less Service with one EndpointSlice per backend."""
+    gateway.service(
+        name, backends, namespace=namespace, port=port, protocol=protocol, annotations=annotations
+    )
 
 
 def gateway_doc(listeners: str, *, name: str = "gw", annotations: str = "") -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
-from tests.e2e.conftest import Gateway, free_port, http_gateway, request
+from tests.e2e.conftest import Gateway, Port, free_port, http_gateway, request
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -50,7 +50,7 @@ def tls_backend() -> Iterator[tuple[int, trustme.CA]]:
 
 def _config(gateway: Gateway, port: int, backend_port: int, ca: trustme.CA, hostname: str) -> None:
     gateway.write("gateway.yaml", http_gateway(port))
-    gateway.service("secure", _Port(backend_port))  # type: ignore[arg-type]
+    gateway.service("secure", Port(backend_port))
     ca_pem = textwrap.indent(ca.cert_pem.bytes().decode(), "    ")
     gateway.write(
         "backend-tls.yaml",
@@ -79,11 +79,6 @@ spec:
   rules: [{{backendRefs: [{{name: secure, port: 80}}]}}]
 """,
     )
-
-
-class _Port:
-    def __init__(self, port: int) -> None:
-        self.port = port
 
 
 def test_requests_are_reencrypted_to_a_verified_backend(gateway, tls_backend) -> None:

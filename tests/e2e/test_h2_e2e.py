@@ -15,40 +15,14 @@ import h2.events
 import pytest
 import trustme
 
-from tests.e2e.conftest import Echo, Gateway, curl, echoed, free_port, http_gateway
+from tests.e2e.conftest import Echo, Gateway, Port, curl, echoed, free_port, http_gateway
 
 pytestmark = pytest.mark.e2e
 
 
-class Port:
-    """A backend known only by its port (a gRPC or WebSocket server in the test process)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-
 def service(gateway: Gateway, name: str, port: int, app_protocol: str) -> None:
     """A Service with an ``appProtocol`` and its EndpointSlice on 127.0.0.1:``port``."""
-    gateway.write(
-        f"svc-{name}.yaml",
-        f"""\
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: default}}
-spec:
-  ports: [{{name: http, port: 80, appProtocol: {app_protocol}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-0
-  namespace: default
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
-""",
-    )
+    gateway.service(name, Port(port), app_protocol=app_protocol)
 
 
 def route(name: str, service: str, prefix: str = "/", *, kind: str = "HTTPRoute") -> str:

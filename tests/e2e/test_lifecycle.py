@@ -12,7 +12,7 @@ import time
 
 import yaml
 
-from tests.e2e.conftest import ROOT, edgegw_cmd, free_port, http_gateway, request, wait_for
+from tests.e2e.conftest import ROOT, Port, edgegw_cmd, free_port, http_gateway, request, wait_for
 
 ROUTE = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -141,11 +141,8 @@ def test_sigterm_drains_requests_in_flight(gateway, tmp_path) -> None:
 
     threading.Thread(target=slow_backend, daemon=True).start()
 
-    class Slow:
-        port = slow_port
-
     port = free_port()
-    gateway.service("app", Slow())  # type: ignore[arg-type]
+    gateway.service("app", Port(slow_port))
     gateway.write("gateway.yaml", http_gateway(port))
     gateway.write("r1.yaml", ROUTE.format(name="r1", host="one.example.com", path="/"))
     gateway.start()
