@@ -307,3 +307,17 @@ def test_admin_on_a_unix_socket(tmp_path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_workers_share_the_listeners(gateway, echoes) -> None:
+    port = free_port()
+    gateway.service("app", echoes["a"])
+    gateway.write("gateway.yaml", http_gateway(port))
+    gateway.write("r1.yaml", ROUTE.format(name="r1", host="one.example.com", path="/"))
+    gateway.start("--workers", "2")
+    listeners = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert len(listeners) == 2  # one SO_REUSEPORT socket per worker
+    assert all(request(port, "/", host="one.example.com")[0] == 200 for _ in range(20))
+    assert gateway.stop() == 0
