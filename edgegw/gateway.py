@@ -274,6 +274,7 @@ async def serve_gateway(options: RunOptions) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with trio.open_nursery() as nursery:
             gateway = Gateway(options, nursery)
+            nursery.start_soon(gateway.observer.access_log.run)
             admin_listeners = await open_admin_listeners(options.admin) if options.admin else []
             # SIGHUP and the watcher first: READY=1 (sent by the first reload) invites
             # `systemctl reload`, and SIGHUP's default action would end the process.

@@ -15,6 +15,7 @@ import sys
 import time
 
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+_style = ["text"]
 
 
 class JSONFormatter(logging.Formatter):
@@ -47,10 +48,21 @@ def setup_logging(log_format: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JSONFormatter())
+        _style[0] = "json"
     elif os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+        _style[0] = "journal"
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        _style[0] = "text"
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def current_style() -> str:
+    """The line shape ``setup_logging`` chose: ``text``, ``journal`` or ``json``.
+
+    The access log formats its own lines (see ``accesslog``) and must match.
+    """
+    return _style[0]

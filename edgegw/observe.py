@@ -8,17 +8,15 @@ backend) and status classes, never request data, so series stay bounded.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from edgegw.accesslog import AccessLog
 from edgegw.admin.metrics import Counter, Gauge, Histogram, LabelValues, Metric, Registry
 from edgegw.net.context import RequestRecord
 from edgegw.net.tcp import RelayStats
 from edgegw.net.udp import UDPStats
-
-access_log = logging.getLogger("edgegw.access")
 
 
 def _status_class(status: int) -> str:
@@ -108,6 +106,7 @@ class Observer:
         self.tcp_stats: list[RelayStats] = []
         self.udp_stats: list[UDPStats] = []
         self._add_l4_metrics()
+        self.access_log = AccessLog()
 
     # --- L4: read from the relays' counters at scrape time ---------------------------------
 
@@ -197,21 +196,8 @@ class Observer:
             self.bytes_in.inc((listener,), record.bytes_in)
         if record.bytes_out:
             self.bytes_out.inc((listener,), record.bytes_out)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                '%s %s "%s %s" %d %d %.1fms route=%s backend=%s upstream=%s',
-                record.client,
-                listener,
-                record.method,
-                record.path,
-                record.status,
-                record.bytes_out,
-                record.duration * 1000,
-                route or "-",
-                record.backend or "-",
-                record.upstream or "-",
-                extra={"fields": _fields(record)},
-            )
+        if self.access_log.enabled:
+            self.access_log.write(record, route)
 
     def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
         del upstream  # per-endpoint series would grow with every endpoint ever seen
@@ -237,22 +223,6 @@ class Observer:
 
     def render(self) -> bytes:
         return self.registry.render()
-
-
-def _fields(record: RequestRecord) -> dict[str, Any]:
-    return {
-        "client": record.client,
-        "listener": record.listener,
-        "route": _route(record),
-        "backend": record.backend,
-        "upstream": record.upstream,
-        "method": record.method,
-        "path": record.path,
-        "status": record.status,
-        "duration_ms": round(record.duration * 1000, 2),
-        "bytes_in": record.bytes_in,
-        "bytes_out": record.bytes_out,
-    }
 
 
 def _route(record: RequestRecord) -> str:

@@ -321,3 +321,45 @@ def test_workers_share_the_listeners(gateway, echoes) -> None:
     assert len(listeners) == 2  # one SO_REUSEPORT socket per worker
     assert all(request(port, "/", host="one.example.com")[0] == 200 for _ in range(20))
     assert gateway.stop() == 0
+
+
+def _access_lines(gateway, marker: str) -> list[str]:
+    assert gateway.process is not None
+    return [line for line in gateway.process.output().splitlines() if marker in line]
+
+
+def test_access_log_lines_text_and_json(gateway, echoes) -> None:
+    port = free_port()
+    gateway.service("app", echoes["a"])
+    gateway.write("gateway.yaml", http_gateway(port))
+    gateway.write("r1.yaml", ROUTE.format(name="r1", host="one.example.com", path="/"))
+    gateway.start()
+    assert request(port, "/seen-in-text", host="one.example.com")[0] == 200
+    assert request(port, "/seen-404", host="nowhere.example.com")[0] == 404
+    served, missed = wait_for(
+        lambda: len(found := _access_lines(gateway, "/seen-")) == 2 and found, what="2 lines"
+    )
+    assert " INFO edgegw.access: 127.0.0.1 default/gw/http " in served
+    assert '"GET /seen-in-text" 200 ' in served
+    assert "route=default/r1 backend=default/app:80 upstream=127.0.0.1:" in served
+    assert '"GET /seen-404" 404 ' in missed
+    assert "route=- backend=-" in missed
+    assert gateway.stop() == 0
+
+    gateway.start("--log-format", "json")
+    assert request(port, "/seen-in-json", host="one.example.com")[0] == 200
+    line = wait_for(lambda: _access_lines(gateway, "/seen-in-json"), what="a JSON line")[0]
+    entry = json.loads(line)
+    assert entry["logger"] == "edgegw.access"
+    assert entry["level"] == "info"
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", "/seen-in-json", 200)
+    assert entry["route"] == "default/r1"
+    assert entry["backend"] == "default/app:80"
+    assert entry["time"].endswith("Z")
+    assert entry["duration_ms"] >= 0
+    assert gateway.stop() == 0
+
+    gateway.start("--log-level", "warning")
+    assert request(port, "/seen-quiet", host="one.example.com")[0] == 200
+    time.sleep(0.3)  # longer than the access log's flush interval
+    assert not _access_lines(gateway, "/seen-quiet")
