@@ -201,6 +201,19 @@ def bench_nginx(run: Run) -> None:
         run.procs.stop(proc)
 
 
+def bench_trio_floor(run: Run) -> None:
+    """The least any trio proxy does (bench/trio_floor.py): edgegw's ceiling on this machine."""
+    port = run.port()
+    argv = [sys.executable, str(ROOT / "bench" / "trio_floor.py"), str(run.upstream_port)]
+    proc = run.procs.start("trio-floor", pinned([*argv, str(port)], run.cpus.proxy))
+    try:
+        wait_until(lambda: http_get(port)[0] == 200, 10, "trio floor proxy", interval=0.1)
+        url = f"http://127.0.0.1:{port}/"
+        run.load("trio_floor", "trio floor keep-alive", url, [f"Host: {HOST}"])
+    finally:
+        run.procs.stop(proc)
+
+
 # ---------------------------------------------------------------- edgegw config
 
 
@@ -565,6 +578,7 @@ def change_check(run: Run) -> Check:
 RUN_LABELS = [
     ("upstream", "upstream nginx, direct"),
     ("nginx_ka", "nginx proxy, keep-alive"),
+    ("trio_floor", "trio floor proxy, keep-alive (reference)"),
     ("edgegw_ka", "edgegw proxy, keep-alive"),
     ("nginx_close", "nginx proxy, Connection: close"),
     ("edgegw_close", "edgegw proxy, Connection: close"),
@@ -594,6 +608,8 @@ def ratios_text(run: Run) -> str:
         ("HTTPS keep-alive", "edgegw_https", "nginx_https"),
         ("1,000 vs 10 routes", "edgegw_1000", "edgegw_10"),
         ("nginx vs upstream direct", "nginx_ka", "upstream"),
+        ("trio floor vs nginx", "trio_floor", "nginx_ka"),
+        ("edgegw vs trio floor", "edgegw_ka", "trio_floor"),
     ]:
         rps, p99 = ratio(run, num, den), ratio(run, num, den, "p99_ms")
         if rps is None or p99 is None:
@@ -623,7 +639,9 @@ def results_section(run: Run, items: list[Check]) -> str:
         f"edgegw at commit {info['commit']} (plus any uncommitted changes).",
         "Upstream: nginx, 1 worker, `return 200` with a 100-byte body. nginx proxy: 1 worker, "
         '`keepalive 64` upstream pool, `proxy_http_version 1.1`, `Connection ""`. '
-        "edgegw: `edgegw run --workers 1`.",
+        "edgegw: `edgegw run --workers 1`. trio floor: `bench/trio_floor.py`, the least a "
+        "trio proxy can do (no routing, no header handling, one upstream connection per "
+        "client): the ceiling for any proxy on trio on this machine.",
         figures_table(run),
         "Ratios:\n\n" + ratios_text(run),
         checks_table(items),
@@ -679,6 +697,8 @@ def run_all(run: Run) -> None:
     )
     print("== nginx proxy", flush=True)
     run.attempt("nginx", lambda: bench_nginx(run))
+    print("== trio floor proxy (reference)", flush=True)
+    run.attempt("trio_floor", lambda: bench_trio_floor(run))
     print("== edgegw proxy", flush=True)
     run.attempt("edgegw", lambda: bench_edgegw_main(run))
     print("== edgegw routing table size", flush=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgspec
 import trio
 
 from edgegw.net.upstream import RequestBody, UpstreamPool
@@ -38,8 +39,7 @@ class HTTPLimits:
     body_timeout: float = 60.0  # client silence while we read its body
 
 
-@dataclass(slots=True)
-class RequestRecord:
+class RequestRecord(msgspec.Struct, gc=False):
     """What the access log and metrics learn about one request."""
 
     method: str
@@ -116,8 +116,7 @@ class HTTPConnectionContext:
     background: trio.Nursery | None = None  # for mirrors; None disables them
 
 
-@dataclass(slots=True)
-class ProxyRequest:
+class ProxyRequest(msgspec.Struct):
     """A client request as every front end presents it; ``headers`` exclude Host."""
 
     method: str

@@ -228,6 +228,14 @@ async def _serve_rule(
     head = _upstream_head(req, ctx, plan)
     if plan.mirrors:
         _start_mirrors(ctx, req, plan.mirrors, head)
+    if (
+        rule.retry is None
+        and not rule.backend_request_timeout
+        and backend.app_protocol == "http1"
+        and req.body.length == 0
+        and sticky is None
+    ):
+        return await _forward_once(writer, ctx, record, rule, backend, head, plan, grpc)
     attempt = _Attempt(req, writer, ctx, record, rule, backend, head, plan, grpc)
     return await attempt.run(sticky[1] if sticky else None)
 
@@ -271,6 +279,41 @@ def _describe(endpoint: ir.Endpoint) -> str:
             _descriptions.clear()
         text = _descriptions[endpoint] = describe_endpoint(endpoint)
     return text
+
+
+async def _forward_once(
+    writer: ResponseWriter,
+    ctx: HTTPConnectionContext,
+    record: RequestRecord,
+    rule: ir.HTTPRouteRule,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, HeaderList],
+    plan: _Plan,
+    grpc: bool,
+) -> None:
+    """The hot path: a body-less request, one HTTP/1.1 try, no per-try timeout.
+
+    What ``_Attempt`` does, without its retry loop: most requests need none,
+    and each layer of coroutines costs a proxied request about 1 µs.
+    """
+    pool = ctx.pool
+    endpoint = pool.choose(backend)
+    if endpoint is None:
+        return await _error(writer, 503, grpc)
+    record.upstream = _describe(endpoint)
+    try:
+        rsp = await exchange(pool, endpoint, backend, head)
+    except UpstreamError as exc:
+        ctx.observer.upstream_error(backend.name, record.upstream, type(exc).__name__)
+        return await _error(writer, exc.status, grpc)
+    try:
+        extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
+        await _stream_response(rsp, writer, plan, extra)
+    except UpstreamError as exc:  # the head went out: the client can only be cut off
+        raise ClientAbort(str(exc)) from exc
+    finally:
+        rsp.release()
+    return None
 
 
 class _Attempt:
