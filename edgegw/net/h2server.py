@@ -415,6 +415,26 @@ class H2Body:
         self.received += len(data)
         return data
 
+    def take_whole(self, limit: int) -> bytes | None:
+        """The whole body at once if all of it arrived and it is at most ``limit`` bytes.
+
+        ``None`` (and nothing taken) otherwise. A gRPC unary call arrives as
+        HEADERS + DATA + END_STREAM: forwarding it whole needs no body task.
+        """
+        st = self._st
+        if self.started or not st.body_ended:
+            return None
+        size = sum(len(data) for data, _ in st.chunks)
+        if size > limit:
+            return None
+        self.started = self.finished = True
+        data = b"".join(data for data, _ in st.chunks)
+        self._conn._ack(st.stream_id, sum(length for _, length in st.chunks))
+        st.chunks.clear()
+        self._conn.wake()
+        self.received += size
+        return data
+
 
 class H2Writer:
     """``ResponseWriter`` on one stream: the head waits for the first DATA or the end.

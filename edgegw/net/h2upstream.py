@@ -48,6 +48,7 @@ import trio
 from h2.errors import ErrorCodes
 
 from edgegw import ir
+from edgegw.net.fastio import FastSocket
 from edgegw.net.upstream import (
     RequestBody,
     UpstreamBroken,
@@ -171,38 +172,69 @@ class _H2Client:
     async def send(self) -> None:
         """Write what h2 queued, shielded: a cut frame would break every stream.
 
+        Usually the kernel takes it all at once: then there is nothing to shield,
+        lock or time out, and none of that is paid for (it was a tenth of a
+        proxied gRPC call's CPU). Otherwise the rest goes out under the write
+        lock, in order, before anything queued later.
+
         Raises:
             UpstreamBroken: the write failed or stalled past ``read_timeout``.
         """
+        io = self.conn.io
+        if type(io) is FastSocket and not self._write_lock.locked():
+            data = self.h2.data_to_send()
+            if not data or self.closed:
+                return
+            try:
+                sent = io.send_nowait(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._fail(UpstreamBroken(f"upstream {self.address}: {exc}"))
+                raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
+            if sent == len(data):
+                return
+            self._write_lock.acquire_nowait()  # no await since the check: still free
+            try:
+                await self._send_shielded(data[sent:])
+            finally:
+                self._write_lock.release()
+            return
         with trio.CancelScope(shield=True):
             async with self._write_lock:
                 data = self.h2.data_to_send()
-                if not data or self.closed:
-                    return
-                with trio.move_on_after(self.read_timeout) as scope:
-                    try:
-                        await self.conn.send_all(data)
-                    except UpstreamBroken as exc:
-                        self._fail(exc)
-                        raise
-                if scope.cancelled_caught:
-                    self._fail(UpstreamBroken(f"upstream {self.address}: write stalled"))
-                    raise UpstreamBroken(f"upstream {self.address}: write stalled")
+                if data and not self.closed:
+                    await self._send_shielded(data)
+
+    async def _send_shielded(self, data: bytes) -> None:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.read_timeout) as scope:
+                try:
+                    await self.conn.send_all(data)
+                except UpstreamBroken as exc:
+                    self._fail(exc)
+                    raise
+            if scope.cancelled_caught:
+                self._fail(UpstreamBroken(f"upstream {self.address}: write stalled"))
+                raise UpstreamBroken(f"upstream {self.address}: write stalled")
 
     async def wait_until(self, ready: Callable[[], bool]) -> None:
         """Read and dispatch until ``ready()``; errors land on the streams they concern."""
+        lock = self._read_lock
         while not ready():
-            async with self._read_lock:
-                if ready():
+            if lock.locked():  # someone is reading: queue up behind them
+                await lock.acquire()
+            else:
+                lock.acquire_nowait()  # free: skip the checkpoint of acquire()
+            try:
+                if ready() or self.closed:  # closed: every stream carries its error
                     return
-                if self.closed:
-                    return  # every stream already carries its error
                 try:
                     data = await self.conn.receive_some()
                 except UpstreamBroken as exc:
                     self._fail(exc)
                     return
                 self._receive(data)
+            finally:
+                lock.release()
             await self.send()  # acks, pings, settings
 
     def _receive(self, data: bytes | bytearray) -> None:
@@ -338,22 +370,28 @@ async def open_h2_exchange(
     h2pool = h2_pool(pool)
     method, target, headers = head
     fresh = False
+    whole: bytes | None = None
     while True:
         client = await h2pool.client(endpoint, backend, fresh=fresh)
         reused = client.used
         client.used = True
         fields = http2.request_headers(method, target, headers, scheme=client.scheme)
+        if whole is None and body.length != 0:
+            whole = _take_whole(body, client)
+        inline = body.length == 0 or whole is not None
         response = client.open_stream(fields, end=body.length == 0, head=method == b"HEAD")
-        sent = [body.length == 0]
+        if whole is not None:
+            client.h2.send_data(response.stream_id, whole, end_stream=True)
+        sent = [inline]
         try:
             try:
                 await client.send()
-                if body.length == 0:
+                if inline:
                     response.head = await _read_head(response)
                     yield response
                     return
             except UpstreamBroken as exc:
-                if _may_retry(exc, reused, response, body):
+                if _may_retry(exc, reused, response, None if inline else body):
                     fresh = True
                     continue
                 raise
@@ -384,10 +422,34 @@ async def open_h2_exchange(
 
 
 def _may_retry(
-    exc: UpstreamBroken, reused: bool, response: H2UpstreamResponse, body: RequestBody
+    exc: UpstreamBroken, reused: bool, response: H2UpstreamResponse, body: RequestBody | None
 ) -> bool:
+    """A stream the server never processed, on a connection that turned out dead.
+
+    ``body`` is None when the request body, if any, is kept whole for resending.
+    """
+    if body is None:
+        return response.received == 0 and (reused or isinstance(exc, _Refused))
     untouched = response.received == 0 and not body.started
     return untouched and (reused or isinstance(exc, _Refused))
+
+
+def _take_whole(body: RequestBody, client: _H2Client) -> bytes | None:
+    """The body in one piece when it has fully arrived and fits one DATA frame's credit.
+
+    Kept by the caller, so a retry can send it again.
+    """
+    take = getattr(body, "take_whole", None)
+    if take is None:
+        return None
+    h2conn = client.h2
+    limit = min(
+        h2conn.outbound_flow_control_window,
+        h2conn.remote_settings.initial_window_size,
+        h2conn.max_outbound_frame_size,
+    )
+    whole: bytes | None = take(limit)
+    return whole
 
 
 async def _read_head(response: H2UpstreamResponse) -> ResponseReceived:
