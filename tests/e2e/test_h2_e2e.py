@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +189,64 @@ def test_https_alpn_h2_and_http11_fallback(gateway: Gateway, echoes: Any, tmp_pa
         body, _, got = result.stdout.rpartition("\n")
         assert got == version
         assert echoed(body)["headers"]["x-forwarded-proto"] == ["https"]
+
+
+class OneShotH2Backend:
+    """An h2c server that answers one request per connection, echoing its body, then
+    drops the connection without GOAWAY: every pooled connection it leaves is dead."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.bodies: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                self._answer_one(conn)
+
+    def _answer_one(self, conn: socket.socket) -> None:
+        h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        h2conn.initiate_connection()
+        conn.sendall(h2conn.data_to_send())
+        body = b""
+        while chunk := conn.recv(65536):
+            for event in h2conn.receive_data(chunk):
+                if isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                elif isinstance(event, h2.events.StreamEnded):
+                    self.bodies.append(body)
+                    h2conn.send_headers(event.stream_id, [(":status", "200")])
+                    h2conn.send_data(event.stream_id, body, end_stream=True)
+                    conn.sendall(h2conn.data_to_send())
+                    time.sleep(0.05)  # let the proxy read it all, then go dead
+                    return
+            conn.sendall(h2conn.data_to_send())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_request_body_is_resent_when_a_pooled_h2c_connection_is_dead(gateway: Gateway) -> None:
+    backend = OneShotH2Backend()
+    try:
+        port = free_port()
+        service(gateway, "oneshot", backend.port, "kubernetes.io/h2c")
+        gateway.write("gateway.yaml", http_gateway(port))
+        gateway.write("route.yaml", route("to-oneshot", "oneshot"))
+        gateway.start()
+        for text in (b"first body", b"second body", b"third body"):
+            head, data, _ = h2_request(port, "/echo", method="POST", body=text)
+            assert head[":status"] == "200"
+            assert data == text
+        assert backend.bodies == [b"first body", b"second body", b"third body"]
+        assert backend.connections == 3  # each retry went to a fresh connection
+    finally:
+        backend.close()
