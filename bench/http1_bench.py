@@ -28,6 +28,7 @@ from lib import (
     BenchError,
     Procs,
     WrkResult,
+    accepts,
     close_all,
     count_open,
     ensure_running,
@@ -203,15 +204,27 @@ def bench_nginx(run: Run) -> None:
 
 def bench_trio_floor(run: Run) -> None:
     """The least any trio proxy does (bench/trio_floor.py): edgegw's ceiling on this machine."""
-    port = run.port()
-    argv = [sys.executable, str(ROOT / "bench" / "trio_floor.py"), str(run.upstream_port)]
-    proc = run.procs.start("trio-floor", pinned([*argv, str(port)], run.cpus.proxy))
+    assert run.cert is not None
+    port, tls_port = run.port(), run.port()
+    floor = [sys.executable, str(ROOT / "bench" / "trio_floor.py"), str(run.upstream_port)]
+    plain = run.procs.start("trio-floor", pinned([*floor, str(port)], run.cpus.proxy))
     try:
         wait_until(lambda: http_get(port)[0] == 200, 10, "trio floor proxy", interval=0.1)
+        host = [f"Host: {HOST}"]
         url = f"http://127.0.0.1:{port}/"
-        run.load("trio_floor", "trio floor keep-alive", url, [f"Host: {HOST}"])
+        run.attempt("floor_ka", lambda: run.load("floor_ka", "trio floor keep-alive", url, host))
     finally:
-        run.procs.stop(proc)
+        run.procs.stop(plain)
+    tls_argv = [*floor, str(tls_port), "--tls", str(run.cert[0]), str(run.cert[1])]
+    tls = run.procs.start("trio-floor-tls", pinned(tls_argv, run.cpus.proxy))
+    try:
+        wait_until(lambda: accepts(tls_port), 10, "trio floor TLS proxy", interval=0.1)
+        url = f"https://127.0.0.1:{tls_port}/"
+        run.attempt(
+            "floor_https", lambda: run.load("floor_https", "trio floor HTTPS keep-alive", url, host)
+        )
+    finally:
+        run.procs.stop(tls)
 
 
 # ---------------------------------------------------------------- edgegw config
@@ -578,11 +591,12 @@ def change_check(run: Run) -> Check:
 RUN_LABELS = [
     ("upstream", "upstream nginx, direct"),
     ("nginx_ka", "nginx proxy, keep-alive"),
-    ("trio_floor", "trio floor proxy, keep-alive (reference)"),
+    ("floor_ka", "trio floor proxy, keep-alive (reference)"),
     ("edgegw_ka", "edgegw proxy, keep-alive"),
     ("nginx_close", "nginx proxy, Connection: close"),
     ("edgegw_close", "edgegw proxy, Connection: close"),
     ("nginx_https", "nginx proxy, HTTPS keep-alive"),
+    ("floor_https", "trio floor proxy, HTTPS keep-alive (reference)"),
     ("edgegw_https", "edgegw proxy, HTTPS keep-alive"),
     ("edgegw_10", "edgegw, 10 HTTPRoutes (mean of 2)"),
     ("edgegw_1000", "edgegw, 1,000 HTTPRoutes (mean of 2)"),
@@ -608,8 +622,10 @@ def ratios_text(run: Run) -> str:
         ("HTTPS keep-alive", "edgegw_https", "nginx_https"),
         ("1,000 vs 10 routes", "edgegw_1000", "edgegw_10"),
         ("nginx vs upstream direct", "nginx_ka", "upstream"),
-        ("trio floor vs nginx", "trio_floor", "nginx_ka"),
-        ("edgegw vs trio floor", "edgegw_ka", "trio_floor"),
+        ("trio floor vs nginx, keep-alive", "floor_ka", "nginx_ka"),
+        ("trio floor vs nginx, HTTPS", "floor_https", "nginx_https"),
+        ("edgegw vs trio floor, keep-alive", "edgegw_ka", "floor_ka"),
+        ("edgegw vs trio floor, HTTPS", "edgegw_https", "floor_https"),
     ]:
         rps, p99 = ratio(run, num, den), ratio(run, num, den, "p99_ms")
         if rps is None or p99 is None:
@@ -640,8 +656,8 @@ def results_section(run: Run, items: list[Check]) -> str:
         "Upstream: nginx, 1 worker, `return 200` with a 100-byte body. nginx proxy: 1 worker, "
         '`keepalive 64` upstream pool, `proxy_http_version 1.1`, `Connection ""`. '
         "edgegw: `edgegw run --workers 1`. trio floor: `bench/trio_floor.py`, the least a "
-        "trio proxy can do (no routing, no header handling, one upstream connection per "
-        "client): the ceiling for any proxy on trio on this machine.",
+        "trio proxy can do (no routing, no header handling, pooled upstream connections; "
+        "stdlib TLS for HTTPS): the ceiling for any proxy on trio on this machine.",
         figures_table(run),
         "Ratios:\n\n" + ratios_text(run),
         checks_table(items),

@@ -361,12 +361,12 @@ def start_nginx(
         raise BenchError(f"nginx -t failed for {name}: {test.stderr.strip()}")
     proc = procs.start(name, pinned(argv, cpus))
     for port in ports:
-        wait_until(lambda p=port: _accepts(p), 10, f"{name} on port {port}")  # type: ignore[misc]
+        wait_until(lambda p=port: accepts(p), 10, f"{name} on port {port}")  # type: ignore[misc]
         ensure_running(procs, name, proc)
     return proc
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
 
