@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import socket
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,8 +45,10 @@ import h2.events as ev
 import h2.exceptions
 import trio
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
+from edgegw.net.fastio import FastSocket, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
 from edgegw.proto.events import Headers
@@ -106,6 +107,19 @@ async def serve_h2_connection(
         await trio.aclose_forcefully(stream)
 
 
+class _GoawayOnDrain:
+    """What a busy connection registers with the ``DrainSignal``: GOAWAY, streams go on."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: H2ServerConnection) -> None:
+        self._conn = conn
+
+    def cancel(self) -> None:
+        if not self._conn.draining:
+            self._conn._goaway()
+
+
 @dataclass(eq=False, slots=True)
 class H2Stream:
     """Per-stream state the reader fills and the stream task drains."""
@@ -137,6 +151,9 @@ class H2ServerConnection:
         self._written = trio.Event()
         self._writing = False
         self._closing = False
+        self._drain_hook = _GoawayOnDrain(self)
+        self._raw_out = b""  # frames built here, not by h2 (the graceful GOAWAY)
+        self._io = open_io(stream)
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -170,19 +187,25 @@ class H2ServerConnection:
                 self._goaway()
             if self.draining and not self.streams:
                 return
-            idle = not self.streams
-            deadline = trio.current_time() + self.ctx.limits.keepalive_timeout if idle else math.inf
-            with trio.CancelScope(deadline=deadline) as scope:
-                drain.idle.add(scope)
+            if self.streams:  # busy: a drain sends GOAWAY at once, streams go on
+                drain.idle.add(self._drain_hook)
                 try:
                     data = await self.stream.receive_some(_READ)
                 finally:
-                    drain.idle.discard(scope)
-            if scope.cancelled_caught:
-                if not drain.draining:
-                    self._goaway()
-                    return
-                continue
+                    drain.idle.discard(self._drain_hook)
+            else:  # idle: the keep-alive timeout or a drain ends the wait
+                deadline = trio.current_time() + self.ctx.limits.keepalive_timeout
+                with trio.CancelScope(deadline=deadline) as scope:
+                    drain.idle.add(scope)
+                    try:
+                        data = await self.stream.receive_some(_READ)
+                    finally:
+                        drain.idle.discard(scope)
+                if scope.cancelled_caught:
+                    if not drain.draining:
+                        self._goaway()
+                        return
+                    continue
             if not data:
                 return
             if not self._receive(data):
@@ -235,8 +258,18 @@ class H2ServerConnection:
         return True
 
     def _goaway(self) -> None:
+        """A graceful GOAWAY (RFC 9113 section 6.8): no new streams, the open ones finish.
+
+        h2 has no such mode: its ``close_connection`` moves the connection to
+        CLOSED, after which it refuses every frame of the streams still open.
+        So the frame is built here and h2 stays open; new streams are refused
+        (``_start_stream``) and the connection ends once the last one did.
+        """
         self.draining = True
-        self.h2.close_connection(ErrorCodes.NO_ERROR)
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        self._raw_out += frame.serialize()
         self.wake()
 
     def _start_stream(self, event: ev.RequestReceived) -> None:
@@ -260,7 +293,16 @@ class H2ServerConnection:
             await self._wake.wait()
             self._wake = trio.Event()
             data = self.h2.data_to_send()
+            if self._raw_out:
+                data, self._raw_out = data + self._raw_out, b""
             self._queued = 0
+            if data and type(self._io) is FastSocket:  # most writes fit: no timeout scope
+                try:
+                    data = data[self._io.send_nowait(data) :]
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
+                    return
             if data:
                 self._writing = True
                 with trio.move_on_after(self.limits.stall_timeout) as scope:

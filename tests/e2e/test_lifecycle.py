@@ -314,11 +314,15 @@ def test_workers_share_the_listeners(gateway, echoes) -> None:
     gateway.service("app", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(port))
     gateway.write("r1.yaml", ROUTE.format(name="r1", host="one.example.com", path="/"))
-    gateway.start("--workers", "2")
-    listeners = subprocess.run(
-        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert len(listeners) == 2  # one SO_REUSEPORT socket per worker
+    gateway.start("--workers", "2")  # ready once the first worker serves
+
+    def listening() -> list[str]:
+        return subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+
+    # one SO_REUSEPORT socket per worker, the second bound soon after the first
+    wait_for(lambda: len(listening()) == 2, timeout=10, what="both workers listening")
     assert all(request(port, "/", host="one.example.com")[0] == 200 for _ in range(20))
     assert gateway.stop() == 0
 

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame
 
 from edgegw import ir
 from edgegw.echo import serve_echo
@@ -81,6 +81,20 @@ class Client:
         return dict(head.headers), body
 
 
+async def read_frames(stream: trio.abc.Stream) -> list[Frame]:
+    """Every frame until the peer closes, parsed without an h2 state machine."""
+    raw = b""
+    while data := await stream.receive_some(65536):
+        raw += data
+    frames = []
+    while len(raw) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(raw[:9]))
+        frame.parse_body(memoryview(raw[9 : 9 + length]))
+        frames.append(frame)
+        raw = raw[9 + length :]
+    return frames
+
+
 @pytest.fixture
 def start(nursery: trio.Nursery) -> Callable[..., tuple[Client, HTTPConnectionContext]]:
     def start_(
@@ -120,6 +134,32 @@ async def test_request_to_an_echo_backend(
     assert head[":status"] == "200"
     assert b'"path":"/hello?x=1"' in body
     assert head3[":status"] == "200"
+
+
+async def test_drain_of_a_busy_connection_sends_goaway_at_once_and_finishes_the_stream(
+    start: Callable[..., tuple[Client, HTTPConnectionContext]], nursery: trio.Nursery
+) -> None:
+    listeners = await nursery.start(serve_echo, "127.0.0.1", 0, "pod", "ns")
+    echo_port = listeners[0].socket.getsockname()[1]
+    backend = ir.Backend(name="b", endpoints=(ir.Endpoint(address="127.0.0.1", port=echo_port),))
+    client, ctx = start(port_of(ir.HTTPRouteRule(index=0, backends=(backend,))))
+    fields = [*REQUEST, (":method", "POST"), (":path", "/upload")][1:]
+    client.conn.send_headers(1, fields)  # the body is still to come: the stream stays open
+    await client.flush()
+    with trio.fail_after(CEILING):
+        await client.read_until(lambda: bool(client.of(ev.RemoteSettingsChanged)))
+        await trio.sleep(0.2)  # the request is on its way to the backend
+        ctx.drain.start()
+        await client.read_until(lambda: bool(client.of(ev.ConnectionTerminated)))
+        assert not client.of(ev.StreamEnded)  # GOAWAY came first, while the stream was busy
+        assert client.of(ev.ConnectionTerminated)[0].last_stream_id == 1
+        # h2 refuses to send after a GOAWAY, which HTTP/2 allows: finish in raw frames.
+        await client.stream.send_all(DataFrame(1, b"the body", flags=["END_STREAM"]).serialize())
+        frames = await read_frames(client.stream)  # until the gateway closes
+    headers = [f for f in frames if isinstance(f, HeadersFrame) and f.stream_id == 1]
+    assert dict(client.conn.decoder.decode(headers[0].data))[":status"] == "200"
+    data = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
+    assert b'"method":"POST"' in data
 
 
 async def test_no_route_answers_404_on_its_stream(
