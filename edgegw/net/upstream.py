@@ -194,6 +194,8 @@ class UpstreamPool:
         self, backend: ir.Backend, exclude: frozenset[ir.Endpoint] = frozenset()
     ) -> ir.Endpoint | None:
         """The endpoint of ``backend`` the next request should go to, or ``None`` if none."""
+        if len(backend.endpoints) == 1:  # no choice (and an ejected one is tried anyway)
+            return backend.endpoints[0]
         endpoints = [e for e in backend.endpoints if e not in exclude] or list(backend.endpoints)
         if not endpoints:
             return None

@@ -26,6 +26,9 @@ def pick_backend(
         backends: Sequence[ir.Backend] = rule_or_backends.backends
     else:
         backends = rule_or_backends
+    if len(backends) == 1:  # the common case, on every request: no draw needed
+        only = backends[0]
+        return only if only.weight > 0 else None
     total = sum(max(backend.weight, 0) for backend in backends)
     if total <= 0:
         return None
