@@ -316,6 +316,9 @@ class UpstreamPool:
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             await trio.aclose_forcefully(stream)
             raise ConnectError(f"TLS to backend {tls.hostname}: {exc}") from exc
+        if "h2" in tls.alpn and wrapped.selected_alpn_protocol() != "h2":
+            await trio.aclose_forcefully(wrapped)  # it would not understand the h2 preface
+            raise ConnectError(f"TLS to backend {tls.hostname}: ALPN h2 not selected")
         return wrapped
 
 

@@ -150,16 +150,29 @@ def _upgrade_head(
     return serialize_request_head(b"GET", target.path.encode("latin-1"), out)
 
 
+def _http1_over_tls(backend: ir.Backend) -> ir.Backend:
+    """The backend as the Upgrade reaches it: HTTP/1.1, so its TLS offers ALPN http/1.1.
+
+    A backend spoken to as h2 over TLS (a GRPCRoute's, an ``h2c`` Service port
+    under a BackendTLSPolicy) offers only ``h2``, which the server would pick;
+    an HTTP/1.1 Upgrade on that connection would then be nonsense to it.
+    """
+    tls = backend.tls
+    if tls is None or not tls.alpn or tls.alpn == ("http/1.1",):
+        return backend
+    return msgspec.structs.replace(backend, tls=msgspec.structs.replace(tls, alpn=("http/1.1",)))
+
+
 async def _connect(pool: UpstreamPool, target: _Target) -> trio.abc.Stream:
     """A fresh connection to one endpoint; TLS for ``wss`` backends.
 
     Raises:
         UpstreamError: no connection could be made.
     """
-    backend = target.backend
-    endpoint = pool.choose(backend)
+    endpoint = pool.choose(target.backend)
     if endpoint is None:
         raise UpstreamError("no endpoint")
+    backend = _http1_over_tls(target.backend)
     plain = msgspec.structs.replace(backend, tls=None) if backend.app_protocol == "wss" else backend
     conn = await pool.acquire(endpoint, plain, fresh=True)
     stream = conn.stream

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import msgspec
+
 from edgegw import api, ir
 from edgegw.api.meta import BackendObjectReference
 from edgegw.translate.backendtls import BackendTLSPolicies
@@ -63,15 +65,36 @@ def resolve(
     found = _resolve(ctx, ref, ns)
     if isinstance(found, BackendProblem):
         return ir.Backend(name=name, weight=weight, invalid=found.message), found
+    app, tls = _over_tls(ctx, found.app_protocol, found.tls)
     return ir.Backend(
         name=name,
         weight=weight,
         endpoints=found.endpoints,
-        app_protocol=found.app_protocol,
-        tls=found.tls,
+        app_protocol=app,
+        tls=tls,
         invalid=found.invalid,
         proxy_protocol=found.proxy_protocol,
     ), None
+
+
+def _over_tls(
+    ctx: BackendContext, app: ir.AppProtocol, tls: ir.BackendTLS | None
+) -> tuple[ir.AppProtocol, ir.BackendTLS | None]:
+    """HTTP/2 to a backend behind TLS is "h2", and its handshake must offer ALPN ``h2``.
+
+    Every reference passes here (a Service port with appProtocol
+    ``kubernetes.io/h2c``, any GRPCRoute backend; Envoy Gateway Backends too,
+    should they ever carry TLS): a backend spoken to as HTTP/2 over TLS
+    negotiates it by ALPN (RFC 9113 section 3.2): a server that
+    offers both h2 and http/1.1 picks http/1.1 when the client names nothing,
+    and gRPC servers refuse a TLS connection without ALPN h2. L4 routes relay
+    the client's bytes untouched, so no ALPN is chosen for them.
+    """
+    if tls is None or app not in ("h2c", "h2"):
+        return app, tls
+    if ctx.route_kind in ("HTTPRoute", "GRPCRoute") and tls.alpn != ("h2",):
+        tls = msgspec.structs.replace(tls, alpn=("h2",))
+    return "h2", tls
 
 
 def _resolve(
@@ -115,15 +138,6 @@ def _service(
     else:
         endpoints = _slice_endpoints(ctx.index, ns, ref.name, port.name)
     tls, invalid = _policy_tls(ctx, ns, ref.name, port.name)
-    if tls is not None and ctx.grpc:
-        tls = ir.BackendTLS(
-            hostname=tls.hostname,
-            ca_pem=tls.ca_pem,
-            subject_alt_names=tls.subject_alt_names,
-            alpn=("h2",),
-        )
-    if tls is not None and app == "h2c":
-        app = "h2"
     return ir.Backend(
         name="",
         endpoints=endpoints,
