@@ -33,6 +33,8 @@ import operator
 import trio
 from OpenSSL import SSL
 
+from edgegw.net.fastio import FastSocket
+
 _RECV_CHUNK = 65536
 _SEND_CHUNK = 65536
 _CLOSE_NOTIFY_GRACE = 1.0
@@ -65,6 +67,9 @@ class TLSStream(trio.abc.Stream):
         self._eof = False
         self._broken = False
         self._closed = False
+        # A plain socket underneath is read and written directly (``net/fastio``).
+        sock = transport_stream.socket if type(transport_stream) is trio.SocketStream else None
+        self._fast = FastSocket(sock) if sock is not None else None
         if received:
             connection.bio_write(bytes(received))
 
@@ -158,12 +163,13 @@ class TLSStream(trio.abc.Stream):
 
     async def _receive(self, max_bytes: int) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False  # a wait for the transport is this call's checkpoint
         while not self._eof:
             try:
                 data = self.connection.recv(max_bytes)
             except SSL.WantReadError:
                 await self._flush()
-                await self._feed()
+                waited = await self._feed() or waited
                 continue
             except (SSL.ZeroReturnError, SSL.SysCallError):
                 self._eof = True
@@ -172,9 +178,11 @@ class TLSStream(trio.abc.Stream):
                 self._broken = True
                 raise trio.BrokenResourceError("TLS error while receiving") from exc
             self._pull()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return b""
 
     def _encrypt(self, chunk: memoryview) -> None:
@@ -184,13 +192,27 @@ class TLSStream(trio.abc.Stream):
             self._broken = True
             raise trio.BrokenResourceError("TLS error while sending") from exc
 
-    async def _feed(self) -> None:
-        """Moves one read from the transport into OpenSSL; EOF becomes a BIO EOF."""
-        data = await self.transport_stream.receive_some(_RECV_CHUNK)
+    async def _feed(self) -> bool:
+        """Moves one read from the transport into OpenSSL; EOF becomes a BIO EOF.
+
+        Returns True when it had to wait for the transport (a checkpoint).
+        """
+        fast = self._fast
+        if fast is None:
+            data = await self.transport_stream.receive_some(_RECV_CHUNK)
+            waited = True
+        else:
+            found = fast.recv_nowait()
+            waited = found is None
+            if found is None:
+                await fast.wait_readable()
+                found = fast.recv_nowait()
+            data = found if found is not None else await fast.recv()
         if data:
             self.connection.bio_write(bytes(data))
         else:
             self.connection.bio_shutdown()
+        return waited
 
     def _pull(self) -> None:
         while True:
@@ -200,18 +222,30 @@ class TLSStream(trio.abc.Stream):
                 return
 
     async def _flush(self) -> None:
-        """Sends everything OpenSSL produced so far, in order (see the theory above)."""
+        """Sends everything OpenSSL produced so far, in order (see the theory above).
+
+        Not a checkpoint by itself: its callers have one (``send_all``) or wait next.
+        """
         self._pull()
         if not self._outbox:
-            await trio.lowlevel.checkpoint()
             return
-        async with self._send_lock:
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # free: skip acquire()'s yield
+        try:
             while self._outbox:
                 chunk = bytes(self._outbox)
                 self._outbox.clear()
                 try:
-                    await self.transport_stream.send_all(chunk)
+                    if self._fast is not None:
+                        await self._fast.send_all(chunk)
+                    else:
+                        await self.transport_stream.send_all(chunk)
                 except BaseException:
                     self._broken = True
                     raise
                 self._pull()
+        finally:
+            lock.release()
