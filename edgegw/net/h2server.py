@@ -190,7 +190,7 @@ class H2ServerConnection:
             if self.streams:  # busy: a drain sends GOAWAY at once, streams go on
                 drain.idle.add(self._drain_hook)
                 try:
-                    data = await self.stream.receive_some(_READ)
+                    data = await self._receive_busy()
                 finally:
                     drain.idle.discard(self._drain_hook)
             else:  # idle: the keep-alive timeout or a drain ends the wait
@@ -210,6 +210,18 @@ class H2ServerConnection:
                 return
             if not self._receive(data):
                 return
+
+    async def _receive_busy(self) -> bytes | bytearray:
+        """One read, always a checkpoint: the stream tasks and the writer must get their turn
+        even when a client keeps the socket full (a PING flood would otherwise pile up)."""
+        io = self._io
+        if type(io) is not FastSocket:
+            return await self.stream.receive_some(_READ)
+        data = io.recv_nowait()
+        if data is None:
+            return await io.recv()  # it waits: a checkpoint
+        await trio.lowlevel.checkpoint()
+        return data
 
     def _receive(self, data: bytes | bytearray) -> bool:
         """Feed ``data`` to h2; False when the connection must end."""
