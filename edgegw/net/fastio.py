@@ -37,7 +37,7 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["TICK", "ByteIO", "FastSocket", "StreamIO", "TimedOut", "open_io"]
+__all__ = ["TICK", "ByteIO", "FastSocket", "StreamIO", "TimedOut", "close_now", "open_io"]
 
 TICK = 0.1
 _READ = 65536
@@ -271,6 +271,19 @@ def open_io(stream: trio.abc.Stream) -> FastSocket | StreamIO:
     if type(stream) is trio.SocketStream:
         return FastSocket(stream.socket)
     return StreamIO(stream)
+
+
+async def close_now(stream: trio.abc.Stream) -> None:
+    """Close without ceremony: a plain socket synchronously, anything else forcefully.
+
+    ``trio.aclose_forcefully`` raises and catches a ``Cancelled`` to skip the
+    checkpoint of ``SocketStream.aclose``: a quarter of the CPU of a
+    one-request connection, twice per connection (py-spy, ``Connection: close``).
+    """
+    if type(stream) is trio.SocketStream:
+        stream.socket.close()
+    else:
+        await trio.aclose_forcefully(stream)
 
 
 def _broken(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:

@@ -48,7 +48,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
-from edgegw.net.fastio import FastSocket, open_io
+from edgegw.net.fastio import FastSocket, close_now, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
 from edgegw.proto.events import Headers
@@ -104,7 +104,7 @@ async def serve_h2_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_now(stream)
 
 
 class _GoawayOnDrain:

@@ -40,7 +40,7 @@ from edgegw.net.context import (
     ProxyRequest,
     RequestRecord,
 )
-from edgegw.net.fastio import TimedOut, open_io
+from edgegw.net.fastio import TimedOut, close_now, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto.events import (
     ConnectionClosed,
@@ -85,7 +85,7 @@ async def serve_http_connection(stream: trio.abc.Stream, ctx: HTTPConnectionCont
     except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort, TimedOut):
         pass
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_now(stream)
 
 
 class _Connection:

@@ -27,6 +27,7 @@ import msgspec
 import trio
 
 from edgegw import ir
+from edgegw.net.fastio import close_now
 
 log = logging.getLogger("edgegw.net")
 
@@ -97,7 +98,7 @@ class PortServer:
             log.exception("connection on %s failed", self.key)
         finally:
             self.active -= 1
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
 
     def stop(self, grace: float) -> None:
         """Stop accepting now; cancel connections still open after ``grace`` seconds."""

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import trio
 
 from edgegw import ir
+from edgegw.net.fastio import close_now
 from edgegw.proto import proxyproto, sniff
 from edgegw.routing import l4
 
@@ -234,7 +235,7 @@ async def serve_tcp_connection(stream: trio.SocketStream, ctx: TCPContext) -> No
         ctx.stats.reject(port_label(table.port))
         log.debug("closing %s: %s", _peer(stream), exc)
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_now(stream)
 
 
 async def serve_tls_passthrough(
@@ -267,7 +268,7 @@ async def serve_tls_passthrough(
         ctx.stats.reject(port_label(table.port))
         log.debug("closing %s: %s", _peer(stream), exc)
     finally:
-        await trio.aclose_forcefully(stream)
+        await close_now(stream)
 
 
 async def accept_proxy(
