@@ -129,11 +129,7 @@ class Dispatcher:
             await self._serve_tls_port(stream, services, runtime)
         elif "HTTP" in protocols:
             ctx = services.http_context(stream, "http", None)
-            h2c = await h2server.sniff_h2c(stream, ctx)
-            if h2c:
-                await h2server.serve_h2_connection(stream, ctx)
-            elif h2c is not None:
-                await http.serve_http_connection(stream, ctx)
+            await http.serve_http_connection(stream, ctx, h2c=h2server.serve_h2_connection)
         elif "TCP" in protocols:
             await tcp.serve_tcp_connection(stream, services.tcp)
 

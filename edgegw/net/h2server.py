@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +51,6 @@ from edgegw.net.fastio import FastSocket, close_now, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
 from edgegw.proto.events import Headers
-from edgegw.proto.sniff import H2_PREFACE
 
 log = logging.getLogger("edgegw.net.h2")
 
@@ -61,46 +59,24 @@ _HIGH_WATER = 256 * 1024
 _H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
 
 
-async def sniff_h2c(stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> bool | None:
-    """Peek at a plain connection: True for the h2c preface, False for anything else.
-
-    Nothing is consumed (MSG_PEEK), so HTTP/1.1 reads the same bytes. None when
-    the client sent nothing within the keep-alive timeout or draining began.
-    """
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return False
-    with trio.move_on_after(ctx.limits.keepalive_timeout) as scope:
-        ctx.drain.idle.add(scope)
-        try:
-            while True:
-                data = await sock.recv(len(H2_PREFACE), socket.MSG_PEEK)
-                if not data or not H2_PREFACE.startswith(data):
-                    return False
-                if len(data) == len(H2_PREFACE):
-                    return True
-                await trio.sleep(0.01)  # a split preface: wait for the rest
-        finally:
-            ctx.drain.idle.discard(scope)
-    return None
-
-
 async def serve_h2_connection(
     stream: trio.abc.Stream,
     ctx: HTTPConnectionContext,
     *,
     limits: http2.H2Limits | None = None,
+    received: bytes = b"",
 ) -> None:
     """Serve HTTP/2 on ``stream`` until either side ends it; closes ``stream``.
 
     Args:
-        stream: the client connection, before the client preface was read.
+        stream: the client connection.
         ctx: routing tables, upstream pool, limits and observer for this connection.
         limits: HTTP/2 settings and abuse thresholds.
+        received: bytes already read from ``stream`` (the h2c preface that chose HTTP/2).
     """
     conn = H2ServerConnection(stream, ctx, limits or http2.H2Limits())
     try:
-        await conn.run()
+        await conn.run(received)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     finally:
@@ -157,12 +133,13 @@ class H2ServerConnection:
 
     # --- the connection ---------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, received: bytes = b"") -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._writer)
             try:
-                await self._read_loop()
+                if not received or self._receive(received):
+                    await self._read_loop()
             except h2.exceptions.ProtocolError as exc:
                 log.debug("HTTP/2 client %s: %s", self.ctx.client, exc)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -26,6 +26,7 @@ parser queues any requests that arrived early.
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol
 
 import trio
 
@@ -58,6 +59,7 @@ from edgegw.proto.http1 import (
     serialize_response_head,
     strip_hop_by_hop,
 )
+from edgegw.proto.sniff import H2_PREFACE
 
 __all__ = [
     "DrainSignal",
@@ -72,15 +74,32 @@ __all__ = [
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-async def serve_http_connection(stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> None:
+class H2CHandler(Protocol):
+    """Takes over a connection whose first bytes are the HTTP/2 preface (h2c)."""
+
+    async def __call__(
+        self, stream: trio.abc.Stream, ctx: HTTPConnectionContext, *, received: bytes
+    ) -> None: ...
+
+
+async def serve_http_connection(
+    stream: trio.abc.Stream, ctx: HTTPConnectionContext, *, h2c: H2CHandler | None = None
+) -> None:
     """Serve HTTP/1.1 requests on ``stream`` until either side ends it; closes ``stream``.
 
     Args:
         stream: the client connection (plain or TLS).
         ctx: routing tables, upstream pool, limits and observer for this connection.
+        h2c: where a connection opening with the HTTP/2 preface goes (prior
+            knowledge h2c), with the bytes read so far; None to serve HTTP/1.1 only.
     """
     conn = _Connection(stream, ctx)
     try:
+        if h2c is not None:
+            first = await conn.read_first()
+            if first.startswith(H2_PREFACE):
+                return await h2c(stream, ctx, received=first)
+            conn.parser.receive_data(first)
         await conn.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort, TimedOut):
         pass
@@ -122,6 +141,30 @@ class _Connection:
             if not await self._serve(event):
                 return
             served = True
+
+    async def read_first(self) -> bytes:
+        """The first bytes, enough to tell the h2c preface from HTTP/1.1.
+
+        One read usually decides; a preface split across reads is read to its
+        end (or to the first byte that differs). Waits like an idle keep-alive
+        connection: ``TimedOut`` after ``keepalive_timeout`` or when draining.
+        """
+        limits, drain, io = self.ctx.limits, self.ctx.drain, self.io
+        if drain.draining:
+            raise TimedOut("draining")
+        deadline = trio.current_time() + limits.keepalive_timeout
+        drain.idle.add(io)
+        try:
+            data = await io.recv(deadline)
+            deadline = trio.current_time() + limits.header_timeout  # a head has begun
+            while data and len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+                more = await io.recv(deadline)
+                if not more:
+                    break
+                data += more
+        finally:
+            drain.idle.discard(io)
+        return data
 
     async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
         """Read until a head is complete; ``None`` after a timeout or on drain."""

@@ -140,3 +140,61 @@ async def test_fast_path_idle_connection_closes_on_drain(nursery: trio.Nursery) 
         await trio.testing.wait_all_tasks_blocked()
         ctx.drain.start()
         assert await read_all(client) == b""
+
+
+class _H2CRecorder:
+    """Stands in for the HTTP/2 server: records what it was handed."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def __call__(
+        self, stream: trio.abc.Stream, ctx: HTTPConnectionContext, *, received: bytes
+    ) -> None:
+        del ctx
+        self.received.append(received)
+        await stream.send_all(b"h2 here")
+
+
+async def test_a_split_h2c_preface_goes_to_http2_with_every_byte_read(
+    nursery: trio.Nursery,
+) -> None:
+    client, server = await socket_pair()
+    h2c = _H2CRecorder()
+    nursery.start_soon(lambda: serve_http_connection(server, context(), h2c=h2c))
+    with trio.fail_after(CEILING):
+        await client.send_all(b"PRI * HTTP/2.0\r\n")
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_all(b"\r\nSM\r\n\r\n\x00\x00")  # the rest, and a frame's start
+        assert await read_all(client) == b"h2 here"
+    assert h2c.received == [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00"]
+    await client.aclose()
+
+
+async def test_http1_next_to_h2c_is_served_as_http1(nursery: trio.Nursery) -> None:
+    client, server = await socket_pair()
+    h2c = _H2CRecorder()
+    nursery.start_soon(lambda: serve_http_connection(server, context(), h2c=h2c))
+    with trio.fail_after(CEILING):
+        await client.send_all(b"P")  # could still be the preface
+        await trio.testing.wait_all_tasks_blocked()
+        await client.send_all(b"OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        assert (await client.receive_some(65536)).startswith(b"HTTP/1.1 404 ")
+    assert h2c.received == []
+    await client.aclose()
+
+
+async def test_a_stalled_h2c_preface_is_closed_after_the_header_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.abc.Clock
+) -> None:
+    client, server = await socket_pair()
+    limits = HTTPLimits(header_timeout=2, keepalive_timeout=60)
+    h2c = _H2CRecorder()
+    nursery.start_soon(lambda: serve_http_connection(server, context(limits=limits), h2c=h2c))
+    with trio.fail_after(CEILING * 10):
+        await client.send_all(b"PRI * HTTP/2")
+        start = trio.current_time()
+        assert await read_all(client) == b""
+    assert 2 <= trio.current_time() - start <= 2 + TICK + 0.01
+    assert h2c.received == []
+    await client.aclose()
