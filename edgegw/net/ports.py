@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +34,19 @@ from edgegw.net.fastio import close_now
 log = logging.getLogger("edgegw.net")
 
 ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# accept(2) reports these for a connection that failed before it was taken (as trio).
+_ACCEPT_IGNORED_ERRNOS = {
+    errno.ECONNABORTED,
+    errno.EPROTO,
+    errno.ENETDOWN,
+    errno.ENOPROTOOPT,
+    errno.EHOSTDOWN,
+    errno.ENONET,
+    errno.EHOSTUNREACH,
+    errno.EOPNOTSUPP,
+    errno.ENETUNREACH,
+}
+_ACCEPT_BATCH = 16
 
 
 class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,17 +90,38 @@ class PortServer:
             self.done.set()
 
     async def _accept_loop(self, connections: trio.Nursery) -> None:
-        listener = trio.SocketListener(self.sock)
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in ACCEPT_RETRY_ERRNOS:
-                    raise
-                log.warning("accept on %s: %s; retrying", self.key, exc.strerror)
-                await trio.sleep(0.1)
-                continue
-            connections.start_soon(self._run_connection, stream)
+        """Accept every connection waiting, then wait for more.
+
+        What ``trio.SocketListener.accept`` does, minus two checkpoints and a
+        wrapper per connection (a sixth of a one-request connection's CPU):
+        accept(2) on a non-blocking duplicate of the listening socket until
+        EAGAIN, yielding every ``_ACCEPT_BATCH`` connections.
+        """
+        listening = socket.socket(fileno=os.dup(self.sock.fileno()))
+        listening.setblocking(False)
+        accepted = 0
+        try:
+            while True:
+                try:
+                    conn, _ = listening.accept()
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(listening)
+                    continue
+                except OSError as exc:
+                    if exc.errno in _ACCEPT_IGNORED_ERRNOS:
+                        continue  # that connection died before we took it
+                    if exc.errno not in ACCEPT_RETRY_ERRNOS:
+                        raise
+                    log.warning("accept on %s: %s; retrying", self.key, exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                connections.start_soon(self._run_connection, stream)
+                accepted += 1
+                if accepted % _ACCEPT_BATCH == 0:
+                    await trio.lowlevel.checkpoint()
+        finally:
+            listening.close()
 
     async def _run_connection(self, stream: trio.SocketStream) -> None:
         self.active += 1
