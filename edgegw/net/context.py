@@ -10,7 +10,7 @@ side imports the other's internals.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import msgspec
@@ -96,8 +96,7 @@ class DrainSignal:
             scope.cancel()
 
 
-@dataclass(slots=True, kw_only=True)
-class HTTPConnectionContext:
+class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     """Everything one client connection needs; the lead builds one per connection.
 
     ``port_table`` is called once per request, so a reload applies from the
@@ -110,9 +109,9 @@ class HTTPConnectionContext:
     client: tuple[str, int] | None = None
     scheme: Literal["http", "https"] = "http"
     sni_listener: str | None = None
-    drain: DrainSignal = field(default_factory=DrainSignal)
-    limits: HTTPLimits = field(default_factory=HTTPLimits)
-    observer: Observer = field(default_factory=NullObserver)
+    drain: DrainSignal = msgspec.field(default_factory=DrainSignal)
+    limits: HTTPLimits = msgspec.field(default_factory=HTTPLimits)
+    observer: Observer = msgspec.field(default_factory=NullObserver)
     background: trio.Nursery | None = None  # for mirrors; None disables them
 
 

@@ -72,6 +72,8 @@ class PortServices:
         _, address, port = server.key
         self.label = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.http_drain = DrainSignal()
+        self._protocols_of: PortRuntime | None = None
+        self._protocols: frozenset[str] = frozenset()
         self.tcp = tcp.TCPContext(
             table=lambda: server.runtime.l4,
             limits=dispatcher.tcp_limits,
@@ -81,6 +83,12 @@ class PortServices:
     def drain(self, grace: float) -> None:
         self.http_drain.start()
         self.tcp.drain.start(grace)
+
+    def protocols(self, runtime: PortRuntime) -> frozenset[str]:
+        """The listener protocols of ``runtime``, worked out once per generation."""
+        if runtime is not self._protocols_of:
+            self._protocols_of, self._protocols = runtime, _protocols(runtime)
+        return self._protocols
 
     def http_context(
         self, stream: trio.abc.Stream, scheme: str, sni_listener: str | None
@@ -124,7 +132,7 @@ class Dispatcher:
 
     async def _serve(self, stream: trio.SocketStream, services: PortServices) -> None:
         runtime = services.server.runtime
-        protocols = _protocols(runtime)
+        protocols = services.protocols(runtime)
         if protocols & TLS_PROTOCOLS:
             await self._serve_tls_port(stream, services, runtime)
         elif "HTTP" in protocols:
