@@ -332,7 +332,8 @@ class H2ServerConnection:
             self._nursery.start_soon(self._close_soon)
             raise ClientAbort("flow-control stall")
 
-    async def send_body(self, st: H2Stream, data: bytes) -> None:
+    async def send_body(self, st: H2Stream, data: bytes, *, end: bool = False) -> None:
+        """DATA frames within the flow-control windows; ``end`` sets END_STREAM on the last."""
         h2conn, stream_id = self.h2, st.stream_id
         while data:
             window = h2conn.local_flow_control_window(stream_id)
@@ -341,7 +342,7 @@ class H2ServerConnection:
                 await self.wait_window(st)
                 continue
             size = min(window, h2conn.max_outbound_frame_size, len(data))
-            h2conn.send_data(stream_id, data[:size])
+            h2conn.send_data(stream_id, data[:size], end_stream=end and size == len(data))
             data = data[size:]
             self._queued += size
         await self.flush()
@@ -468,16 +469,20 @@ class H2Body:
 
 
 class H2Writer:
-    """``ResponseWriter`` on one stream: the head waits for the first DATA or the end.
+    """``ResponseWriter`` on one stream: the head waits for the first DATA or the end,
+    and each piece of body waits for the next one, a flush or the end.
 
     Holding the head back lets a body-less answer (a gRPC "trailers-only"
-    status, a redirect) leave as a single HEADERS frame with END_STREAM.
+    status, a redirect) leave as a single HEADERS frame with END_STREAM;
+    holding the last piece back lets it carry END_STREAM, instead of an empty
+    DATA frame after it (a frame fewer per response, h2's costliest work).
     """
 
     def __init__(self, conn: H2ServerConnection, st: H2Stream) -> None:
         self._conn = conn
         self._st = st
         self._head: http2.HeaderList | None = None
+        self._held = b""  # body not handed to h2 yet
         self._no_body = False
         self.head_request = False
         self.head_sent = False
@@ -506,23 +511,35 @@ class H2Writer:
     async def send_data(self, data: bytes) -> None:
         if self._no_body or not data:
             return
-        self._send_pending_head()
         self.bytes_sent += len(data)
-        await self._conn.send_body(self._st, data)
+        if self._held:
+            await self._send_held(end=False)
+        self._held = data
+
+    async def _send_held(self, *, end: bool) -> None:
+        self._send_pending_head()
+        data, self._held = self._held, b""
+        await self._conn.send_body(self._st, data, end=end)
 
     async def flush(self) -> None:
+        if self._held:
+            await self._send_held(end=False)
+            return
         self._send_pending_head()
         await self._conn.flush()
 
     async def end(self, trailers: Headers = ()) -> None:
         h2conn, stream_id = self._conn.h2, self._st.stream_id
         extra = http2.trailer_headers(trailers)
+        ended_by_data = bool(self._held) and not extra
+        if self._held:
+            await self._send_held(end=ended_by_data)
         if extra:
             self._send_pending_head()
             h2conn.send_headers(stream_id, extra, end_stream=True)
         elif self._head is not None:
             self._send_pending_head(end=True)
-        else:
+        elif not ended_by_data:
             h2conn.end_stream(stream_id)
         self.ended = True
         await self._conn.flush()

@@ -393,6 +393,7 @@ async def serve_h2_websocket(
         await writer.flush()
         if rest:
             await writer.send_data(rest)
+            await writer.flush()
         await _relay_h2(H2Body(conn, st, None, timeout=IDLE_TIMEOUT), writer, upstream)
     finally:
         await upstream.aclose()
@@ -417,6 +418,7 @@ async def _relay_h2(body: H2Body, writer: H2Writer, upstream: trio.abc.Stream) -
                 while data := await upstream.receive_some(_READ):
                     idle.deadline = trio.current_time() + IDLE_TIMEOUT
                     await writer.send_data(bytes(data))
+                    await writer.flush()  # a frame must not wait for the next one
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
             nursery.cancel_scope.cancel()
