@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from edgegw.api.meta import Model, Object, PortNumber
+from edgegw.api.meta import Model, Object, PortNumber, check_proxy_protocol_annotation
 from edgegw.errors import FieldError
 
 _ServiceProtocol = Literal["TCP", "UDP", "SCTP"]
@@ -51,6 +51,9 @@ class ServiceSpec(Model, kw_only=True, frozen=True, forbid_unknown_fields=False)
 
 class Service(Object, kw_only=True, frozen=True):
     spec: ServiceSpec = ServiceSpec()
+
+    def __post_init__(self) -> None:
+        check_proxy_protocol_annotation(self.metadata)
 
 
 class Secret(Object, kw_only=True, frozen=True):

@@ -16,6 +16,7 @@ from edgegw.api.meta import (
     Model,
     Object,
     SecretObjectReference,
+    check_proxy_protocol_annotation,
     is_ip,
 )
 from edgegw.errors import FieldError
@@ -104,3 +105,6 @@ class BackendSpec(Model, kw_only=True, frozen=True):
 
 class Backend(Object, kw_only=True, frozen=True):
     spec: BackendSpec
+
+    def __post_init__(self) -> None:
+        check_proxy_protocol_annotation(self.metadata)

@@ -172,6 +172,24 @@ class ObjectMeta(Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
     generation: int = 0
 
 
+PROXY_PROTOCOL_ANNOTATION = "edgegw.io/proxy-protocol"
+PROXY_PROTOCOL_VERSIONS = ("v1", "v2")
+
+
+def check_proxy_protocol_annotation(meta: ObjectMeta) -> None:
+    """A backend's ``edgegw.io/proxy-protocol`` must name a version we speak.
+
+    A typo must not quietly turn the header off: the backend would then take
+    the gateway's address for the client's.
+    """
+    value = meta.annotations.get(PROXY_PROTOCOL_ANNOTATION)
+    if value is not None and value.strip().lower() not in PROXY_PROTOCOL_VERSIONS:
+        raise FieldError(
+            f"metadata.annotations.{PROXY_PROTOCOL_ANNOTATION}",
+            f'must be "v1" or "v2", not {value!r}',
+        )
+
+
 class Object(Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
     """Top level of every resource: ``status`` and other unknown keys are ignored."""
 

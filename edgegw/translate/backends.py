@@ -22,7 +22,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from edgegw import api, ir
-from edgegw.api.meta import BackendObjectReference
+from edgegw.api.meta import PROXY_PROTOCOL_ANNOTATION, BackendObjectReference
 from edgegw.translate.backendtls import BackendTLSPolicies
 from edgegw.translate.index import ENVOY_GROUP, GATEWAY_GROUP, Index, Key
 
@@ -34,7 +34,6 @@ _APP_PROTOCOLS: dict[str, ir.AppProtocol] = {
     "gateway.envoyproxy.io/ws": "ws",
     "gateway.envoyproxy.io/wss": "wss",
 }
-PROXY_PROTOCOL_ANNOTATION = "edgegw.io/proxy-protocol"
 _PROXY_VERSIONS: dict[str, Literal[1, 2]] = {"v1": 1, "v2": 2}
 
 

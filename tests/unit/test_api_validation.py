@@ -217,6 +217,20 @@ CASES: dict[str, tuple[str, str, str]] = {
         "data",
         "tls.key",
     ),
+    "service proxy protocol version": (
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: app\n"
+        "  annotations:  # <-\n    edgegw.io/proxy-protocol: v3\n"
+        "spec: {ports: [{port: 80}]}\n",
+        "metadata.annotations.edgegw.io/proxy-protocol",
+        '"v1" or "v2"',
+    ),
+    "envoy backend proxy protocol version": (
+        "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata:\n  name: b\n"
+        "  annotations: {edgegw.io/proxy-protocol: '2'}  # <-\n"
+        "spec:\n  endpoints: [{ip: {address: 10.0.0.1, port: 80}}]\n",
+        "metadata.annotations.edgegw.io/proxy-protocol",
+        '"v1" or "v2"',
+    ),
 }
 
 
