@@ -31,7 +31,7 @@ import trio
 from edgegw import ir, routing
 from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext
-from edgegw.net.ports import PortRuntime, PortServer
+from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
 from edgegw.routing import l4
@@ -74,6 +74,7 @@ class PortServices:
         self.http_drain = DrainSignal()
         self._protocols_of: PortRuntime | None = None
         self._protocols: frozenset[str] = frozenset()
+        self._port_table = lambda: server.runtime.http
         self.tcp = tcp.TCPContext(
             table=lambda: server.runtime.l4,
             limits=dispatcher.tcp_limits,
@@ -91,12 +92,12 @@ class PortServices:
         return self._protocols
 
     def http_context(
-        self, stream: trio.abc.Stream, scheme: str, sni_listener: str | None
+        self, peer: Peer, scheme: str, sni_listener: str | None
     ) -> HTTPConnectionContext:
         return HTTPConnectionContext(
-            port_table=lambda: self.server.runtime.http,
+            port_table=self._port_table,
             pool=self.dispatcher.upstreams,
-            client=_peer(stream),
+            client=peer,
             scheme="https" if scheme == "https" else "http",
             sni_listener=sni_listener,
             drain=self.http_drain,
@@ -121,28 +122,31 @@ class Dispatcher:
         server.on_stop.append(services.drain)
         return services
 
-    async def handle(self, stream: trio.SocketStream, services: PortServices) -> None:
-        """Serve one accepted connection, counted in ``edgegw_connections_active``."""
+    async def handle(self, stream: trio.SocketStream, peer: Peer, services: PortServices) -> None:
+        """Serve one accepted connection, counted in ``edgegw_connections_active``.
+
+        ``peer`` is the client's address as accept(2) gave it.
+        """
         label = services.label
         self.observer.connection_opened(label)
         try:
-            await self._serve(stream, services)
+            await self._serve(stream, peer, services)
         finally:
             self.observer.connection_closed(label)
 
-    async def _serve(self, stream: trio.SocketStream, services: PortServices) -> None:
+    async def _serve(self, stream: trio.SocketStream, peer: Peer, services: PortServices) -> None:
         runtime = services.server.runtime
         protocols = services.protocols(runtime)
         if protocols & TLS_PROTOCOLS:
-            await self._serve_tls_port(stream, services, runtime)
+            await self._serve_tls_port(stream, peer, services, runtime)
         elif "HTTP" in protocols:
-            ctx = services.http_context(stream, "http", None)
+            ctx = services.http_context(peer, "http", None)
             await http.serve_http_connection(stream, ctx, h2c=h2server.serve_h2_connection)
         elif "TCP" in protocols:
             await tcp.serve_tcp_connection(stream, services.tcp)
 
     async def _serve_tls_port(
-        self, stream: trio.SocketStream, services: PortServices, runtime: PortRuntime
+        self, stream: trio.SocketStream, peer: Peer, services: PortServices, runtime: PortRuntime
     ) -> None:
         sniffed, origin = await tcp.read_tls_start(
             stream, runtime.l4, services.tcp.handshake_timeout
@@ -159,7 +163,7 @@ class Dispatcher:
         if session is None:
             return
         if session.listener.protocol == "HTTPS":
-            ctx = services.http_context(stream, "https", session.listener.key)
+            ctx = services.http_context(peer, "https", session.listener.key)
             if session.alpn == "h2":
                 await h2server.serve_h2_connection(session.stream, ctx)
             else:
@@ -169,12 +173,3 @@ class Dispatcher:
         if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend
             await tcp.relay_to_route(session.stream, services.tcp, match, origin=origin)
         await trio.aclose_forcefully(session.stream)
-
-
-def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    sock = getattr(stream, "socket", None)
-    try:
-        name = sock.getpeername() if sock is not None else None
-    except OSError:
-        return None
-    return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None

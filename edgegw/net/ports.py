@@ -58,7 +58,8 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     tls: Any = None  # net.tls.ServerTLS when the port terminates TLS
 
 
-ConnectionHandler = Callable[[trio.SocketStream], Awaitable[None]]
+Peer = tuple[str, int] | None  # the client's address from accept(2)
+ConnectionHandler = Callable[[trio.SocketStream, Peer], Awaitable[None]]
 
 
 class PortServer:
@@ -103,7 +104,7 @@ class PortServer:
         try:
             while True:
                 try:
-                    conn, _ = listening.accept()
+                    conn, address = listening.accept()
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(listening)
                     continue
@@ -116,18 +117,19 @@ class PortServer:
                     await trio.sleep(0.1)
                     continue
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-                connections.start_soon(self._run_connection, stream)
+                peer = (address[0], address[1]) if isinstance(address, tuple) else None
+                connections.start_soon(self._run_connection, stream, peer)
                 accepted += 1
                 if accepted % _ACCEPT_BATCH == 0:
                     await trio.lowlevel.checkpoint()
         finally:
             listening.close()
 
-    async def _run_connection(self, stream: trio.SocketStream) -> None:
+    async def _run_connection(self, stream: trio.SocketStream, peer: Peer) -> None:
         self.active += 1
         try:
             assert self.handler is not None, "PortServer.handler is set before serve()"
-            await self.handler(stream)
+            await self.handler(stream, peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
