@@ -231,6 +231,11 @@ class StreamIO:
         del wait_first
         if deadline == math.inf and not self.expired:
             return bytes(await self.stream.receive_some(_READ))
+        receive_before = getattr(self.stream, "receive_before", None)  # TLS keeps deadlines
+        if receive_before is not None:
+            if self.expired:
+                raise TimedOut("timed out")
+            return bytes(await receive_before(_READ, deadline))
         with self._timeout(deadline):
             return bytes(await self.stream.receive_some(_READ))
         raise TimedOut("timed out")
@@ -254,6 +259,9 @@ class StreamIO:
         self.expired = True
         if self._scope is not None:
             self._scope.cancel()
+        cancel_wait = getattr(self.stream, "cancel_wait", None)
+        if cancel_wait is not None:
+            cancel_wait()
 
 
 class ByteIO(Protocol):

@@ -28,12 +28,13 @@ clients routinely skip close_notify, and HTTP framing catches truncation.
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 
 import trio
 from OpenSSL import SSL
 
-from edgegw.net.fastio import FastSocket
+from edgegw.net.fastio import FastSocket, TimedOut
 
 _RECV_CHUNK = 65536
 _SEND_CHUNK = 65536
@@ -123,6 +124,15 @@ class TLSStream(trio.abc.Stream):
     # --- the Stream interface --------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.receive_before(max_bytes, math.inf)
+
+    async def receive_before(self, max_bytes: int | None, deadline: float) -> bytes:
+        """``receive_some``, giving up with ``fastio.TimedOut`` at ``deadline``.
+
+        Over a plain socket the deadline is kept by ``fastio``'s watchdog, far
+        cheaper than a ``CancelScope`` per read; otherwise a scope keeps it.
+        ``cancel_wait`` ends the wait at once (draining idle connections).
+        """
         self._check_usable()
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
@@ -131,9 +141,18 @@ class TLSStream(trio.abc.Stream):
             raise ValueError("max_bytes must be at least 1")
         self._receiving = True
         try:
-            return await self._receive(size)
+            if self._fast is not None or deadline == math.inf:
+                return await self._receive(size, deadline)
+            with trio.move_on_after(deadline - trio.current_time()):
+                return await self._receive(size, deadline)
+            raise TimedOut("timed out")
         finally:
             self._receiving = False
+
+    def cancel_wait(self) -> None:
+        """End a ``receive_before`` wait with ``TimedOut``, now and from now on."""
+        if self._fast is not None:
+            self._fast.cancel()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._check_usable()
@@ -161,7 +180,7 @@ class TLSStream(trio.abc.Stream):
         if self._broken:
             raise trio.BrokenResourceError("the TLS stream is broken")
 
-    async def _receive(self, max_bytes: int) -> bytes:
+    async def _receive(self, max_bytes: int, deadline: float = math.inf) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False  # a wait for the transport is this call's checkpoint
         while not self._eof:
@@ -169,7 +188,7 @@ class TLSStream(trio.abc.Stream):
                 data = self.connection.recv(max_bytes)
             except SSL.WantReadError:
                 await self._flush()
-                waited = await self._feed() or waited
+                waited = await self._feed(deadline) or waited
                 continue
             except (SSL.ZeroReturnError, SSL.SysCallError):
                 self._eof = True
@@ -192,10 +211,13 @@ class TLSStream(trio.abc.Stream):
             self._broken = True
             raise trio.BrokenResourceError("TLS error while sending") from exc
 
-    async def _feed(self) -> bool:
+    async def _feed(self, deadline: float = math.inf) -> bool:
         """Moves one read from the transport into OpenSSL; EOF becomes a BIO EOF.
 
         Returns True when it had to wait for the transport (a checkpoint).
+
+        Raises:
+            TimedOut: over a plain socket, nothing came before ``deadline``.
         """
         fast = self._fast
         if fast is None:
@@ -205,9 +227,9 @@ class TLSStream(trio.abc.Stream):
             found = fast.recv_nowait()
             waited = found is None
             if found is None:
-                await fast.wait_readable()
+                await fast.wait_readable(deadline)
                 found = fast.recv_nowait()
-            data = found if found is not None else await fast.recv()
+            data = found if found is not None else await fast.recv(deadline)
         if data:
             self.connection.bio_write(bytes(data))
         else:

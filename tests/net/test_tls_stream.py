@@ -6,6 +6,7 @@ the transport is not.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +17,10 @@ from OpenSSL import SSL
 
 from edgegw import ir
 from edgegw.net import tls
+from edgegw.net.fastio import TICK
+from edgegw.net.http import HTTPConnectionContext, HTTPLimits, serve_http_connection
+from edgegw.net.upstream import UpstreamPool
+from edgegw.routing import compile_port
 from tests.net.test_tls import certificate, listener, port_of
 
 Maker = Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]]
@@ -145,3 +150,65 @@ async def test_handshake_alert_reaches_the_client(ca: trustme.CA) -> None:
         with pytest.raises(trio.BrokenResourceError) as info:
             await client.receive_some()
     assert "certificate required" in repr(info.value.__cause__)
+
+
+def _socket_transports() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+def _http_context(**limits: float) -> HTTPConnectionContext:
+    table = compile_port(port_of(listener("l", "s.test")))
+    return HTTPConnectionContext(
+        port_table=lambda: table, pool=UpstreamPool(), limits=HTTPLimits(**limits)
+    )
+
+
+async def _read_to_close(stream: trio.abc.Stream) -> bytes:
+    data = b""
+    with contextlib.suppress(trio.BrokenResourceError):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return data
+
+
+async def test_https_slow_head_gets_408_at_the_header_timeout(
+    server_tls: tls.ServerTLS,
+    ca: trustme.CA,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = await tls_pair(server_tls, ca, _socket_transports)
+    nursery.start_soon(serve_http_connection, server, _http_context(header_timeout=3))
+    start = trio.current_time()
+    with trio.fail_after(60):
+        await client.send_all(b"GET / HTTP/1.1\r\nHo")
+        assert (await _read_to_close(client)).startswith(b"HTTP/1.1 408 ")
+    assert 3 <= trio.current_time() - start <= 3 + TICK + 0.01
+    await trio.aclose_forcefully(client)
+
+
+async def test_https_idle_keep_alive_closes_at_its_timeout_and_on_drain(
+    server_tls: tls.ServerTLS,
+    ca: trustme.CA,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, server = await tls_pair(server_tls, ca, _socket_transports)
+    nursery.start_soon(serve_http_connection, server, _http_context(keepalive_timeout=5))
+    start = trio.current_time()
+    with trio.fail_after(60):
+        assert await _read_to_close(client) == b""
+    assert 5 <= trio.current_time() - start <= 5 + TICK + 0.01
+    await trio.aclose_forcefully(client)
+
+    client, server = await tls_pair(server_tls, ca, _socket_transports)
+    ctx = _http_context(keepalive_timeout=60)
+    nursery.start_soon(serve_http_connection, server, ctx)
+    await trio.testing.wait_all_tasks_blocked()
+    start = trio.current_time()
+    ctx.drain.start()
+    with trio.fail_after(60):
+        assert await _read_to_close(client) == b""
+    assert trio.current_time() - start < 1
+    await trio.aclose_forcefully(client)
