@@ -237,10 +237,17 @@ class TLSStream(trio.abc.Stream):
         return waited
 
     def _pull(self) -> None:
+        """Move what OpenSSL wrote into its BIO to ``_outbox``.
+
+        A short read took everything: asking again would only raise WantReadError.
+        """
         while True:
             try:
-                self._outbox += self.connection.bio_read(_SEND_CHUNK)
+                chunk = self.connection.bio_read(_SEND_CHUNK)
             except SSL.WantReadError:
+                return
+            self._outbox += chunk
+            if len(chunk) < _SEND_CHUNK:
                 return
 
     async def _flush(self) -> None:
