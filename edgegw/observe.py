@@ -18,9 +18,15 @@ from edgegw.net.context import RequestRecord
 from edgegw.net.tcp import RelayStats
 from edgegw.net.udp import UDPStats
 
+_STATUS_CLASSES = {code: f"{code // 100}xx" for code in range(100, 600)}
+
 
 def _status_class(status: int) -> str:
-    return f"{status // 100}xx" if status else "none"
+    """``2xx`` and so on, without formatting a string per request."""
+    found = _STATUS_CLASSES.get(status)
+    if found is None:
+        return f"{status // 100}xx" if status else "none"
+    return found
 
 
 class Collected(Metric):
@@ -225,5 +231,17 @@ class Observer:
         return self.registry.render()
 
 
+_route_labels: dict[tuple[str, str], str] = {}
+
+
 def _route(record: RequestRecord) -> str:
-    return f"{record.route_namespace}/{record.route_name}" if record.route_name else ""
+    """``namespace/name`` of the route, made once per route rather than per request."""
+    if not record.route_name:
+        return ""
+    key = (record.route_namespace, record.route_name)
+    label = _route_labels.get(key)
+    if label is None:
+        if len(_route_labels) > 4096:  # routes come and go with reloads
+            _route_labels.clear()
+        label = _route_labels[key] = f"{key[0]}/{key[1]}"
+    return label
