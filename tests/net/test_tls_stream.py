@@ -172,20 +172,36 @@ async def _read_to_close(stream: trio.abc.Stream) -> bytes:
     return data
 
 
+async def _https_front_end(
+    server_tls: tls.ServerTLS, ca: trustme.CA, nursery: trio.Nursery, ctx: HTTPConnectionContext
+) -> tls.TLSStream:
+    """A TLS client connected over a real socket pair to the HTTP/1.1 front end."""
+    client, server = await tls_pair(server_tls, ca, _socket_transports)
+    nursery.start_soon(serve_http_connection, server, ctx)
+    return client
+
+
+async def _closed_after(client: tls.TLSStream, sent: bytes = b"") -> tuple[bytes, float]:
+    """What the gateway answered to ``sent`` before closing, and how long that took."""
+    start = trio.current_time()
+    with trio.fail_after(60):
+        if sent:
+            await client.send_all(sent)
+        answer = await _read_to_close(client)
+    await trio.aclose_forcefully(client)
+    return answer, trio.current_time() - start
+
+
 async def test_https_slow_head_gets_408_at_the_header_timeout(
     server_tls: tls.ServerTLS,
     ca: trustme.CA,
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client, server = await tls_pair(server_tls, ca, _socket_transports)
-    nursery.start_soon(serve_http_connection, server, _http_context(header_timeout=3))
-    start = trio.current_time()
-    with trio.fail_after(60):
-        await client.send_all(b"GET / HTTP/1.1\r\nHo")
-        assert (await _read_to_close(client)).startswith(b"HTTP/1.1 408 ")
-    assert 3 <= trio.current_time() - start <= 3 + TICK + 0.01
-    await trio.aclose_forcefully(client)
+    client = await _https_front_end(server_tls, ca, nursery, _http_context(header_timeout=3))
+    answer, took = await _closed_after(client, b"GET / HTTP/1.1\r\nHo")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert 3 <= took <= 3 + TICK + 0.01
 
 
 async def test_https_idle_keep_alive_closes_at_its_timeout_and_on_drain(
@@ -194,21 +210,15 @@ async def test_https_idle_keep_alive_closes_at_its_timeout_and_on_drain(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client, server = await tls_pair(server_tls, ca, _socket_transports)
-    nursery.start_soon(serve_http_connection, server, _http_context(keepalive_timeout=5))
-    start = trio.current_time()
-    with trio.fail_after(60):
-        assert await _read_to_close(client) == b""
-    assert 5 <= trio.current_time() - start <= 5 + TICK + 0.01
-    await trio.aclose_forcefully(client)
+    client = await _https_front_end(server_tls, ca, nursery, _http_context(keepalive_timeout=5))
+    answer, took = await _closed_after(client)
+    assert answer == b""
+    assert 5 <= took <= 5 + TICK + 0.01
 
-    client, server = await tls_pair(server_tls, ca, _socket_transports)
     ctx = _http_context(keepalive_timeout=60)
-    nursery.start_soon(serve_http_connection, server, ctx)
+    client = await _https_front_end(server_tls, ca, nursery, ctx)
     await trio.testing.wait_all_tasks_blocked()
-    start = trio.current_time()
     ctx.drain.start()
-    with trio.fail_after(60):
-        assert await _read_to_close(client) == b""
-    assert trio.current_time() - start < 1
-    await trio.aclose_forcefully(client)
+    answer, took = await _closed_after(client)
+    assert answer == b""
+    assert took < 1
