@@ -64,6 +64,11 @@ class HostIndex(Generic[T]):
 
     def lookup(self, host: str) -> T | None:
         """The most specific value for ``host``, or None."""
+        found = self.exact.get(host)
+        if found is not None:
+            return found
+        if not self.wildcard:  # the usual case: no generator needed
+            return self.fallback
         return next(self.matches(host), None)
 
     def map(self, fn: Callable[[T], U]) -> HostIndex[U]:

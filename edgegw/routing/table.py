@@ -70,13 +70,32 @@ class PathIndex:
 
     def candidates(self, path: str) -> Iterator[Candidate]:
         """Every candidate that the path alone admits, in precedence order."""
-        yield from self.exact.get(path, ())
+        for run in self._runs(path):
+            yield from run
+
+    def first(self, path: str, request: RequestView) -> RouteMatch | None:
+        """The first of ``candidates(path)`` that accepts ``request`` (no generators)."""
+        for run in self._runs(path):
+            for candidate in run:
+                if candidate.accepts(request):
+                    return candidate.result
+        return None
+
+    def _runs(self, path: str) -> list[tuple[Candidate, ...]]:
+        """The candidate lists the path admits: exact, prefixes longest first, regex."""
+        runs = []
+        exact = self.exact.get(path)
+        if exact is not None:
+            runs.append(exact)
         prefix = self.prefix
-        for key in prefix_keys(path):
-            found = prefix.get(key)
-            if found is not None:
-                yield from found
-        yield from self.regex
+        if prefix:
+            for key in prefix_keys(path):
+                found = prefix.get(key)
+                if found is not None:
+                    runs.append(found)
+        if self.regex:
+            runs.append(self.regex)
+        return runs
 
 
 def _ranked(candidates: list[Candidate]) -> tuple[Candidate, ...]:
@@ -138,10 +157,14 @@ class ListenerTable:
             query: the raw query string without ``?``, or "".
             headers: ``(name, value)`` pairs, names lower-case bytes.
         """
+        host = normalize_host(host)
+        if not self.accepts_host(host):
+            return None
         request = RequestView(method, path, query, headers)
-        for candidate in self.candidates(host, path):
-            if candidate.accepts(request):
-                return candidate.result
+        for group in self._groups.matches(host):
+            found = group.first(path, request)
+            if found is not None:
+                return found
         return None
 
 
