@@ -63,6 +63,7 @@ from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
 
 MIRRORS_MAX = 256
+_H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
 _GRPC_STATUS = {404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
 
 
@@ -231,11 +232,10 @@ async def _serve_rule(
     if (
         rule.retry is None
         and not rule.backend_request_timeout
-        and backend.app_protocol == "http1"
-        and req.body.length == 0
         and sticky is None
+        and (req.body.length == 0 or backend.app_protocol in _H2)
     ):
-        return await _forward_once(writer, ctx, record, rule, backend, head, plan, grpc)
+        return await _forward_once(req, writer, ctx, record, rule, backend, head, plan, grpc)
     attempt = _Attempt(req, writer, ctx, record, rule, backend, head, plan, grpc)
     return await attempt.run(sticky[1] if sticky else None)
 
@@ -282,6 +282,7 @@ def _describe(endpoint: ir.Endpoint) -> str:
 
 
 async def _forward_once(
+    req: ProxyRequest,
     writer: ResponseWriter,
     ctx: HTTPConnectionContext,
     record: RequestRecord,
@@ -291,28 +292,33 @@ async def _forward_once(
     plan: _Plan,
     grpc: bool,
 ) -> None:
-    """The hot path: a body-less request, one HTTP/1.1 try, no per-try timeout.
+    """The hot path: one try, no per-try timeout; an HTTP/1.x backend only without body.
 
     What ``_Attempt`` does, without its retry loop: most requests need none,
-    and each layer of coroutines costs a proxied request about 1 µs.
+    and each layer of coroutines costs a proxied request about 1 µs. (A body
+    to an HTTP/1.1 backend needs ``open_exchange``'s pump; HTTP/2 streams it.)
     """
     pool = ctx.pool
     endpoint = pool.choose(backend)
     if endpoint is None:
         return await _error(writer, 503, grpc)
     record.upstream = _describe(endpoint)
+    extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
     try:
-        rsp = await exchange(pool, endpoint, backend, head)
+        if backend.app_protocol in _H2:
+            async with open_h2_exchange(pool, endpoint, backend, head, req.body) as h2rsp:
+                await _stream_response(h2rsp, writer, plan, extra)
+        else:
+            rsp = await exchange(pool, endpoint, backend, head)
+            try:
+                await _stream_response(rsp, writer, plan, extra)
+            finally:
+                rsp.release()
     except UpstreamError as exc:
+        if writer.head_sent:  # the head went out: the client can only be cut off
+            raise ClientAbort(str(exc)) from exc
         ctx.observer.upstream_error(backend.name, record.upstream, type(exc).__name__)
         return await _error(writer, exc.status, grpc)
-    try:
-        extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
-        await _stream_response(rsp, writer, plan, extra)
-    except UpstreamError as exc:  # the head went out: the client can only be cut off
-        raise ClientAbort(str(exc)) from exc
-    finally:
-        rsp.release()
     return None
 
 
@@ -377,7 +383,7 @@ class _Attempt:
 
     async def _exchange(self, endpoint: ir.Endpoint, attempt: int, persist: bool) -> int | None:
         pool, backend, body = self.ctx.pool, self.backend, self.req.body
-        if backend.app_protocol in ("h2c", "h2"):
+        if backend.app_protocol in _H2:
             async with open_h2_exchange(pool, endpoint, backend, self.head, body) as h2rsp:
                 return await self._deliver(h2rsp, endpoint, attempt, persist)
         if body.length == 0:
