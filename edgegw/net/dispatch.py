@@ -34,6 +34,7 @@ from edgegw.net.context import DrainSignal, HTTPConnectionContext
 from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
+from edgegw.proto import proxyproto
 from edgegw.routing import l4
 
 log = logging.getLogger("edgegw.net")
@@ -56,6 +57,7 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
         http=routing.compile_port(port) if protocols & HTTP_PROTOCOLS else None,
         l4=l4.compile_l4(port) if protocols & L4_PROTOCOLS else None,
         tls=tls.build_server_tls(port, alpn=H2_ALPN) if terminates else None,
+        proxy_protocol=any(listener.proxy_protocol_accept for listener in port.listeners),
     )
 
 
@@ -140,8 +142,17 @@ class Dispatcher:
         if protocols & TLS_PROTOCOLS:
             await self._serve_tls_port(stream, peer, services, runtime)
         elif "HTTP" in protocols:
+            received = b""
+            if runtime.proxy_protocol:
+                got = await _proxy_header(stream, services.tcp.handshake_timeout)
+                if got is None:
+                    return
+                source, received = got
+                peer = source or peer
             ctx = services.http_context(peer, "http", None)
-            await http.serve_http_connection(stream, ctx, h2c=h2server.serve_h2_connection)
+            await http.serve_http_connection(
+                stream, ctx, h2c=h2server.serve_h2_connection, received=received
+            )
         elif "TCP" in protocols:
             await tcp.serve_tcp_connection(stream, services.tcp)
 
@@ -163,7 +174,8 @@ class Dispatcher:
         if session is None:
             return
         if session.listener.protocol == "HTTPS":
-            ctx = services.http_context(peer, "https", session.listener.key)
+            client = origin[0] if origin else peer  # the PROXY header's, where accepted
+            ctx = services.http_context(client, "https", session.listener.key)
             if session.alpn == "h2":
                 await h2server.serve_h2_connection(session.stream, ctx)
             else:
@@ -173,3 +185,22 @@ class Dispatcher:
         if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend
             await tcp.relay_to_route(session.stream, services.tcp, match, origin=origin)
         await trio.aclose_forcefully(session.stream)
+
+
+async def _proxy_header(stream: trio.SocketStream, within: float) -> tuple[Peer, bytes] | None:
+    """The client address a required PROXY header gives (None for LOCAL) and the bytes after it.
+
+    None when the header is missing, malformed or slower than ``within``: the
+    caller closes the connection, as TCP listeners do.
+    """
+    with trio.move_on_after(within):
+        try:
+            header, rest = await tcp.read_proxy_header(stream)
+        except proxyproto.ProxyProtocolError as exc:
+            log.debug("closing an HTTP connection: %s", exc)
+            return None
+        if header is None:
+            log.debug("closing an HTTP connection: PROXY header required on this listener")
+            return None
+        return header.source, rest
+    return None

@@ -83,7 +83,11 @@ class H2CHandler(Protocol):
 
 
 async def serve_http_connection(
-    stream: trio.abc.Stream, ctx: HTTPConnectionContext, *, h2c: H2CHandler | None = None
+    stream: trio.abc.Stream,
+    ctx: HTTPConnectionContext,
+    *,
+    h2c: H2CHandler | None = None,
+    received: bytes = b"",
 ) -> None:
     """Serve HTTP/1.1 requests on ``stream`` until either side ends it; closes ``stream``.
 
@@ -92,14 +96,17 @@ async def serve_http_connection(
         ctx: routing tables, upstream pool, limits and observer for this connection.
         h2c: where a connection opening with the HTTP/2 preface goes (prior
             knowledge h2c), with the bytes read so far; None to serve HTTP/1.1 only.
+        received: bytes already read from ``stream`` (after a PROXY header).
     """
     conn = _Connection(stream, ctx)
     try:
         if h2c is not None:
-            first = await conn.read_first()
+            first = await conn.read_first(received)
             if first.startswith(H2_PREFACE):
                 return await h2c(stream, ctx, received=first)
             conn.parser.receive_data(first)
+        elif received:
+            conn.parser.receive_data(received)
         await conn.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort, TimedOut):
         pass
@@ -142,12 +149,13 @@ class _Connection:
                 return
             served = True
 
-    async def read_first(self) -> bytes:
+    async def read_first(self, received: bytes = b"") -> bytes:
         """The first bytes, enough to tell the h2c preface from HTTP/1.1.
 
         One read usually decides; a preface split across reads is read to its
         end (or to the first byte that differs). Waits like an idle keep-alive
         connection: ``TimedOut`` after ``keepalive_timeout`` or when draining.
+        ``received`` are bytes read already, if any.
         """
         limits, drain, io = self.ctx.limits, self.ctx.drain, self.io
         if drain.draining:
@@ -155,7 +163,7 @@ class _Connection:
         deadline = trio.current_time() + limits.keepalive_timeout
         drain.idle.add(io)
         try:
-            data = await io.recv(deadline)
+            data = received or await io.recv(deadline)
             deadline = trio.current_time() + limits.header_timeout  # a head has begun
             while data and len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
                 more = await io.recv(deadline)

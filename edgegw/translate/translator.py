@@ -208,15 +208,15 @@ def _ir_listener(state: ListenerState) -> ir.Listener:
 
 
 ACCEPT_PROXY_PROTOCOL_ANNOTATION = "edgegw.io/accept-proxy-protocol"
-_PROXY_PROTOCOL_LISTENERS = frozenset({"TCP", "TLS"})
+_PROXY_PROTOCOL_LISTENERS = frozenset({"TCP", "TLS", "HTTP", "HTTPS"})
 
 
 def accepts_proxy_protocol(state: ListenerState) -> bool:
-    """Whether a TCP or TLS listener reads a PROXY protocol header before anything else.
+    """Whether a listener reads a PROXY protocol header before anything else.
 
     The Gateway annotation ``edgegw.io/accept-proxy-protocol`` is ``"true"``
-    (every TCP and TLS listener of the Gateway) or a comma-separated list of
-    listener names.
+    (every TCP-based listener of the Gateway: TCP, TLS, HTTP, HTTPS) or a
+    comma-separated list of listener names. UDP listeners never do.
     """
     if state.spec.protocol not in _PROXY_PROTOCOL_LISTENERS:
         return False
