@@ -104,6 +104,7 @@ class H2Stream:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     chunks: deque[tuple[bytes, int]] = field(default_factory=deque)
     body_ended: bool = False
+    trailers: Headers = ()  # request trailers, once the body ended with them
     body_event: trio.Event = field(default_factory=trio.Event)
     window_event: trio.Event = field(default_factory=trio.Event)
 
@@ -222,6 +223,8 @@ class H2ServerConnection:
         elif isinstance(event, ev.StreamEnded | ev.TrailersReceived):
             st = self.streams.get(event.stream_id)
             if st is not None:
+                if isinstance(event, ev.TrailersReceived):
+                    st.trailers = tuple(http2.trailer_headers(event.headers))
                 st.body_ended = True
                 st.body_event.set()
         elif isinstance(event, ev.StreamReset):
@@ -447,6 +450,11 @@ class H2Body:
         self.received += len(data)
         return data
 
+    @property
+    def trailers(self) -> Headers:
+        """The request's trailers, once ``receive`` returned the end."""
+        return self._st.trailers
+
     def take_whole(self, limit: int) -> bytes | None:
         """The whole body at once if all of it arrived and it is at most ``limit`` bytes.
 
@@ -454,7 +462,7 @@ class H2Body:
         HEADERS + DATA + END_STREAM: forwarding it whole needs no body task.
         """
         st = self._st
-        if self.started or not st.body_ended:
+        if self.started or not st.body_ended or st.trailers:
             return None
         size = sum(len(data) for data, _ in st.chunks)
         if size > limit:

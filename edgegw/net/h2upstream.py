@@ -473,7 +473,11 @@ async def _pump_body(
         while True:
             data = await body.receive()
             if not data:
-                h2conn.end_stream(stream_id)
+                trailers = http2.trailer_headers(body.trailers)
+                if trailers:
+                    h2conn.send_headers(stream_id, trailers, end_stream=True)
+                else:
+                    h2conn.end_stream(stream_id)
                 await client.send()
                 sent[0] = True
                 return

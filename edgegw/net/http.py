@@ -272,7 +272,16 @@ class _Body:
     One per connection, ``reset`` for each request.
     """
 
-    __slots__ = ("_conn", "_expect", "finished", "head_sent", "length", "received", "started")
+    __slots__ = (
+        "_conn",
+        "_expect",
+        "finished",
+        "head_sent",
+        "length",
+        "received",
+        "started",
+        "trailers",
+    )
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -282,6 +291,7 @@ class _Body:
         self.received = 0
         self._expect = False
         self.head_sent = False  # set by the writer; a 100 after the final head is wrong
+        self.trailers: Headers = ()  # a chunked body's trailers, once it ended
 
     def reset(self, event: RequestReceived) -> None:
         self.length = length = event.content_length
@@ -290,6 +300,7 @@ class _Body:
         self.received = 0
         self._expect = event.expect_continue and length != 0
         self.head_sent = False
+        self.trailers = ()
 
     async def receive(self) -> bytes:
         if self.finished:
@@ -310,6 +321,7 @@ class _Body:
                 return event.data
             if isinstance(event, MessageEnded):
                 self.finished = True
+                self.trailers = tuple(strip_hop_by_hop(event.trailers))  # as a head's fields
                 return b""
             if event is not None:
                 raise ClientAbort("unexpected event in a request body")

@@ -57,7 +57,7 @@ from edgegw.net.upstream import (
     exchange,
     open_exchange,
 )
-from edgegw.proto.events import DataReceived, Event, MessageEnded, ResponseReceived
+from edgegw.proto.events import DataReceived, Event, Headers, MessageEnded, ResponseReceived
 from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
@@ -486,6 +486,7 @@ class _NoBody:
     started = False
     finished = True
     received = 0
+    trailers: Headers = ()
 
     async def receive(self) -> bytes:
         return b""

@@ -365,6 +365,11 @@ class RequestBody(Protocol):
     started: bool
     finished: bool
 
+    @property
+    def trailers(self) -> Headers:
+        """Trailers that ended the body: sent on over chunked HTTP/1.1 or HTTP/2."""
+        ...
+
     async def receive(self) -> bytes:
         """The next piece; ``b""`` at the end."""
         ...
@@ -576,7 +581,7 @@ async def _pump_body(
             data = await body.receive()
             if not data:
                 if chunked:
-                    await conn.send_all(serialize_last_chunk())
+                    await conn.send_all(serialize_last_chunk(body.trailers))
                 return
             await conn.send_all(serialize_chunk(data) if chunked else data)
     except UpstreamBroken:
