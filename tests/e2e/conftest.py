@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,43 @@ class Process:
     def output(self) -> str:
         self._log_file.flush()
         return self.log.read_text(errors="replace")
+
+
+class SocketServer:
+    """A TCP server on 127.0.0.1 for backends a test writes itself.
+
+    Each accepted connection goes to ``handle`` (then is closed), on the
+    accepting thread, or on a thread of its own when ``concurrent``.
+    """
+
+    def __init__(self, *, concurrent: bool = False) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._concurrent = concurrent
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            if self._concurrent:
+                threading.Thread(target=self._handle_then_close, args=(conn,), daemon=True).start()
+            else:
+                self._handle_then_close(conn)
+
+    def _handle_then_close(self, conn: socket.socket) -> None:
+        with conn:
+            self.handle(conn)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Port:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,16 @@ import h2.events
 import pytest
 import trustme
 
-from tests.e2e.conftest import Echo, Gateway, Port, curl, echoed, free_port, http_gateway
+from tests.e2e.conftest import (
+    Echo,
+    Gateway,
+    Port,
+    SocketServer,
+    curl,
+    echoed,
+    free_port,
+    http_gateway,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -191,28 +199,15 @@ def test_https_alpn_h2_and_http11_fallback(gateway: Gateway, echoes: Any, tmp_pa
         assert echoed(body)["headers"]["x-forwarded-proto"] == ["https"]
 
 
-class OneShotH2Backend:
+class OneShotH2Backend(SocketServer):
     """An h2c server that answers one request per connection, echoing its body, then
     drops the connection without GOAWAY: every pooled connection it leaves is dead."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
         self.bodies: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                self._answer_one(conn)
-
-    def _answer_one(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         h2conn.initiate_connection()
         conn.sendall(h2conn.data_to_send())
@@ -229,9 +224,6 @@ class OneShotH2Backend:
                     time.sleep(0.05)  # let the proxy read it all, then go dead
                     return
             conn.sendall(h2conn.data_to_send())
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_request_body_is_resent_when_a_pooled_h2c_connection_is_dead(gateway: Gateway) -> None:

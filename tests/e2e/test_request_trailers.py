@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
+from collections.abc import Iterator
 from typing import Any
 
 import h2.config
@@ -11,7 +11,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.e2e.conftest import Gateway, Port, free_port, http_gateway, wait_for
+from tests.e2e.conftest import Gateway, Port, SocketServer, free_port, http_gateway, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,72 +29,51 @@ spec:
 """
 
 
-class RawHTTP1Backend:
+class RawHTTP1Backend(SocketServer):
     """Records each chunked request as the bytes it received; answers 200."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.requests: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n0\r\n" not in data or not data.endswith(b"\r\n\r\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data)
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    def handle(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n0\r\n" not in data or not data.endswith(b"\r\n\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        self.requests.append(data)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
 
 
-class H2Backend:
+class H2Backend(SocketServer):
     """An h2c server recording each request's body and trailers; answers 200."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.requests: list[tuple[bytes, dict[bytes, bytes]]] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(concurrent=True)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
-
-    def _connection(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         h2conn = h2.connection.H2Connection(config)
         h2conn.initiate_connection()
         conn.sendall(h2conn.data_to_send())
         bodies: dict[int, bytes] = {}
         trailers: dict[int, dict[bytes, bytes]] = {}
-        with conn:
-            while chunk := conn.recv(65536):
-                for event in h2conn.receive_data(chunk):
-                    if isinstance(event, h2.events.DataReceived):
-                        bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
-                        h2conn.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
-                    elif isinstance(event, h2.events.TrailersReceived):
-                        trailers[event.stream_id] = dict(event.headers)
-                    elif isinstance(event, h2.events.StreamEnded):
-                        sid = event.stream_id
-                        self.requests.append((bodies.get(sid, b""), trailers.get(sid, {})))
-                        h2conn.send_headers(sid, [(b":status", b"200")])
-                        h2conn.send_data(sid, b"ok", end_stream=True)
-                conn.sendall(h2conn.data_to_send())
+        while chunk := conn.recv(65536):
+            for event in h2conn.receive_data(chunk):
+                if isinstance(event, h2.events.DataReceived):
+                    bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+                    h2conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers[event.stream_id] = dict(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    sid = event.stream_id
+                    self.requests.append((bodies.get(sid, b""), trailers.get(sid, {})))
+                    h2conn.send_headers(sid, [(b":status", b"200")])
+                    h2conn.send_data(sid, b"ok", end_stream=True)
+            conn.sendall(h2conn.data_to_send())
 
 
 def h1_chunked_with_trailers(port: int, path: str) -> bytes:
@@ -136,7 +115,7 @@ def h2_with_trailers(port: int, path: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def setup(gateway: Gateway) -> tuple[int, RawHTTP1Backend, H2Backend]:
+def setup(gateway: Gateway) -> Iterator[tuple[int, RawHTTP1Backend, H2Backend]]:
     h1, h2b = RawHTTP1Backend(), H2Backend()
     port = free_port()
     gateway.service("h1", Port(h1.port))
@@ -144,7 +123,9 @@ def setup(gateway: Gateway) -> tuple[int, RawHTTP1Backend, H2Backend]:
     gateway.write("gateway.yaml", http_gateway(port))
     gateway.write("routes.yaml", ROUTES)
     gateway.start()
-    return port, h1, h2b
+    yield port, h1, h2b
+    h1.close()
+    h2b.close()
 
 
 def test_http1_chunked_trailers_reach_an_http1_backend(
