@@ -153,54 +153,58 @@ class _Connection:
         """The first bytes, enough to tell the h2c preface from HTTP/1.1.
 
         One read usually decides; a preface split across reads is read to its
-        end (or to the first byte that differs). Waits like an idle keep-alive
-        connection: ``TimedOut`` after ``keepalive_timeout`` or when draining.
+        end (or to the first byte that differs) within the header timeout.
         ``received`` are bytes read already, if any.
+
+        Raises:
+            TimedOut: as ``_read_idle``, or the rest of a preface came too late.
         """
-        limits, drain, io = self.ctx.limits, self.ctx.drain, self.io
-        if drain.draining:
-            raise TimedOut("draining")
-        deadline = trio.current_time() + limits.keepalive_timeout
-        drain.idle.add(io)
-        try:
-            data = received or await io.recv(deadline)
-            deadline = trio.current_time() + limits.header_timeout  # a head has begun
-            while data and len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
-                more = await io.recv(deadline)
-                if not more:
-                    break
-                data += more
-        finally:
-            drain.idle.discard(io)
+        data = received or await self._read_idle()
+        deadline = trio.current_time() + self.ctx.limits.header_timeout  # a head has begun
+        while data and len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+            more = await self.io.recv(deadline)
+            if not more:
+                break
+            data += more
         return data
 
-    async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
-        """Read until a head is complete; ``None`` after a timeout or on drain."""
-        parser, limits, drain, io = self.parser, self.ctx.limits, self.ctx.drain, self.io
-        idle = not parser.in_message
-        if idle and drain.draining:
-            return None
-        deadline = trio.current_time() + (
-            limits.keepalive_timeout if idle else limits.header_timeout
-        )
-        if idle:
-            drain.idle.add(io)
+    async def _read_idle(self) -> bytes:
+        """The next bytes of a connection between requests.
+
+        Raises:
+            TimedOut: none came within ``keepalive_timeout``, or draining began
+                (idle waits register with the ``DrainSignal``, which ends them).
+        """
+        drain, io = self.ctx.drain, self.io
+        if drain.draining:
+            raise TimedOut("draining")
+        drain.idle.add(io)
         try:
-            while True:
-                parser.receive_data(await io.recv(deadline))
-                if idle and parser.in_message:
-                    idle = False
-                    drain.idle.discard(io)
-                    deadline = trio.current_time() + limits.header_timeout
+            return await io.recv(trio.current_time() + self.ctx.limits.keepalive_timeout)
+        finally:
+            drain.idle.discard(io)
+
+    async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
+        """Read until a head is complete; ``None`` after a timeout or on drain.
+
+        Idle until a message begins (keep-alive timeout, drain), then the whole
+        head must come within the header timeout.
+        """
+        parser = self.parser
+        try:
+            while not parser.in_message:
+                parser.receive_data(await self._read_idle())
                 event = parser.next_event()
                 if event is not None:
                     assert isinstance(event, RequestReceived | ConnectionClosed)
                     return event
+            deadline = trio.current_time() + self.ctx.limits.header_timeout
+            while (event := parser.next_event()) is None:
+                parser.receive_data(await self.io.recv(deadline))
+            assert isinstance(event, RequestReceived | ConnectionClosed)
+            return event
         except TimedOut:
             pass
-        finally:
-            if idle:
-                drain.idle.discard(io)
         if parser.in_message:
             await self.send_error(408)
         return None
