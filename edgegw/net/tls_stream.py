@@ -226,10 +226,7 @@ class TLSStream(trio.abc.Stream):
         else:
             found = fast.recv_nowait()
             waited = found is None
-            if found is None:
-                await fast.wait_readable(deadline)
-                found = fast.recv_nowait()
-            data = found if found is not None else await fast.recv(deadline)
+            data = await fast.recv(deadline, wait_first=True) if found is None else found
         if data:
             self.connection.bio_write(bytes(data))
         else:
