@@ -34,7 +34,8 @@ their responses are read and dropped.
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -50,6 +51,7 @@ from edgegw.net.context import (
 from edgegw.net.h2upstream import open_h2_exchange
 from edgegw.net.sessions import persist_headers, sticky_lookup
 from edgegw.net.upstream import (
+    RequestBody,
     UpstreamError,
     UpstreamPool,
     UpstreamTimeout,
@@ -64,6 +66,7 @@ from edgegw.routing import filters as f
 
 MIRRORS_MAX = 256
 _H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
+_R = TypeVar("_R")
 _GRPC_STATUS = {404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
 
 
@@ -229,12 +232,7 @@ async def _serve_rule(
     head = _upstream_head(req, ctx, plan)
     if plan.mirrors:
         _start_mirrors(ctx, req, plan.mirrors, head)
-    if (
-        rule.retry is None
-        and not rule.backend_request_timeout
-        and sticky is None
-        and (req.body.length == 0 or backend.app_protocol in _H2)
-    ):
+    if rule.retry is None and not rule.backend_request_timeout and sticky is None:
         return await _forward_once(req, writer, ctx, record, rule, backend, head, plan, grpc)
     attempt = _Attempt(req, writer, ctx, record, rule, backend, head, plan, grpc)
     return await attempt.run(sticky[1] if sticky else None)
@@ -292,11 +290,10 @@ async def _forward_once(
     plan: _Plan,
     grpc: bool,
 ) -> None:
-    """The hot path: one try, no per-try timeout; an HTTP/1.x backend only without body.
+    """The hot path: one try, no per-try timeout, no pinned endpoint.
 
     What ``_Attempt`` does, without its retry loop: most requests need none,
-    and each layer of coroutines costs a proxied request about 1 µs. (A body
-    to an HTTP/1.1 backend needs ``open_exchange``'s pump; HTTP/2 streams it.)
+    and each layer of coroutines costs a proxied request about 1 µs.
     """
     pool = ctx.pool
     endpoint = pool.choose(backend)
@@ -304,22 +301,44 @@ async def _forward_once(
         return await _error(writer, 503, grpc)
     record.upstream = _describe(endpoint)
     extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
+
+    def deliver(rsp: UpstreamReply) -> Awaitable[None]:
+        return _stream_response(rsp, writer, plan, extra)
+
     try:
-        if backend.app_protocol in _H2:
-            async with open_h2_exchange(pool, endpoint, backend, head, req.body) as h2rsp:
-                await _stream_response(h2rsp, writer, plan, extra)
-        else:
-            rsp = await exchange(pool, endpoint, backend, head)
-            try:
-                await _stream_response(rsp, writer, plan, extra)
-            finally:
-                rsp.release()
+        await _exchange(pool, endpoint, backend, head, req.body, deliver)
     except UpstreamError as exc:
         if writer.head_sent:  # the head went out: the client can only be cut off
             raise ClientAbort(str(exc)) from exc
         ctx.observer.upstream_error(backend.name, record.upstream, type(exc).__name__)
         return await _error(writer, exc.status, grpc)
     return None
+
+
+async def _exchange(
+    pool: UpstreamPool,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, HeaderList],
+    body: RequestBody,
+    deliver: Callable[[UpstreamReply], Awaitable[_R]],
+) -> _R:
+    """One exchange with ``endpoint`` in the backend's protocol; ``deliver`` takes the reply.
+
+    Raises:
+        UpstreamError: see ``net/upstream.py``.
+    """
+    if backend.app_protocol in _H2:
+        async with open_h2_exchange(pool, endpoint, backend, head, body) as h2rsp:
+            return await deliver(h2rsp)
+    if body.length == 0:  # no body pump needed, nor its context manager
+        rsp = await exchange(pool, endpoint, backend, head)
+        try:
+            return await deliver(rsp)
+        finally:
+            rsp.release()
+    async with open_exchange(pool, endpoint, backend, head, body) as rsp:
+        return await deliver(rsp)
 
 
 class _Attempt:
@@ -382,18 +401,14 @@ class _Attempt:
         raise UpstreamTimeout("backend request timeout")
 
     async def _exchange(self, endpoint: ir.Endpoint, attempt: int, persist: bool) -> int | None:
-        pool, backend, body = self.ctx.pool, self.backend, self.req.body
-        if backend.app_protocol in _H2:
-            async with open_h2_exchange(pool, endpoint, backend, self.head, body) as h2rsp:
-                return await self._deliver(h2rsp, endpoint, attempt, persist)
-        if body.length == 0:
-            rsp = await exchange(pool, endpoint, backend, self.head)
-            try:
-                return await self._deliver(rsp, endpoint, attempt, persist)
-            finally:
-                rsp.release()
-        async with open_exchange(pool, endpoint, backend, self.head, body) as rsp:
-            return await self._deliver(rsp, endpoint, attempt, persist)
+        return await _exchange(
+            self.ctx.pool,
+            endpoint,
+            self.backend,
+            self.head,
+            self.req.body,
+            lambda rsp: self._deliver(rsp, endpoint, attempt, persist),
+        )
 
     async def _deliver(
         self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int, persist: bool
