@@ -47,7 +47,7 @@ H2_ALPN = ("h2", "http/1.1")
 
 def compile_runtime(port: ir.Port) -> PortRuntime:
     """Routing tables and TLS contexts for one port, built at reload."""
-    protocols = {listener.protocol for listener in port.listeners}
+    protocols = frozenset(listener.protocol for listener in port.listeners)
     terminates = any(
         ln.protocol in TLS_PROTOCOLS and ln.tls is not None and ln.tls.mode == "Terminate"
         for ln in port.listeners
@@ -57,12 +57,9 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
         http=routing.compile_port(port) if protocols & HTTP_PROTOCOLS else None,
         l4=l4.compile_l4(port) if protocols & L4_PROTOCOLS else None,
         tls=tls.build_server_tls(port, alpn=H2_ALPN) if terminates else None,
+        protocols=protocols,
         proxy_protocol=any(listener.proxy_protocol_accept for listener in port.listeners),
     )
-
-
-def _protocols(runtime: PortRuntime) -> frozenset[str]:
-    return frozenset(listener.protocol for listener in runtime.port.listeners)
 
 
 class PortServices:
@@ -74,8 +71,6 @@ class PortServices:
         _, address, port = server.key
         self.label = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.http_drain = DrainSignal()
-        self._protocols_of: PortRuntime | None = None
-        self._protocols: frozenset[str] = frozenset()
         self._port_table = lambda: server.runtime.http
         self.tcp = tcp.TCPContext(
             table=lambda: server.runtime.l4,
@@ -86,12 +81,6 @@ class PortServices:
     def drain(self, grace: float) -> None:
         self.http_drain.start()
         self.tcp.drain.start(grace)
-
-    def protocols(self, runtime: PortRuntime) -> frozenset[str]:
-        """The listener protocols of ``runtime``, worked out once per generation."""
-        if runtime is not self._protocols_of:
-            self._protocols_of, self._protocols = runtime, _protocols(runtime)
-        return self._protocols
 
     def http_context(
         self, peer: Peer, scheme: str, sni_listener: str | None
@@ -138,23 +127,32 @@ class Dispatcher:
 
     async def _serve(self, stream: trio.SocketStream, peer: Peer, services: PortServices) -> None:
         runtime = services.server.runtime
-        protocols = services.protocols(runtime)
+        protocols = runtime.protocols
         if protocols & TLS_PROTOCOLS:
             await self._serve_tls_port(stream, peer, services, runtime)
         elif "HTTP" in protocols:
-            received = b""
-            if runtime.proxy_protocol:
-                got = await _proxy_header(stream, services.tcp.handshake_timeout)
-                if got is None:
-                    return
-                source, received = got
-                peer = source or peer
-            ctx = services.http_context(peer, "http", None)
-            await http.serve_http_connection(
-                stream, ctx, h2c=h2server.serve_h2_connection, received=received
-            )
+            await self._serve_http_port(stream, peer, services, runtime)
         elif "TCP" in protocols:
             await tcp.serve_tcp_connection(stream, services.tcp)
+
+    async def _serve_http_port(
+        self, stream: trio.SocketStream, peer: Peer, services: PortServices, runtime: PortRuntime
+    ) -> None:
+        """HTTP/1.1 or h2c, after the PROXY header where the port requires one."""
+        origin, received = None, b""
+        if runtime.proxy_protocol:
+            with trio.move_on_after(services.tcp.handshake_timeout) as scope:
+                try:
+                    origin, received = await tcp.accept_proxy(stream, required=True)
+                except proxyproto.ProxyProtocolError as exc:
+                    log.debug("closing an HTTP connection: %s", exc)
+                    return
+            if scope.cancelled_caught:
+                return
+        ctx = services.http_context(origin[0] if origin else peer, "http", None)
+        await http.serve_http_connection(
+            stream, ctx, h2c=h2server.serve_h2_connection, received=received
+        )
 
     async def _serve_tls_port(
         self, stream: trio.SocketStream, peer: Peer, services: PortServices, runtime: PortRuntime
@@ -185,22 +183,3 @@ class Dispatcher:
         if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend
             await tcp.relay_to_route(session.stream, services.tcp, match, origin=origin)
         await trio.aclose_forcefully(session.stream)
-
-
-async def _proxy_header(stream: trio.SocketStream, within: float) -> tuple[Peer, bytes] | None:
-    """The client address a required PROXY header gives (None for LOCAL) and the bytes after it.
-
-    None when the header is missing, malformed or slower than ``within``: the
-    caller closes the connection, as TCP listeners do.
-    """
-    with trio.move_on_after(within):
-        try:
-            header, rest = await tcp.read_proxy_header(stream)
-        except proxyproto.ProxyProtocolError as exc:
-            log.debug("closing an HTTP connection: %s", exc)
-            return None
-        if header is None:
-            log.debug("closing an HTTP connection: PROXY header required on this listener")
-            return None
-        return header.source, rest
-    return None

@@ -56,6 +56,7 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     http: Any = None  # routing.PortTable for HTTP/HTTPS ports
     l4: Any = None  # routing.l4.L4Table for TLS/TCP/UDP ports
     tls: Any = None  # net.tls.ServerTLS when the port terminates TLS
+    protocols: frozenset[str] = frozenset()  # of its listeners
     proxy_protocol: bool = False  # a PROXY header comes first on every connection
 
 

@@ -225,7 +225,7 @@ async def serve_tcp_connection(stream: trio.SocketStream, ctx: TCPContext) -> No
     table = ctx.table()
     try:
         with trio.fail_after(ctx.handshake_timeout):
-            origin, initial = await accept_proxy(stream, table)
+            origin, initial = await accept_proxy(stream, required=table.accept_proxy_protocol)
         match = table.route_for_tcp()
         if match is None:
             ctx.stats.reject(port_label(table.port))
@@ -256,7 +256,7 @@ async def serve_tls_passthrough(
     try:
         if sniffed is None:
             with trio.fail_after(ctx.handshake_timeout):
-                origin, initial = await accept_proxy(stream, table)
+                origin, initial = await accept_proxy(stream, required=table.accept_proxy_protocol)
                 sniffed = await read_client_hello(stream, initial)
         hello = sniffed.hello
         match = table.route_for_sni(hello.server_name) if hello else None
@@ -272,9 +272,9 @@ async def serve_tls_passthrough(
 
 
 async def accept_proxy(
-    stream: trio.abc.ReceiveStream, table: l4.L4Table
+    stream: trio.abc.ReceiveStream, *, required: bool
 ) -> tuple[tuple[Address, Address] | None, bytes]:
-    """On ports that accept the PROXY protocol, read the header first.
+    """On ports that accept the PROXY protocol (``required``), read the header first.
 
     Returns the client and destination addresses the header gives (None when
     the port does not accept it, or for LOCAL/UNKNOWN headers) and the bytes
@@ -283,7 +283,7 @@ async def accept_proxy(
     Raises:
         proxyproto.ProxyProtocolError: the header is missing or malformed.
     """
-    if not table.accept_proxy_protocol:
+    if not required:
         return None, b""
     header, rest = await read_proxy_header(stream)
     if header is None:
@@ -301,9 +301,10 @@ async def read_tls_start(
     Returns ``(None, None)`` when they did not arrive within ``within`` seconds or the
     PROXY header was bad; the caller closes the connection without an alert.
     """
+    required = table is not None and table.accept_proxy_protocol
     with trio.move_on_after(within):
         try:
-            origin, initial = await accept_proxy(stream, table) if table else (None, b"")
+            origin, initial = await accept_proxy(stream, required=required)
         except proxyproto.ProxyProtocolError as exc:
             log.debug("closing a TLS connection: %s", exc)
             return None, None
