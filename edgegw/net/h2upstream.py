@@ -188,8 +188,9 @@ class _H2Client:
             try:
                 sent = io.send_nowait(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._fail(UpstreamBroken(f"upstream {self.address}: {exc}"))
-                raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
+                broken = UpstreamBroken(f"upstream {self.address}: {exc}")
+                self._fail(broken)
+                raise broken from exc
             if sent == len(data):
                 return
             self._write_lock.acquire_nowait()  # no await since the check: still free
@@ -391,7 +392,7 @@ async def open_h2_exchange(
                     yield response
                     return
             except UpstreamBroken as exc:
-                if _may_retry(exc, reused, response, None if inline else body):
+                if _may_retry(exc, reused, response, inline or not body.started):
                     fresh = True
                     continue
                 raise
@@ -404,7 +405,7 @@ async def open_h2_exchange(
                         response.head = await _read_head(response)
                     except UpstreamBroken as exc:
                         nursery.cancel_scope.cancel()
-                        if _may_retry(exc, reused, response, body):
+                        if _may_retry(exc, reused, response, not body.started):
                             fresh = True
                             continue
                         raise
@@ -422,16 +423,11 @@ async def open_h2_exchange(
 
 
 def _may_retry(
-    exc: UpstreamBroken, reused: bool, response: H2UpstreamResponse, body: RequestBody | None
+    exc: UpstreamBroken, reused: bool, response: H2UpstreamResponse, resendable: bool
 ) -> bool:
-    """A stream the server never processed, on a connection that turned out dead.
-
-    ``body`` is None when the request body, if any, is kept whole for resending.
-    """
-    if body is None:
-        return response.received == 0 and (reused or isinstance(exc, _Refused))
-    untouched = response.received == 0 and not body.started
-    return untouched and (reused or isinstance(exc, _Refused))
+    """A stream the server never processed, on a connection that turned out dead,
+    of a request that can be sent again (``resendable``: no body taken, or kept whole)."""
+    return resendable and response.received == 0 and (reused or isinstance(exc, _Refused))
 
 
 def _take_whole(body: RequestBody, client: _H2Client) -> bytes | None:
