@@ -17,11 +17,11 @@ import json
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 import trio
 
-from edgegw.logsetup import current_style
+from edgegw.logsetup import current_style, json_entry
 from edgegw.net.context import RequestRecord
 
 __all__ = ["FLUSH_BYTES", "FLUSH_INTERVAL", "AccessLog"]
@@ -97,13 +97,8 @@ class AccessLog:
 
 
 def _json_line(record: RequestRecord, route: str, message: str) -> str:
-    now = time.time()
-    entry: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        + f".{int((now % 1) * 1000):03d}Z",
-        "level": "info",
-        "logger": LOGGER,
-        "msg": message,
+    entry = json_entry(time.time(), "info", LOGGER, message)
+    entry |= {
         "client": record.client,
         "listener": record.listener,
         "route": route,

@@ -13,22 +13,28 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 _style = ["text"]
+
+
+def json_entry(created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+    """The fields every JSON line starts with (the access log's too)."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int((created % 1) * 1000):03d}Z",
+        "level": level.lower(),
+        "logger": logger,
+        "msg": message,
+    }
 
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line; extra fields given as ``extra={"fields": {...}}``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        entry = json_entry(record.created, record.levelname, record.name, record.getMessage())
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
