@@ -10,13 +10,9 @@ import time
 
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_echo_command_answers_with_the_contract_json() -> None:

@@ -13,6 +13,7 @@ import trio
 from edgegw import ir
 from edgegw.net import udp
 from edgegw.routing import l4
+from tests.ports import free_port
 
 LOCAL = "127.0.0.1"
 
@@ -34,9 +35,7 @@ async def start_backend(nursery: trio.Nursery, name: bytes) -> int:
 
 def dead_port() -> int:
     """A loopback UDP port nobody listens on (ICMP port unreachable)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((LOCAL, 0))
-        return int(s.getsockname()[1])
+    return free_port(socket.SOCK_DGRAM)
 
 
 def udp_table(*backends: tuple[str, int, int]) -> l4.L4Table:
