@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import os
 import signal
@@ -92,8 +93,26 @@ def run(options: RunOptions) -> int:
         return run_workers(options)
     if index not in (None, 0):  # one admin API and one state writer: worker 0's
         options = msgspec.structs.replace(options, admin="", state_dir=None)
+    tune_gc()
     trio.run(serve_gateway, options)
     return 0
+
+
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Run the cyclic collector a thirtieth as often as Python's default.
+
+    Every connection allocates a few hundred objects (a trio task, parser,
+    buffers), nearly all freed by reference counting; at the default threshold
+    (700) the collector walks the young generation every couple of connections
+    for nothing. At 20,000 the one-request connection costs about a tenth less
+    CPU (``Connection: close`` under wrk, A/B against the default), and a young
+    collection, which walks only the survivors, stays around a millisecond.
+    """
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class Gateway:
