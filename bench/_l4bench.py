@@ -17,9 +17,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import _venv
+
 ROOT = Path(__file__).resolve().parent.parent
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PY) if VENV_PY.exists() else sys.executable
+PYTHON = str(_venv.ensure())  # edgegw as deployed: see bench/_venv.py
 HARNESS = str(ROOT / "bench" / "l4_harness.py")
 
 

@@ -409,7 +409,7 @@ def machine_info() -> dict[str, str]:
         "nproc": str(os.cpu_count() or 1),
         "cpu": model,
         "kernel": platform.release(),
-        "python": sys.version.split()[0],
+        "python": f"{sys.version.split()[0]} ({Path(sys.base_prefix) / 'bin' / 'python3'})",
     }
 
 

@@ -1,0 +1,43 @@
+"""The interpreter every bench runs edgegw on: ``.venv-bench``, made from the system python3.
+
+An installed edgegw (``make binary``, the systemd units) runs on the system's python3,
+``/usr/bin/python3``. That is often not the ``python3`` first on a developer's PATH: on
+this project's machines a pyenv build (no PGO, no LTO, shared libpython) shadows Debian's
+optimized one, and costs edgegw 10-15% more CPU per proxied request. The benches measure
+the gateway as deployed, so they run it, its floors (`bench/trio_floor.py`,
+`bench/h2_floor.py`) and themselves in a venv made from the system python3
+(`scripts/setup bench`), falling back to ``python3`` where there is no system 3.11+.
+RESULTS.md names the interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv-bench"
+PYTHON = VENV / "bin" / "python"
+
+
+def ensure() -> Path:
+    """The bench interpreter, made on first use."""
+    if not PYTHON.exists():
+        subprocess.run([str(ROOT / "scripts" / "setup"), "bench"], check=True)
+    return PYTHON
+
+
+def enter(script: str) -> None:
+    """Re-run ``script`` (with this process's arguments) in the bench venv unless in it."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    python = str(ensure())
+    os.execv(python, [python, script, *sys.argv[1:]])
+
+
+def describe() -> str:
+    """What RESULTS.md says of the interpreter: version and where it came from."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    return f"Python {sys.version.split()[0]} ({base})"
