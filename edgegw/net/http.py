@@ -41,7 +41,7 @@ from edgegw.net.context import (
     ProxyRequest,
     RequestRecord,
 )
-from edgegw.net.fastio import TimedOut, close_now, open_io
+from edgegw.net.fastio import ByteIO, TimedOut, close_now, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto.events import (
     ConnectionClosed,
@@ -111,6 +111,7 @@ async def serve_http_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError, ClientAbort, TimedOut):
         pass
     finally:
+        conn.parser.release()
         await close_now(stream)
 
 
@@ -123,8 +124,10 @@ class _Connection:
         self.parser = RequestParser(
             max_head_bytes=limits.max_head_bytes, max_headers=limits.max_headers
         )
-        self.body = _Body(self)
-        self.writer = _Writer(self, self.body)
+        # Body and writer hold what they use, not the connection: no reference cycle, so
+        # a closed connection goes with reference counting, not the cyclic collector.
+        self.body = _Body(self.io, self.parser, ctx.limits)
+        self.writer = _Writer(self.io, self.body, ctx.drain)
 
     async def run(self) -> None:
         parser = self.parser
@@ -277,8 +280,10 @@ class _Body:
     """
 
     __slots__ = (
-        "_conn",
         "_expect",
+        "_io",
+        "_limits",
+        "_parser",
         "finished",
         "head_sent",
         "length",
@@ -287,8 +292,10 @@ class _Body:
         "trailers",
     )
 
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
+    def __init__(self, io: ByteIO, parser: RequestParser, limits: HTTPLimits) -> None:
+        self._io = io
+        self._parser = parser
+        self._limits = limits
         self.length: int | None = 0
         self.finished = True
         self.started = False
@@ -310,14 +317,14 @@ class _Body:
         if self.finished:
             return b""
         self.started = True
-        conn = self._conn
+        io, parser = self._io, self._parser
         if self._expect:
             self._expect = False
             if not self.head_sent:
-                await conn.io.send_all(_CONTINUE)
+                await io.send_all(_CONTINUE)
         while True:
             try:
-                event = conn.parser.next_event()
+                event = parser.next_event()
             except ProtocolError as exc:
                 raise ClientAbort(f"bad request body: {exc}") from exc
             if isinstance(event, DataReceived):
@@ -329,9 +336,9 @@ class _Body:
                 return b""
             if event is not None:
                 raise ClientAbort("unexpected event in a request body")
-            deadline = trio.current_time() + conn.ctx.limits.body_timeout
+            deadline = trio.current_time() + self._limits.body_timeout
             try:
-                conn.parser.receive_data(await conn.io.recv(deadline))
+                parser.receive_data(await io.recv(deadline))
             except TimedOut:
                 raise ClientAbort("request body timed out") from None
 
@@ -346,8 +353,9 @@ class _Writer:
         "_body",
         "_buffer",
         "_chunked",
-        "_conn",
+        "_drain",
         "_http10",
+        "_io",
         "_no_body",
         "bytes_sent",
         "ended",
@@ -356,8 +364,9 @@ class _Writer:
         "status",
     )
 
-    def __init__(self, conn: _Connection, body: _Body) -> None:
-        self._conn = conn
+    def __init__(self, io: ByteIO, body: _Body, drain: DrainSignal) -> None:
+        self._io = io
+        self._drain = drain
         self._body = body
         self._buffer: list[bytes] = []
         self._chunked = False
@@ -398,7 +407,7 @@ class _Writer:
                 self._chunked = True
                 headers.append((b"transfer-encoding", b"chunked"))
         unread_body = not body_state.started and not body_state.finished
-        if self.keep_alive and (self._conn.ctx.drain.draining or unread_body):
+        if self.keep_alive and (self._drain.draining or unread_body):
             self.keep_alive = False
         if not self.keep_alive:
             headers.append((b"connection", b"close"))
@@ -418,7 +427,7 @@ class _Writer:
             data = b"".join(buffer) if len(buffer) > 1 else buffer[0]
             buffer.clear()
             self.bytes_sent += len(data)
-            await self._conn.io.send_all(data)
+            await self._io.send_all(data)
 
     async def end(self, trailers: Headers = ()) -> None:
         if self._chunked:

@@ -147,6 +147,9 @@ class UpstreamConnection:
         Sockets close synchronously; a TLS stream is closed through its transport
         (no close_notify, which an upstream does not need).
         """
+        if self.parser is not None:
+            self.parser.release()
+            self.parser = None
         stream: object = self.stream
         while not isinstance(stream, trio.SocketStream) and hasattr(stream, "transport_stream"):
             stream = stream.transport_stream
@@ -430,7 +433,11 @@ class UpstreamResponse:
             parser = self._parser
             if reusable is None:
                 reusable = parser.reusable
-            self.conn.parser = parser if reusable and parser.reusable else None
+            if reusable and parser.reusable:
+                self.conn.parser = parser
+            else:
+                self.conn.parser = None
+                parser.release()
             pool.release(self.conn, reusable=reusable)
 
 
@@ -536,6 +543,7 @@ async def open_exchange(
                 raise failure[0]
             return
         finally:
+            response._parser.release()  # a fresh parser per body exchange: never kept
             pool.release(conn, reusable=reusable)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,10 @@ import trio.testing
 
 from edgegw import ir
 from edgegw.echo import serve_echo
+from edgegw.net import http as http_module
 from edgegw.net.http import HTTPConnectionContext, HTTPLimits, serve_http_connection
 from edgegw.net.upstream import UpstreamPool
+from edgegw.proto.http1 import _Parser
 from edgegw.routing import compile_port
 
 CEILING = 10
@@ -420,3 +423,36 @@ async def test_host_for_another_listener_than_sni_is_421(gateway, echo_port) -> 
     assert ok.json()["headers"]["X-Forwarded-Proto"] == ["https"]
     assert misdirected is not None
     assert misdirected.status == 421
+
+
+async def test_finished_connections_leave_no_reference_cycles(gateway, echo_port) -> None:
+    """A closed connection goes with reference counting: nothing of it waits for the collector.
+
+    With cycles, each connection's parser, buffers and sockets waited for the cyclic
+    collector, which then took a tenth of the CPU under ``Connection: close`` load.
+    """
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with trio.fail_after(CEILING):
+            for body in (b"", b"a body takes the other upstream path"):
+                client = gateway(port_of(ir.HTTPRouteRule(index=0, backends=(backend(echo_port),))))
+                fields = [("host", "example.com"), ("connection", "close")]
+                fields.append(("content-length", str(len(body))))
+                data = client.conn.send(h11.Request(method="POST", target="/", headers=fields))
+                data += client.conn.send(h11.Data(data=body)) if body else b""
+                data += client.conn.send(h11.EndOfMessage())
+                await client.stream.send_all(data)
+                response = await client.read_response()
+                assert response is not None
+                assert response.status == 200
+                assert await client.stream.receive_some(1) == b""  # closed by the gateway
+                await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        ours = (_Parser, http_module._Connection, http_module._Body, http_module._Writer)
+        assert [type(o).__name__ for o in gc.garbage if isinstance(o, ours)] == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
