@@ -3,7 +3,7 @@
 An installed edgegw (``make binary``, the systemd units) runs on the system's python3,
 ``/usr/bin/python3``. That is often not the ``python3`` first on a developer's PATH: on
 this project's machines a pyenv build (no PGO, no LTO, shared libpython) shadows Debian's
-optimized one, and costs edgegw 10-15% more CPU per proxied request. The benches measure
+optimized one, and costs edgegw 8-16% more CPU per proxied request. The benches measure
 the gateway as deployed, so they run it, its floors (`bench/trio_floor.py`,
 `bench/h2_floor.py`) and themselves in a venv made from the system python3
 (`scripts/setup bench`), falling back to ``python3`` where there is no system 3.11+.
