@@ -35,9 +35,3 @@ def enter(script: str) -> None:
         return
     python = str(ensure())
     os.execv(python, [python, script, *sys.argv[1:]])
-
-
-def describe() -> str:
-    """What RESULTS.md says of the interpreter: version and where it came from."""
-    base = Path(sys.base_prefix) / "bin" / "python3"
-    return f"Python {sys.version.split()[0]} ({base})"

@@ -17,11 +17,8 @@ import msgspec
 import trio
 
 from edgegw.net.upstream import RequestBody, UpstreamPool
-from edgegw.proto.events import Headers
+from edgegw.proto.events import HeaderList, Headers
 from edgegw.routing import PortTable
-
-HeaderList = list[tuple[bytes, bytes]]
-
 
 # --- the contracts --------------------------------------------
 

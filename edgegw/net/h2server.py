@@ -50,7 +50,7 @@ from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
 from edgegw.net.fastio import FastSocket, close_now, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
-from edgegw.proto.events import Headers
+from edgegw.proto.events import HeaderList, Headers
 
 log = logging.getLogger("edgegw.net.h2")
 
@@ -400,7 +400,7 @@ class H2ServerConnection:
             self._nursery.start_soon(self._close_soon)
 
 
-def _grpc_deadline(headers: http2.HeaderList) -> float | None:
+def _grpc_deadline(headers: HeaderList) -> float | None:
     grpc = False
     timeout: float | None = None
     for name, value in headers:
@@ -489,7 +489,7 @@ class H2Writer:
     def __init__(self, conn: H2ServerConnection, st: H2Stream) -> None:
         self._conn = conn
         self._st = st
-        self._head: http2.HeaderList | None = None
+        self._head: HeaderList | None = None
         self._held = b""  # body not handed to h2 yet
         self._no_body = False
         self.head_request = False
@@ -552,7 +552,7 @@ class H2Writer:
         self.ended = True
         await self._conn.flush()
 
-    async def simple(self, status: int, headers: http2.HeaderList | None = None) -> None:
+    async def simple(self, status: int, headers: HeaderList | None = None) -> None:
         """An answer made here, without body."""
         await self.send_head(
             status, [*(headers or []), (b"content-length", b"0")], content_length=0, body=False

@@ -59,7 +59,14 @@ from edgegw.net.upstream import (
     _collapse_groups,
 )
 from edgegw.proto import http2
-from edgegw.proto.events import DataReceived, Event, Headers, MessageEnded, ResponseReceived
+from edgegw.proto.events import (
+    DataReceived,
+    Event,
+    HeaderList,
+    Headers,
+    MessageEnded,
+    ResponseReceived,
+)
 
 _H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
 _LIMITS = http2.H2Limits(max_concurrent_streams=100)
@@ -160,9 +167,7 @@ class _H2Client:
         limit = self.h2.remote_settings.max_concurrent_streams
         return len(self.streams) < limit and self.h2.highest_outbound_stream_id < (1 << 30)
 
-    def open_stream(
-        self, headers: http2.HeaderList, *, end: bool, head: bool
-    ) -> H2UpstreamResponse:
+    def open_stream(self, headers: HeaderList, *, end: bool, head: bool) -> H2UpstreamResponse:
         stream_id = self.h2.get_next_available_stream_id()
         self.h2.send_headers(stream_id, headers, end_stream=end)
         response = H2UpstreamResponse(self, stream_id, head)

@@ -42,7 +42,6 @@ import trio
 from edgegw import ir
 from edgegw.net.context import (
     ClientAbort,
-    HeaderList,
     HTTPConnectionContext,
     ProxyRequest,
     RequestRecord,
@@ -59,7 +58,14 @@ from edgegw.net.upstream import (
     exchange,
     open_exchange,
 )
-from edgegw.proto.events import DataReceived, Event, Headers, MessageEnded, ResponseReceived
+from edgegw.proto.events import (
+    DataReceived,
+    Event,
+    HeaderList,
+    Headers,
+    MessageEnded,
+    ResponseReceived,
+)
 from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
@@ -232,9 +238,9 @@ async def _serve_rule(
     head = _upstream_head(req, ctx, plan)
     if plan.mirrors:
         _start_mirrors(ctx, req, plan.mirrors, head)
-    if rule.retry is None and not rule.backend_request_timeout and sticky is None:
-        return await _forward_once(req, writer, ctx, record, rule, backend, head, plan, grpc)
     attempt = _Attempt(req, writer, ctx, record, rule, backend, head, plan, grpc)
+    if rule.retry is None and not rule.backend_request_timeout and sticky is None:
+        return await attempt.once()
     return await attempt.run(sticky[1] if sticky else None)
 
 
@@ -279,42 +285,6 @@ def _describe(endpoint: ir.Endpoint) -> str:
     return text
 
 
-async def _forward_once(
-    req: ProxyRequest,
-    writer: ResponseWriter,
-    ctx: HTTPConnectionContext,
-    record: RequestRecord,
-    rule: ir.HTTPRouteRule,
-    backend: ir.Backend,
-    head: tuple[bytes, bytes, HeaderList],
-    plan: _Plan,
-    grpc: bool,
-) -> None:
-    """The hot path: one try, no per-try timeout, no pinned endpoint.
-
-    What ``_Attempt`` does, without its retry loop: most requests need none,
-    and each layer of coroutines costs a proxied request about 1 µs.
-    """
-    pool = ctx.pool
-    endpoint = pool.choose(backend)
-    if endpoint is None:
-        return await _error(writer, 503, grpc)
-    record.upstream = _describe(endpoint)
-    extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
-
-    def deliver(rsp: UpstreamReply) -> Awaitable[None]:
-        return _stream_response(rsp, writer, plan, extra)
-
-    try:
-        await _exchange(pool, endpoint, backend, head, req.body, deliver)
-    except UpstreamError as exc:
-        if writer.head_sent:  # the head went out: the client can only be cut off
-            raise ClientAbort(str(exc)) from exc
-        ctx.observer.upstream_error(backend.name, record.upstream, type(exc).__name__)
-        return await _error(writer, exc.status, grpc)
-    return None
-
-
 async def _exchange(
     pool: UpstreamPool,
     endpoint: ir.Endpoint,
@@ -344,6 +314,8 @@ async def _exchange(
 class _Attempt:
     """Tries a backend until a response is delivered or retries run out."""
 
+    __slots__ = ("backend", "ctx", "grpc", "head", "plan", "record", "req", "rule", "writer")
+
     def __init__(
         self,
         req: ProxyRequest,
@@ -358,6 +330,44 @@ class _Attempt:
     ) -> None:
         self.req, self.writer, self.ctx, self.record = req, writer, ctx, record
         self.rule, self.backend, self.head, self.plan, self.grpc = rule, backend, head, plan, grpc
+
+    async def once(self) -> None:
+        """The hot path: one try, no per-try timeout, no pinned endpoint.
+
+        What ``run`` does without its retry loop: most requests need none, and
+        each layer of coroutines costs a proxied request about 1 µs.
+        """
+        pool, backend, rule = self.ctx.pool, self.backend, self.rule
+        endpoint = pool.choose(backend)
+        if endpoint is None:
+            return await _error(self.writer, 503, self.grpc)
+        self.record.upstream = _describe(endpoint)
+        extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
+        writer, plan = self.writer, self.plan
+        try:
+            await _exchange(
+                pool,
+                endpoint,
+                backend,
+                self.head,
+                self.req.body,
+                lambda rsp: _stream_response(rsp, writer, plan, extra),
+            )
+        except UpstreamError as exc:
+            self._count_failure(exc)
+            return await _error(writer, exc.status, self.grpc)
+        return None
+
+    def _count_failure(self, exc: UpstreamError) -> None:
+        """Count a failed try; once the response head went out, the client is cut off.
+
+        Raises:
+            ClientAbort: the head was sent already.
+        """
+        if self.writer.head_sent:
+            raise ClientAbort(str(exc)) from exc
+        kind = type(exc).__name__
+        self.ctx.observer.upstream_error(self.backend.name, self.record.upstream, kind)
 
     def _resendable(self) -> bool:
         return self.req.body.length == 0 or not self.req.body.started
@@ -376,10 +386,7 @@ class _Attempt:
             try:
                 status = await self._once(endpoint, attempt, persist=pinned is None)
             except UpstreamError as exc:
-                if self.writer.head_sent:
-                    raise ClientAbort(str(exc)) from exc
-                kind = type(exc).__name__
-                self.ctx.observer.upstream_error(self.backend.name, self.record.upstream, kind)
+                self._count_failure(exc)
                 if not (self._resendable() and f.should_retry(retry, None, attempt)):
                     return await _error(self.writer, exc.status, self.grpc)
                 status = 0

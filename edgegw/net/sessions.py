@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from edgegw import ir
-
-HeaderList = list[tuple[bytes, bytes]]
-
+from edgegw.proto.events import HeaderList
 
 # --- -------------------------------------------------------------------
 

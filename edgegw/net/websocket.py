@@ -40,7 +40,7 @@ from edgegw import ir
 from edgegw.net.context import HTTPConnectionContext
 from edgegw.net.tls_client import client_context
 from edgegw.net.upstream import UpstreamConnection, UpstreamError, UpstreamPool
-from edgegw.proto.events import RequestReceived
+from edgegw.proto.events import HeaderList, RequestReceived
 from edgegw.proto.http1 import reason_phrase, serialize_request_head, serialize_response_head
 from edgegw.proto.http2 import H2Request, split_host
 from edgegw.routing import filters as f
@@ -55,7 +55,6 @@ IDLE_TIMEOUT = 300.0
 HANDSHAKE_TIMEOUT = 10.0
 _MAX_HEAD = 64 * 1024
 _READ = 65536
-HeaderList = list[tuple[bytes, bytes]]
 _DROP = frozenset(
     {
         b"host",

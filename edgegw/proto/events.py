@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 Headers = tuple[tuple[bytes, bytes], ...]
+HeaderList = list[tuple[bytes, bytes]]  # headers being built or edited
 
 
 class RequestReceived(msgspec.Struct, frozen=True, gc=False):

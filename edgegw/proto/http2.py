@@ -24,9 +24,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import SettingCodes, Settings
 
-from edgegw.proto.events import Headers, ResponseReceived
-
-HeaderList = list[tuple[bytes, bytes]]
+from edgegw.proto.events import HeaderList, Headers, ResponseReceived
 
 #: Fields that mean something only to one HTTP/1.1 hop; never valid in HTTP/2.
 CONNECTION_SPECIFIC = frozenset(

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from edgegw import ir
-
-HeaderList = list[tuple[bytes, bytes]]
+from edgegw.proto.events import HeaderList
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from edgegw import ir
+from edgegw.proto.events import HeaderList
 from edgegw.routing.cors import cors_preflight, cors_response_headers, is_cors_preflight
 from edgegw.routing.matchers import normalize_prefix
 
 __all__ = [
     "DEFAULT_BACKOFF",
     "DEFAULT_RETRY_ATTEMPTS",
-    "HeaderList",
     "apply_header_modifier",
     "backoff_delay",
     "cors_preflight",
@@ -36,7 +36,6 @@ __all__ = [
     "should_retry",
 ]
 
-HeaderList = list[tuple[bytes, bytes]]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 DEFAULT_RETRY_ATTEMPTS = 1  # when a retry block leaves attempts unset
