@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.ports import free_port
+from tests.ports import free_port as free_port  # re-exported for the e2e tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,12 @@ def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` now."""
+    with socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
 
 
 def edgegw_cmd(*args: str) -> list[str]:
@@ -122,10 +128,7 @@ class Echo:
             edgegw_cmd("echo", "--listen", f"127.0.0.1:{self.port}", "--name", name),
             tmp / f"echo-{name}.log",
         )
-        wait_for(
-            lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() or True,
-            what=f"echo {name}",
-        )
+        wait_for(lambda: accepts(self.port), what=f"echo {name}")
 
 
 class Gateway:

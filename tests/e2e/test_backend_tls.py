@@ -36,7 +36,9 @@ def tls_backend() -> Iterator[tuple[int, trustme.CA]]:
     ca.issue_cert("backend.example.com").configure_cert(ctx)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Handler)
 
-    def remember_sni(sock: ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
+    def remember_sni(
+        sock: ssl.SSLSocket | ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
         server.last_sni = name  # type: ignore[attr-defined]
 
     ctx.sni_callback = remember_sni
@@ -81,7 +83,9 @@ spec:
     )
 
 
-def test_requests_are_reencrypted_to_a_verified_backend(gateway, tls_backend) -> None:
+def test_requests_are_reencrypted_to_a_verified_backend(
+    gateway: Gateway, tls_backend: tuple[int, trustme.CA]
+) -> None:
     backend_port, ca = tls_backend
     port = free_port()
     _config(gateway, port, backend_port, ca, "backend.example.com")
@@ -96,7 +100,9 @@ def test_requests_are_reencrypted_to_a_verified_backend(gateway, tls_backend) ->
     assert conditions["Accepted"]["status"] == "True"
 
 
-def test_a_backend_failing_verification_gets_no_request(gateway, tls_backend) -> None:
+def test_a_backend_failing_verification_gets_no_request(
+    gateway: Gateway, tls_backend: tuple[int, trustme.CA]
+) -> None:
     backend_port, ca = tls_backend
     port = free_port()
     _config(

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
@@ -56,6 +56,7 @@ from tests.e2e.conftest import (
     request,
     wait_for,
 )
+from tests.h2text import text_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +187,7 @@ class TLSBackend:
                 return
 
     def _serve_h2(self, tls: ssl.SSLSocket, conn_id: int) -> None:
-        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        config = h2.config.H2Configuration(client_side=False)
         conn = h2.connection.H2Connection(config)
         conn.initiate_connection()
         tls.sendall(conn.data_to_send())
@@ -203,7 +204,7 @@ class TLSBackend:
                 return
             for event in conn.receive_data(data) if data else ():
                 if isinstance(event, h2.events.RequestReceived):
-                    headers = dict(event.headers)
+                    headers = text_headers(event.headers)
                     streams[event.stream_id] = {
                         "proto": "HTTP/2",
                         "alpn": "h2",
@@ -264,7 +265,9 @@ class GRPCBackend:
 
     def _security(self, method: str, context: grpc.ServicerContext) -> bytes:
         auth = context.auth_context()
-        security = b",".join(auth.get("transport_security_type", [b"none"]))
+        # grpc's stubs type the values as bytes; they are lists of bytes.
+        types = cast("list[bytes]", auth.get("transport_security_type", [b"none"]))
+        security = b",".join(types)
         self.calls.append(method)
         return security
 
@@ -405,19 +408,26 @@ def _curl_json(*args: str) -> tuple[dict[str, Any], str]:
 
 
 def test_grpc_unary_and_streaming_over_tls(env: Env) -> None:
-    unary = env.channel.unary_unary("/test.Secure/Unary")
+    unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = env.channel.unary_unary(
+        "/test.Secure/Unary"
+    )
     assert unary(b"hello", timeout=10) == b"hello|ssl"
+    stream: grpc.UnaryStreamMultiCallable[bytes, bytes]
     stream = env.channel.unary_stream("/test.Secure/ServerStream")
     assert list(stream(b"30", timeout=10)) == [b"%d" % i for i in range(30)]
-    bidi = env.channel.stream_stream("/test.Secure/Bidi")
+    bidi: grpc.StreamStreamMultiCallable[bytes, bytes] = env.channel.stream_stream(
+        "/test.Secure/Bidi"
+    )
     words = [b"alpha", b"beta", b"gamma"]
     assert list(bidi(iter(words), timeout=10)) == [w.upper() for w in words]
     assert env.grpc.calls[-3:] == ["Unary", "ServerStream", "Bidi"]
 
 
 def test_grpc_backend_failing_verification_is_unavailable(env: Env) -> None:
+    wrong: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+    wrong = env.channel.unary_unary("/test.WrongCA/Unary")
     with pytest.raises(grpc.RpcError) as info:
-        env.channel.unary_unary("/test.WrongCA/Unary")(b"x", timeout=10)
+        wrong(b"x", timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert env.grpc_wrong_ca.calls == []
 

@@ -120,6 +120,11 @@ def _call(channel: grpc.Channel, kind: str, method: str) -> Any:
     return getattr(channel, kind)(f"/test.Echo/{method}")
 
 
+def _unary(channel: grpc.Channel, method: str) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
+    """A unary call of raw bytes to ``method`` (no serializers: requests and answers are bytes)."""
+    return channel.unary_unary(method)
+
+
 def test_unary_with_metadata_and_trailers(grpc_env: tuple[grpc.Channel, Backend, int]) -> None:
     channel, _, _ = grpc_env
     response, call = _call(channel, "unary_unary", "Unary").with_call(
@@ -194,12 +199,12 @@ def test_cancellation_reaches_backend(grpc_env: tuple[grpc.Channel, Backend, int
 def test_no_route_is_unimplemented(grpc_env: tuple[grpc.Channel, Backend, int]) -> None:
     channel, _, _ = grpc_env
     with pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary("/other.Service/Method")(b"", timeout=10)
+        _unary(channel, "/other.Service/Method")(b"", timeout=10)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_unresolved_backend_is_unavailable(grpc_env: tuple[grpc.Channel, Backend, int]) -> None:
     channel, _, _ = grpc_env
     with pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary("/test.Missing/Method")(b"", timeout=10)
+        _unary(channel, "/test.Missing/Method")(b"", timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE

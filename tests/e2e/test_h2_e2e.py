@@ -6,7 +6,6 @@ import base64
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.e2e.conftest import (
     free_port,
     http_gateway,
 )
+from tests.h2text import text_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def h2_request(
     timeout: float = 10,
 ) -> tuple[dict[str, str], bytes, dict[str, str]]:
     """One h2c prior-knowledge request with the ``h2`` library: (headers, body, trailers)."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding="utf-8"))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration())
     conn.initiate_connection()
     result: dict[str, Any] = {"head": {}, "data": b"", "trailers": {}, "done": False}
 
@@ -67,12 +67,12 @@ def h2_request(
         assert chunk, "connection closed before the stream ended"
         for event in conn.receive_data(chunk):
             if isinstance(event, h2.events.ResponseReceived):
-                result["head"] = dict(event.headers)
+                result["head"] = text_headers(event.headers)
             elif isinstance(event, h2.events.DataReceived):
                 result["data"] += event.data
                 conn.acknowledge_received_data(event.flow_controlled_length, 1)
             elif isinstance(event, h2.events.TrailersReceived):
-                result["trailers"] = dict(event.headers)
+                result["trailers"] = text_headers(event.headers)
             elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
                 result["done"] = True
         sock.sendall(conn.data_to_send())
@@ -96,7 +96,7 @@ def h2_request(
 
 
 @pytest.fixture
-def h2_setup(gateway: Gateway, echoes: Any) -> Iterator[tuple[int, Echo]]:
+def h2_setup(gateway: Gateway, echoes: dict[str, Echo]) -> tuple[int, Echo]:
     port = free_port()
     gateway.service("plain", echoes["a"])
     service(gateway, "h2c", echoes["a"].port, "kubernetes.io/h2c")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 
-from tests.e2e.conftest import Gateway, curl, echoed, free_port, http_gateway, request
+from tests.e2e.conftest import Echo, Gateway, curl, echoed, free_port, http_gateway, request
 
 
 def route(name: str, body: str, *, hostnames: str = "") -> str:
@@ -24,7 +24,7 @@ def start(gateway: Gateway, port: int) -> None:
     gateway.start()
 
 
-def test_basic_route_spreads_over_two_backends(gateway, echoes) -> None:
+def test_basic_route_spreads_over_two_backends(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", [echoes["a"], echoes["b"]])
     gateway.write(
@@ -39,7 +39,7 @@ def test_basic_route_spreads_over_two_backends(gateway, echoes) -> None:
     )
     start(gateway, port)
 
-    pods = collections.Counter()
+    pods: collections.Counter[str] = collections.Counter()
     for _ in range(20):
         result = curl("-H", "Host: basic.example.com", f"http://127.0.0.1:{port}/hello?x=1")
         assert result.returncode == 0, result.stderr
@@ -55,7 +55,7 @@ def test_basic_route_spreads_over_two_backends(gateway, echoes) -> None:
     assert status == 404
 
 
-def test_canary_weights_and_header_match(gateway, echoes) -> None:
+def test_canary_weights_and_header_match(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("stable", echoes["stable"])
     gateway.service("canary", echoes["canary"])
@@ -82,7 +82,7 @@ def test_canary_weights_and_header_match(gateway, echoes) -> None:
         assert body["pod"] == "canary"
 
 
-def test_rewrite_and_header_modifiers(gateway, echoes) -> None:
+def test_rewrite_and_header_modifiers(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", echoes["a"])
     gateway.write(
@@ -122,7 +122,7 @@ def test_rewrite_and_header_modifiers(gateway, echoes) -> None:
     assert request(port, "/api/v10")[0] == 404  # prefixes match whole segments
 
 
-def test_redirect_and_unresolved_backend(gateway, echoes) -> None:
+def test_redirect_and_unresolved_backend(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", echoes["a"])
     gateway.write(

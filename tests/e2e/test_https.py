@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+from pathlib import Path
 
 import trustme
 
-from tests.e2e.conftest import Gateway, curl, echoed, free_port, http_gateway
+from tests.e2e.conftest import Echo, Gateway, curl, echoed, free_port, http_gateway
 
 
 def tls_secret(name: str, ca: trustme.CA, *hosts: str) -> str:
@@ -54,7 +55,7 @@ spec:
 """
 
 
-def setup(gateway: Gateway, echoes, ca: trustme.CA) -> int:
+def setup(gateway: Gateway, echoes: dict[str, Echo], ca: trustme.CA) -> int:
     port = free_port()
     gateway.service("svc-a", echoes["a"])
     gateway.service("svc-b", echoes["b"])
@@ -67,7 +68,9 @@ def setup(gateway: Gateway, echoes, ca: trustme.CA) -> int:
     return port
 
 
-def test_sni_picks_certificate_and_listener(gateway, echoes, tmp_path) -> None:
+def test_sni_picks_certificate_and_listener(
+    gateway: Gateway, echoes: dict[str, Echo], tmp_path: Path
+) -> None:
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -103,7 +106,9 @@ def test_sni_picks_certificate_and_listener(gateway, echoes, tmp_path) -> None:
     assert result.stdout == "421"
 
 
-def test_broken_tls_clients_do_not_hurt_the_gateway(gateway, echoes, tmp_path) -> None:
+def test_broken_tls_clients_do_not_hurt_the_gateway(
+    gateway: Gateway, echoes: dict[str, Echo], tmp_path: Path
+) -> None:
     ca = trustme.CA()
     port = setup(gateway, echoes, ca)
 

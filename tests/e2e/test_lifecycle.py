@@ -9,10 +9,21 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import yaml
 
-from tests.e2e.conftest import ROOT, Port, edgegw_cmd, free_port, http_gateway, request, wait_for
+from tests.e2e.conftest import (
+    ROOT,
+    Echo,
+    Gateway,
+    Port,
+    edgegw_cmd,
+    free_port,
+    http_gateway,
+    request,
+    wait_for,
+)
 
 ROUTE = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -31,7 +42,9 @@ def serving(port: int, host: str, path: str = "/") -> bool:
     return request(port, path, host=host)[0] == 200
 
 
-def test_change_is_live_within_a_second_and_bad_file_keeps_last_good(gateway, echoes) -> None:
+def test_change_is_live_within_a_second_and_bad_file_keeps_last_good(
+    gateway: Gateway, echoes: dict[str, Echo]
+) -> None:
     port = free_port()
     gateway.service("app", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(port))
@@ -62,7 +75,7 @@ def test_change_is_live_within_a_second_and_bad_file_keeps_last_good(gateway, ec
     wait_for(lambda: request(port, "/", host="two.example.com")[0] == 404, what="r2 gone")
 
 
-def test_status_document_and_status_file(gateway, echoes) -> None:
+def test_status_document_and_status_file(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(port))
@@ -117,7 +130,9 @@ def test_status_document_and_status_file(gateway, echoes) -> None:
     wait_for(lambda: idle in gateway.admin("/metrics")[1], what="connections closed")
 
 
-def test_port_conflict_between_gateways_is_reported(gateway, echoes) -> None:
+def test_port_conflict_between_gateways_is_reported(
+    gateway: Gateway, echoes: dict[str, Echo]
+) -> None:
     port = free_port()
     gateway.write("gateway.yaml", http_gateway(port))
     gateway.write("gateway-b.yaml", http_gateway(port, name="gw-b").split("---\n", 1)[1])
@@ -127,7 +142,7 @@ def test_port_conflict_between_gateways_is_reported(gateway, echoes) -> None:
     assert (programmed["status"], programmed["reason"]) == ("False", "PortUnavailable")
 
 
-def test_sigterm_drains_requests_in_flight(gateway, tmp_path) -> None:
+def test_sigterm_drains_requests_in_flight(gateway: Gateway, tmp_path: Path) -> None:
     slow_port = free_port()
     release = threading.Event()
     server = socket.create_server(("127.0.0.1", slow_port))
@@ -176,7 +191,7 @@ def _refused(port: int) -> bool:
     return False
 
 
-def test_reload_under_traffic_fails_no_request(gateway, echoes) -> None:
+def test_reload_under_traffic_fails_no_request(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", [echoes["a"], echoes["b"]])
     gateway.write("gateway.yaml", http_gateway(port))
@@ -220,7 +235,7 @@ def test_reload_under_traffic_fails_no_request(gateway, echoes) -> None:
     assert failures == [], f"{len(failures)} of {len(outcomes)} failed"
 
 
-def test_check_command(tmp_path) -> None:
+def test_check_command(tmp_path: Path) -> None:
     ok = subprocess.run(
         edgegw_cmd("check", "-c", str(ROOT / "config")), capture_output=True, text=True, cwd=ROOT
     )
@@ -244,7 +259,7 @@ def _listener(name: str, port: int) -> str:
     return f"- {{name: {name}, protocol: HTTP, port: {port}}}\n"
 
 
-def test_listeners_come_and_go_with_reloads(gateway, echoes) -> None:
+def test_listeners_come_and_go_with_reloads(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     first, second = free_port(), free_port()
     gateway.service("app", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(first, listeners=_listener("one", first)))
@@ -265,7 +280,7 @@ def test_listeners_come_and_go_with_reloads(gateway, echoes) -> None:
     assert serving(first, "one.example.com")
 
 
-def test_admin_on_a_unix_socket(tmp_path) -> None:
+def test_admin_on_a_unix_socket(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.mkdir()
     (config / "gateway.yaml").write_text(http_gateway(free_port()))
@@ -309,7 +324,7 @@ def test_admin_on_a_unix_socket(tmp_path) -> None:
         assert proc.wait(15) == 0
 
 
-def test_workers_share_the_listeners(gateway, echoes) -> None:
+def test_workers_share_the_listeners(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(port))
@@ -327,12 +342,12 @@ def test_workers_share_the_listeners(gateway, echoes) -> None:
     assert gateway.stop() == 0
 
 
-def _access_lines(gateway, marker: str) -> list[str]:
+def _access_lines(gateway: Gateway, marker: str) -> list[str]:
     assert gateway.process is not None
     return [line for line in gateway.process.output().splitlines() if marker in line]
 
 
-def test_access_log_lines_text_and_json(gateway, echoes) -> None:
+def test_access_log_lines_text_and_json(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(port))

@@ -7,6 +7,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Gateway, free_port, http_gateway
 
 
@@ -24,7 +26,9 @@ def _messages(sock: socket.socket, until: str, timeout: float = 15) -> list[str]
     raise AssertionError(f"no {until!r} in {seen}")
 
 
-def test_ready_reloading_stopping(gateway: Gateway, tmp_path: Path, monkeypatch) -> None:
+def test_ready_reloading_stopping(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))

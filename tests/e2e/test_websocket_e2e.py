@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import h2.config
 import h2.connection
@@ -22,13 +20,14 @@ from wsproto.events import CloseConnection, TextMessage
 
 from tests.e2e.conftest import Echo, Gateway, free_port, http_gateway
 from tests.e2e.test_h2_e2e import route, service
+from tests.h2text import text_headers
 
 pytestmark = pytest.mark.e2e
 CEILING = 20
 
 
 @pytest.fixture
-def ws_gateway(gateway: Gateway, echoes: Any) -> Iterator[tuple[int, int, Echo]]:
+def ws_gateway(gateway: Gateway, echoes: dict[str, Echo]) -> tuple[int, int, Echo]:
     """Routes: /echo → ``edgegw echo`` (plain), /ws → a trio-websocket server (appProtocol ws)."""
     port, ws_port = free_port(), free_port()
     gateway.service("echo", echoes["a"])
@@ -56,6 +55,7 @@ async def test_upgrade_to_edgegw_echo(ws_gateway: tuple[int, int, Echo]) -> None
 async def _server_that_closes(request: WebSocketRequest) -> None:
     ws = await request.accept(subprotocol=request.proposed_subprotocols[0])
     message = await ws.get_message()
+    assert isinstance(message, str)
     await ws.send_message(f"got {message} at {request.path}")
     await ws.aclose(4001, "bye")
 
@@ -74,13 +74,14 @@ async def test_close_frames_pass_both_ways(
             assert await ws.get_message() == "got hi at /ws/room?x=1"
             with pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
+    assert info.value.reason is not None
     assert info.value.reason.code == 4001
     assert info.value.reason.reason == "bye"
 
 
 def _h2_websocket(port: int, path: str, messages: list[str]) -> tuple[str, list[str], int | None]:
     """RFC 8441 by hand: h2 CONNECT with :protocol, then WebSocket frames in DATA."""
-    conn = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding="utf-8"))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration())
     conn.initiate_connection()
     ws = WSConnection(ConnectionType.CLIENT)
     status, got, code = "", [], None
@@ -101,7 +102,7 @@ def _h2_websocket(port: int, path: str, messages: list[str]) -> tuple[str, list[
                 break
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.ResponseReceived):
-                    status = dict(event.headers)[":status"]
+                    status = text_headers(event.headers)[":status"]
                 elif isinstance(event, h2.events.DataReceived):
                     conn.acknowledge_received_data(event.flow_controlled_length, 1)
                     if code is not None:  # wsproto takes nothing after the close

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -23,8 +24,10 @@ from edgegw.net.h2server import serve_h2_connection
 from edgegw.net.upstream import UpstreamPool
 from edgegw.proto.http2 import H2Limits
 from edgegw.routing import compile_port
+from tests.h2text import text_headers
 
 CEILING = 10
+E = TypeVar("E", bound=ev.Event)
 REQUEST = [(":method", "GET"), (":scheme", "http"), (":authority", "example.com")]
 
 
@@ -47,9 +50,11 @@ NOWHERE = port_of(ir.HTTPRouteRule(index=0, matches=(ir.HTTPMatch(path="/routed"
 class Client:
     """An ``h2`` client on the memory stream; collects every event it reads."""
 
-    def __init__(self, stream: trio.abc.Stream, settings: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, settings: dict[SettingCodes, int] | None = None
+    ) -> None:
         self.stream = stream
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding="utf-8"))
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration())
         if settings:
             self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
         self.conn.initiate_connection()
@@ -68,7 +73,7 @@ class Client:
             self.events += self.conn.receive_data(data)
             await self.flush()
 
-    def of(self, kind: type) -> list:  # type: ignore[type-arg]
+    def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def get(self, stream_id: int, path: str) -> tuple[dict[str, str], bytes]:
@@ -78,7 +83,7 @@ class Client:
         await self.read_until(ended)
         head = next(e for e in self.of(ev.ResponseReceived) if e.stream_id == stream_id)
         body = b"".join(e.data for e in self.of(ev.DataReceived) if e.stream_id == stream_id)
-        return dict(head.headers), body
+        return text_headers(head.headers), body
 
 
 async def read_frames(stream: trio.abc.Stream) -> list[Frame]:
@@ -157,7 +162,7 @@ async def test_drain_of_a_busy_connection_sends_goaway_at_once_and_finishes_the_
         await client.stream.send_all(DataFrame(1, b"the body", flags=["END_STREAM"]).serialize())
         frames = await read_frames(client.stream)  # until the gateway closes
     headers = [f for f in frames if isinstance(f, HeadersFrame) and f.stream_id == 1]
-    assert dict(client.conn.decoder.decode(headers[0].data))[":status"] == "200"
+    assert dict(client.conn.decoder.decode(headers[0].data, raw=True))[b":status"] == b"200"
     data = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == 1)
     assert b'"method":"POST"' in data
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import pytest
@@ -31,7 +32,7 @@ class Response:
     body: bytes
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    def json(self) -> dict:  # type: ignore[type-arg]
+    def json(self) -> dict[str, Any]:
         return json.loads(self.body)
 
 
@@ -72,7 +73,7 @@ class Client:
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(65536))
+                self.conn.receive_data(bytes(await self.stream.receive_some(65536)))
                 continue
             if isinstance(event, h11.ConnectionClosed):
                 return None
@@ -98,8 +99,12 @@ class Client:
         return await self.read_response()
 
 
+StartGateway = Callable[..., Client]
+"""Serves one connection of a port on a memory stream; keywords go to the connection context."""
+
+
 @pytest.fixture
-async def gateway(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Client]]:
+async def gateway(nursery: trio.Nursery) -> StartGateway:
     pool = UpstreamPool()
 
     def start(port: ir.Port, **ctx_kw: object) -> Client:
@@ -122,7 +127,9 @@ def get(path: str = "/", host: str = "example.com", extra: bytes = b"") -> bytes
     return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path.encode(), host.encode(), extra)
 
 
-async def test_keep_alive_forwarding_headers_and_hop_by_hop(gateway, echo_port) -> None:
+async def test_keep_alive_forwarding_headers_and_hop_by_hop(
+    gateway: StartGateway, echo_port: int
+) -> None:
     with trio.fail_after(CEILING):
         client = gateway(port_of(ir.HTTPRouteRule(index=0, backends=(backend(echo_port),))))
         extra = (
@@ -143,7 +150,9 @@ async def test_keep_alive_forwarding_headers_and_hop_by_hop(gateway, echo_port) 
     assert second.json()["path"] == "/again"
 
 
-async def test_pipelined_requests_are_answered_in_order(gateway, echo_port) -> None:
+async def test_pipelined_requests_are_answered_in_order(
+    gateway: StartGateway, echo_port: int
+) -> None:
     with trio.fail_after(CEILING):
         client = gateway(port_of(ir.HTTPRouteRule(index=0, backends=(backend(echo_port),))))
         await client.stream.send_all(get("/1") + get("/2") + get("/3"))
@@ -179,7 +188,9 @@ async def test_pipelined_requests_are_answered_in_order(gateway, echo_port) -> N
     ],
     ids=["invalid-rule", "invalid-backend", "zero-weights", "no-endpoints", "refused", "no-route"],
 )
-async def test_errors_have_the_specified_status(gateway, rule, status) -> None:
+async def test_errors_have_the_specified_status(
+    gateway: StartGateway, rule: ir.HTTPRouteRule, status: int
+) -> None:
     with trio.fail_after(CEILING):
         client = gateway(port_of(rule))
         response = await client.request(get("/x"))
@@ -197,7 +208,7 @@ async def slow_upstream(nursery: trio.Nursery, delay: float) -> int:
     return int(listeners[0].socket.getsockname()[1])
 
 
-async def test_backend_timeout_is_504(gateway, nursery) -> None:
+async def test_backend_timeout_is_504(gateway: StartGateway, nursery: trio.Nursery) -> None:
     with trio.fail_after(CEILING):
         port = await slow_upstream(nursery, 5)
         rule = ir.HTTPRouteRule(index=0, backends=(backend(port),), backend_request_timeout=0.2)
@@ -207,7 +218,7 @@ async def test_backend_timeout_is_504(gateway, nursery) -> None:
 
 
 async def test_retry_on_listed_status_reaches_a_healthy_endpoint(
-    gateway, nursery, echo_port
+    gateway: StartGateway, nursery: trio.Nursery, echo_port: int
 ) -> None:
     async def failing(stream: trio.SocketStream) -> None:
         await stream.receive_some(65536)
@@ -229,7 +240,7 @@ async def test_retry_on_listed_status_reaches_a_healthy_endpoint(
     assert statuses == [200, 200, 200, 200]
 
 
-async def test_redirect_is_answered_without_upstream(gateway) -> None:
+async def test_redirect_is_answered_without_upstream(gateway: StartGateway) -> None:
     redirect = ir.RequestRedirectFilter(scheme="https", status_code=301)
     rule = ir.HTTPRouteRule(index=0, filters=(redirect,), backends=(backend(1),))
     with trio.fail_after(CEILING):
@@ -239,7 +250,7 @@ async def test_redirect_is_answered_without_upstream(gateway) -> None:
     assert response.headers["location"] == "https://example.com/p?q=1"
 
 
-async def test_rewrite_and_header_modifiers(gateway, echo_port) -> None:
+async def test_rewrite_and_header_modifiers(gateway: StartGateway, echo_port: int) -> None:
     rule = ir.HTTPRouteRule(
         index=0,
         matches=(ir.HTTPMatch(path="/api"),),
@@ -268,7 +279,7 @@ async def test_rewrite_and_header_modifiers(gateway, echo_port) -> None:
     assert response.headers["x-served-by"] == "edgegw"
 
 
-async def test_cors_preflight_is_answered_here(gateway) -> None:
+async def test_cors_preflight_is_answered_here(gateway: StartGateway) -> None:
     cors = ir.CORSFilter(allow_origins=("https://app.example",), allow_methods=("GET", "PUT"))
     rule = ir.HTTPRouteRule(index=0, filters=(cors,), backends=(backend(1),))
     raw = (
@@ -282,7 +293,9 @@ async def test_cors_preflight_is_answered_here(gateway) -> None:
     assert response.headers["access-control-allow-origin"] == "https://app.example"
 
 
-async def test_session_cookie_pins_the_endpoint(gateway, nursery) -> None:
+async def test_session_cookie_pins_the_endpoint(
+    gateway: StartGateway, nursery: trio.Nursery
+) -> None:
     ports = []
     for name in ("one", "two"):
         listeners = await nursery.start(serve_echo, "127.0.0.1", 0, name, "ns")
@@ -306,7 +319,7 @@ async def test_session_cookie_pins_the_endpoint(gateway, nursery) -> None:
 
 
 async def test_mirror_gets_a_copy_and_the_client_gets_the_main_answer(
-    gateway, nursery, echo_port
+    gateway: StartGateway, nursery: trio.Nursery, echo_port: int
 ) -> None:
     seen: list[bytes] = []
 
@@ -326,7 +339,7 @@ async def test_mirror_gets_a_copy_and_the_client_gets_the_main_answer(
     assert seen[0].startswith(b"GET /m HTTP/1.1\r\n")
 
 
-async def test_chunked_upload_and_100_continue(gateway, echo_port) -> None:
+async def test_chunked_upload_and_100_continue(gateway: StartGateway, echo_port: int) -> None:
     async def counter(stream: trio.SocketStream) -> None:
         parser_data = b""
         while not parser_data.endswith(b"0\r\n\r\n"):
@@ -379,7 +392,9 @@ async def test_chunked_upload_and_100_continue(gateway, echo_port) -> None:
     ],
     ids=["431", "cl-te-smuggling", "obs-fold"],
 )
-async def test_bad_requests_are_refused_and_closed(gateway, raw, status) -> None:
+async def test_bad_requests_are_refused_and_closed(
+    gateway: StartGateway, raw: bytes, status: int
+) -> None:
     with trio.fail_after(CEILING):
         client = gateway(port_of(ir.HTTPRouteRule(index=0)))
         await client.stream.send_all(raw)
@@ -390,7 +405,9 @@ async def test_bad_requests_are_refused_and_closed(gateway, raw, status) -> None
     assert b"connection: close" in data
 
 
-async def test_slowloris_gets_408_and_close(gateway, autojump_clock) -> None:
+async def test_slowloris_gets_408_and_close(
+    gateway: StartGateway, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(CEILING * 10):
         client = gateway(port_of(ir.HTTPRouteRule(index=0)), limits=HTTPLimits(header_timeout=2))
         await client.stream.send_all(b"GET / HTTP/1.1\r\nHo")
@@ -400,7 +417,9 @@ async def test_slowloris_gets_408_and_close(gateway, autojump_clock) -> None:
     assert data.startswith(b"HTTP/1.1 408 ")
 
 
-async def test_host_for_another_listener_than_sni_is_421(gateway, echo_port) -> None:
+async def test_host_for_another_listener_than_sni_is_421(
+    gateway: StartGateway, echo_port: int
+) -> None:
     other = ir.Listener(
         gateway_namespace="default",
         gateway_name="gw",
@@ -425,7 +444,9 @@ async def test_host_for_another_listener_than_sni_is_421(gateway, echo_port) -> 
     assert misdirected.status == 421
 
 
-async def test_finished_connections_leave_no_reference_cycles(gateway, echo_port) -> None:
+async def test_finished_connections_leave_no_reference_cycles(
+    gateway: StartGateway, echo_port: int
+) -> None:
     """A closed connection goes with reference counting: nothing of it waits for the collector.
 
     With cycles, each connection's parser, buffers and sockets waited for the cyclic

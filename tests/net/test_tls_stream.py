@@ -157,11 +157,9 @@ def _socket_transports() -> tuple[trio.abc.Stream, trio.abc.Stream]:
     return trio.SocketStream(a), trio.SocketStream(b)
 
 
-def _http_context(**limits: float) -> HTTPConnectionContext:
+def _http_context(limits: HTTPLimits) -> HTTPConnectionContext:
     table = compile_port(port_of(listener("l", "s.test")))
-    return HTTPConnectionContext(
-        port_table=lambda: table, pool=UpstreamPool(), limits=HTTPLimits(**limits)
-    )
+    return HTTPConnectionContext(port_table=lambda: table, pool=UpstreamPool(), limits=limits)
 
 
 async def _read_to_close(stream: trio.abc.Stream) -> bytes:
@@ -198,7 +196,9 @@ async def test_https_slow_head_gets_408_at_the_header_timeout(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = await _https_front_end(server_tls, ca, nursery, _http_context(header_timeout=3))
+    client = await _https_front_end(
+        server_tls, ca, nursery, _http_context(HTTPLimits(header_timeout=3))
+    )
     answer, took = await _closed_after(client, b"GET / HTTP/1.1\r\nHo")
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert 3 <= took <= 3 + TICK + 0.01
@@ -210,12 +210,14 @@ async def test_https_idle_keep_alive_closes_at_its_timeout_and_on_drain(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client = await _https_front_end(server_tls, ca, nursery, _http_context(keepalive_timeout=5))
+    client = await _https_front_end(
+        server_tls, ca, nursery, _http_context(HTTPLimits(keepalive_timeout=5))
+    )
     answer, took = await _closed_after(client)
     assert answer == b""
     assert 5 <= took <= 5 + TICK + 0.01
 
-    ctx = _http_context(keepalive_timeout=60)
+    ctx = _http_context(HTTPLimits(keepalive_timeout=60))
     client = await _https_front_end(server_tls, ca, nursery, ctx)
     await trio.testing.wait_all_tasks_blocked()
     ctx.drain.start()

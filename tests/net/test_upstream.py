@@ -24,7 +24,9 @@ def test_least_request_avoids_the_busy_endpoint() -> None:
     assert busy not in {pool.choose(BACKEND) for _ in range(10)}
 
 
-async def test_refused_endpoint_is_ejected_then_retried_after_backoff(autojump_clock) -> None:
+async def test_refused_endpoint_is_ejected_then_retried_after_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     dead = ir.Endpoint(address="127.0.0.1", port=1)
     backend = ir.Backend(name="b", endpoints=(dead,))
     pool = UpstreamPool()
