@@ -89,6 +89,10 @@ def _netns_usable() -> str | None:
     return None
 
 
+NAMESPACES_MADE: list[str] = []
+"""Every namespace ``lan`` created in this run: other runs on the machine have their own."""
+
+
 @pytest.fixture
 def lan() -> Iterator[Lan]:
     reason = _netns_usable()
@@ -102,6 +106,7 @@ def lan() -> Iterator[Lan]:
         for ns in (gw_ns, client_ns):
             _run("ip", "netns", "add", ns)
             created.append(ns)
+            NAMESPACES_MADE.append(ns)
         _run("ip", "link", "add", gw_if, "netns", gw_ns, "type", "veth",
              "peer", "name", client_if, "netns", client_ns)  # fmt: skip
         _setup(gw_ns, gw_if, "192.0.2.2/24", "fd00::2/64")
