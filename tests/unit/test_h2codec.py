@@ -1,0 +1,187 @@
+"""The lean HTTP/2 codec on its own: both ends talking, flow control, abuse limits, HPACK."""
+
+from __future__ import annotations
+
+import pytest
+from hpack import Decoder, Encoder
+from hpack.exceptions import OversizedHeaderListError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgegw.proto.h2codec import (
+    CodecConfig,
+    ErrorCode,
+    FlowControlError,
+    H2Codec,
+    ProtocolError,
+    StreamClosedError,
+    hpackfast,
+)
+from edgegw.proto.h2codec import events as ev
+from edgegw.proto.h2codec import framing as fr
+from tests.unit import h2frames as f
+
+REQUEST = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+
+
+def pair(**server: object) -> tuple[H2Codec, H2Codec]:
+    """A client and a server codec past their prefaces."""
+    client = H2Codec(CodecConfig(client_side=True))
+    srv = H2Codec(CodecConfig(client_side=False, **server))  # type: ignore[arg-type]
+    client.initiate_connection()
+    srv.initiate_connection()
+    srv.receive_data(client.data_to_send())
+    client.receive_data(srv.data_to_send())
+    srv.receive_data(client.data_to_send())
+    return client, srv
+
+
+def test_request_response_with_body_and_trailers() -> None:
+    client, srv = pair()
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, [*REQUEST, (b"content-length", b"2")])
+    client.send_data(sid, b"hi", end_stream=True)
+    got = srv.receive_data(client.data_to_send())
+    assert got == [
+        ev.RequestReceived(sid, [*REQUEST, (b"content-length", b"2")], False),
+        ev.DataReceived(sid, b"hi", 2),
+        ev.StreamEnded(sid),
+    ]
+    srv.send_headers(sid, [(b":status", b"103"), (b"link", b"</a>")])
+    srv.send_headers(sid, [(b":status", b"200")])
+    srv.send_data(sid, b"ok")
+    srv.send_headers(sid, [(b"grpc-status", b"0")], end_stream=True)
+    assert client.receive_data(srv.data_to_send()) == [
+        ev.InformationalResponseReceived(sid, [(b":status", b"103"), (b"link", b"</a>")]),
+        ev.ResponseReceived(sid, [(b":status", b"200")], False),
+        ev.DataReceived(sid, b"ok", 2),
+        ev.TrailersReceived(sid, [(b"grpc-status", b"0")]),
+        ev.StreamEnded(sid),
+    ]
+    assert not client.streams
+    assert not srv.streams
+
+
+def test_send_side_flow_control_follows_the_peer() -> None:
+    client, _ = pair()
+    client.receive_data(f.settings({0x4: 10}))  # the server's INITIAL_WINDOW_SIZE: 10
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST)
+    assert client.local_flow_control_window(sid) == 10
+    with pytest.raises(FlowControlError):
+        client.send_data(sid, b"x" * 11)
+    client.send_data(sid, b"x" * 10)
+    assert client.local_flow_control_window(sid) == 0
+    client.receive_data(f.window_update(sid, 5))
+    assert client.local_flow_control_window(sid) == 5
+    client.receive_data(f.settings({0x4: 0}))  # a window may go negative (section 6.9.2)
+    assert client.local_flow_control_window(sid) == 0
+    client.receive_data(f.window_update(sid, 6))
+    assert client.local_flow_control_window(sid) == 1
+
+
+def test_received_bytes_come_back_only_when_acknowledged() -> None:
+    client, srv = pair(initial_window_size=100)
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST)
+    client.send_data(sid, b"x" * 60)
+    srv.receive_data(client.data_to_send())
+    srv.data_to_send()
+    srv.acknowledge_received_data(30, sid)
+    assert srv.data_to_send() == b""  # under half the window: nothing yet
+    srv.acknowledge_received_data(30, sid)
+    updates = client.receive_data(srv.data_to_send())
+    assert ev.WindowUpdated(sid, 60) in updates
+
+
+def test_sending_on_a_finished_stream_is_our_error() -> None:
+    client, _ = pair()
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST, end_stream=True)
+    with pytest.raises(StreamClosedError):
+        client.send_data(sid, b"late")
+
+
+def test_a_ping_flood_from_a_peer_that_never_reads_ends_in_enhance_your_calm() -> None:
+    _, srv = pair(max_pending_control=1000)
+    with pytest.raises(ProtocolError) as caught:
+        srv.receive_data(f.ping() * 5000)
+    assert caught.value.error_code == ErrorCode.ENHANCE_YOUR_CALM
+    sent = srv.data_to_send()
+    assert len(sent) < 1001 * 17 + 100  # at most the allowed answers and the GOAWAY
+    assert sent.endswith(f.goaway(0, ErrorCode.ENHANCE_YOUR_CALM))
+
+
+def test_control_answers_taken_in_time_are_no_flood() -> None:
+    _, srv = pair(max_pending_control=10)
+    for _ in range(100):
+        srv.receive_data(f.ping() * 5 + f.settings())
+        srv.data_to_send()
+
+
+def header_blocks(data: bytes) -> list[bytes]:
+    """The HEADERS payloads in ``data`` (no padding, priority or CONTINUATION in our output)."""
+    blocks, at = [], 0
+    while at < len(data):
+        length, kind, _flags, _sid = fr.parse_header(data, at)
+        if kind == fr.HEADERS:
+            blocks.append(data[at + 9 : at + 9 + length])
+        at += 9 + length
+    return blocks
+
+
+def test_a_huge_header_table_size_makes_us_keep_no_table() -> None:
+    client, srv = pair()
+    srv.receive_data(f.settings({0x1: 2**32 - 1}))
+    peer = Decoder()  # decodes what the server sends, as the client would
+    peer.max_allowed_table_size = 2**32 - 1
+    for i in range(200):
+        sid = 2 * i + 1
+        client.send_headers(sid, REQUEST, end_stream=True)
+        srv.receive_data(client.data_to_send())
+        srv.send_headers(sid, [(b":status", b"200"), (b"x-echo", b"%d" % i * 500)])
+        srv.reset_stream(sid)
+        out = srv.data_to_send()
+        client.receive_data(out)
+        for block in header_blocks(out):
+            peer.decode(block, raw=True)
+    assert len(peer.header_table.dynamic_entries) == 0
+    assert peer.header_table_size == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b":status", b"content-type", b"x-a", b"set-cookie", b"cookie"]),
+            st.binary(max_size=300),
+        ),
+        max_size=12,
+    )
+)
+def test_encoded_blocks_decode_the_same_with_hpack(headers: list[tuple[bytes, bytes]]) -> None:
+    decoder = Decoder()
+    block = hpackfast.TABLE_OFF + hpackfast.encode(headers)
+    assert [(bytes(n), bytes(v)) for n, v in decoder.decode(block, raw=True)] == headers
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b":path"]), st.binary(max_size=20))))
+def test_the_indexed_fast_path_agrees_with_hpack(headers: list[tuple[bytes, bytes]]) -> None:
+    encoder, library, ours = Encoder(), Decoder(), Decoder()
+    for _ in range(3):  # the second and third blocks are all indexed references
+        block = encoder.encode(headers)
+        expected = [(bytes(n), bytes(v)) for n, v in library.decode(block, raw=True)]
+        assert hpackfast.decode(ours, block) == expected
+
+
+def test_the_fast_path_keeps_the_header_list_limit() -> None:
+    encoder = Encoder()
+    headers = [(b"x-%d" % i, b"v" * 100) for i in range(30)]
+    first = encoder.encode(headers)
+    repeated = encoder.encode(headers)  # all indexed now
+    decoder = Decoder(max_header_list_size=1 << 20)
+    decoder.decode(first, raw=True)
+    decoder.max_header_list_size = 1000
+    with pytest.raises(OversizedHeaderListError):
+        hpackfast.decode(decoder, repeated)
