@@ -46,6 +46,7 @@ import trio
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
+from edgegw.net import websocket
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
 from edgegw.net.fastio import FastSocket, close_now, open_io
 from edgegw.net.proxy import handle_request
@@ -368,11 +369,13 @@ class H2ServerConnection:
         except (ValueError, UnicodeDecodeError):
             return await writer.simple(400)
         if head.method == "CONNECT":
-            from edgegw.net import websocket
-
             if head.protocol != "websocket":
                 return await writer.simple(501)
-            return await websocket.serve_h2_websocket(self, st, head, writer)
+            body = H2Body(self, st, None, timeout=websocket.IDLE_TIMEOUT)
+            request = ProxyRequest(
+                "CONNECT", head.path, head.query, head.authority, head.host, head.headers, body
+            )
+            return await handle_request(request, writer, self.ctx, websocket.H2Tunnel())
         writer.head_request = head.method == "HEAD"
         body = H2Body(self, st, head.content_length)
         request = ProxyRequest(

@@ -16,8 +16,10 @@ close (slowloris); a body read may stall for ``body_timeout``.
 
 Keep-alive ends after a response when the client asked for it, when draining
 (the response then says ``Connection: close``), when the request body was not
-read to its end (an early answer), or after an Upgrade request, which is
-answered as a plain request since upgrades are not supported yet.
+read to its end (an early answer), and after an Upgrade request: a WebSocket
+upgrade is decided like any request and, when the plan forwards it, the
+connection becomes a ``websocket.H1Tunnel``; other upgrades are answered as
+plain requests.
 
 Pipelining is safe because requests are answered strictly in order and the
 parser queues any requests that arrived early.
@@ -214,12 +216,13 @@ class _Connection:
 
     async def _serve(self, event: RequestReceived) -> bool:
         """Answer one request; True when the connection may carry another."""
-        if event.upgrade and websocket.is_websocket_upgrade(event):
-            received = self.parser.trailing_data
-            return await websocket.serve_upgrade(self.stream, event, self.ctx, received=received)
-        if event.upgrade and (event.method == b"CONNECT" or event.content_length != 0):
-            await self.send_error(501)
-            return False
+        tunnel = None
+        if event.upgrade:
+            if websocket.is_websocket_upgrade(event):
+                tunnel = websocket.H1Tunnel(self.stream, self.parser.trailing_data)
+            elif event.method == b"CONNECT" or event.content_length != 0:
+                await self.send_error(501)
+                return False
         body, writer = self.body, self.writer
         body.reset(event)
         writer.reset(event)
@@ -228,7 +231,9 @@ class _Connection:
         except UnicodeDecodeError:
             await self.send_error(400)
             return False
-        await handle_request(request, writer, self.ctx)
+        await handle_request(request, writer, self.ctx, tunnel)
+        if tunnel is not None:
+            return False  # the tunnel (or its answer) ended the connection
         if not writer.ended:
             raise ClientAbort("response incomplete")
         return writer.keep_alive and body.finished

@@ -1,34 +1,36 @@
-"""One proxied request, independent of the client's HTTP version.
+"""The forward step: one request carried out as ``decide`` planned it, for every front end.
 
 Theory of operation
 -------------------
-A front end (``net/http.py`` for HTTP/1.1; HTTP/2 later) parses the client's
-request into a ``ProxyRequest`` whose body is a ``RequestBody``, hands over a
-``ResponseWriter`` for the answer, and awaits ``handle_request``. From here
-on it is the spec's behaviour, with no framing in sight:
+A front end (``net/http.py`` for HTTP/1.1, ``net/h2server.py`` for HTTP/2
+and h2c) frames the client's request into a ``ProxyRequest`` whose body is a
+``RequestBody``, hands over a ``ResponseWriter`` for the answer, and awaits
+``handle_request``; a WebSocket request also brings its ``Tunnel``. From
+here on it is the spec's behaviour, with no framing in sight:
 
-1. listener by Host (421 when TLS SNI picked another one); route match (404);
-2. the rule's filters in order: CORS (preflights answered here), redirects
-   (answered here), header modifiers, URL rewrite, mirrors;
-3. a backend by weight, or the endpoint a session cookie/header names;
-   unresolved backend or zero weights → 500, no endpoints → 503;
-4. the upstream exchange (``upstream.open_exchange``) with the rule's retries:
-   connect failures → 503, broken upstreams → 502, timeouts → 504; a retry
-   only while the body can still be sent again;
-5. the response, hop-by-hop headers removed, response filters applied,
-   streamed as it arrives (flushed only when the upstream has nothing more
-   queued, so a small response leaves in one write).
+1. ``decide.decide`` (synchronous) matches, filters and plans the request;
+   an ``Answer`` (redirect, CORS preflight, 404/421/500/503) is sent at once;
+2. mirrors start (body-less requests, and an upgrade's handshake as a GET);
+3. an upgrade goes to its tunnel, which moves bytes (``net/websocket.py``);
+4. otherwise the upstream exchange with the rule's retries: connect
+   failures → 503, broken upstreams → 502, timeouts → 504; a retry only
+   while the body can still be sent again;
+5. the response, its fields from ``decide.response_fields`` (hop-by-hop
+   removed, response modifiers, CORS, session token), streamed as it arrives
+   (flushed only when the upstream has nothing more queued, so a small
+   response leaves in one write).
 
-The whole request runs under ``request_timeout``, each attempt under
-``backend_request_timeout``. A failure after the response head went out cannot
-be reported any more: ``ClientAbort`` tells the front end to drop the
-connection. Errors on gRPC routes are answered as gRPC statuses (HTTP 200 with
-``grpc-status``), which matters once an HTTP/2 front end exists.
+The hot path is ``handle_request`` → ``_forward`` → ``_once`` → the exchange:
+no retry loop, no timeout scope, no per-request task. The whole request runs
+under ``request_timeout``, each try under ``backend_request_timeout``. A
+failure after the response head went out cannot be reported any more:
+``ClientAbort`` tells the front end to drop the connection. Errors on gRPC
+routes are answered as gRPC statuses (HTTP 200 with ``grpc-status``).
 
 Mirrors are fire-and-forget copies of body-less requests only: a request with
 a body is not mirrored, since copying a stream we must not buffer is not
-cheap. They run in ``ctx.background``, at most ``MIRRORS_MAX`` at a time, and
-their responses are read and dropped.
+cheap. They run in ``ctx.background``, at most ``MIRRORS_MAX`` at a time
+(counted on the pool), and their responses are read and dropped.
 """
 
 from __future__ import annotations
@@ -47,14 +49,13 @@ from edgegw.net.context import (
     RequestRecord,
     ResponseWriter,
 )
+from edgegw.net.decide import Answer, RequestPlan, decide, response_fields
 from edgegw.net.h2upstream import open_h2_exchange
-from edgegw.net.sessions import persist_headers, sticky_lookup
 from edgegw.net.upstream import (
     RequestBody,
     UpstreamError,
     UpstreamPool,
     UpstreamTimeout,
-    describe_endpoint,
     exchange,
     open_exchange,
 )
@@ -66,8 +67,7 @@ from edgegw.proto.events import (
     MessageEnded,
     ResponseReceived,
 )
-from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
-from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
+from edgegw.proto.http1 import reason_phrase
 from edgegw.routing import filters as f
 
 MIRRORS_MAX = 256
@@ -79,210 +79,74 @@ _GRPC_STATUS = {404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504:
 # --- the request ---------------------------------------------------------------------------
 
 
+class Tunnel(Protocol):
+    """How a front end carries out an upgrade plan (``net/websocket.py`` has both kinds)."""
+
+    async def forward(
+        self, plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext
+    ) -> None: ...
+
+
 async def handle_request(
-    req: ProxyRequest, writer: ResponseWriter, ctx: HTTPConnectionContext
+    req: ProxyRequest,
+    writer: ResponseWriter,
+    ctx: HTTPConnectionContext,
+    tunnel: Tunnel | None = None,
 ) -> None:
-    """Route, filter and forward one request, answering through ``writer``.
+    """Decide, then answer or forward one request through ``writer``.
+
+    Args:
+        req: the request as the front end framed it.
+        writer: where the response goes.
+        ctx: the connection's tables, pool and observer.
+        tunnel: for a WebSocket upgrade, what moves the bytes once the plan
+            says "forward"; None for every other request.
 
     Raises:
         ClientAbort: the response broke off after its head was sent.
     """
-    client = ctx.client[0] if ctx.client else ""
-    record = RequestRecord(req.method, req.path, client)
+    record = RequestRecord(req.method, req.path, ctx.client[0] if ctx.client else "")
     start = trio.current_time()
     try:
-        await _dispatch(req, writer, ctx, record)
+        plan = decide(req, ctx, record, upgrade=tunnel is not None)
+        if plan.answer is not None:
+            await send_answer(writer, plan.answer, plan.grpc)
+        elif tunnel is not None:
+            _start_mirrors(ctx, plan)
+            await tunnel.forward(plan, writer, ctx)
+        else:
+            await _forward(plan, writer, ctx)
     finally:
-        record.status = writer.status
+        record.status = writer.status or record.status
         record.duration = trio.current_time() - start
         record.bytes_out = writer.bytes_sent
         record.bytes_in = getattr(req.body, "received", 0)
         ctx.observer.request_done(record)
 
 
-def _select_listener(table: PortTable, host: str, sni: str | None) -> ListenerTable | int:
-    chosen = table.listener_for_host(host)
-    if sni is None:
-        return chosen if chosen is not None else 404
-    if chosen is None:
-        return next((t for t in table.listeners if t.listener.key == sni), 404)
-    return chosen if chosen.listener.key == sni else 421
-
-
-async def _dispatch(
-    req: ProxyRequest, writer: ResponseWriter, ctx: HTTPConnectionContext, record: RequestRecord
-) -> None:
-    listener = _select_listener(ctx.port_table(), req.host, ctx.sni_listener)
-    if isinstance(listener, int):
-        return await _error(writer, listener, _looks_grpc(req))
-    record.listener = listener.listener.key
-    match = listener.match(req.host, req.method, req.path, req.query, req.headers)
-    if match is None:
-        return await _error(writer, 404, _looks_grpc(req))
-    rule = match.rule
-    record.route_namespace, record.route_name = match.route.namespace, match.route.name
-    record.rule_index = rule.index
-    grpc = rule.grpc or match.route.kind == "GRPCRoute"
-    if rule.invalid:
-        return await _error(writer, 500, grpc)
-    port = listener.listener.port
+async def _forward(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
+    """Carry a forwarding plan out: mirrors, the request timeout, then one try or retries."""
+    rule = plan.rule
+    assert rule is not None
+    if plan.mirrors:
+        _start_mirrors(ctx, plan)
     if not rule.request_timeout:
-        return await _serve_rule(req, writer, ctx, record, match, port, grpc)
+        if rule.retry is None and not rule.backend_request_timeout and plan.pinned is None:
+            return await _once(plan, writer, ctx)
+        return await _Retrying(plan, writer, ctx).run()
     with trio.CancelScope(deadline=trio.current_time() + rule.request_timeout) as scope:
-        await _serve_rule(req, writer, ctx, record, match, port, grpc)
+        await _Retrying(plan, writer, ctx).run()
     if scope.cancelled_caught:
         if writer.head_sent:
             raise ClientAbort("request timeout")
-        await _error(writer, 504, grpc)
+        await send_error(writer, 504, plan.grpc)
     return None
-
-
-class _Plan:
-    """What the filters decided: the request to forward and what to do to the response."""
-
-    __slots__ = (
-        "answer",
-        "authority",
-        "headers",
-        "mirrors",
-        "path",
-        "response_extra",
-        "response_modifiers",
-    )
-
-    def __init__(self, headers: HeaderList, authority: str, path: str) -> None:
-        self.headers = headers
-        self.authority = authority
-        self.path = path
-        self.response_modifiers: list[ir.HeaderModifier] = []
-        self.response_extra: HeaderList = []
-        self.mirrors: list[ir.Backend] = []
-        self.answer: tuple[int, HeaderList] | None = None
-
-
-def _header(headers: HeaderList, name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _apply_filters(
-    req: ProxyRequest, match: RouteMatch, scheme: str, port: int, plan: _Plan
-) -> None:
-    for flt in match.rule.filters:
-        if isinstance(flt, ir.RequestHeaderModifierFilter):
-            plan.headers = f.apply_header_modifier(plan.headers, flt.modifier)
-        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
-            plan.response_modifiers.append(flt.modifier)
-        elif isinstance(flt, ir.URLRewriteFilter):
-            plan.authority, plan.path = f.rewrite(flt, plan.authority, plan.path, match.match)
-        elif isinstance(flt, ir.RequestMirrorFilter):
-            if f.mirror_wanted(flt, random.random()):
-                plan.mirrors.append(flt.backend)
-        elif isinstance(flt, ir.RequestRedirectFilter):
-            status, location = f.redirect_location(
-                flt, scheme, req.host, port, req.path, req.query, match.match
-            )
-            plan.answer = (status, [(b"location", location.encode())])
-            return
-        elif isinstance(flt, ir.CORSFilter) and _cors(req, flt, plan):
-            return
-
-
-def _cors(req: ProxyRequest, cors: ir.CORSFilter, plan: _Plan) -> bool:
-    """Apply a CORS filter; True when the gateway answers (a preflight)."""
-    origin = _header(req.headers, b"origin")
-    wanted = _header(req.headers, b"access-control-request-method")
-    if f.is_cors_preflight(req.method, origin, wanted):
-        assert origin is not None
-        asked = _header(req.headers, b"access-control-request-headers")
-        plan.answer = (200, f.cors_preflight(cors, origin, wanted, asked) or [])
-        return True
-    plan.response_extra += f.cors_response_headers(cors, origin)
-    return False
-
-
-def _apply_backend_filters(backend: ir.Backend, plan: _Plan) -> None:
-    for flt in backend.filters:
-        if isinstance(flt, ir.RequestHeaderModifierFilter):
-            plan.headers = f.apply_header_modifier(plan.headers, flt.modifier)
-        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
-            plan.response_modifiers.append(flt.modifier)
-
-
-async def _serve_rule(
-    req: ProxyRequest,
-    writer: ResponseWriter,
-    ctx: HTTPConnectionContext,
-    record: RequestRecord,
-    match: RouteMatch,
-    port: int,
-    grpc: bool,
-) -> None:
-    rule = match.rule
-    plan = _Plan(req.headers, req.authority, req.path)
-    if rule.filters:
-        _apply_filters(req, match, ctx.scheme, port, plan)
-        if plan.answer is not None:
-            return await _respond(writer, plan.answer[0], plan.answer[1])
-    sticky = sticky_lookup(rule, req.headers)
-    backend = sticky[0] if sticky else pick_backend(rule, random.random())
-    if backend is None or backend.invalid:  # gRPC clients get UNAVAILABLE (14) for this
-        return await _error(writer, 503 if grpc else 500, grpc)
-    record.backend = backend.name
-    if not backend.endpoints:
-        return await _error(writer, 503, grpc)
-    if backend.filters:
-        _apply_backend_filters(backend, plan)
-    head = _upstream_head(req, ctx, plan)
-    if plan.mirrors:
-        _start_mirrors(ctx, req, plan.mirrors, head)
-    attempt = _Attempt(req, writer, ctx, record, rule, backend, head, plan, grpc)
-    if rule.retry is None and not rule.backend_request_timeout and sticky is None:
-        return await attempt.once()
-    return await attempt.run(sticky[1] if sticky else None)
 
 
 # --- forwarding ----------------------------------------------------------------------------
 
 
-def _upstream_head(
-    req: ProxyRequest, ctx: HTTPConnectionContext, plan: _Plan
-) -> tuple[bytes, bytes, HeaderList]:
-    """Request line and headers for the upstream: Host, X-Forwarded-*, framing."""
-    authority = plan.authority.encode("latin-1")
-    out: HeaderList = [(b"host", authority)]
-    forwarded_for: bytes | None = None
-    for item in plan.headers:
-        name = item[0]
-        if name == b"x-forwarded-for":
-            forwarded_for = item[1] if forwarded_for is None else forwarded_for + b", " + item[1]
-        elif name == b"host":
-            out[0] = item  # set by a header modifier
-        elif name not in (b"x-forwarded-proto", b"x-forwarded-host", b"expect"):
-            out.append(item)
-    client = (ctx.client[0] if ctx.client else "").encode()
-    out.append((b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client))
-    out.append((b"x-forwarded-proto", ctx.scheme.encode()))
-    out.append((b"x-forwarded-host", req.authority.encode("latin-1")))
-    if req.body.length is None:
-        out.append((b"transfer-encoding", b"chunked"))
-    target = plan.path + "?" + req.query if req.query else plan.path
-    return req.method.encode(), target.encode("latin-1"), out
-
-
 _NOTHING: frozenset[ir.Endpoint] = frozenset()
-_descriptions: dict[ir.Endpoint, str] = {}
-
-
-def _describe(endpoint: ir.Endpoint) -> str:
-    text = _descriptions.get(endpoint)
-    if text is None:
-        if len(_descriptions) > 4096:
-            _descriptions.clear()
-        text = _descriptions[endpoint] = describe_endpoint(endpoint)
-    return text
 
 
 async def _exchange(
@@ -311,84 +175,81 @@ async def _exchange(
         return await deliver(rsp)
 
 
-class _Attempt:
+def _count_failure(
+    plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext, exc: UpstreamError
+) -> None:
+    """Count a failed try; once the response head went out, the client is cut off.
+
+    Raises:
+        ClientAbort: the head was sent already.
+    """
+    if writer.head_sent:
+        raise ClientAbort(str(exc)) from exc
+    assert plan.backend is not None
+    ctx.observer.upstream_error(plan.backend.name, plan.record.upstream, type(exc).__name__)
+
+
+async def _once(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
+    """The hot path: one try, no per-try timeout, no pinned endpoint.
+
+    What ``_Retrying.run`` does without its retry loop: most requests need
+    none, and each layer of coroutines costs a proxied request about 1 µs.
+    """
+    pool, backend = ctx.pool, plan.backend
+    assert backend is not None
+    endpoint = pool.choose(backend)
+    if endpoint is None:
+        return await send_error(writer, 503, plan.grpc)
+    plan.record.upstream = pool.describe(endpoint)
+    try:
+        await _exchange(
+            pool,
+            endpoint,
+            backend,
+            plan.head,
+            plan.req.body,
+            lambda rsp: _stream_response(rsp, writer, plan, endpoint),
+        )
+    except UpstreamError as exc:
+        _count_failure(plan, writer, ctx, exc)
+        return await send_error(writer, exc.status, plan.grpc)
+    return None
+
+
+class _Retrying:
     """Tries a backend until a response is delivered or retries run out."""
 
-    __slots__ = ("backend", "ctx", "grpc", "head", "plan", "record", "req", "rule", "writer")
+    __slots__ = ("ctx", "plan", "writer")
 
     def __init__(
-        self,
-        req: ProxyRequest,
-        writer: ResponseWriter,
-        ctx: HTTPConnectionContext,
-        record: RequestRecord,
-        rule: ir.HTTPRouteRule,
-        backend: ir.Backend,
-        head: tuple[bytes, bytes, HeaderList],
-        plan: _Plan,
-        grpc: bool,
+        self, plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext
     ) -> None:
-        self.req, self.writer, self.ctx, self.record = req, writer, ctx, record
-        self.rule, self.backend, self.head, self.plan, self.grpc = rule, backend, head, plan, grpc
-
-    async def once(self) -> None:
-        """The hot path: one try, no per-try timeout, no pinned endpoint.
-
-        What ``run`` does without its retry loop: most requests need none, and
-        each layer of coroutines costs a proxied request about 1 µs.
-        """
-        pool, backend, rule = self.ctx.pool, self.backend, self.rule
-        endpoint = pool.choose(backend)
-        if endpoint is None:
-            return await _error(self.writer, 503, self.grpc)
-        self.record.upstream = _describe(endpoint)
-        extra = persist_headers(rule, backend, endpoint) if rule.session_persistence else []
-        writer, plan = self.writer, self.plan
-        try:
-            await _exchange(
-                pool,
-                endpoint,
-                backend,
-                self.head,
-                self.req.body,
-                lambda rsp: _stream_response(rsp, writer, plan, extra),
-            )
-        except UpstreamError as exc:
-            self._count_failure(exc)
-            return await _error(writer, exc.status, self.grpc)
-        return None
-
-    def _count_failure(self, exc: UpstreamError) -> None:
-        """Count a failed try; once the response head went out, the client is cut off.
-
-        Raises:
-            ClientAbort: the head was sent already.
-        """
-        if self.writer.head_sent:
-            raise ClientAbort(str(exc)) from exc
-        kind = type(exc).__name__
-        self.ctx.observer.upstream_error(self.backend.name, self.record.upstream, kind)
+        self.plan, self.writer, self.ctx = plan, writer, ctx
 
     def _resendable(self) -> bool:
-        return self.req.body.length == 0 or not self.req.body.started
+        body = self.plan.req.body
+        return body.length == 0 or not body.started
 
-    async def run(self, pinned: ir.Endpoint | None) -> None:
+    async def run(self) -> None:
+        plan, pool = self.plan, self.ctx.pool
+        assert plan.backend is not None
+        assert plan.rule is not None
         tried: set[ir.Endpoint] = set()
         attempt = 1
-        retry = self.rule.retry
+        retry = plan.rule.retry
         while True:
-            endpoint = pinned or self.ctx.pool.choose(
-                self.backend, frozenset(tried) if tried else _NOTHING
+            endpoint = plan.pinned or pool.choose(
+                plan.backend, frozenset(tried) if tried else _NOTHING
             )
             if endpoint is None:
-                return await _error(self.writer, 503, self.grpc)
-            self.record.upstream = _describe(endpoint)
+                return await send_error(self.writer, 503, plan.grpc)
+            plan.record.upstream = pool.describe(endpoint)
             try:
-                status = await self._once(endpoint, attempt, persist=pinned is None)
+                status = await self._try(endpoint, attempt)
             except UpstreamError as exc:
-                self._count_failure(exc)
+                _count_failure(plan, self.writer, self.ctx, exc)
                 if not (self._resendable() and f.should_retry(retry, None, attempt)):
-                    return await _error(self.writer, exc.status, self.grpc)
+                    return await send_error(self.writer, exc.status, plan.grpc)
                 status = 0
             if status is None:
                 return None
@@ -397,32 +258,34 @@ class _Attempt:
             await trio.sleep(f.backoff_delay(retry, attempt, random.random()))
             attempt += 1
 
-    async def _once(self, endpoint: ir.Endpoint, attempt: int, *, persist: bool) -> int | None:
+    async def _try(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
         """One try; returns a status worth retrying, or None once a response was delivered."""
-        per_try = self.rule.backend_request_timeout
+        assert self.plan.rule is not None
+        per_try = self.plan.rule.backend_request_timeout
         if not per_try:
-            return await self._exchange(endpoint, attempt, persist)
+            return await self._exchange(endpoint, attempt)
         with trio.CancelScope(deadline=trio.current_time() + per_try) as scope:
-            return await self._exchange(endpoint, attempt, persist)
+            return await self._exchange(endpoint, attempt)
         assert scope.cancelled_caught
         raise UpstreamTimeout("backend request timeout")
 
-    async def _exchange(self, endpoint: ir.Endpoint, attempt: int, persist: bool) -> int | None:
+    async def _exchange(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
+        plan = self.plan
+        assert plan.backend is not None
         return await _exchange(
             self.ctx.pool,
             endpoint,
-            self.backend,
-            self.head,
-            self.req.body,
-            lambda rsp: self._deliver(rsp, endpoint, attempt, persist),
+            plan.backend,
+            plan.head,
+            plan.req.body,
+            lambda rsp: self._deliver(rsp, endpoint, attempt),
         )
 
-    async def _deliver(
-        self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int, persist: bool
-    ) -> int | None:
+    async def _deliver(self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int) -> int | None:
         assert rsp.head is not None
+        assert self.plan.rule is not None
         status = rsp.head.status_code
-        retry = self.rule.retry
+        retry = self.plan.rule.retry
         if (
             retry is not None
             and status in retry.codes
@@ -430,8 +293,7 @@ class _Attempt:
             and f.should_retry(retry, status, attempt)
         ):
             return status
-        extra = persist_headers(self.rule, self.backend, endpoint) if persist else []
-        await _stream_response(rsp, self.writer, self.plan, extra)
+        await _stream_response(rsp, self.writer, self.plan, endpoint)
         return None
 
 
@@ -446,17 +308,15 @@ class UpstreamReply(Protocol):
 
 
 async def _stream_response(
-    rsp: UpstreamReply, writer: ResponseWriter, plan: _Plan, extra: HeaderList
+    rsp: UpstreamReply, writer: ResponseWriter, plan: RequestPlan, endpoint: ir.Endpoint
 ) -> None:
     head = rsp.head
     assert head is not None
-    headers = strip_hop_by_hop(head.headers)
-    for modifier in plan.response_modifiers:
-        headers = f.apply_header_modifier(headers, modifier)
-    headers += plan.response_extra
-    headers += extra
     await writer.send_head(
-        head.status_code, headers, content_length=head.content_length, body=head.body_expected
+        head.status_code,
+        response_fields(plan, head.headers, endpoint),
+        content_length=head.content_length,
+        body=head.body_expected,
     )
     while True:
         if not rsp.pending():
@@ -471,9 +331,17 @@ async def _stream_response(
 # --- answers made here ---------------------------------------------------------------------
 
 
-async def _respond(
+async def send_answer(writer: ResponseWriter, answer: Answer, grpc: bool) -> None:
+    """Send an answer ``decide`` made (a redirect, a preflight, an error)."""
+    if answer.error:
+        return await send_error(writer, answer.status, grpc)
+    return await respond(writer, answer.status, answer.headers)
+
+
+async def respond(
     writer: ResponseWriter, status: int, headers: HeaderList, body: bytes = b""
 ) -> None:
+    """A complete response made here; Content-Length (and a text type for a body) added."""
     headers = [*headers, (b"content-length", b"%d" % len(body))]
     if body:
         headers.append((b"content-type", b"text/plain; charset=utf-8"))
@@ -483,21 +351,17 @@ async def _respond(
     await writer.end()
 
 
-async def _error(writer: ResponseWriter, status: int, grpc: bool) -> None:
+async def send_error(writer: ResponseWriter, status: int, grpc: bool) -> None:
+    """An error made here: a short text body, or for gRPC a status (HTTP 200, ``grpc-status``)."""
     reason = reason_phrase(status) or b"Error"
     if not grpc:
-        return await _respond(writer, status, [], reason + b"\n")
+        return await respond(writer, status, [], reason + b"\n")
     headers = [
         (b"content-type", b"application/grpc"),
         (b"grpc-status", _GRPC_STATUS.get(status, b"2")),
         (b"grpc-message", reason),
     ]
-    return await _respond(writer, 200, headers)
-
-
-def _looks_grpc(req: ProxyRequest) -> bool:
-    content_type = _header(req.headers, b"content-type")
-    return content_type is not None and content_type.startswith("application/grpc")
+    return await respond(writer, 200, headers)
 
 
 # --- mirrors -------------------------------------------------------------------------------
@@ -514,22 +378,24 @@ class _NoBody:
         return b""
 
 
-_mirrors_in_flight = [0]
+_NOT_MIRRORED = frozenset({b"connection", b"upgrade", b"transfer-encoding"})
 
 
-def _start_mirrors(
-    ctx: HTTPConnectionContext,
-    req: ProxyRequest,
-    backends: list[ir.Backend],
-    head: tuple[bytes, bytes, HeaderList],
-) -> None:
-    if ctx.background is None or req.body.length != 0:
+def _start_mirrors(ctx: HTTPConnectionContext, plan: RequestPlan) -> None:
+    """Start a copy of a body-less request (or an upgrade's handshake, as a plain GET)."""
+    if not plan.mirrors or ctx.background is None:
         return
-    for backend in backends:
-        if backend.invalid or not backend.endpoints or _mirrors_in_flight[0] >= MIRRORS_MAX:
+    method, target, fields = plan.head
+    if plan.upgrade:
+        fields = [item for item in fields if item[0] not in _NOT_MIRRORED]
+    elif plan.req.body.length != 0:
+        return
+    pool = ctx.pool
+    for backend in plan.mirrors:
+        if backend.invalid or not backend.endpoints or pool.mirrors_in_flight >= MIRRORS_MAX:
             continue
-        _mirrors_in_flight[0] += 1
-        ctx.background.start_soon(_mirror, ctx.pool, backend, head)
+        pool.mirrors_in_flight += 1
+        ctx.background.start_soon(_mirror, pool, backend, (method, target, fields))
 
 
 async def _mirror(
@@ -546,4 +412,4 @@ async def _mirror(
     except UpstreamError:
         pass
     finally:
-        _mirrors_in_flight[0] -= 1
+        pool.mirrors_in_flight -= 1

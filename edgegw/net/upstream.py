@@ -184,6 +184,17 @@ class UpstreamPool:
         self._clock = clock
         self._states: dict[EndpointKey, _EndpointState] = {}
         self._rr: dict[str, int] = {}
+        self._descriptions: dict[ir.Endpoint, str] = {}
+        self.mirrors_in_flight = 0  # request copies running (``proxy.MIRRORS_MAX``)
+
+    def describe(self, endpoint: ir.Endpoint) -> str:
+        """``endpoint`` as logs name it ("ip:port", "[v6]:port" or a socket path), cached."""
+        text = self._descriptions.get(endpoint)
+        if text is None:
+            if len(self._descriptions) > 4096:
+                self._descriptions.clear()
+            text = self._descriptions[endpoint] = describe_endpoint(endpoint)
+        return text
 
     # --- synchronous decisions ------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from edgegw.proto.events import (
     ConnectionClosed,
     DataReceived,
     Event,
+    HeaderList,
     Headers,
     InformationalResponseReceived,
     MessageEnded,
@@ -511,7 +512,7 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def strip_hop_by_hop(headers: Headers) -> list[tuple[bytes, bytes]]:
+def strip_hop_by_hop(headers: Headers | HeaderList) -> HeaderList:
     """End-to-end headers: without the hop-by-hop set, ``Proxy-*`` and what Connection names."""
     out = []
     named: set[bytes] | None = None

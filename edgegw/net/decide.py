@@ -1,0 +1,313 @@
+"""The one decision for every HTTP request: an answer made here, or a plan to forward.
+
+Theory of operation
+-------------------
+Every request kind reaches ``decide`` the same way: HTTP/1.1 and HTTP/2 (h2c
+or TLS) requests, gRPC calls, an HTTP/1.1 ``Upgrade: websocket`` and an
+RFC 8441 extended CONNECT (the last two with ``upgrade=True``). The front
+ends only frame; nothing else in ``net/`` matches routes or reads filters,
+so a policy added here holds for every protocol at once (STYLE rule 11).
+
+``decide`` is synchronous and does no I/O. In order:
+
+1. the request's path is taken as the front end gave it (request
+   normalization, when it comes, goes at the top of ``decide``, once);
+2. listener by Host; 421 when TLS SNI chose another listener, 404 when none;
+3. the route match (404) and the rule (500 when it is invalid);
+4. the rule's filters in order: CORS (a preflight is answered here),
+   RequestRedirect (answered here), request and response header modifiers,
+   URLRewrite, mirrors;
+5. session persistence (a pinned endpoint) or a backend by weight, and the
+   backendRef's own filters; 500/503 when there is no usable backend;
+6. the upstream request head: Host, X-Forwarded-*, framing, and for an
+   upgrade ``Connection: Upgrade``.
+
+The result is one ``RequestPlan``, which is also the request's state while
+it is served: ``answer`` set means "say this and stop"; otherwise the plan
+names the backend (and a pinned endpoint), the head to send, what to do to
+the response (``response_modifiers``, ``response_extra``), the mirrors, and
+through ``rule`` the timeouts and retries. ``net/proxy.py`` carries a plan
+out; for an upgrade it hands the plan to the tunnel (``net/websocket.py``),
+which only moves bytes. ``response_fields`` is the one place where the
+response modifiers are applied, to a 200 as to a 101.
+
+Policies to come (authorization, rate limits, IP allow lists) plug in as a
+step here that sets ``answer``; one that needs I/O (external authorization)
+would leave a check on the plan for the forward step to await before the
+upstream exchange, so the check is in one place for every request kind.
+"""
+
+from __future__ import annotations
+
+import random
+
+from edgegw import ir
+from edgegw.net.context import HTTPConnectionContext, ProxyRequest, RequestRecord
+from edgegw.net.sessions import persist_headers, sticky_lookup
+from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.http1 import strip_hop_by_hop
+from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
+from edgegw.routing import filters as f
+
+_NO_MODIFIERS: tuple[ir.HeaderModifier, ...] = ()
+_NO_MIRRORS: tuple[ir.Backend, ...] = ()
+_NO_FIELDS: HeaderList = []  # shared and never mutated: response_extra is replaced, not grown
+_UPGRADE_FIELDS = ((b"connection", b"Upgrade"), (b"upgrade", b"websocket"))
+
+
+class Answer:
+    """A response made by the gateway: a redirect, a CORS preflight, an error.
+
+    ``error`` answers carry a short text body, or for gRPC a status in the
+    headers (``proxy.send_answer`` knows how).
+    """
+
+    __slots__ = ("error", "headers", "status")
+
+    def __init__(self, status: int, headers: HeaderList, *, error: bool = False) -> None:
+        self.status = status
+        self.headers = headers
+        self.error = error
+
+
+class RequestPlan:
+    """One request's decision and state, from ``decide`` to the last byte.
+
+    Attributes:
+        req, record: the request and what the access log learns of it.
+        upgrade: a WebSocket request; the forward step opens a tunnel.
+        grpc: errors are answered as gRPC statuses.
+        answer: when set, the whole response; nothing is forwarded.
+        rule, backend, pinned: the rule served, the backend picked, and the
+            endpoint a session token pins (None: the pool chooses).
+        head: the upstream request line and headers (method, target, fields).
+        response_modifiers, response_extra: what ``response_fields`` applies.
+        mirrors: backends that get a copy of the request.
+    """
+
+    __slots__ = (
+        "answer",
+        "backend",
+        "grpc",
+        "head",
+        "mirrors",
+        "pinned",
+        "record",
+        "req",
+        "response_extra",
+        "response_modifiers",
+        "rule",
+        "upgrade",
+    )
+
+    def __init__(self, req: ProxyRequest, record: RequestRecord, upgrade: bool) -> None:
+        self.req = req
+        self.record = record
+        self.upgrade = upgrade
+        self.grpc = False
+        self.answer: Answer | None = None
+        self.rule: ir.HTTPRouteRule | None = None
+        self.backend: ir.Backend | None = None
+        self.pinned: ir.Endpoint | None = None
+        self.head: tuple[bytes, bytes, HeaderList] = (b"", b"", _NO_FIELDS)
+        self.response_modifiers = _NO_MODIFIERS
+        self.response_extra = _NO_FIELDS
+        self.mirrors = _NO_MIRRORS
+
+    def refuse(self, status: int) -> RequestPlan:
+        """Answer with an error status (as a gRPC status on gRPC requests)."""
+        self.answer = Answer(status, [], error=True)
+        return self
+
+
+def decide(
+    req: ProxyRequest, ctx: HTTPConnectionContext, record: RequestRecord, *, upgrade: bool = False
+) -> RequestPlan:
+    """Match, filter and plan one request (see the module docstring); no I/O."""
+    plan = RequestPlan(req, record, upgrade)
+    listener = select_listener(ctx.port_table(), req.host, ctx.sni_listener)
+    if isinstance(listener, int):
+        plan.grpc = looks_grpc(req)
+        return plan.refuse(listener)
+    record.listener = listener.listener.key
+    method = (
+        "GET" if upgrade else req.method
+    )  # an extended CONNECT is matched as the GET it becomes
+    match = listener.match(req.host, method, req.path, req.query, req.headers)
+    if match is None:
+        plan.grpc = looks_grpc(req)
+        return plan.refuse(404)
+    rule = plan.rule = match.rule
+    record.route_namespace, record.route_name = match.route.namespace, match.route.name
+    record.rule_index = rule.index
+    plan.grpc = rule.grpc or match.route.kind == "GRPCRoute"
+    if rule.invalid:
+        return plan.refuse(500)
+    headers, authority, path = req.headers, req.authority, req.path
+    if rule.filters:
+        port = listener.listener.port
+        headers, authority, path = _apply_filters(plan, match, ctx.scheme, port)
+        if plan.answer is not None:
+            return plan
+    return _pick_backend(plan, ctx, headers, authority, path)
+
+
+def _pick_backend(
+    plan: RequestPlan, ctx: HTTPConnectionContext, headers: HeaderList, authority: str, path: str
+) -> RequestPlan:
+    rule = plan.rule
+    assert rule is not None
+    sticky = sticky_lookup(rule, plan.req.headers) if rule.session_persistence else None
+    backend: ir.Backend | None
+    if sticky is not None:
+        backend, plan.pinned = sticky
+    else:
+        backend = pick_backend(rule, random.random())
+    if backend is None or backend.invalid:  # gRPC clients get UNAVAILABLE (14) for this
+        return plan.refuse(503 if plan.grpc else 500)
+    plan.backend = backend
+    plan.record.backend = backend.name
+    if not backend.endpoints:
+        return plan.refuse(503)
+    if backend.filters:
+        headers = _apply_backend_filters(plan, backend, headers)
+    plan.head = upstream_head(plan, ctx, headers, authority, path)
+    return plan
+
+
+def select_listener(table: PortTable, host: str, sni: str | None) -> ListenerTable | int:
+    """The listener for ``host``; 421 when TLS SNI chose another one, 404 when none."""
+    chosen = table.listener_for_host(host)
+    if sni is None:
+        return chosen if chosen is not None else 404
+    if chosen is None:
+        return next((t for t in table.listeners if t.listener.key == sni), 404)
+    return chosen if chosen.listener.key == sni else 421
+
+
+def header_value(headers: HeaderList, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def looks_grpc(req: ProxyRequest) -> bool:
+    """A gRPC call by its content type (before any route said so)."""
+    content_type = header_value(req.headers, b"content-type")
+    return content_type is not None and content_type.startswith("application/grpc")
+
+
+# --- filters -------------------------------------------------------------------------------
+
+
+def _apply_filters(
+    plan: RequestPlan, match: RouteMatch, scheme: str, port: int
+) -> tuple[HeaderList, str, str]:
+    """The rule's filters in order; sets ``plan.answer`` for redirects and preflights."""
+    req = plan.req
+    headers, authority, path = req.headers, req.authority, req.path
+    for flt in match.rule.filters:
+        if isinstance(flt, ir.RequestHeaderModifierFilter):
+            headers = f.apply_header_modifier(headers, flt.modifier)
+        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
+            plan.response_modifiers += (flt.modifier,)
+        elif isinstance(flt, ir.URLRewriteFilter):
+            authority, path = f.rewrite(flt, authority, path, match.match)
+        elif isinstance(flt, ir.RequestMirrorFilter):
+            if f.mirror_wanted(flt, random.random()):
+                plan.mirrors += (flt.backend,)
+        elif isinstance(flt, ir.RequestRedirectFilter):
+            status, location = f.redirect_location(
+                flt, scheme, req.host, port, req.path, req.query, match.match
+            )
+            plan.answer = Answer(status, [(b"location", location.encode())])
+            break
+        elif isinstance(flt, ir.CORSFilter) and _cors(plan, flt):
+            break
+    return headers, authority, path
+
+
+def _cors(plan: RequestPlan, cors: ir.CORSFilter) -> bool:
+    """Apply a CORS filter; True when the gateway answers (a preflight)."""
+    req = plan.req
+    origin = header_value(req.headers, b"origin")
+    wanted = header_value(req.headers, b"access-control-request-method")
+    if not plan.upgrade and f.is_cors_preflight(req.method, origin, wanted):
+        assert origin is not None
+        asked = header_value(req.headers, b"access-control-request-headers")
+        plan.answer = Answer(200, f.cors_preflight(cors, origin, wanted, asked) or [])
+        return True
+    plan.response_extra = plan.response_extra + f.cors_response_headers(cors, origin)
+    return False
+
+
+def _apply_backend_filters(
+    plan: RequestPlan, backend: ir.Backend, headers: HeaderList
+) -> HeaderList:
+    for flt in backend.filters:
+        if isinstance(flt, ir.RequestHeaderModifierFilter):
+            headers = f.apply_header_modifier(headers, flt.modifier)
+        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
+            plan.response_modifiers += (flt.modifier,)
+    return headers
+
+
+# --- the upstream request and the response fields ------------------------------------------
+
+
+def upstream_head(
+    plan: RequestPlan, ctx: HTTPConnectionContext, headers: HeaderList, authority: str, path: str
+) -> tuple[bytes, bytes, HeaderList]:
+    """Request line and headers for the upstream: Host, X-Forwarded-*, framing."""
+    req = plan.req
+    out: HeaderList = [(b"host", authority.encode("latin-1"))]
+    forwarded_for: bytes | None = None
+    for item in headers:
+        name = item[0]
+        if name == b"x-forwarded-for":
+            forwarded_for = item[1] if forwarded_for is None else forwarded_for + b", " + item[1]
+        elif name == b"host":
+            out[0] = item  # set by a header modifier
+        elif name not in (b"x-forwarded-proto", b"x-forwarded-host", b"expect"):
+            out.append(item)
+    client = (ctx.client[0] if ctx.client else "").encode()
+    out.append((b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client))
+    out.append((b"x-forwarded-proto", ctx.scheme.encode()))
+    out.append((b"x-forwarded-host", req.authority.encode("latin-1")))
+    if plan.upgrade:
+        out += _UPGRADE_FIELDS
+        method = b"GET"
+    else:
+        if req.body.length is None:
+            out.append((b"transfer-encoding", b"chunked"))
+        method = req.method.encode()
+    target = path + "?" + req.query if req.query else path
+    return method, target.encode("latin-1"), out
+
+
+def response_fields(
+    plan: RequestPlan, headers: Headers | HeaderList, endpoint: ir.Endpoint | None
+) -> HeaderList:
+    """The response head's fields as the client gets them, for every kind of response.
+
+    Hop-by-hop fields removed, the response header modifiers applied, CORS
+    fields and a session token (for ``endpoint``, unless a token pinned it)
+    added. A 101's ``Connection``/``Upgrade`` are the tunnel's to add back.
+    """
+    fields = strip_hop_by_hop(headers)
+    for modifier in plan.response_modifiers:
+        fields = f.apply_header_modifier(fields, modifier)
+    if plan.response_extra:
+        fields += plan.response_extra
+    if plan.rule is not None and plan.rule.session_persistence:
+        fields += _session_token(plan, endpoint)
+    return fields
+
+
+def _session_token(plan: RequestPlan, endpoint: ir.Endpoint | None) -> HeaderList:
+    """The cookie or header that pins later requests to ``endpoint``; none if one pinned it."""
+    if endpoint is None or plan.pinned is not None or plan.backend is None or plan.rule is None:
+        return []
+    return persist_headers(plan.rule, plan.backend, endpoint)
