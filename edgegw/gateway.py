@@ -90,7 +90,7 @@ def run(options: RunOptions) -> int:
         return 2
     index = worker_index()
     if options.workers > 1 and index is None:
-        return run_workers(options)
+        return run_workers(options.workers)
     if index not in (None, 0):  # one admin API and one state writer: worker 0's
         options = msgspec.structs.replace(options, admin="", state_dir=None)
     tune_gc()

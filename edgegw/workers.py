@@ -15,10 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from edgegw.gateway import RunOptions
 
 log = logging.getLogger("edgegw")
 
@@ -31,12 +27,11 @@ def worker_index() -> int | None:
     return int(value) if value is not None else None
 
 
-def run_workers(options: RunOptions) -> int:
-    """Start ``options.workers`` workers, forward signals, return 0 when all exited 0."""
+def run_workers(count: int) -> int:
+    """Start ``count`` workers, forward signals, return 0 when all exited 0."""
     argv = [sys.executable, "-m", "edgegw", *sys.argv[1:]]
     children = [
-        subprocess.Popen(argv, env={**os.environ, WORKER_ENV: str(i)})
-        for i in range(options.workers)
+        subprocess.Popen(argv, env={**os.environ, WORKER_ENV: str(i)}) for i in range(count)
     ]
 
     def forward(signum: int, _frame: object) -> None:

@@ -71,12 +71,22 @@ class PortServices:
         _, address, port = server.key
         self.label = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.http_drain = DrainSignal()
-        self._port_table = lambda: server.runtime.http
         self.tcp = tcp.TCPContext(
-            table=lambda: server.runtime.l4,
+            table=self._l4_table,
             limits=dispatcher.tcp_limits,
             stats=dispatcher.tcp_stats,
         )
+
+    def _port_table(self) -> routing.PortTable:
+        """The current generation's HTTP routing table (called once per request)."""
+        table = self.server.runtime.http
+        assert table is not None
+        return table
+
+    def _l4_table(self) -> l4.L4Table:
+        table = self.server.runtime.l4
+        assert table is not None
+        return table
 
     def drain(self, grace: float) -> None:
         self.http_drain.start()

@@ -23,13 +23,15 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 import trio
 
 from edgegw import ir
 from edgegw.net.fastio import close_now
+from edgegw.net.tls import ServerTLS
+from edgegw.routing import PortTable
+from edgegw.routing.l4 import L4Table
 
 log = logging.getLogger("edgegw.net")
 
@@ -53,9 +55,9 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     """The compiled state one port serves for one generation."""
 
     port: ir.Port
-    http: Any = None  # routing.PortTable for HTTP/HTTPS ports
-    l4: Any = None  # routing.l4.L4Table for TLS/TCP/UDP ports
-    tls: Any = None  # net.tls.ServerTLS when the port terminates TLS
+    http: PortTable | None = None  # for HTTP/HTTPS ports
+    l4: L4Table | None = None  # for TLS/TCP/UDP ports
+    tls: ServerTLS | None = None  # when the port terminates TLS
     protocols: frozenset[str] = frozenset()  # of its listeners
     proxy_protocol: bool = False  # a PROXY header comes first on every connection
 
@@ -158,7 +160,7 @@ class DatagramPortServer:
         self,
         sock: trio.socket.SocketType,
         runtime: PortRuntime,
-        relay: Callable[[trio.socket.SocketType, Callable[[], Any]], Awaitable[object]],
+        relay: Callable[[trio.socket.SocketType, Callable[[], L4Table]], Awaitable[object]],
     ) -> None:
         self.sock = sock
         self.runtime = runtime
@@ -173,9 +175,14 @@ class DatagramPortServer:
     async def serve(self) -> None:
         try:
             with self._scope:
-                await self._relay(self.sock, lambda: self.runtime.l4)
+                await self._relay(self.sock, self._table)
         finally:
             self.done.set()
+
+    def _table(self) -> L4Table:
+        table = self.runtime.l4
+        assert table is not None
+        return table
 
     def stop(self, grace: float) -> None:
         del grace

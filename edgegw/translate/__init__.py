@@ -9,13 +9,9 @@ the golden tests under ``tests/golden`` pin that output down.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-import msgspec
-
-from edgegw import ir
 from edgegw.pools import PoolAssignment
+from edgegw.translate.result import ResourceStatus, TranslateOptions, TranslateResult
+from edgegw.translate.translator import translate
 
 __all__ = [
     "PoolAssignment",
@@ -24,34 +20,3 @@ __all__ = [
     "TranslateResult",
     "translate",
 ]
-
-
-class TranslateOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """What the translator needs from outside the config directory."""
-
-    controller_name: str = "edgegw.io/gateway-controller"
-    default_addresses: tuple[str, ...] = ("0.0.0.0", "::")
-    # (namespace, gateway name) → addresses from a pool; see PoolAssignment
-    pool_assignments: Mapping[tuple[str, str], PoolAssignment] | None = None
-    generation: int = 0
-    # POSIX time to judge certificate validity at; None skips the check
-    now: float | None = None
-
-
-class ResourceStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """One resource's status, in the Gateway API's camelCase JSON shape."""
-
-    api_version: str
-    kind: str
-    name: str
-    namespace: str | None
-    generation: int
-    status: dict[str, Any]
-
-
-class TranslateResult(msgspec.Struct, frozen=True, kw_only=True):
-    model: ir.Model
-    statuses: tuple[ResourceStatus, ...]
-
-
-from edgegw.translate.translator import translate  # noqa: E402

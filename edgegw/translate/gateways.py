@@ -21,7 +21,7 @@ from edgegw.translate.tls import RefProblem, client_certificate
 
 if TYPE_CHECKING:
     from edgegw.certs import KeyPair
-    from edgegw.translate import TranslateOptions
+    from edgegw.translate.result import TranslateOptions
 
 
 @dataclass

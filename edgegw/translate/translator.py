@@ -20,7 +20,6 @@ import msgspec
 
 from edgegw import api, ir
 from edgegw.api.meta import Object
-from edgegw.translate import ResourceStatus, TranslateOptions, TranslateResult
 from edgegw.translate.backends import BackendContext, resolve
 from edgegw.translate.backendtls import BackendTLSPolicies
 from edgegw.translate.gateways import (
@@ -35,6 +34,7 @@ from edgegw.translate.gateways import (
 from edgegw.translate.httproutes import grpc_rules, http_rules
 from edgegw.translate.index import Index, Key, precedence
 from edgegw.translate.listeners import ListenerState, is_programmed
+from edgegw.translate.result import ResourceStatus, TranslateOptions, TranslateResult
 from edgegw.translate.routes import (
     ParentResult,
     RouteProblems,
