@@ -18,17 +18,18 @@ import socket
 from functools import partial
 from typing import Any, NoReturn
 
-import h2.events as h2e
 import msgspec
 import trio
 import wsproto.events as wse
-from h2.exceptions import ProtocolError as H2ProtocolError
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.utilities import generate_accept_token
 
 from edgegw.proto import http2
 from edgegw.proto.events import ConnectionClosed, DataReceived, MessageEnded, RequestReceived
+from edgegw.proto.h2codec import H2Codec, H2Error
+from edgegw.proto.h2codec import ProtocolError as H2ProtocolError
+from edgegw.proto.h2codec import events as h2e
 from edgegw.proto.http1 import ProtocolError, RequestParser, serialize_response_head
 from edgegw.proto.sniff import H2_PREFACE
 
@@ -227,7 +228,9 @@ async def _serve_h2(stream: trio.abc.Stream, identity: EchoIdentity) -> None:
                 return
 
 
-def _answer_h2(conn: Any, stream_id: int, head: RequestReceived, identity: EchoIdentity) -> None:
+def _answer_h2(
+    conn: H2Codec, stream_id: int, head: RequestReceived, identity: EchoIdentity
+) -> None:
     payload = echo_body(identity, head, None)
     headers = [
         (b":status", b"200"),
@@ -243,7 +246,7 @@ def _answer_h2(conn: Any, stream_id: int, head: RequestReceived, identity: EchoI
         for start in range(0, len(payload), size):
             conn.send_data(stream_id, payload[start : start + size])
         conn.end_stream(stream_id)
-    except H2ProtocolError:
+    except H2Error:
         conn.reset_stream(stream_id)
 
 

@@ -40,10 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import h2.events as ev
-import h2.exceptions
 import trio
-from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from edgegw.net import websocket
@@ -52,12 +49,14 @@ from edgegw.net.fastio import FastSocket, close_now, open_io
 from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
 from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.h2codec import ErrorCode, H2Error, ProtocolError
+from edgegw.proto.h2codec import events as ev
 
 log = logging.getLogger("edgegw.net.h2")
 
 _READ = 65536
 _HIGH_WATER = 256 * 1024
-_H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
+_H2Error = (H2Error,)
 
 
 async def serve_h2_connection(
@@ -142,7 +141,7 @@ class H2ServerConnection:
             try:
                 if not received or self._receive(received):
                     await self._read_loop()
-            except h2.exceptions.ProtocolError as exc:
+            except ProtocolError as exc:
                 log.debug("HTTP/2 client %s: %s", self.ctx.client, exc)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 nursery.cancel_scope.cancel()
@@ -246,7 +245,7 @@ class H2ServerConnection:
             st.scope.cancel()
         if event.remote_reset and self.resets.spend(trio.current_time()):
             log.warning("HTTP/2 client %s: too many stream resets; closing", self.ctx.client)
-            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            self.h2.close_connection(ErrorCode.ENHANCE_YOUR_CALM)
             return False
         return True
 
@@ -261,16 +260,16 @@ class H2ServerConnection:
         self.draining = True
         frame = GoAwayFrame(0)
         frame.last_stream_id = self.h2.highest_inbound_stream_id
-        frame.error_code = ErrorCodes.NO_ERROR
+        frame.error_code = ErrorCode.NO_ERROR
         self._raw_out += frame.serialize()
         self.wake()
 
     def _start_stream(self, event: ev.RequestReceived) -> None:
         stream_id = event.stream_id
         if self.draining:
-            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
             return
-        st = H2Stream(stream_id, body_ended=event.stream_ended is not None)
+        st = H2Stream(stream_id, body_ended=event.ended)
         self.streams[stream_id] = st
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, st, tuple(event.headers))
@@ -330,7 +329,7 @@ class H2ServerConnection:
             await st.window_event.wait()
         if scope.cancelled_caught:
             log.info("HTTP/2 client %s: flow-control stall; closing", self.ctx.client)
-            self.h2.close_connection(ErrorCodes.FLOW_CONTROL_ERROR)
+            self.h2.close_connection(ErrorCode.FLOW_CONTROL_ERROR)
             self.wake()
             assert self._nursery is not None
             self._nursery.start_soon(self._close_soon)
@@ -395,7 +394,7 @@ class H2ServerConnection:
             self._ack(st.stream_id, length)
         st.chunks.clear()
         if not writer.ended or not st.body_ended:
-            code = ErrorCodes.NO_ERROR if writer.ended else ErrorCodes.INTERNAL_ERROR
+            code = ErrorCode.NO_ERROR if writer.ended else ErrorCode.INTERNAL_ERROR
             with contextlib.suppress(*_H2Error):
                 self.h2.reset_stream(st.stream_id, code)
         self.wake()

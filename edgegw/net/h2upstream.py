@@ -42,10 +42,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import h2.events as ev
-import h2.exceptions
 import trio
-from h2.errors import ErrorCodes
 
 from edgegw import ir
 from edgegw.net.fastio import FastSocket
@@ -67,8 +64,10 @@ from edgegw.proto.events import (
     MessageEnded,
     ResponseReceived,
 )
+from edgegw.proto.h2codec import ErrorCode, H2Error, ProtocolError
+from edgegw.proto.h2codec import events as ev
 
-_H2Error = (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError)
+_H2Error = (H2Error,)
 _LIMITS = http2.H2Limits(max_concurrent_streams=100)
 
 
@@ -95,7 +94,7 @@ class H2UpstreamResponse:
     def on_event(self, event: Any) -> None:
         if isinstance(event, ev.ResponseReceived):
             self.received += 1
-            ended = event.stream_ended is not None
+            ended = event.ended
             head = http2.response_head(event.headers, ended=ended, head_request=self._head_request)
             self._events.append((head, 0))
         elif isinstance(event, ev.DataReceived):
@@ -106,7 +105,7 @@ class H2UpstreamResponse:
         elif isinstance(event, ev.StreamEnded):
             self._end(())
         elif isinstance(event, ev.StreamReset) and not self.ended:
-            error = _Refused if event.error_code == ErrorCodes.REFUSED_STREAM else UpstreamBroken
+            error = _Refused if event.error_code == ErrorCode.REFUSED_STREAM else UpstreamBroken
             self.error = error(
                 f"upstream {self.client.address} reset the stream ({event.error_code!r})"
             )
@@ -249,7 +248,7 @@ class _H2Client:
             return
         try:
             events = self.h2.receive_data(bytes(data))
-        except h2.exceptions.ProtocolError as exc:
+        except ProtocolError as exc:
             self._fail(UpstreamBroken(f"upstream {self.address} broke HTTP/2: {exc}"))
             return
         for event in events:
@@ -267,7 +266,7 @@ class _H2Client:
         for stream_id, response in self.streams.items():
             if stream_id > last and response.error is None:
                 response.error = _Refused(f"upstream {self.address} sent GOAWAY")
-        if event.error_code != ErrorCodes.NO_ERROR:
+        if event.error_code != ErrorCode.NO_ERROR:
             self._fail(UpstreamBroken(f"upstream {self.address} GOAWAY {event.error_code!r}"))
 
     def _fail(self, error: UpstreamBroken) -> None:
@@ -287,7 +286,7 @@ class _H2Client:
         self.streams.pop(response.stream_id, None)
         if not clean and not self.closed:
             with suppress(*_H2Error):
-                self.h2.reset_stream(response.stream_id, ErrorCodes.CANCEL)
+                self.h2.reset_stream(response.stream_id, ErrorCode.CANCEL)
 
 
 class H2Pool:

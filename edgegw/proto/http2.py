@@ -1,11 +1,12 @@
-"""HTTP/2 without I/O: settings, header mapping and abuse accounting around ``h2``.
+"""HTTP/2 without I/O: settings, header mapping and abuse accounting around the codec.
 
-The ``h2`` library is the state machine (its ``stream.py`` holds the
-transition table); this module only adds what edgegw decides on top of it,
-so that ``net/h2server.py`` and ``net/h2upstream.py`` stay about I/O:
+``proto/h2codec`` is the state machine (its ``streams.py`` holds the
+transition table, ``validate.py`` the checks on every received head); this
+module only adds what edgegw decides on top of it, so that
+``net/h2server.py`` and ``net/h2upstream.py`` stay about I/O:
 
 - ``H2Limits``: the settings we advertise and the abuse thresholds we enforce;
-- ``server_connection``/``client_connection``: configured ``H2Connection``\\s;
+- ``server_connection``/``client_connection``: configured ``H2Codec``\\s;
 - header mapping: an HTTP/2 request head → the parts of a ``ProxyRequest``,
   an HTTP/1-style head → HTTP/2 request or response headers (connection-
   specific fields removed, as RFC 9113 §8.2.2 requires);
@@ -20,11 +21,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.settings import SettingCodes, Settings
-
 from edgegw.proto.events import HeaderList, Headers, ResponseReceived
+from edgegw.proto.h2codec import CodecConfig, H2Codec
 
 #: Fields that mean something only to one HTTP/1.1 hop; never valid in HTTP/2.
 CONNECTION_SPECIFIC = frozenset(
@@ -62,51 +60,33 @@ class H2Limits:
     stall_timeout: float = 30.0
 
 
-def _settings(limits: H2Limits, *, server: bool) -> dict[SettingCodes, int]:
-    settings = {
-        SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-        SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-        SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-        SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-    }
-    if server:
-        settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1  # RFC 8441 WebSocket
-    else:
-        settings[SettingCodes.ENABLE_PUSH] = 0
-    return settings
-
-
-def _connection(limits: H2Limits, *, server: bool) -> H2Connection:
-    # Outbound headers are not validated again (7% of h2's time per proxied call):
-    # they come from parsers that did (httptools, h2's inbound checks) and from
-    # validated config, names lower-cased and connection-specific fields removed
+def _connection(limits: H2Limits, *, server: bool) -> H2Codec:
+    # Our settings hold from the first frame on, the header list limit included
+    # (HPACK bombs). Outbound headers are not validated again: they come from
+    # parsers that did (httptools, the codec's inbound checks) and from validated
+    # config, names lower-cased and connection-specific fields removed
     # (``CONNECTION_SPECIFIC``).
-    config = H2Configuration(
-        client_side=not server,
-        header_encoding=None,
-        validate_inbound_headers=True,
-        validate_outbound_headers=False,
+    conn = H2Codec(
+        CodecConfig(
+            client_side=not server,
+            max_concurrent_streams=limits.max_concurrent_streams,
+            initial_window_size=limits.initial_window_size,
+            connection_window_size=limits.connection_window_size,
+            max_frame_size=limits.max_frame_size,
+            max_header_list_size=limits.max_header_list_size,
+            enable_connect_protocol=server,  # RFC 8441 WebSocket
+        )
     )
-    conn = H2Connection(config=config)
-    # As initial values, our settings hold from the first frame on (h2 would keep
-    # them pending until acknowledged), the header list limit included (HPACK bombs).
-    conn.local_settings = Settings(
-        client=not server, initial_values=_settings(limits, server=server)
-    )
-    conn.decoder.max_header_list_size = limits.max_header_list_size
     conn.initiate_connection()
-    extra = limits.connection_window_size - 65535
-    if extra > 0:
-        conn.increment_flow_control_window(extra)
     return conn
 
 
-def server_connection(limits: H2Limits) -> H2Connection:
+def server_connection(limits: H2Limits) -> H2Codec:
     """A server-side connection whose preface (SETTINGS, WINDOW_UPDATE) is queued."""
     return _connection(limits, server=True)
 
 
-def client_connection(limits: H2Limits) -> H2Connection:
+def client_connection(limits: H2Limits) -> H2Codec:
     """A client-side connection whose preface is queued; push is disabled."""
     return _connection(limits, server=False)
 
@@ -137,7 +117,7 @@ def split_host(authority: str) -> str:
 
 
 def parse_request(headers: Headers | HeaderList) -> H2Request:
-    """Split a validated HTTP/2 request head (h2 checked the pseudo-headers).
+    """Split a validated HTTP/2 request head (the codec checked the pseudo-headers).
 
     Raises:
         ValueError: a field is not ASCII/Latin-1 decodable or content-length is bad.

@@ -1,9 +1,10 @@
 """The lean HTTP/2 codec against ``h2``, fed the same client bytes, frame for frame.
 
 Each case is what a client sends after its preface and SETTINGS. Both server
-ends (``h2`` as ``proto/http2.py`` configures it, and ``H2Codec`` with the same
-limits) get the bytes; the test compares what each reports (events, in order)
-and what each answers (RST_STREAMs, GOAWAY codes, PING and SETTINGS acks).
+ends (``h2`` as edgegw configured it before the codec, and ``H2Codec`` with the
+same limits, as ``proto/http2.py`` configures it) get the bytes; the test
+compares what each reports (events, in order) and what each answers
+(RST_STREAMs, GOAWAY codes, PING and SETTINGS acks).
 Where the codec is deliberately stricter or finer than ``h2``, the case says
 so and pins the codec's answer instead.
 """
@@ -16,6 +17,9 @@ from typing import Any
 import h2.events
 import h2.exceptions
 import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.settings import SettingCodes, Settings
 from hyperframe.frame import Frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +31,27 @@ from tests.unit import h2frames as f
 
 Outcome = tuple[list[tuple[Any, ...]], int | None, list[tuple[Any, ...]]]
 LIMITS = http2.H2Limits()
+
+
+def h2_server() -> H2Connection:
+    """The reference: h2 as edgegw ran it, settings in force from the first frame."""
+    conn = H2Connection(
+        H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False)
+    )
+    conn.local_settings = Settings(
+        client=False,
+        initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: LIMITS.max_concurrent_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: LIMITS.initial_window_size,
+            SettingCodes.MAX_FRAME_SIZE: LIMITS.max_frame_size,
+            SettingCodes.MAX_HEADER_LIST_SIZE: LIMITS.max_header_list_size,
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+        },
+    )
+    conn.decoder.max_header_list_size = LIMITS.max_header_list_size
+    conn.initiate_connection()
+    conn.increment_flow_control_window(LIMITS.connection_window_size - 65535)
+    return conn
 
 
 def codec_config() -> CodecConfig:
@@ -115,7 +140,7 @@ def _codec_event(event: ev.Event) -> tuple[Any, ...] | None:
 
 
 def run_h2(chunks: list[bytes]) -> Outcome:
-    conn = http2.server_connection(LIMITS)
+    conn = h2_server()
     conn.data_to_send()
     seen: list[tuple[Any, ...]] = []
     error = None

@@ -103,7 +103,7 @@ class FrameReceiver:
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[ev.Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ev.Event]:
         """Handle the frames ``data`` completes; returns what they mean.
 
         Raises:
