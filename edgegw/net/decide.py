@@ -43,11 +43,11 @@ import random
 
 from edgegw import ir
 from edgegw.net.context import HTTPConnectionContext, ProxyRequest, RequestRecord
-from edgegw.net.sessions import persist_headers, sticky_lookup
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http1 import strip_hop_by_hop
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
+from edgegw.routing.sessions import persist_headers, sticky_lookup
 
 _NO_MODIFIERS: tuple[ir.HeaderModifier, ...] = ()
 _NO_MIRRORS: tuple[ir.Backend, ...] = ()
@@ -140,7 +140,7 @@ def decide(
     rule = plan.rule = match.rule
     record.route_namespace, record.route_name = match.route.namespace, match.route.name
     record.rule_index = rule.index
-    plan.grpc = rule.grpc or match.route.kind == "GRPCRoute"
+    plan.grpc = match.grpc
     if rule.invalid:
         return plan.refuse(500)
     headers, authority, path = req.headers, req.authority, req.path
@@ -149,15 +149,18 @@ def decide(
         headers, authority, path = _apply_filters(plan, match, ctx.scheme, port)
         if plan.answer is not None:
             return plan
-    return _pick_backend(plan, ctx, headers, authority, path)
+    return _pick_backend(plan, ctx, match, (headers, authority, path))
 
 
 def _pick_backend(
-    plan: RequestPlan, ctx: HTTPConnectionContext, headers: HeaderList, authority: str, path: str
+    plan: RequestPlan,
+    ctx: HTTPConnectionContext,
+    match: RouteMatch,
+    request: tuple[HeaderList, str, str],
 ) -> RequestPlan:
-    rule = plan.rule
-    assert rule is not None
-    sticky = sticky_lookup(rule, plan.req.headers) if rule.session_persistence else None
+    rule = match.rule
+    sessions = match.sessions
+    sticky = sticky_lookup(rule, sessions, plan.req.headers) if sessions is not None else None
     backend: ir.Backend | None
     if sticky is not None:
         backend, plan.pinned = sticky
@@ -169,6 +172,7 @@ def _pick_backend(
     plan.record.backend = backend.name
     if not backend.endpoints:
         return plan.refuse(503)
+    headers, authority, path = request
     if backend.filters:
         headers = _apply_backend_filters(plan, backend, headers)
     plan.head = upstream_head(plan, ctx, headers, authority, path)

@@ -23,7 +23,9 @@ The data plane calls exactly these names:
     Precedence is the spec's: across all routes attached to the listener.
 
 ``RouteMatch.route: ir.HTTPRoute``, ``RouteMatch.rule: ir.HTTPRouteRule``,
-``RouteMatch.match: ir.HTTPMatch`` (the match that won, for ReplacePrefixMatch).
+``RouteMatch.match: ir.HTTPMatch`` (the match that won, for ReplacePrefixMatch),
+and per-rule data computed with the table: ``RouteMatch.grpc`` (answer errors as
+gRPC statuses) and ``RouteMatch.sessions`` (``sessions.sticky_lookup``'s table).
 
 ``pick_backend(rule_or_backends, rand: float) -> ir.Backend | None``
     Weighted choice; ``None`` when every weight is zero or there are none

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 import msgspec
 
 from edgegw import ir
+from edgegw.routing.sessions import SessionTable
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -28,11 +29,18 @@ _JOINERS = {b"cookie": "; "}
 
 
 class RouteMatch(msgspec.Struct, frozen=True, gc=False):
-    """What won: the route, its rule, and the match (for ReplacePrefixMatch)."""
+    """What won: the route, its rule, and the match (for ReplacePrefixMatch).
+
+    Also what the data plane needs of the rule, computed with the table:
+    ``grpc`` (errors are answered as gRPC statuses) and ``sessions`` (the
+    session persistence token table, None without persistence).
+    """
 
     route: ir.HTTPRoute
     rule: ir.HTTPRouteRule
     match: ir.HTTPMatch
+    grpc: bool = False
+    sessions: SessionTable | None = None
 
 
 class RequestView:
@@ -157,7 +165,11 @@ def _first_per_name(matches: Sequence[ir.ValueMatch], fold: bool) -> tuple[ir.Va
 
 
 def compile_match(
-    route: ir.HTTPRoute, rule: ir.HTTPRouteRule, match: ir.HTTPMatch, position: int
+    route: ir.HTTPRoute,
+    rule: ir.HTTPRouteRule,
+    match: ir.HTTPMatch,
+    position: int,
+    sessions: SessionTable | None = None,
 ) -> Candidate | None:
     """A candidate for one match of one rule; None when a regex does not compile.
 
@@ -185,7 +197,13 @@ def compile_match(
         position,
     )
     return Candidate(
-        result=RouteMatch(route=route, rule=rule, match=match),
+        result=RouteMatch(
+            route=route,
+            rule=rule,
+            match=match,
+            grpc=rule.grpc or route.kind == "GRPCRoute",
+            sessions=sessions,
+        ),
         method=match.method.upper() if match.method else None,
         path_pattern=path_pattern,
         headers=header_checks,

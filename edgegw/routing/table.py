@@ -45,6 +45,7 @@ from edgegw.routing.matchers import (
     normalize_prefix,
     prefix_keys,
 )
+from edgegw.routing.sessions import session_table
 
 
 class PathIndex:
@@ -104,8 +105,9 @@ def _ranked(candidates: list[Candidate]) -> tuple[Candidate, ...]:
 
 def _route_candidates(route: ir.HTTPRoute) -> Iterator[Candidate]:
     for rule in route.rules:
+        sessions = session_table(rule)  # one per rule, shared by its matches
         for position, match in enumerate(rule.matches):
-            candidate = compile_match(route, rule, match, position)
+            candidate = compile_match(route, rule, match, position, sessions)
             if candidate is not None:
                 yield candidate
 

@@ -4,18 +4,20 @@ The first response carries a cookie or header naming the endpoint that served
 it, as an opaque token; later requests that present it go to the same
 endpoint while it is still among the rule's backends. Tokens are hashes of
 backend and endpoint, so nothing about the backends is revealed.
+
+The token → endpoint table of a rule is built with the routing table
+(``session_table``, held by each ``RouteMatch``), never per request.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 
 from edgegw import ir
 from edgegw.proto.events import HeaderList
 
-# --- -------------------------------------------------------------------
-
-_sticky_tables: dict[int, tuple[ir.HTTPRouteRule, dict[str, tuple[ir.Backend, ir.Endpoint]]]] = {}
+SessionTable = Mapping[str, tuple[ir.Backend, ir.Endpoint]]
 
 
 def _token(backend: ir.Backend, endpoint: ir.Endpoint) -> str:
@@ -23,20 +25,17 @@ def _token(backend: ir.Backend, endpoint: ir.Endpoint) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _sticky_table(rule: ir.HTTPRouteRule) -> dict[str, tuple[ir.Backend, ir.Endpoint]]:
-    cached = _sticky_tables.get(id(rule))
-    if cached is not None and cached[0] is rule:
-        return cached[1]
-    if len(_sticky_tables) > 4096:
-        _sticky_tables.clear()
-    table = {_token(b, e): (b, e) for b in rule.backends if not b.invalid for e in b.endpoints}
-    _sticky_tables[id(rule)] = (rule, table)
-    return table
+def session_table(rule: ir.HTTPRouteRule) -> SessionTable | None:
+    """Token → (backend, endpoint) for a rule with session persistence, else None."""
+    if rule.session_persistence is None:
+        return None
+    return {_token(b, e): (b, e) for b in rule.backends if not b.invalid for e in b.endpoints}
 
 
 def sticky_lookup(
-    rule: ir.HTTPRouteRule, headers: HeaderList
+    rule: ir.HTTPRouteRule, table: SessionTable, headers: Sequence[tuple[bytes, bytes]]
 ) -> tuple[ir.Backend, ir.Endpoint] | None:
+    """The endpoint the request's session token names, if it is still one of the rule's."""
     persistence = rule.session_persistence
     if persistence is None:
         return None
@@ -47,7 +46,7 @@ def sticky_lookup(
             token = value
         elif persistence.type == "Cookie" and name == b"cookie":
             token = _cookie(value, persistence.name.encode()) or token
-    return _sticky_table(rule).get(token.decode("latin-1")) if token else None
+    return table.get(token.decode("latin-1")) if token else None
 
 
 def _cookie(header: bytes, name: bytes) -> bytes | None:
@@ -61,6 +60,7 @@ def _cookie(header: bytes, name: bytes) -> bytes | None:
 def persist_headers(
     rule: ir.HTTPRouteRule, backend: ir.Backend, endpoint: ir.Endpoint
 ) -> HeaderList:
+    """The Set-Cookie (or header) that pins the client's next requests to ``endpoint``."""
     persistence = rule.session_persistence
     if persistence is None:
         return []
