@@ -236,7 +236,7 @@ class Gateway:
     def _new_port_server(self, key: BindKey, runtime: PortRuntime) -> AnyPortServer:
         sock = self.sockets.sockets[key]
         if key[0] == "udp":
-            options = udp.UDPOptions()
+            options = udp.UDPOptions(dialer=self.dispatcher.upstreams.dialer)
             self.observer.watch_udp(options.stats)
             relay = functools.partial(udp.serve_udp, options=options)
             return DatagramPortServer(sock, runtime, relay)

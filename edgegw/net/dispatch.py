@@ -75,6 +75,7 @@ class PortServices:
             table=self._l4_table,
             limits=dispatcher.tcp_limits,
             stats=dispatcher.tcp_stats,
+            dialer=dispatcher.upstreams.dialer,
         )
 
     def _port_table(self) -> routing.PortTable:

@@ -2,14 +2,14 @@
 
 Theory of operation
 -------------------
-``open_h2_exchange`` has the shape of ``upstream.open_exchange``, so the
-proxy picks one or the other by ``backend.app_protocol`` ("h2c", or "h2"
-once the pool wraps backend TLS with ALPN h2). It yields an
+``open_h2_exchange`` has the shape of ``h1upstream.open_h1_exchange``, and
+``UpstreamPool.exchange`` picks one or the other by ``backend.app_protocol``
+("h2c", or "h2" when the pool wraps backend TLS with ALPN h2). It yields an
 ``H2UpstreamResponse`` with ``head``, ``next_event()``, ``pending()`` and
 ``reusable``, producing the same ``proto.events`` as the HTTP/1.1 parser
 (``ResponseReceived``, ``DataReceived``, ``MessageEnded`` with trailers).
 
-Connections: ``H2Pool`` (one per ``UpstreamPool``) keeps, per endpoint, the
+Connections: ``H2Pool`` (one per ``UpstreamPool``, its ``h2`` attribute) keeps, per endpoint, the
 connections it opened through ``UpstreamPool.acquire(fresh=True)`` (so
 connect timeouts, DNS and passive-health ejection are the pool's), and
 picks one with a free stream slot under the peer's MAX_CONCURRENT_STREAMS,
@@ -36,7 +36,6 @@ backend.
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -45,16 +44,16 @@ from typing import Any
 import trio
 
 from edgegw import ir
-from edgegw.net.fastio import FastSocket
-from edgegw.net.upstream import (
+from edgegw.net.connection import (
+    ConnectionSource,
     RequestBody,
     UpstreamBroken,
     UpstreamConnection,
     UpstreamError,
-    UpstreamPool,
     UpstreamTimeout,
-    _collapse_groups,
+    collapse_groups,
 )
+from edgegw.net.fastio import FastSocket
 from edgegw.proto import http2
 from edgegw.proto.events import (
     DataReceived,
@@ -290,9 +289,9 @@ class _H2Client:
 
 
 class H2Pool:
-    """The HTTP/2 connections of one ``UpstreamPool``, per endpoint."""
+    """The HTTP/2 connections of one ``UpstreamPool`` (which owns it), per endpoint."""
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: ConnectionSource) -> None:
         self.pool = pool
         self._clients: dict[tuple[Any, ...], list[_H2Client]] = {}
         self._dialing: dict[tuple[Any, ...], trio.Lock] = {}
@@ -344,20 +343,9 @@ def _client_key(client: _H2Client) -> tuple[Any, ...]:
     return client.conn.key
 
 
-_pools: weakref.WeakKeyDictionary[UpstreamPool, H2Pool] = weakref.WeakKeyDictionary()
-
-
-def h2_pool(pool: UpstreamPool) -> H2Pool:
-    """The HTTP/2 side of ``pool`` (made on first use)."""
-    found = _pools.get(pool)
-    if found is None:
-        found = _pools[pool] = H2Pool(pool)
-    return found
-
-
 @asynccontextmanager
 async def open_h2_exchange(
-    pool: UpstreamPool,
+    h2pool: H2Pool,
     endpoint: ir.Endpoint,
     backend: ir.Backend,
     head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
@@ -370,9 +358,8 @@ async def open_h2_exchange(
     ways is reset (CANCEL).
 
     Raises:
-        ConnectError, UpstreamBroken, UpstreamTimeout: as ``upstream.open_exchange``.
+        ConnectError, UpstreamBroken, UpstreamTimeout: as ``h1upstream.open_h1_exchange``.
     """
-    h2pool = h2_pool(pool)
     method, target, headers = head
     fresh = False
     whole: bytes | None = None
@@ -400,7 +387,7 @@ async def open_h2_exchange(
                     fresh = True
                     continue
                 raise
-            with _collapse_groups():
+            with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
                         _pump_body, client, response, body, sent, nursery.cancel_scope

@@ -36,7 +36,6 @@ cheap. They run in ``ctx.background``, at most ``MIRRORS_MAX`` at a time
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import trio
@@ -50,22 +49,17 @@ from edgegw.net.context import (
     ResponseWriter,
 )
 from edgegw.net.decide import Answer, RequestPlan, decide, response_fields
-from edgegw.net.h2upstream import open_h2_exchange
 from edgegw.net.upstream import (
-    RequestBody,
     UpstreamError,
     UpstreamPool,
+    UpstreamReply,
     UpstreamTimeout,
-    exchange,
-    open_exchange,
 )
 from edgegw.proto.events import (
     DataReceived,
-    Event,
     HeaderList,
     Headers,
     MessageEnded,
-    ResponseReceived,
 )
 from edgegw.proto.http1 import reason_phrase
 from edgegw.routing import filters as f
@@ -149,32 +143,6 @@ async def _forward(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectio
 _NOTHING: frozenset[ir.Endpoint] = frozenset()
 
 
-async def _exchange(
-    pool: UpstreamPool,
-    endpoint: ir.Endpoint,
-    backend: ir.Backend,
-    head: tuple[bytes, bytes, HeaderList],
-    body: RequestBody,
-    deliver: Callable[[UpstreamReply], Awaitable[_R]],
-) -> _R:
-    """One exchange with ``endpoint`` in the backend's protocol; ``deliver`` takes the reply.
-
-    Raises:
-        UpstreamError: see ``net/upstream.py``.
-    """
-    if backend.app_protocol in _H2:
-        async with open_h2_exchange(pool, endpoint, backend, head, body) as h2rsp:
-            return await deliver(h2rsp)
-    if body.length == 0:  # no body pump needed, nor its context manager
-        rsp = await exchange(pool, endpoint, backend, head)
-        try:
-            return await deliver(rsp)
-        finally:
-            rsp.release()
-    async with open_exchange(pool, endpoint, backend, head, body) as rsp:
-        return await deliver(rsp)
-
-
 def _count_failure(
     plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext, exc: UpstreamError
 ) -> None:
@@ -202,8 +170,7 @@ async def _once(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionCo
         return await send_error(writer, 503, plan.grpc)
     plan.record.upstream = pool.describe(endpoint)
     try:
-        await _exchange(
-            pool,
+        await pool.exchange(
             endpoint,
             backend,
             plan.head,
@@ -245,7 +212,7 @@ class _Retrying:
                 return await send_error(self.writer, 503, plan.grpc)
             plan.record.upstream = pool.describe(endpoint)
             try:
-                status = await self._try(endpoint, attempt)
+                status = await self._try_endpoint(endpoint, attempt)
             except UpstreamError as exc:
                 _count_failure(plan, self.writer, self.ctx, exc)
                 if not (self._resendable() and f.should_retry(retry, None, attempt)):
@@ -258,22 +225,21 @@ class _Retrying:
             await trio.sleep(f.backoff_delay(retry, attempt, random.random()))
             attempt += 1
 
-    async def _try(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
+    async def _try_endpoint(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
         """One try; returns a status worth retrying, or None once a response was delivered."""
         assert self.plan.rule is not None
         per_try = self.plan.rule.backend_request_timeout
         if not per_try:
-            return await self._exchange(endpoint, attempt)
+            return await self._send(endpoint, attempt)
         with trio.CancelScope(deadline=trio.current_time() + per_try) as scope:
-            return await self._exchange(endpoint, attempt)
+            return await self._send(endpoint, attempt)
         assert scope.cancelled_caught
         raise UpstreamTimeout("backend request timeout")
 
-    async def _exchange(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
+    async def _send(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
         plan = self.plan
         assert plan.backend is not None
-        return await _exchange(
-            self.ctx.pool,
+        return await self.ctx.pool.exchange(
             endpoint,
             plan.backend,
             plan.head,
@@ -295,16 +261,6 @@ class _Retrying:
             return status
         await _stream_response(rsp, self.writer, self.plan, endpoint)
         return None
-
-
-class UpstreamReply(Protocol):
-    """A response being read from a backend, over HTTP/1.1 or HTTP/2."""
-
-    head: ResponseReceived | None
-
-    async def next_event(self) -> Event: ...
-
-    def pending(self) -> bool: ...
 
 
 async def _stream_response(
@@ -398,6 +354,11 @@ def _start_mirrors(ctx: HTTPConnectionContext, plan: RequestPlan) -> None:
         ctx.background.start_soon(_mirror, pool, backend, (method, target, fields))
 
 
+async def _drop_response(rsp: UpstreamReply) -> None:
+    while not isinstance(await rsp.next_event(), MessageEnded):
+        pass
+
+
 async def _mirror(
     pool: UpstreamPool, backend: ir.Backend, head: tuple[bytes, bytes, HeaderList]
 ) -> None:
@@ -406,9 +367,7 @@ async def _mirror(
         endpoint = pool.choose(backend)
         with trio.move_on_after(30):
             if endpoint is not None:
-                async with open_exchange(pool, endpoint, backend, head, _NoBody()) as rsp:
-                    while not isinstance(await rsp.next_event(), MessageEnded):
-                        pass
+                await pool.exchange(endpoint, backend, head, _NoBody(), _drop_response)
     except UpstreamError:
         pass
     finally:

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 import trio
 
 from edgegw import ir
+from edgegw.net.dial import Dialer
+from edgegw.net.dns import ResolveError
 from edgegw.net.fastio import close_now
 from edgegw.proto import proxyproto, sniff
 from edgegw.routing import l4
@@ -165,6 +167,7 @@ class TCPContext:
     stats: RelayStats = field(default_factory=RelayStats)
     rand: Callable[[], float] = random.random
     splice: bool = HAS_SPLICE
+    dialer: Dialer = field(default_factory=Dialer)  # the process's, shared with HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,7 @@ async def relay_to_route(
             return
         route_stats = ctx.stats.route(listener, route_label(match.route))
         with ctx.drain.track():
-            upstream = await _connect(endpoint, ctx)
+            upstream = await _dial_backend(endpoint, ctx)
             if upstream is None:
                 route_stats.upstream_errors += 1
                 return
@@ -354,13 +357,12 @@ async def relay_to_route(
                 route_stats.active -= 1
 
 
-async def _connect(endpoint: ir.Endpoint, ctx: TCPContext) -> trio.SocketStream | None:
+async def _dial_backend(endpoint: ir.Endpoint, ctx: TCPContext) -> trio.abc.Stream | None:
+    """A connection to ``endpoint`` through the shared dialler; None (logged) on failure."""
     try:
         with trio.fail_after(ctx.connect_timeout):
-            if endpoint.kind == "unix":
-                return await trio.open_unix_socket(endpoint.address)
-            return await trio.open_tcp_stream(endpoint.address, endpoint.port)
-    except (OSError, trio.TooSlowError) as exc:
+            return await ctx.dialer.open_stream(endpoint)
+    except (OSError, ResolveError, trio.TooSlowError) as exc:
         ctx.stats.upstream_errors += 1
         log.info("connect to %s:%s failed: %s", endpoint.address, endpoint.port, exc)
         return None

@@ -39,6 +39,8 @@ from typing import NoReturn
 import trio
 
 from edgegw import ir
+from edgegw.net.dial import Dialer
+from edgegw.net.dns import ResolveError
 from edgegw.routing import l4
 
 log = logging.getLogger("edgegw.net.udp")
@@ -84,6 +86,7 @@ class UDPOptions:
     max_sessions: int = 16384
     stats: UDPStats = field(default_factory=UDPStats)
     rand: Callable[[], float] = random.random
+    dialer: Dialer = field(default_factory=Dialer)  # the process's, shared with HTTP
 
 
 class _Session:
@@ -222,8 +225,8 @@ class _Relay:
 
     async def _run_session(self, session: _Session, endpoint: ir.Endpoint) -> None:
         try:
-            session.upstream = await _connect(endpoint)
-        except OSError as exc:
+            session.upstream = await _dial_backend(self.options.dialer, endpoint)
+        except (OSError, ResolveError) as exc:
             log.info("udp endpoint %s:%s: %s", endpoint.address, endpoint.port, exc)
             self.stats.upstream_errors += 1
             session.stats.upstream_errors += 1
@@ -288,16 +291,12 @@ async def _wait_readable_until(sock: socket.socket, deadline: float) -> bool:
     return False
 
 
-async def _connect(endpoint: ir.Endpoint) -> socket.socket:
-    """A non-blocking UDP socket connected to ``endpoint`` (resolving a name if need be)."""
-    infos = await trio.socket.getaddrinfo(endpoint.address, endpoint.port, type=socket.SOCK_DGRAM)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setblocking(False)
-        _grow_buffers(sock)
-        sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
+async def _dial_backend(dialer: Dialer, endpoint: ir.Endpoint) -> socket.socket:
+    """A non-blocking UDP socket connected to ``endpoint``, with room for bursts.
+
+    Raises:
+        OSError, ResolveError: as ``Dialer.open_datagram``.
+    """
+    sock = await dialer.open_datagram(endpoint)
+    _grow_buffers(sock)
     return sock

@@ -1,4 +1,4 @@
-"""The process-wide pool of upstream connections, load balancing and passive health.
+"""The one upstream interface: the pool of backend connections, load balancing, health.
 
 Theory of operation
 -------------------
@@ -19,12 +19,17 @@ Idle connections are kept LIFO (the warmest first) and dropped after
 in the meantime, which the proxy detects (EOF before any response byte) and
 answers by retrying once on a fresh connection (``UpstreamConnection.reused``).
 
-Errors, translated here from trio/OS errors::
+The pool picks the protocol (the httpcore shape): ``exchange`` sends one
+request to an endpoint over HTTP/1.1 (``h1upstream``) or HTTP/2 (``h2upstream``,
+for ``h2c`` and ``h2`` backends; its connections are multiplexed, and it is
+owned by this pool), and hands the response to a callback; ``open_tunnel``
+gives a WebSocket tunnel its own connection (TLS with ALPN http/1.1 for
+``wss``). Every connection comes from the ``Dialer`` (``net/dial.py``),
+which tests replace with memory streams.
 
-    UpstreamError
-    ├── ConnectError      could not connect (refused, unreachable, timeout, DNS) → 503
-    ├── UpstreamTimeout   no (complete) answer in time → 504
-    └── UpstreamBroken    the connection failed or the peer broke HTTP → 502
+Errors, translated here from trio/OS errors (the tree is drawn in
+``net/connection.py``): ``ConnectError`` → 503, ``UpstreamTimeout`` → 504,
+``UpstreamBroken`` → 502.
 
 TLS to backends (``ir.Backend.tls``) plugs in at ``_wrap_tls``: the pool key
 already includes the TLS settings, so TLS and plain connections never mix.
@@ -32,131 +37,61 @@ already includes the TLS settings, so TLS and plain connections never mix.
 
 from __future__ import annotations
 
-import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
+import msgspec
 import trio
 
 from edgegw import ir
+from edgegw.net.connection import (
+    ConnectError,
+    EndpointKey,
+    RequestBody,
+    UpstreamBroken,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamLimits,
+    UpstreamTimeout,
+    describe_endpoint,
+)
+from edgegw.net.dial import Dialer
 from edgegw.net.dns import DNSCache, ResolveError
-from edgegw.net.fastio import TimedOut, open_io
+from edgegw.net.h1upstream import open_h1_exchange, send_bodyless
+from edgegw.net.h2upstream import H2Pool, open_h2_exchange
 from edgegw.net.tls_client import client_context
-from edgegw.proto.events import (
-    Event,
-    Headers,
-    InformationalResponseReceived,
-    ResponseReceived,
-)
-from edgegw.proto.http1 import (
-    ProtocolError,
-    ResponseParser,
-    serialize_chunk,
-    serialize_last_chunk,
-    serialize_request_head,
-)
+from edgegw.proto.events import Event, HeaderList, ResponseReceived
+
+__all__ = [
+    "ConnectError",
+    "RequestBody",
+    "UpstreamBroken",
+    "UpstreamConnection",
+    "UpstreamError",
+    "UpstreamLimits",
+    "UpstreamPool",
+    "UpstreamReply",
+    "UpstreamTimeout",
+]
 
 Policy = Literal["least_request", "round_robin"]
 EJECT_BASE = 5.0
 EJECT_MAX = 60.0
-_now = trio.current_time
+_H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
+_R = TypeVar("_R")
 
 
-class UpstreamError(Exception):
-    """Base of the upstream errors; ``status`` is what the client should get."""
+class UpstreamReply(Protocol):
+    """A response being read from a backend, over HTTP/1.1 or HTTP/2."""
 
-    status = 502
+    head: ResponseReceived | None
 
+    async def next_event(self) -> Event: ...
 
-class ConnectError(UpstreamError):
-    status = 503
-
-
-class UpstreamTimeout(UpstreamError):
-    status = 504
-
-
-class UpstreamBroken(UpstreamError):
-    status = 502
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamLimits:
-    connect_timeout: float = 5.0
-    idle_timeout: float = 30.0  # how long an idle pooled connection is kept
-    max_idle_per_endpoint: int = 256
-    read_timeout: float = 60.0  # silence from the upstream while we wait for bytes
-
-
-EndpointKey = tuple[str, str, int, "ir.BackendTLS | None"]
-
-
-class UpstreamConnection:
-    """One connection to one endpoint; ``reused`` if it served a request before.
-
-    Plain sockets are driven through a ``FastSocket``, other streams (TLS)
-    through their trio ``Stream`` interface; ``io`` is either.
-    """
-
-    __slots__ = ("address", "idle_since", "io", "key", "parser", "reused", "stream")
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        key: EndpointKey,
-        address: str,
-        reused: bool = False,
-        idle_since: float = 0.0,
-    ) -> None:
-        self.stream = stream
-        self.io = open_io(stream)
-        self.key = key
-        self.address = address  # "ip:port" or the socket path, for logs
-        self.reused = reused
-        self.idle_since = idle_since
-        self.parser: ResponseParser | None = None  # kept from the last exchange, for reuse
-
-    async def send_all(self, data: bytes) -> None:
-        """Write, translating transport failures to ``UpstreamBroken``."""
-        try:
-            await self.io.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
-
-    async def receive_some(self, deadline: float = math.inf, *, wait_first: bool = False) -> bytes:
-        """Read, translating transport failures to ``UpstreamBroken``.
-
-        Raises:
-            UpstreamBroken: the connection failed.
-            UpstreamTimeout: nothing arrived before ``deadline``.
-        """
-        try:
-            return await self.io.recv(deadline, wait_first=wait_first)
-        except TimedOut:
-            raise UpstreamTimeout(f"upstream {self.address} timed out") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
-
-    def close(self) -> None:
-        """Close without awaiting, so pool decisions stay synchronous.
-
-        Sockets close synchronously; a TLS stream is closed through its transport
-        (no close_notify, which an upstream does not need).
-        """
-        if self.parser is not None:
-            self.parser.release()
-            self.parser = None
-        stream: object = self.stream
-        while not isinstance(stream, trio.SocketStream) and hasattr(stream, "transport_stream"):
-            stream = stream.transport_stream
-        if isinstance(stream, trio.SocketStream):
-            stream.socket.close()
-        elif callable(close := getattr(stream, "close", None)):
-            close()
+    def pending(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -175,11 +110,13 @@ class UpstreamPool:
         *,
         limits: UpstreamLimits | None = None,
         dns: DNSCache | None = None,
+        dialer: Dialer | None = None,
         policy: Policy = "least_request",
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.limits = limits or UpstreamLimits()
-        self.dns = dns or DNSCache(clock=clock)
+        self.dialer = dialer or Dialer(dns, clock=clock)
+        self.h2 = H2Pool(self)
         self._policy = policy
         self._clock = clock
         self._states: dict[EndpointKey, _EndpointState] = {}
@@ -273,6 +210,65 @@ class UpstreamPool:
 
     # --- I/O ------------------------------------------------------------------------------
 
+    async def exchange(
+        self,
+        endpoint: ir.Endpoint,
+        backend: ir.Backend,
+        head: tuple[bytes, bytes, HeaderList],
+        body: RequestBody,
+        deliver: Callable[[UpstreamReply], Awaitable[_R]],
+    ) -> _R:
+        """Send one request to ``endpoint`` in the backend's protocol; ``deliver`` takes the reply.
+
+        The response is open while ``deliver`` runs and is finished (its
+        connection pooled or closed) when it returns. A callback rather than a
+        context manager: this is every proxied request's path, and each
+        coroutine layer costs about 1 µs.
+
+        Raises:
+            UpstreamError: see ``net/connection.py``.
+        """
+        if backend.app_protocol in _H2:
+            async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
+                return await deliver(h2rsp)
+        if body.length == 0:  # no body pump needed, nor its context manager
+            rsp = await send_bodyless(self, endpoint, backend, head)
+            try:
+                return await deliver(rsp)
+            finally:
+                rsp.release()
+        async with open_h1_exchange(self, endpoint, backend, head, body) as rsp:
+            return await deliver(rsp)
+
+    async def open_tunnel(
+        self, endpoint: ir.Endpoint, backend: ir.Backend, authority: str
+    ) -> trio.abc.Stream:
+        """A connection of its own for a WebSocket tunnel; TLS for ``wss`` backends.
+
+        The tunnel speaks HTTP/1.1 whatever the backend's usual protocol, so
+        its TLS offers ALPN ``http/1.1`` only. Closing the stream ends the
+        pool's accounting for it.
+
+        Raises:
+            ConnectError: no connection could be made.
+        """
+        backend = _http1_over_tls(backend)
+        wss = backend.app_protocol == "wss"
+        plain = msgspec.structs.replace(backend, tls=None) if wss else backend
+        conn = await self.acquire(endpoint, plain, fresh=True)
+        if not wss:
+            return _Owned(conn.stream, self, conn)
+        if backend.tls is not None:
+            context, name = client_context(backend.tls), backend.tls.hostname
+        else:
+            context, name = ssl.create_default_context(), authority.rsplit(":", 1)[0]
+        try:
+            stream = await self.dialer.start_tls(conn.stream, context, name)
+        except (ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
+            self.release(conn, reusable=False)
+            raise ConnectError(f"TLS to {name}: {exc}") from exc
+        return _Owned(stream, self, conn)
+
     async def acquire(
         self, endpoint: ir.Endpoint, backend: ir.Backend, *, fresh: bool = False
     ) -> UpstreamConnection:
@@ -288,7 +284,7 @@ class UpstreamPool:
         if conn is not None:
             return conn
         try:
-            stream = await self._connect(endpoint, backend)
+            stream = await self._dial(endpoint, backend)
         except BaseException:
             state.in_flight -= 1
             raise
@@ -296,11 +292,11 @@ class UpstreamPool:
         state.ejected_until = 0.0
         return UpstreamConnection(stream, key, describe_endpoint(endpoint))
 
-    async def _connect(self, endpoint: ir.Endpoint, backend: ir.Backend) -> trio.abc.Stream:
+    async def _dial(self, endpoint: ir.Endpoint, backend: ir.Backend) -> trio.abc.Stream:
         state = self._state(_key(endpoint, backend))
         try:
             with trio.fail_after(self.limits.connect_timeout):
-                stream = await self._open(endpoint)
+                stream = await self.dialer.open_stream(endpoint)
         except (OSError, ResolveError, trio.TooSlowError) as exc:
             self._eject(state)
             raise ConnectError(
@@ -310,25 +306,15 @@ class UpstreamPool:
             return await self._wrap_tls(stream, backend.tls)
         return stream
 
-    async def _open(self, endpoint: ir.Endpoint) -> trio.abc.Stream:
-        if endpoint.kind == "unix":
-            return await trio.open_unix_socket(endpoint.address)
-        if endpoint.kind == "fqdn":
-            addresses = await self.dns.resolve(endpoint.address)
-            return await _open_first(addresses, endpoint.port)
-        return await trio.open_tcp_stream(endpoint.address, endpoint.port)
-
     async def _wrap_tls(self, stream: trio.abc.Stream, tls: ir.BackendTLS) -> trio.abc.Stream:
         """TLS to a backend (BackendTLSPolicy): SNI ``tls.hostname``, verified as it says.
 
         Raises:
             ConnectError: the handshake failed (wrong CA, name mismatch, not TLS).
         """
-        wrapped = trio.SSLStream(stream, client_context(tls), server_hostname=tls.hostname)
         try:
-            await wrapped.do_handshake()
+            wrapped = await self.dialer.start_tls(stream, client_context(tls), tls.hostname)
         except (trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            await trio.aclose_forcefully(stream)
             raise ConnectError(f"TLS to backend {tls.hostname}: {exc}") from exc
         if "h2" in tls.alpn and wrapped.selected_alpn_protocol() != "h2":
             await trio.aclose_forcefully(wrapped)  # it would not understand the h2 preface
@@ -336,26 +322,8 @@ class UpstreamPool:
         return wrapped
 
 
-async def _open_first(addresses: tuple[str, ...], port: int) -> trio.abc.Stream:
-    error: OSError | None = None
-    for address in addresses:
-        try:
-            return await trio.open_tcp_stream(address, port)
-        except OSError as exc:
-            error = exc
-    raise error or OSError("no addresses")
-
-
 def _key(endpoint: ir.Endpoint, backend: ir.Backend) -> EndpointKey:
     return (endpoint.kind, endpoint.address, endpoint.port, backend.tls)
-
-
-def describe_endpoint(endpoint: ir.Endpoint) -> str:
-    if endpoint.kind == "unix":
-        return endpoint.address
-    if ":" in endpoint.address:
-        return f"[{endpoint.address}]:{endpoint.port}"
-    return f"{endpoint.address}:{endpoint.port}"
 
 
 def _two_random(n: int) -> tuple[int, int]:
@@ -364,247 +332,46 @@ def _two_random(n: int) -> tuple[int, int]:
     return (a, (a + 1 + random.randrange(n - 1)) % n)
 
 
-# --- one HTTP/1.1 exchange ------------------------------------------------------------------
+def _http1_over_tls(backend: ir.Backend) -> ir.Backend:
+    """The backend as an Upgrade reaches it: HTTP/1.1, so its TLS offers ALPN http/1.1.
 
-
-class RequestBody(Protocol):
-    """A request body as the front end delivers it, whatever the client protocol.
-
-    ``length`` is 0 for no body, ``None`` when unknown (chunked, HTTP/2 DATA).
-    ``started`` turns True once any byte was taken: from then on the request
-    cannot be sent again (retried).
+    A backend spoken to as h2 over TLS (a GRPCRoute's, an ``h2c`` Service port
+    under a BackendTLSPolicy) offers only ``h2``, which the server would pick;
+    an HTTP/1.1 Upgrade on that connection would then be nonsense to it.
     """
-
-    length: int | None
-    started: bool
-    finished: bool
-
-    @property
-    def trailers(self) -> Headers:
-        """Trailers that ended the body: sent on over chunked HTTP/1.1 or HTTP/2."""
-        ...
-
-    async def receive(self) -> bytes:
-        """The next piece; ``b""`` at the end."""
-        ...
+    tls = backend.tls
+    if tls is None or not tls.alpn or tls.alpn == ("http/1.1",):
+        return backend
+    return msgspec.structs.replace(backend, tls=msgspec.structs.replace(tls, alpn=("http/1.1",)))
 
 
-class UpstreamResponse:
-    """The response being read from one upstream connection."""
-
-    __slots__ = ("_parser", "_pool", "_read_timeout", "conn", "head", "received", "trailers")
+class _Owned(trio.abc.Stream):
+    """An upstream stream whose pool accounting ends when it is closed."""
 
     def __init__(
-        self,
-        conn: UpstreamConnection,
-        parser: ResponseParser,
-        read_timeout: float,
-        pool: UpstreamPool | None = None,
+        self, stream: trio.abc.Stream, pool: UpstreamPool, conn: UpstreamConnection
     ) -> None:
-        self.conn = conn
+        self.stream = stream
         self._pool = pool
-        self.head: ResponseReceived | None = None
-        self.trailers: Headers = ()
-        self.received = 0
-        self._parser = parser
-        self._read_timeout = read_timeout
+        self._conn = conn
+        self._released = False
 
-    async def next_event(self) -> Event:
-        """The next parser event, reading from the upstream when none is queued.
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
 
-        Raises:
-            UpstreamBroken: the upstream closed early or broke HTTP.
-            UpstreamTimeout: it was silent for ``read_timeout``.
-        """
-        parser = self._parser
-        while True:
-            try:
-                event = parser.next_event()
-            except ProtocolError as exc:
-                raise UpstreamBroken(f"upstream {self.conn.address}: {exc}") from exc
-            if event is not None:
-                return event
-            data = await self.conn.receive_some(_now() + self._read_timeout)
-            self.received += len(data)
-            parser.receive_data(data)
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
 
-    def pending(self) -> bool:
-        """True when an event is ready without reading (so a flush can wait)."""
-        return bool(self._parser._events)
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
 
-    @property
-    def reusable(self) -> bool:
-        return self._parser.reusable
+    async def send_eof(self) -> None:
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
 
-    def release(self, *, reusable: bool | None = None) -> None:
-        """Give the connection back to the pool (``exchange`` only); idempotent."""
-        pool = self._pool
-        if pool is not None:
-            self._pool = None
-            parser = self._parser
-            if reusable is None:
-                reusable = parser.reusable
-            if reusable and parser.reusable:
-                self.conn.parser = parser
-            else:
-                self.conn.parser = None
-                parser.release()
-            pool.release(self.conn, reusable=reusable)
-
-
-async def exchange(
-    pool: UpstreamPool,
-    endpoint: ir.Endpoint,
-    backend: ir.Backend,
-    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
-) -> UpstreamResponse:
-    """``open_exchange`` for a body-less request, without a context manager (the hot path).
-
-    The caller must call ``release()`` on the result once done with it, even on
-    errors; the connection is pooled only if the response was read to its end.
-
-    Raises:
-        ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
-    """
-    method, target, headers = head
-    request_head = serialize_request_head(method, target, headers)
-    fresh = False
-    while True:
-        conn = await pool.acquire(endpoint, backend, fresh=fresh)
-        parser = conn.parser
-        if parser is None or method == b"HEAD":
-            parser = ResponseParser(method)
-        else:
-            conn.parser = None
-            parser.reset()
-        response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
-        try:
-            await conn.send_all(request_head)
-            # Let the others run first: by then the answer has often arrived, and a read
-            # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
-            await trio.lowlevel.checkpoint()
-            response.head = await _read_head(response)
-        except UpstreamBroken:
-            response.release(reusable=False)
-            if conn.reused and response.received == 0:
-                fresh = True
-                continue
-            raise
-        except BaseException:
-            response.release(reusable=False)
-            raise
-        return response
-
-
-@asynccontextmanager
-async def open_exchange(
-    pool: UpstreamPool,
-    endpoint: ir.Endpoint,
-    backend: ir.Backend,
-    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
-    body: RequestBody,
-) -> AsyncIterator[UpstreamResponse]:
-    """Send a request to ``endpoint`` and yield the response once its head arrived.
-
-    The body, if any, is sent by a task of its own while the response is
-    read, so an upstream that answers before reading everything (or streams
-    its answer as it reads) cannot deadlock us. Body-less requests, the hot
-    path, need no task. On exit the connection goes back to the pool if both
-    directions ended cleanly, else it is closed.
-
-    A reused keep-alive connection that turns out dead (EOF before any byte)
-    is replaced once by a fresh one, when the body allows resending.
-
-    Raises:
-        ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
-    """
-    if body.length == 0:
-        plain = await exchange(pool, endpoint, backend, head)
-        try:
-            yield plain
-        finally:
-            plain.release()
-        return
-    method, target, headers = head
-    request_head = serialize_request_head(method, target, headers)
-    fresh = False
-    while True:
-        conn = await pool.acquire(endpoint, backend, fresh=fresh)
-        response = UpstreamResponse(conn, ResponseParser(method), pool.limits.read_timeout)
-        reusable = False
-        try:
-            failure: list[BaseException] = []
-            with _collapse_groups():
-                async with trio.open_nursery() as nursery:
-                    try:
-                        await conn.send_all(request_head)
-                        nursery.start_soon(_pump_body, conn, body, failure, nursery.cancel_scope)
-                        response.head = await _read_head(response, wait_first=True)
-                    except UpstreamBroken:
-                        nursery.cancel_scope.cancel()
-                        if conn.reused and response.received == 0 and not body.started:
-                            fresh = True
-                            continue
-                        raise
-                    yield response
-                    reusable = response.reusable and body.finished and not failure
-                    if not body.finished:
-                        nursery.cancel_scope.cancel()
-            if failure:
-                raise failure[0]
-            return
-        finally:
-            response._parser.release()  # a fresh parser per body exchange: never kept
-            pool.release(conn, reusable=reusable)
-
-
-@contextmanager
-def _collapse_groups() -> Iterator[None]:
-    """Re-raise a lone exception out of a nursery's group, so callers can catch it by type."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
-            raise group.exceptions[0] from None
-        raise
-
-
-async def _read_head(response: UpstreamResponse, *, wait_first: bool = False) -> ResponseReceived:
-    if wait_first:  # the request just left: reading now would only say EAGAIN
-        conn = response.conn
-        data = await conn.receive_some(_now() + response._read_timeout, wait_first=True)
-        response.received += len(data)
-        response._parser.receive_data(data)
-    while True:
-        event = await response.next_event()
-        if isinstance(event, ResponseReceived):
-            return event
-        if not isinstance(event, InformationalResponseReceived):
-            raise UpstreamBroken("unexpected event before the response head")
-
-
-async def _pump_body(
-    conn: UpstreamConnection,
-    body: RequestBody,
-    failure: list[BaseException],
-    scope: trio.CancelScope,
-) -> None:
-    """Copy the request body upstream; client-side failures stop the whole exchange.
-
-    An upstream that stops reading is not an error here: the response side
-    reports it, or has already answered.
-    """
-    chunked = body.length is None
-    try:
-        while True:
-            data = await body.receive()
-            if not data:
-                if chunked:
-                    await conn.send_all(serialize_last_chunk(body.trailers))
-                return
-            await conn.send_all(serialize_chunk(data) if chunked else data)
-    except UpstreamBroken:
-        return
-    except Exception as exc:
-        failure.append(exc)
-        scope.cancel()
+    async def aclose(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool.release(self._conn, reusable=False)
+        await trio.aclose_forcefully(self.stream)

@@ -32,17 +32,14 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import ssl
 
-import msgspec
 import trio
 
 from edgegw import ir
 from edgegw.net.context import HTTPConnectionContext, ResponseWriter
 from edgegw.net.decide import RequestPlan, response_fields
 from edgegw.net.proxy import respond, send_error
-from edgegw.net.tls_client import client_context
-from edgegw.net.upstream import RequestBody, UpstreamConnection, UpstreamError, UpstreamPool
+from edgegw.net.upstream import RequestBody, UpstreamError, UpstreamPool
 from edgegw.proto.events import HeaderList, RequestReceived
 from edgegw.proto.http1 import serialize_request_head, serialize_response_head
 
@@ -62,23 +59,10 @@ def is_websocket_upgrade(event: RequestReceived) -> bool:
     return any(n == b"upgrade" and b"websocket" in v.lower() for n, v in event.headers)
 
 
-def _http1_over_tls(backend: ir.Backend) -> ir.Backend:
-    """The backend as the Upgrade reaches it: HTTP/1.1, so its TLS offers ALPN http/1.1.
-
-    A backend spoken to as h2 over TLS (a GRPCRoute's, an ``h2c`` Service port
-    under a BackendTLSPolicy) offers only ``h2``, which the server would pick;
-    an HTTP/1.1 Upgrade on that connection would then be nonsense to it.
-    """
-    tls = backend.tls
-    if tls is None or not tls.alpn or tls.alpn == ("http/1.1",):
-        return backend
-    return msgspec.structs.replace(backend, tls=msgspec.structs.replace(tls, alpn=("http/1.1",)))
-
-
 async def _dial(
     pool: UpstreamPool, plan: RequestPlan, authority: str
 ) -> tuple[trio.abc.Stream, ir.Endpoint]:
-    """A fresh connection to the planned endpoint; TLS for ``wss`` backends.
+    """A connection of its own to the planned endpoint (``UpstreamPool.open_tunnel``).
 
     Raises:
         UpstreamError: no connection could be made.
@@ -88,55 +72,7 @@ async def _dial(
     if endpoint is None:
         raise UpstreamError("no endpoint")
     plan.record.upstream = pool.describe(endpoint)
-    backend = _http1_over_tls(plan.backend)
-    plain = msgspec.structs.replace(backend, tls=None) if backend.app_protocol == "wss" else backend
-    conn = await pool.acquire(endpoint, plain, fresh=True)
-    stream = conn.stream
-    if backend.app_protocol != "wss":
-        return _Owned(stream, pool, conn), endpoint
-    if backend.tls is not None:
-        context, name = client_context(backend.tls), backend.tls.hostname
-    else:
-        context, name = ssl.create_default_context(), authority.rsplit(":", 1)[0]
-    tls_stream = trio.SSLStream(stream, context, server_hostname=name)
-    try:
-        await tls_stream.do_handshake()
-    except (ssl.SSLError, trio.BrokenResourceError) as exc:
-        pool.release(conn, reusable=False)
-        raise UpstreamError(f"TLS to {name}: {exc}") from exc
-    return _Owned(tls_stream, pool, conn), endpoint
-
-
-class _Owned(trio.abc.Stream):
-    """An upstream stream whose pool accounting ends when it is closed."""
-
-    def __init__(
-        self, stream: trio.abc.Stream, pool: UpstreamPool, conn: UpstreamConnection
-    ) -> None:
-        self.stream = stream
-        self._pool = pool
-        self._conn = conn
-        self._released = False
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.stream.receive_some(max_bytes)
-
-    async def send_eof(self) -> None:
-        send_eof = getattr(self.stream, "send_eof", None)
-        if send_eof is not None:
-            await send_eof()
-
-    async def aclose(self) -> None:
-        if not self._released:
-            self._released = True
-            self._pool.release(self._conn, reusable=False)
-        await trio.aclose_forcefully(self.stream)
+    return await pool.open_tunnel(endpoint, plan.backend, authority), endpoint
 
 
 async def _read_head(stream: trio.abc.Stream) -> tuple[int, HeaderList, bytes]:

@@ -443,7 +443,8 @@ def _wrap(exc: BaseException) -> ProtocolError:
 # --- serialisation -------------------------------------------------------------------------
 
 _REASONS: dict[int, bytes] = {
-    100: b"Continue", 200: b"OK", 201: b"Created", 202: b"Accepted", 204: b"No Content",
+    100: b"Continue", 101: b"Switching Protocols", 200: b"OK", 201: b"Created",
+    202: b"Accepted", 204: b"No Content",
     206: b"Partial Content", 301: b"Moved Permanently", 302: b"Found", 303: b"See Other",
     304: b"Not Modified", 307: b"Temporary Redirect", 308: b"Permanent Redirect",
     400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",

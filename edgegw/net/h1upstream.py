@@ -1,0 +1,245 @@
+"""HTTP/1.1 towards backends: one request and its response on a pooled connection.
+
+``send_bodyless`` (the hot path: no body, no context manager, no task) and
+``open_h1_exchange`` (a body pumped by a task of its own while the response
+is read) both yield an ``UpstreamResponse``, producing ``proto.events`` from
+the one HTTP/1.1 response parser (``proto.http1.ResponseParser``). Callers
+go through ``UpstreamPool.exchange``, which picks this module or
+``h2upstream`` by the backend's protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from edgegw import ir
+from edgegw.net.connection import (
+    ConnectionSource,
+    RequestBody,
+    UpstreamBroken,
+    UpstreamConnection,
+    collapse_groups,
+)
+from edgegw.proto.events import Event, Headers, InformationalResponseReceived, ResponseReceived
+from edgegw.proto.http1 import (
+    ProtocolError,
+    ResponseParser,
+    serialize_chunk,
+    serialize_last_chunk,
+    serialize_request_head,
+)
+
+_now = trio.current_time
+
+
+class UpstreamResponse:
+    """The response being read from one upstream connection."""
+
+    __slots__ = ("_parser", "_pool", "_read_timeout", "conn", "head", "received", "trailers")
+
+    def __init__(
+        self,
+        conn: UpstreamConnection,
+        parser: ResponseParser,
+        read_timeout: float,
+        pool: ConnectionSource | None = None,
+    ) -> None:
+        self.conn = conn
+        self._pool = pool
+        self.head: ResponseReceived | None = None
+        self.trailers: Headers = ()
+        self.received = 0
+        self._parser = parser
+        self._read_timeout = read_timeout
+
+    async def next_event(self) -> Event:
+        """The next parser event, reading from the upstream when none is queued.
+
+        Raises:
+            UpstreamBroken: the upstream closed early or broke HTTP.
+            UpstreamTimeout: it was silent for ``read_timeout``.
+        """
+        parser = self._parser
+        while True:
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                raise UpstreamBroken(f"upstream {self.conn.address}: {exc}") from exc
+            if event is not None:
+                return event
+            data = await self.conn.receive_some(_now() + self._read_timeout)
+            self.received += len(data)
+            parser.receive_data(data)
+
+    def pending(self) -> bool:
+        """True when an event is ready without reading (so a flush can wait)."""
+        return bool(self._parser._events)
+
+    @property
+    def reusable(self) -> bool:
+        return self._parser.reusable
+
+    def release(self, *, reusable: bool | None = None) -> None:
+        """Give the connection back to the pool (``send_bodyless`` only); idempotent."""
+        pool = self._pool
+        if pool is not None:
+            self._pool = None
+            parser = self._parser
+            if reusable is None:
+                reusable = parser.reusable
+            if reusable and parser.reusable:
+                self.conn.parser = parser
+            else:
+                self.conn.parser = None
+                parser.release()
+            pool.release(self.conn, reusable=reusable)
+
+
+async def send_bodyless(
+    pool: ConnectionSource,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+) -> UpstreamResponse:
+    """``open_h1_exchange`` for a body-less request, without a context manager (the hot path).
+
+    The caller must call ``release()`` on the result once done with it, even on
+    errors; the connection is pooled only if the response was read to its end.
+
+    Raises:
+        ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
+    """
+    method, target, headers = head
+    request_head = serialize_request_head(method, target, headers)
+    fresh = False
+    while True:
+        conn = await pool.acquire(endpoint, backend, fresh=fresh)
+        parser = conn.parser
+        if parser is None or method == b"HEAD":
+            parser = ResponseParser(method)
+        else:
+            conn.parser = None
+            parser.reset()
+        response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
+        try:
+            await conn.send_all(request_head)
+            # Let the others run first: by then the answer has often arrived, and a read
+            # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
+            await trio.lowlevel.checkpoint()
+            response.head = await _read_head(response)
+        except UpstreamBroken:
+            response.release(reusable=False)
+            if conn.reused and response.received == 0:
+                fresh = True
+                continue
+            raise
+        except BaseException:
+            response.release(reusable=False)
+            raise
+        return response
+
+
+@asynccontextmanager
+async def open_h1_exchange(
+    pool: ConnectionSource,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+    body: RequestBody,
+) -> AsyncIterator[UpstreamResponse]:
+    """Send a request to ``endpoint`` and yield the response once its head arrived.
+
+    The body, if any, is sent by a task of its own while the response is
+    read, so an upstream that answers before reading everything (or streams
+    its answer as it reads) cannot deadlock us. Body-less requests, the hot
+    path, need no task. On exit the connection goes back to the pool if both
+    directions ended cleanly, else it is closed.
+
+    A reused keep-alive connection that turns out dead (EOF before any byte)
+    is replaced once by a fresh one, when the body allows resending.
+
+    Raises:
+        ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
+    """
+    if body.length == 0:
+        plain = await send_bodyless(pool, endpoint, backend, head)
+        try:
+            yield plain
+        finally:
+            plain.release()
+        return
+    method, target, headers = head
+    request_head = serialize_request_head(method, target, headers)
+    fresh = False
+    while True:
+        conn = await pool.acquire(endpoint, backend, fresh=fresh)
+        response = UpstreamResponse(conn, ResponseParser(method), pool.limits.read_timeout)
+        reusable = False
+        try:
+            failure: list[BaseException] = []
+            with collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    try:
+                        await conn.send_all(request_head)
+                        nursery.start_soon(_pump_body, conn, body, failure, nursery.cancel_scope)
+                        response.head = await _read_head(response, wait_first=True)
+                    except UpstreamBroken:
+                        nursery.cancel_scope.cancel()
+                        if conn.reused and response.received == 0 and not body.started:
+                            fresh = True
+                            continue
+                        raise
+                    yield response
+                    reusable = response.reusable and body.finished and not failure
+                    if not body.finished:
+                        nursery.cancel_scope.cancel()
+            if failure:
+                raise failure[0]
+            return
+        finally:
+            response._parser.release()  # a fresh parser per body exchange: never kept
+            pool.release(conn, reusable=reusable)
+
+
+async def _read_head(response: UpstreamResponse, *, wait_first: bool = False) -> ResponseReceived:
+    if wait_first:  # the request just left: reading now would only say EAGAIN
+        conn = response.conn
+        data = await conn.receive_some(_now() + response._read_timeout, wait_first=True)
+        response.received += len(data)
+        response._parser.receive_data(data)
+    while True:
+        event = await response.next_event()
+        if isinstance(event, ResponseReceived):
+            return event
+        if not isinstance(event, InformationalResponseReceived):
+            raise UpstreamBroken("unexpected event before the response head")
+
+
+async def _pump_body(
+    conn: UpstreamConnection,
+    body: RequestBody,
+    failure: list[BaseException],
+    scope: trio.CancelScope,
+) -> None:
+    """Copy the request body upstream; client-side failures stop the whole exchange.
+
+    An upstream that stops reading is not an error here: the response side
+    reports it, or has already answered.
+    """
+    chunked = body.length is None
+    try:
+        while True:
+            data = await body.receive()
+            if not data:
+                if chunked:
+                    await conn.send_all(serialize_last_chunk(body.trailers))
+                return
+            await conn.send_all(serialize_chunk(data) if chunked else data)
+    except UpstreamBroken:
+        return
+    except Exception as exc:
+        failure.append(exc)
+        scope.cancel()
