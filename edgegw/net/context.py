@@ -2,9 +2,9 @@
 
 Front ends (HTTP/1.1 in ``net/http.py``, HTTP/2 in ``net/h2server.py``) build an
 ``HTTPConnectionContext`` per connection, present each request as a
-``ProxyRequest`` and answer through a ``ResponseWriter``; ``net/proxy.py`` does
-the rest. The observer, limits and drain signal live here too, so that neither
-side imports the other's internals.
+``ProxyRequest`` and answer through a ``ResponseWriter``; ``net/decide.py``
+decides and ``net/proxy.py`` carries the plan out. The observer, limits and
+drain signal live here too, so that neither side imports the other's internals.
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ async def open_h2_exchange(
     """Send a request on an HTTP/2 stream to ``endpoint``; yield once the response head arrived.
 
     The body, if any, is sent by a task of its own while the response is read,
-    as ``open_exchange`` does. On exit a stream that did not end cleanly both
+    as ``open_h1_exchange`` does. On exit a stream that did not end cleanly both
     ways is reset (CANCEL).
 
     Raises:

@@ -175,7 +175,7 @@ async def _once(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionCo
             backend,
             plan.head,
             plan.req.body,
-            lambda rsp: _stream_response(rsp, writer, plan, endpoint),
+            lambda rsp: stream_response(rsp, writer, plan, endpoint),
         )
     except UpstreamError as exc:
         _count_failure(plan, writer, ctx, exc)
@@ -259,13 +259,14 @@ class _Retrying:
             and f.should_retry(retry, status, attempt)
         ):
             return status
-        await _stream_response(rsp, self.writer, self.plan, endpoint)
+        await stream_response(rsp, self.writer, self.plan, endpoint)
         return None
 
 
-async def _stream_response(
+async def stream_response(
     rsp: UpstreamReply, writer: ResponseWriter, plan: RequestPlan, endpoint: ir.Endpoint
 ) -> None:
+    """A backend's response to the client, as it arrives, with the plan's response fields."""
     head = rsp.head
     assert head is not None
     await writer.send_head(

@@ -38,16 +38,26 @@ import trio
 from edgegw import ir
 from edgegw.net.context import HTTPConnectionContext, ResponseWriter
 from edgegw.net.decide import RequestPlan, response_fields
-from edgegw.net.proxy import respond, send_error
-from edgegw.net.upstream import RequestBody, UpstreamError, UpstreamPool
-from edgegw.proto.events import HeaderList, RequestReceived
-from edgegw.proto.http1 import serialize_request_head, serialize_response_head
+from edgegw.net.proxy import send_error, stream_response
+from edgegw.net.upstream import RequestBody, UpstreamBroken, UpstreamError, UpstreamPool
+from edgegw.proto.events import (
+    Event,
+    Headers,
+    InformationalResponseReceived,
+    RequestReceived,
+    ResponseReceived,
+)
+from edgegw.proto.http1 import (
+    ProtocolError,
+    ResponseParser,
+    serialize_request_head,
+    serialize_response_head,
+)
 
 log = logging.getLogger("edgegw.net.websocket")
 
 IDLE_TIMEOUT = 300.0
 HANDSHAKE_TIMEOUT = 10.0
-_MAX_HEAD = 64 * 1024
 _READ = 65536
 _UPGRADED = [(b"connection", b"Upgrade"), (b"upgrade", b"websocket")]
 
@@ -59,7 +69,7 @@ def is_websocket_upgrade(event: RequestReceived) -> bool:
     return any(n == b"upgrade" and b"websocket" in v.lower() for n, v in event.headers)
 
 
-async def _dial(
+async def _open_upstream(
     pool: UpstreamPool, plan: RequestPlan, authority: str
 ) -> tuple[trio.abc.Stream, ir.Endpoint]:
     """A connection of its own to the planned endpoint (``UpstreamPool.open_tunnel``).
@@ -75,46 +85,87 @@ async def _dial(
     return await pool.open_tunnel(endpoint, plan.backend, authority), endpoint
 
 
-async def _read_head(stream: trio.abc.Stream) -> tuple[int, HeaderList, bytes]:
-    """The backend's response head: (status, headers, bytes after it).
+class _HandshakeReply:
+    """The backend's answer to the Upgrade, read by the one HTTP/1.1 response parser.
 
-    Raises:
-        UpstreamError: closed, too long or malformed.
+    An ``UpstreamReply``: a refusal (not 101) streams to the client through
+    ``proxy.stream_response`` like any response; after a 101 the bytes that
+    followed the head are ``rest``.
     """
-    data = b""
-    while b"\r\n\r\n" not in data:
-        if len(data) > _MAX_HEAD:
-            raise UpstreamError("response head too long")
-        chunk = await stream.receive_some(_READ)
-        if not chunk:
-            raise UpstreamError("backend closed during the handshake")
-        data += chunk
-    raw, _, rest = data.partition(b"\r\n\r\n")
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise UpstreamError("malformed response head")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            headers.append((name.strip().lower(), value.strip()))
-    return int(parts[1]), headers, rest
+
+    __slots__ = ("_parser", "_stream", "head")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._parser = ResponseParser(b"GET", upgrade=True)
+        self.head: ResponseReceived | None = None
+
+    async def read_head(self) -> ResponseReceived:
+        """The final response head (1xx other than 101 skipped).
+
+        Raises:
+            UpstreamBroken: closed, too long or malformed.
+        """
+        while True:
+            event = await self.next_event()
+            if isinstance(event, ResponseReceived):
+                self.head = event
+                return event
+            if not isinstance(event, InformationalResponseReceived):
+                raise UpstreamBroken("unexpected event before the response head")
+
+    async def next_event(self) -> Event:
+        """The next parser event, reading from the backend when none is queued.
+
+        Raises:
+            UpstreamBroken: closed early or not HTTP.
+        """
+        parser = self._parser
+        while True:
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                raise UpstreamBroken(f"WebSocket backend: {exc}") from exc
+            if event is not None:
+                return event
+            parser.receive_data(await self._stream.receive_some(_READ))
+
+    def pending(self) -> bool:
+        return bool(self._parser._events)
+
+    @property
+    def rest(self) -> bytes:
+        return self._parser.trailing_data
+
+    def release(self) -> None:
+        self._parser.release()
 
 
 class _Opened:
-    """A backend that answered the handshake: its stream and its response head."""
+    """A backend that answered the handshake: its stream and its reply."""
 
-    __slots__ = ("endpoint", "headers", "rest", "status", "stream")
+    __slots__ = ("endpoint", "reply", "status", "stream")
 
     def __init__(
-        self,
-        stream: trio.abc.Stream,
-        endpoint: ir.Endpoint,
-        head: tuple[int, HeaderList, bytes],
+        self, stream: trio.abc.Stream, endpoint: ir.Endpoint, reply: _HandshakeReply
     ) -> None:
-        self.stream, self.endpoint = stream, endpoint
-        self.status, self.headers, self.rest = head
+        self.stream, self.endpoint, self.reply = stream, endpoint, reply
+        assert reply.head is not None
+        self.status = reply.head.status_code
+
+    @property
+    def headers(self) -> Headers:
+        assert self.reply.head is not None
+        return self.reply.head.headers
+
+    async def refuse(self, writer: ResponseWriter, plan: RequestPlan) -> None:
+        """Pass a refusal (not 101) on to the client as any response, body and all."""
+        with trio.move_on_after(IDLE_TIMEOUT):
+            await stream_response(self.reply, writer, plan, self.endpoint)
+
+    async def aclose(self) -> None:
+        self.reply.release()
+        await self.stream.aclose()
 
 
 def _handshake_timeout(plan: RequestPlan) -> float:
@@ -130,10 +181,11 @@ async def _open_tunnel(ctx: HTTPConnectionContext, plan: RequestPlan) -> _Opened
     host = fields[0][1].decode("latin-1")
     try:
         with trio.fail_after(_handshake_timeout(plan)):
-            upstream, endpoint = await _dial(ctx.pool, plan, host)
+            upstream, endpoint = await _open_upstream(ctx.pool, plan, host)
             try:
                 await upstream.send_all(serialize_request_head(method, target, fields))
-                head = await _read_head(upstream)
+                reply = _HandshakeReply(upstream)
+                await reply.read_head()
             except BaseException:
                 await upstream.aclose()
                 raise
@@ -146,7 +198,7 @@ async def _open_tunnel(ctx: HTTPConnectionContext, plan: RequestPlan) -> _Opened
         return exc.status if type(exc) is not UpstreamError else 502
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         return 502
-    return _Opened(upstream, endpoint, head)
+    return _Opened(upstream, endpoint, reply)
 
 
 # --- HTTP/1.1 clients -----------------------------------------------------------------------
@@ -170,33 +222,21 @@ class H1Tunnel:
         if isinstance(opened, int):
             return await send_error(writer, opened, False)
         upstream, status = opened.stream, opened.status
-        fields = response_fields(plan, opened.headers, opened.endpoint)
-        if status == 101:
-            fields += _UPGRADED
-        else:  # passed on as it comes, then the connection closes
-            fields += [(n, v) for n, v in opened.headers if n == b"transfer-encoding"]
-            fields.append((b"connection", b"close"))
         plan.record.status = status
-        client = self._stream
         try:
-            await client.send_all(serialize_response_head(status, fields) + opened.rest)
-            if status == 101:
-                if self._received:
-                    await upstream.send_all(self._received)
-                await _relay(client, upstream)
-            else:
-                await _copy_until_eof(upstream, client)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if status != 101:
+                return await opened.refuse(writer, plan)
+            fields = response_fields(plan, opened.headers, opened.endpoint) + _UPGRADED
+            client = self._stream
+            await client.send_all(serialize_response_head(101, fields) + opened.reply.rest)
+            if self._received:
+                await upstream.send_all(self._received)
+            await _relay(client, upstream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, UpstreamError):
             pass
         finally:
-            await upstream.aclose()
+            await opened.aclose()
         return None
-
-
-async def _copy_until_eof(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
-    with trio.move_on_after(IDLE_TIMEOUT):
-        while data := await source.receive_some(_READ):
-            await sink.send_all(data)
 
 
 async def _relay(client: trio.abc.Stream, upstream: trio.abc.Stream) -> None:
@@ -242,20 +282,20 @@ class H2Tunnel:
             return await send_error(writer, opened, False)
         upstream = opened.stream
         try:
-            passed = response_fields(plan, opened.headers, opened.endpoint)
             if opened.status != 101:
-                status = opened.status if opened.status >= 200 else 502
-                without = [h for h in passed if h[0] not in (b"content-length", b"content-type")]
-                return await respond(writer, status, without)
+                return await opened.refuse(writer, plan)
+            passed = response_fields(plan, opened.headers, opened.endpoint)
             passed = [h for h in passed if h[0] != b"sec-websocket-accept"]
             await writer.send_head(200, passed, content_length=None, body=True)
             await writer.flush()
-            if opened.rest:
-                await writer.send_data(opened.rest)
+            if opened.reply.rest:
+                await writer.send_data(opened.reply.rest)
                 await writer.flush()
             await _relay_h2(plan.req.body, writer, upstream)
+        except UpstreamError:
+            pass
         finally:
-            await upstream.aclose()
+            await opened.aclose()
         return None
 
 

@@ -1,7 +1,8 @@
 """HTTP message events: what a parser saw, as immutable values.
 
-The HTTP/1.1 parser (and, later, the HTTP/2 one) turns bytes into these, so
-code above the framing layer never learns which protocol carried a request.
+The HTTP/1.1 parsers (``proto.http1``) and the HTTP/2 mapping
+(``proto.http2``) turn bytes and h2 events into these, so code above the
+framing layer never learns which protocol carried a message.
 Header names are lower-case ``bytes``; values are ``bytes`` with surrounding
 whitespace removed. Events are frozen ``msgspec.Struct``s (built in C: a frozen dataclass
 costs fifteen times as much, twice per proxied request), and nothing subclasses them.

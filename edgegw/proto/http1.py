@@ -258,17 +258,25 @@ class RequestParser(_Parser):
 
 
 class ResponseParser(_Parser):
-    """Client side: one per request/response exchange on an upstream connection."""
+    """Client side: one per request/response exchange on an upstream connection.
+
+    ``upgrade=True`` for a request that asked to switch protocols (a
+    WebSocket handshake): a 101 is then the final response, without body,
+    and the bytes after its head are ``trailing_data``; otherwise a 101 is
+    an error.
+    """
 
     def __init__(
         self,
         request_method: bytes,
         *,
+        upgrade: bool = False,
         max_head_bytes: int = MAX_HEAD_BYTES,
         max_headers: int = MAX_HEADERS,
     ) -> None:
         super().__init__(max_head_bytes, max_headers)
         self._parser = httptools.HttpResponseParser(self)
+        self._upgrade = upgrade
         self._head_request = request_method == b"HEAD"
         self._final: ResponseReceived | None = None
         self._ended = False
@@ -321,12 +329,12 @@ class ResponseParser(_Parser):
         version = _VERSIONS.get(parser.get_http_version()) or b""
         headers = tuple(head.headers)
         length, chunked, conn, _ = _validate_head(headers, version, request=False)
-        if 100 <= status < 200:
+        if 100 <= status < 200 and not (status == 101 and self._upgrade):
             if status == 101:
                 raise _Stop(ProtocolError("upstream switched protocols unasked", 502))
             self._events.append(InformationalResponseReceived(status, headers))
             return
-        body = not (self._head_request or status in (204, 304))
+        body = not (self._head_request or status in (101, 204, 304))
         self._final = ResponseReceived(
             status_code=status,
             reason=b"",
@@ -351,7 +359,8 @@ class ResponseParser(_Parser):
         if not self._ended:
             super().on_message_complete()
             self._ended = True
-            self.reusable = self._final.keep_alive and not self._close_delimited
+            upgraded = self._final.status_code == 101
+            self.reusable = self._final.keep_alive and not self._close_delimited and not upgraded
 
     def _finish(self) -> None:
         self._events.append(MessageEnded())

@@ -52,7 +52,7 @@ async def _serve_backend(stream: trio.abc.Stream) -> None:
             conn.receive_data(bytes(data))
         elif isinstance(event, h11.Request):
             fields = {k.decode(): v.decode() for k, v in event.headers}
-            if fields.get("upgrade") == "websocket":
+            if fields.get("upgrade") == "websocket" and event.target != b"/refused":
                 return await _echo_tunnel(stream, fields)
             body = json.dumps({"path": event.target.decode(), "headers": fields}).encode()
             headers = [("content-length", str(len(body))), ("x-from", "memory")]
@@ -181,3 +181,23 @@ async def test_websocket_upgrade_on_a_redirect_rule_is_redirected(nursery: trio.
     assert head.startswith(b"HTTP/1.1 301 ")
     assert b"location: https://a.example/ws" in head.lower()
     assert dialer.dialled == []
+
+
+async def test_a_refused_websocket_handshake_reaches_the_client_whole(
+    nursery: trio.Nursery,
+) -> None:
+    response_modifier = ir.HeaderModifier(add=(("x-resp", "added"),))
+    port = _port(ir.ResponseHeaderModifierFilter(modifier=response_modifier))
+    with trio.fail_after(CEILING):
+        client = await _connect(nursery, port, MemoryDialer(nursery))
+        await client.send_all(
+            b"GET /refused HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head, rest = await _read_head(client)
+        while b'"path"' not in rest or not rest.endswith(b"}"):
+            rest += await client.receive_some(65536)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")  # the backend's answer, not a 101
+    assert b"x-resp: added" in head
+    assert b"connection: close" in head
+    assert json.loads(rest)["path"] == "/refused"
