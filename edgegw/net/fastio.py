@@ -37,7 +37,16 @@ from typing import Protocol
 
 import trio
 
-__all__ = ["TICK", "ByteIO", "FastSocket", "StreamIO", "TimedOut", "close_now", "open_io"]
+__all__ = [
+    "TICK",
+    "ByteIO",
+    "FastSocket",
+    "NonBlockingIO",
+    "StreamIO",
+    "TimedOut",
+    "close_now",
+    "open_io",
+]
 
 TICK = 0.1
 _READ = 65536
@@ -265,7 +274,9 @@ class StreamIO:
 
 
 class ByteIO(Protocol):
-    """What ``FastSocket`` and ``StreamIO`` both offer."""
+    """What ``FastSocket``, ``StreamIO`` and TLS inline (``tls_stream.TLSIO``) all offer."""
+
+    expired: bool
 
     async def recv(self, deadline: float = ..., *, wait_first: bool = ...) -> bytes: ...
 
@@ -274,11 +285,20 @@ class ByteIO(Protocol):
     def cancel(self) -> None: ...
 
 
-def open_io(stream: trio.abc.Stream) -> FastSocket | StreamIO:
-    """A ``FastSocket`` for a plain ``trio.SocketStream``, else a ``StreamIO``."""
+class NonBlockingIO(ByteIO, Protocol):
+    """A ``ByteIO`` that can also say "nothing yet" without waiting (not ``StreamIO``)."""
+
+    def recv_nowait(self) -> bytes | None: ...
+
+
+def open_io(stream: trio.abc.Stream) -> ByteIO:
+    """A ``FastSocket`` for a plain ``trio.SocketStream``; what a stream offers as its own
+    fast ``byte_io()`` (TLS inline, ``net/tls_stream.py``); else a ``StreamIO``."""
     if type(stream) is trio.SocketStream:
         return FastSocket(stream.socket)
-    return StreamIO(stream)
+    byte_io = getattr(stream, "byte_io", None)
+    fast = byte_io() if byte_io is not None else None
+    return fast if fast is not None else StreamIO(stream)
 
 
 async def close_now(stream: trio.abc.Stream) -> None:

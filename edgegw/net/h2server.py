@@ -45,8 +45,9 @@ from hyperframe.frame import GoAwayFrame
 
 from edgegw.net import websocket
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
-from edgegw.net.fastio import FastSocket, close_now, open_io
+from edgegw.net.fastio import FastSocket, NonBlockingIO, TimedOut, close_now, open_io
 from edgegw.net.proxy import handle_request
+from edgegw.net.tls_stream import TLSIO
 from edgegw.proto import http2
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.h2codec import ErrorCode, H2Error, ProtocolError
@@ -131,6 +132,8 @@ class H2ServerConnection:
         self._drain_hook = _GoawayOnDrain(self)
         self._raw_out = b""  # frames built here, not by h2 (the graceful GOAWAY)
         self._io = open_io(stream)
+        io = self._io  # reads and writes that need no Stream round trip (plain socket, TLS)
+        self._fast: NonBlockingIO | None = io if isinstance(io, FastSocket | TLSIO) else None
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -192,8 +195,8 @@ class H2ServerConnection:
     async def _receive_busy(self) -> bytes | bytearray:
         """One read, always a checkpoint: the stream tasks and the writer must get their turn
         even when a client keeps the socket full (a PING flood would otherwise pile up)."""
-        io = self._io
-        if type(io) is not FastSocket:
+        io = self._fast
+        if io is None:
             return await self.stream.receive_some(_READ)
         data = io.recv_nowait()
         if data is None:
@@ -288,13 +291,10 @@ class H2ServerConnection:
             if self._raw_out:
                 data, self._raw_out = data + self._raw_out, b""
             self._queued = 0
-            if data and type(self._io) is FastSocket:  # most writes fit: no timeout scope
-                try:
-                    data = data[self._io.send_nowait(data) :]
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    assert self._nursery is not None
-                    self._nursery.cancel_scope.cancel()
+            if data and self._fast is not None:  # no timeout scope: fastio's watchdog
+                if not await self._write_fast(self._fast, data):  # keeps the deadline
                     return
+                data = b""
             if data:
                 self._writing = True
                 with trio.move_on_after(self.limits.stall_timeout) as scope:
@@ -310,6 +310,20 @@ class H2ServerConnection:
                     return
             written, self._written = self._written, trio.Event()
             written.set()
+
+    async def _write_fast(self, io: NonBlockingIO, data: bytes) -> bool:
+        """Write through the fast I/O; False (and every task ended) when it failed or stalled."""
+        self._writing = True
+        try:
+            await io.send_all(data, trio.current_time() + self.limits.stall_timeout)
+        except (TimedOut, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("HTTP/2 client %s: write failed or stalled", self.ctx.client)
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+            return False
+        finally:
+            self._writing = False
+        return True
 
     async def flush(self) -> None:
         """Wake the writer; wait for it while too much is queued."""

@@ -23,6 +23,15 @@ sent half a record, so it marks the stream broken, as ``trio.SSLStream`` does.
 
 End of stream: a close_notify and a bare TCP close both read as ``b""``. HTTP
 clients routinely skip close_notify, and HTTP framing catches truncation.
+
+TLS inline: the Stream interface costs a request two scheduler trips (the
+checkpoints a Stream promises) and several ``WantReadError``s (each a walk of
+OpenSSL's error queue in pyOpenSSL), more than the cryptography itself. The
+HTTP loops therefore read and write through ``TLSIO`` (``byte_io()``), which
+has ``FastSocket``'s interface: decrypt what OpenSSL holds, else read the
+socket without waiting, else wait; encrypt, then write what the kernel takes
+and wait only for the rest. It shares the stream's OpenSSL connection,
+outbox and send lock, so both may be used on one connection, in order.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ import operator
 
 import trio
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from edgegw.net.fastio import FastSocket, TimedOut
 
@@ -68,6 +79,7 @@ class TLSStream(trio.abc.Stream):
         self._eof = False
         self._broken = False
         self._closed = False
+        self._starved = False  # OpenSSL said WantRead and got no ciphertext since (TLSIO)
         # A plain socket underneath is read and written directly (``net/fastio``).
         sock = transport_stream.socket if type(transport_stream) is trio.SocketStream else None
         self._fast = FastSocket(sock) if sock is not None else None
@@ -120,6 +132,10 @@ class TLSStream(trio.abc.Stream):
         with trio.move_on_after(_CLOSE_NOTIFY_GRACE), _quietly():
             self.connection.shutdown()
             await self._flush()
+
+    def byte_io(self) -> TLSIO | None:
+        """The inline reader/writer over this connection, when a plain socket is underneath."""
+        return TLSIO(self) if self._fast is not None else None
 
     # --- the Stream interface --------------------------------------------------------------
 
@@ -227,6 +243,7 @@ class TLSStream(trio.abc.Stream):
             found = fast.recv_nowait()
             waited = found is None
             data = await fast.recv(deadline, wait_first=True) if found is None else found
+        self._starved = False
         if data:
             self.connection.bio_write(bytes(data))
         else:
@@ -238,6 +255,8 @@ class TLSStream(trio.abc.Stream):
 
         A short read took everything: asking again would only raise WantReadError.
         """
+        if not _outgoing(self.connection):
+            return
         while True:
             try:
                 chunk = self.connection.bio_read(_SEND_CHUNK)
@@ -275,3 +294,138 @@ class TLSStream(trio.abc.Stream):
                 self._pull()
         finally:
             lock.release()
+
+
+def _outgoing(connection: SSL.Connection) -> int:
+    """How many bytes OpenSSL has written for the peer: asking is cheaper than a WantReadError."""
+    return int(_lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL))
+
+
+class TLSIO:
+    """``FastSocket``'s interface over a ``TLSStream``'s OpenSSL connection (see above).
+
+    ``recv`` returns without a checkpoint when plaintext or ciphertext is at
+    hand, as ``FastSocket.recv`` does; callers that loop add their own.
+    """
+
+    __slots__ = ("_conn", "_fast", "_tls")
+
+    def __init__(self, tls: TLSStream) -> None:
+        assert tls._fast is not None
+        self._tls = tls
+        self._conn = tls.connection
+        self._fast = tls._fast
+
+    @property
+    def expired(self) -> bool:
+        """A wait was cancelled or timed out (draining, as ``FastSocket.expired``)."""
+        return self._fast.expired
+
+    def _decrypt(self) -> bytes | None:
+        """Plaintext OpenSSL can give now (``b""`` at the end), None when it needs more.
+
+        Raises:
+            trio.BrokenResourceError: bad TLS from the peer.
+        """
+        tls = self._tls
+        if tls._eof:
+            return b""
+        conn = self._conn
+        if tls._starved and not conn.pending():
+            return None
+        try:
+            data = conn.recv(_RECV_CHUNK)
+        except SSL.WantReadError:
+            tls._starved = True
+            return None
+        except (SSL.ZeroReturnError, SSL.SysCallError):
+            tls._eof = True
+            return b""
+        except SSL.Error as exc:
+            tls._broken = True
+            raise trio.BrokenResourceError("TLS error while receiving") from exc
+        return bytes(data)
+
+    def _feed(self, data: bytes) -> None:
+        self._tls._starved = False
+        if data:
+            self._conn.bio_write(data)
+        else:
+            self._conn.bio_shutdown()
+
+    def recv_nowait(self) -> bytes | None:
+        """Plaintext available without waiting (``b""`` at EOF), else None.
+
+        Raises:
+            trio.BrokenResourceError: the connection failed or spoke bad TLS.
+        """
+        while True:
+            data = self._decrypt()
+            if data is not None:
+                return data
+            raw = self._fast.recv_nowait()
+            if raw is None:
+                return None
+            self._feed(raw)
+
+    async def recv(self, deadline: float = math.inf, *, wait_first: bool = False) -> bytes:
+        """As ``FastSocket.recv``, for plaintext.
+
+        Raises:
+            TimedOut, trio.BrokenResourceError, trio.ClosedResourceError: as ``FastSocket``.
+        """
+        tls = self._tls
+        tls._check_usable()
+        if not wait_first:
+            data = self.recv_nowait()
+            if data is not None:
+                return data
+        while True:
+            if tls._outbox or _outgoing(self._conn):  # reading made OpenSSL answer
+                await tls._flush()
+            self._feed(await self._fast.recv(deadline, wait_first=True))
+            data = self.recv_nowait()
+            if data is not None:
+                return data
+
+    async def send_all(self, data: bytes, deadline: float = math.inf) -> None:
+        """Encrypt ``data`` and write it; waits only for what the kernel does not take.
+
+        Raises:
+            TimedOut, trio.BrokenResourceError, trio.ClosedResourceError: as ``FastSocket``.
+        """
+        tls = self._tls
+        tls._check_usable()
+        tls._encrypt(memoryview(data))
+        tls._pull()
+        lock = tls._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
+            while tls._outbox:
+                chunk = bytes(tls._outbox)
+                tls._outbox.clear()
+                try:
+                    await self._fast.send_all(chunk, deadline)
+                except BaseException:
+                    tls._broken = True
+                    raise
+                tls._pull()
+        finally:
+            lock.release()
+
+    async def wait_readable(self, deadline: float = math.inf) -> None:
+        """Until plaintext may be there: OpenSSL holds some, or the socket is readable.
+
+        Raises:
+            TimedOut, trio.ClosedResourceError: as ``FastSocket``.
+        """
+        if self._conn.pending():
+            return
+        await self._fast.wait_readable(deadline)
+
+    def cancel(self) -> None:
+        """As ``FastSocket.cancel``."""
+        self._fast.cancel()

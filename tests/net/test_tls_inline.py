@@ -1,0 +1,90 @@
+"""TLS inline (``TLSIO``): the HTTP loops' fast reader/writer over a TLSStream's connection.
+
+Real TLS on both ends over a real socket pair (TLSIO needs a plain socket
+underneath); the client end is a ``TLSStream``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from edgegw.net import tls
+from edgegw.net.fastio import TimedOut, open_io
+from edgegw.net.tls_stream import TLSIO
+from tests.net.test_tls_stream import ca, client_end, server_tls, tls_pair
+
+__all__ = ["ca", "server_tls"]  # the fixtures, shared with test_tls_stream
+
+
+async def socket_tls_pair(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> tuple[tls.TLSStream, tls.TLSStream, TLSIO]:
+    def sockets() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        a, b = trio.socket.socketpair()
+        return trio.SocketStream(a), trio.SocketStream(b)
+
+    client, server = await tls_pair(server_tls, ca, sockets)
+    io = open_io(server)
+    assert isinstance(io, TLSIO)
+    return client, server, io
+
+
+async def test_requests_and_a_large_response_over_one_connection(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    body = bytes(range(256)) * 8192  # 2 MiB: far more than the socket buffers hold
+    with trio.fail_after(20):
+        for i in range(20):
+            await client.send_all(b"request %d" % i)
+            assert await io.recv() == b"request %d" % i
+        received = bytearray()
+
+        async def read_all() -> None:
+            while len(received) < len(body):
+                received.extend(await client.receive_some())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await io.send_all(body)
+    assert received == body
+
+
+async def test_records_left_by_the_stream_are_read_without_waiting(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5):
+        assert io.recv_nowait() is None  # OpenSSL is starved now
+        for part in (b"one", b"two", b"three"):  # three records in the socket
+            await client.send_all(part)
+        first = await server.receive_some(3)  # the Stream reads one record of them
+        assert first == b"one"
+        rest = b""
+        while rest != b"twothree":  # the rest is at hand: no wait for more bytes
+            more = io.recv_nowait()
+            assert more
+            rest += more
+
+
+async def test_a_recv_with_a_deadline_times_out(server_tls: tls.ServerTLS, ca: trustme.CA) -> None:
+    _client, _server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5), pytest.raises(TimedOut):
+        await io.recv(trio.current_time() + 0.2)
+
+
+async def test_the_peers_close_reads_as_the_end(server_tls: tls.ServerTLS, ca: trustme.CA) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5):
+        await client.send_all(b"last")
+        await client.aclose()
+        assert await io.recv() == b"last"
+        assert await io.recv() == b""
+
+
+def test_only_a_plain_socket_underneath_gets_tls_inline(ca: trustme.CA) -> None:
+    left, _right = trio.testing.memory_stream_pair()
+    assert client_end(left, ca).byte_io() is None
