@@ -12,6 +12,7 @@ import base64
 import contextlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from lib import (
     make_cert,
     open_idle_connections,
     pinned,
+    process_tree_cpu_s,
     process_tree_rss_kb,
     raise_nofile_limit,
     run_wrk,
@@ -91,6 +93,7 @@ class Run:
     cpus: CpuPlan
     ports: set[int] = field(default_factory=set)
     wrk: dict[str, WrkResult] = field(default_factory=dict)
+    cpu_us: dict[str, float] = field(default_factory=dict)  # CPU µs per request, proxy tree
     rss: dict[str, float] = field(default_factory=dict)
     change_ms: list[float] = field(default_factory=list)
     change_timeouts: int = 0
@@ -137,10 +140,21 @@ class Run:
         )
         return result
 
-    def load(self, key: str, label: str, url: str, headers: list[str]) -> None:
-        """A short warm-up, then the measured wrk run, kept under `key`."""
+    def load(
+        self, key: str, label: str, url: str, headers: list[str], pid: int | None = None
+    ) -> None:
+        """A short warm-up, then the measured wrk run, kept under `key`.
+
+        With `pid`, also the CPU time that process tree spent per request during the run:
+        the steadiest figure on a shared machine, where req/s moves with the neighbours.
+        """
         self.warm_up(url, headers)
-        self.wrk[key] = self.measure(label, url, headers)
+        before = process_tree_cpu_s(pid) if pid is not None else 0.0
+        self.wrk[key] = result = self.measure(label, url, headers)
+        if pid is not None and result.requests:
+            spent = process_tree_cpu_s(pid) - before
+            self.cpu_us[key] = spent / result.requests * 1e6
+            print(f"  {'':<34} {self.cpu_us[key]:>10.1f} CPU us per request", flush=True)
 
 
 # ---------------------------------------------------------------- nginx side
@@ -191,12 +205,41 @@ def bench_nginx(run: Run) -> None:
         host = [f"Host: {HOST}"]
         close = [*host, "Connection: close"]
         url, tls_url = f"http://127.0.0.1:{port}/", f"https://127.0.0.1:{tls_port}/"
-        run.attempt("nginx_ka", lambda: run.load("nginx_ka", "nginx keep-alive", url, host))
+        pid = proc.pid
+        run.attempt("nginx_ka", lambda: run.load("nginx_ka", "nginx keep-alive", url, host, pid))
         run.attempt(
-            "nginx_close", lambda: run.load("nginx_close", "nginx Connection: close", url, close)
+            "nginx_close",
+            lambda: run.load("nginx_close", "nginx Connection: close", url, close, pid),
         )
         run.attempt(
-            "nginx_https", lambda: run.load("nginx_https", "nginx HTTPS keep-alive", tls_url, host)
+            "nginx_https",
+            lambda: run.load("nginx_https", "nginx HTTPS keep-alive", tls_url, host, pid),
+        )
+    finally:
+        run.procs.stop(proc)
+
+
+def bench_caddy(run: Run) -> None:
+    """Caddy on one core (GOMAXPROCS=1), reverse_proxy to the upstream: what users compare."""
+    if shutil.which("caddy") is None:
+        raise BenchError("caddy is not installed (scripts/setup bench installs it)")
+    port = run.port()
+    caddyfile = run.workdir / "Caddyfile"
+    caddyfile.write_text(
+        "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n"
+        f"http://:{port} {{\n\tbind 127.0.0.1\n"
+        f"\treverse_proxy 127.0.0.1:{run.upstream_port}\n}}\n"
+    )
+    argv = ["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    env = {**os.environ, "GOMAXPROCS": "1", "XDG_DATA_HOME": str(run.workdir / "caddy-data"),
+           "XDG_CONFIG_HOME": str(run.workdir / "caddy-config")}  # fmt: skip
+    proc = run.procs.start("caddy", pinned(argv, run.cpus.proxy), env=env)
+    try:
+        wait_until(lambda: http_get(port, host=HOST)[0] == 200, 10, "caddy", interval=0.1)
+        host = [f"Host: {HOST}"]
+        url = f"http://127.0.0.1:{port}/"
+        run.attempt(
+            "caddy_ka", lambda: run.load("caddy_ka", "Caddy keep-alive", url, host, proc.pid)
         )
     finally:
         run.procs.stop(proc)
@@ -212,7 +255,10 @@ def bench_trio_floor(run: Run) -> None:
         wait_until(lambda: http_get(port)[0] == 200, 10, "trio floor proxy", interval=0.1)
         host = [f"Host: {HOST}"]
         url = f"http://127.0.0.1:{port}/"
-        run.attempt("floor_ka", lambda: run.load("floor_ka", "trio floor keep-alive", url, host))
+        run.attempt(
+            "floor_ka",
+            lambda: run.load("floor_ka", "trio floor keep-alive", url, host, plain.pid),
+        )
     finally:
         run.procs.stop(plain)
     tls_argv = [*floor, str(tls_port), "--tls", str(run.cert[0]), str(run.cert[1])]
@@ -221,7 +267,8 @@ def bench_trio_floor(run: Run) -> None:
         wait_until(lambda: accepts(tls_port), 10, "trio floor TLS proxy", interval=0.1)
         url = f"https://127.0.0.1:{tls_port}/"
         run.attempt(
-            "floor_https", lambda: run.load("floor_https", "trio floor HTTPS keep-alive", url, host)
+            "floor_https",
+            lambda: run.load("floor_https", "trio floor HTTPS keep-alive", url, host, tls.pid),
         )
     finally:
         run.procs.stop(tls)
@@ -382,14 +429,15 @@ def bench_edgegw_main(run: Run) -> None:
         host = [f"Host: {HOST}"]
         close = [*host, "Connection: close"]
         url, tls_url = f"http://127.0.0.1:{port}/", f"https://127.0.0.1:{tls_port}/"
-        run.attempt("edgegw_ka", lambda: run.load("edgegw_ka", "edgegw keep-alive", url, host))
+        pid = gw.proc.pid
+        run.attempt("edgegw_ka", lambda: run.load("edgegw_ka", "edgegw keep-alive", url, host, pid))
         run.attempt(
             "edgegw_close",
-            lambda: run.load("edgegw_close", "edgegw Connection: close", url, close),
+            lambda: run.load("edgegw_close", "edgegw Connection: close", url, close, pid),
         )
         run.attempt(
             "edgegw_https",
-            lambda: run.load("edgegw_https", "edgegw HTTPS keep-alive", tls_url, host),
+            lambda: run.load("edgegw_https", "edgegw HTTPS keep-alive", tls_url, host, pid),
         )
         run.attempt("rss", lambda: measure_rss(run, gw))
         run.attempt("config_change", lambda: measure_config_change(run, gw))
@@ -542,7 +590,10 @@ def ratio_check(name: str, value: float | None, target: float, at_least: bool = 
 
 def checks(run: Run) -> list[Check]:
     result = [
-        ratio_check("keep-alive req/s, edgegw / nginx", ratio(run, "edgegw_ka", "nginx_ka"), 0.35),
+        ratio_check("keep-alive req/s, edgegw / nginx", ratio(run, "edgegw_ka", "nginx_ka"), 0.33),
+        ratio_check(
+            "keep-alive req/s, edgegw / Caddy (1 core)", ratio(run, "edgegw_ka", "caddy_ka"), 1.0
+        ),
         ratio_check(
             "keep-alive p99, edgegw / nginx",
             ratio(run, "edgegw_ka", "nginx_ka", "p99_ms"),
@@ -555,7 +606,9 @@ def checks(run: Run) -> list[Check]:
             0.3,
         ),
         ratio_check(
-            "HTTPS keep-alive req/s, edgegw / nginx", ratio(run, "edgegw_https", "nginx_https"), 0.3
+            "HTTPS keep-alive req/s, edgegw / nginx",
+            ratio(run, "edgegw_https", "nginx_https"),
+            0.33,
         ),
     ]
     routes = ratio(run, "edgegw_1000", "edgegw_10")
@@ -591,6 +644,7 @@ def change_check(run: Run) -> Check:
 RUN_LABELS = [
     ("upstream", "upstream nginx, direct"),
     ("nginx_ka", "nginx proxy, keep-alive"),
+    ("caddy_ka", "Caddy proxy (GOMAXPROCS=1), keep-alive"),
     ("floor_ka", "trio floor proxy, keep-alive (reference)"),
     ("edgegw_ka", "edgegw proxy, keep-alive"),
     ("nginx_close", "nginx proxy, Connection: close"),
@@ -604,13 +658,19 @@ RUN_LABELS = [
 
 
 def figures_table(run: Run) -> str:
-    lines = ["| run | req/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
+    lines = [
+        "| run | req/s | p50 ms | p99 ms | proxy CPU µs/request |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for key, label in RUN_LABELS:
         res = run.wrk.get(key)
+        cpu = f"{run.cpu_us[key]:.1f}" if key in run.cpu_us else ""
         if res is None:
-            lines.append(f"| {label} | error | | |")
+            lines.append(f"| {label} | error | | | |")
         else:
-            lines.append(f"| {label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} |")
+            lines.append(
+                f"| {label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {cpu} |"
+            )
     return "\n".join(lines)
 
 
@@ -618,6 +678,7 @@ def ratios_text(run: Run) -> str:
     lines = []
     for what, num, den in [
         ("keep-alive", "edgegw_ka", "nginx_ka"),
+        ("keep-alive vs Caddy on one core", "edgegw_ka", "caddy_ka"),
         ("Connection: close", "edgegw_close", "nginx_close"),
         ("HTTPS keep-alive", "edgegw_https", "nginx_https"),
         ("1,000 vs 10 routes", "edgegw_1000", "edgegw_10"),
@@ -713,6 +774,8 @@ def run_all(run: Run) -> None:
     )
     print("== nginx proxy", flush=True)
     run.attempt("nginx", lambda: bench_nginx(run))
+    print("== Caddy proxy, one core", flush=True)
+    run.attempt("caddy", lambda: bench_caddy(run))
     print("== trio floor proxy (reference)", flush=True)
     run.attempt("trio_floor", lambda: bench_trio_floor(run))
     print("== edgegw proxy", flush=True)

@@ -75,7 +75,11 @@ class Procs:
             self.stop(self._procs[-1][1])
 
     def start(
-        self, name: str, argv: Sequence[str], cwd: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start `argv` with stdout and stderr in WORKDIR/NAME.log."""
         with open(self.workdir / f"{name}.log", "wb") as log:
@@ -85,6 +89,7 @@ class Procs:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env=env,
                 start_new_session=True,
             )
         self._procs.append((name, proc))
@@ -129,8 +134,8 @@ def ensure_running(procs: Procs, name: str, proc: subprocess.Popen[bytes]) -> No
         raise BenchError(f"{name} exited with {proc.returncode}:\n{procs.log_tail(name)}")
 
 
-def process_tree_rss_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS in kB summed over `pid` and its descendants, number of processes)."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -139,16 +144,35 @@ def process_tree_rss_kb(pid: int) -> tuple[int, int]:
             stat = (entry / "stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry.name))
-    total, count, todo = 0, 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def process_tree_rss_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS in kB summed over `pid` and its descendants, number of processes)."""
+    total, count = 0, 0
+    for current in process_tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
                     count += 1
-        todo.extend(children.get(current, []))
     return total, count
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for current in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 # ---------------------------------------------------------------- HTTP clients
