@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from edgegw.api.certmanager import Certificate, ClusterIssuer, Issuer
 from edgegw.api.core import ConfigMap, EndpointSlice, Namespace, Secret, Service
 from edgegw.api.envoy import Backend
 from edgegw.api.gateway import Gateway, GatewayClass
@@ -20,6 +21,8 @@ from edgegw.api.routes import GRPCRoute, HTTPRoute, TCPRoute, TLSRoute, UDPRoute
 __all__ = [
     "Backend",
     "BackendTLSPolicy",
+    "Certificate",
+    "ClusterIssuer",
     "ConfigMap",
     "Duration",
     "EndpointSlice",
@@ -28,6 +31,7 @@ __all__ = [
     "GatewayClass",
     "HTTPRoute",
     "IPAddressPool",
+    "Issuer",
     "L2Advertisement",
     "Namespace",
     "Object",
@@ -62,6 +66,9 @@ Resource = (
     | Backend
     | IPAddressPool
     | L2Advertisement
+    | Issuer
+    | ClusterIssuer
+    | Certificate
 )
 
 
@@ -85,6 +92,9 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
     backends: tuple[Backend, ...] = ()
     ip_address_pools: tuple[IPAddressPool, ...] = ()
     l2_advertisements: tuple[L2Advertisement, ...] = ()
+    issuers: tuple[Issuer, ...] = ()
+    cluster_issuers: tuple[ClusterIssuer, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
 
 
 # which Resources field holds each kind
@@ -106,6 +116,9 @@ FIELD_BY_KIND: dict[type[Object], str] = {
     Backend: "backends",
     IPAddressPool: "ip_address_pools",
     L2Advertisement: "l2_advertisements",
+    Issuer: "issuers",
+    ClusterIssuer: "cluster_issuers",
+    Certificate: "certificates",
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import msgspec
 
 from edgegw import api
+from edgegw.api.certmanager import check_gateway_annotations
 from edgegw.api.meta import Object, Source, dec_hook
 from edgegw.config.parse import Document, Path
 from edgegw.errors import ConfigError, FieldError, UnknownKind
@@ -39,8 +40,13 @@ KINDS: dict[tuple[str, str], dict[str, type[Object]]] = {
     ("gateway.envoyproxy.io", "Backend"): {"v1alpha1": api.Backend},
     ("metallb.io", "IPAddressPool"): {"v1beta1": api.IPAddressPool},
     ("metallb.io", "L2Advertisement"): {"v1beta1": api.L2Advertisement},
+    ("cert-manager.io", "Issuer"): {"v1": api.Issuer},
+    ("cert-manager.io", "ClusterIssuer"): {"v1": api.ClusterIssuer},
+    ("cert-manager.io", "Certificate"): {"v1": api.Certificate},
 }
-CLUSTER_SCOPED: frozenset[type[Object]] = frozenset({api.GatewayClass, api.Namespace})
+CLUSTER_SCOPED: frozenset[type[Object]] = frozenset(
+    {api.GatewayClass, api.Namespace, api.ClusterIssuer}
+)
 
 
 def _one_rule(obj: Object) -> FieldError | None:
@@ -89,11 +95,23 @@ def decode(doc: Document) -> Object:
         if problem is not None:
             path = _tokens(problem.field)
             raise ConfigError(doc.file, doc.line_of(path), problem.field, problem.message)
+    if model is api.Gateway:
+        try:
+            check_gateway_annotations(obj.metadata)
+        except FieldError as problem:
+            raise _annotation_error(doc, problem) from None
     namespace = None if model in CLUSTER_SCOPED else obj.metadata.namespace or "default"
     metadata = msgspec.structs.replace(obj.metadata, namespace=namespace)
     return msgspec.structs.replace(
         obj, metadata=metadata, source=Source(file=doc.file, line=doc.line)
     )
+
+
+def _annotation_error(doc: Document, problem: FieldError) -> ConfigError:
+    """``metadata.annotations.cert-manager.io/duration``: the key holds dots, so no _tokens."""
+    key = problem.field.removeprefix("metadata.annotations.")
+    line = doc.line_of(("metadata", "annotations", key))
+    return ConfigError(doc.file, line, problem.field, problem.message)
 
 
 def _model_for(doc: Document) -> tuple[type[Object], str]:
