@@ -37,6 +37,9 @@ import trio
 
 from edgegw import addresses, ir, pools, statusfile, systemd
 from edgegw.admin.server import open_admin_listeners, serve_admin
+from edgegw.certificates.challenges import Challenges
+from edgegw.certificates.manager import CertificateManager
+from edgegw.certificates.store import CertificateStore
 from edgegw.config.store import ConfigStore, LoadResult
 from edgegw.config.watch import serve_reload_triggers
 from edgegw.logsetup import setup_logging
@@ -44,9 +47,10 @@ from edgegw.net import udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
-from edgegw.observe import Observer
+from edgegw.observe import Collected, Observer
 from edgegw.status import StatusBook
 from edgegw.translate import TranslateOptions, translate
+from edgegw.translate.certificates import plan_certificates
 from edgegw.workers import run_workers, worker_index
 
 log = logging.getLogger("edgegw")
@@ -66,6 +70,8 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     workers: int = 1
     drain_timeout: float = 30.0
+    # STATE_DIR/certificates; every worker reads it even where state_dir is None
+    certificates_dir: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -91,6 +97,9 @@ def run(options: RunOptions) -> int:
     index = worker_index()
     if options.workers > 1 and index is None:
         return run_workers(options.workers)
+    if options.state_dir is not None:
+        certificates = options.state_dir / "certificates"
+        options = msgspec.structs.replace(options, certificates_dir=certificates)
     if index not in (None, 0):  # one admin API and one state writer: worker 0's
         options = msgspec.structs.replace(options, admin="", state_dir=None)
     tune_gc()
@@ -127,7 +136,15 @@ class Gateway:
         self.sockets = SocketSet(reuse_port=options.workers > 1)
         self.ports: dict[BindKey, AnyPortServer] = {}
         self.observer = Observer()
-        self.dispatcher = Dispatcher(self.observer, background=nursery)
+        certificates_dir = options.certificates_dir if state_dir or options.workers > 1 else None
+        self.challenges = Challenges(certificates_dir / "http01" if certificates_dir else None)
+        self.certificates = CertificateManager(
+            CertificateStore(certificates_dir) if certificates_dir else None,
+            self.challenges,
+            on_issued=self._certificates_changed,
+        )
+        _watch_certificates(self.observer, self.certificates)
+        self.dispatcher = Dispatcher(self.observer, background=nursery, challenges=self.challenges)
         self.observer.watch_tcp(self.dispatcher.tcp_stats)
         self.book = StatusBook()
         self.model = ir.Model()
@@ -184,12 +201,15 @@ class Gateway:
                 len(loaded.warnings),
             )
 
+    def _certificates_changed(self) -> None:
+        self.nursery.start_soon(self.reload, "certificates")
+
     def _apply(self, loaded: LoadResult) -> None:
-        assignments = addresses.assign(
-            loaded.resources, self.allocations, self.options.controller_name
-        )
+        resources, replaced = self.certificates.overlay(loaded.resources)
+        plan = plan_certificates(resources)
+        assignments = addresses.assign(resources, self.allocations, self.options.controller_name)
         result = translate(
-            loaded.resources,
+            resources,
             TranslateOptions(
                 controller_name=self.options.controller_name,
                 default_addresses=self.options.default_addresses,
@@ -203,12 +223,14 @@ class Gateway:
         self.generation += 1
         self.model = result.model
         self.allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
-        self.book.publish(self.generation, loaded, result.statuses, result.model, self.bind_errors)
+        self.certificates.update(plan)
+        statuses = (*result.statuses, *self.certificates.statuses(time.time()))
+        self.book.publish(self.generation, loaded, statuses, result.model, self.bind_errors)
         self.observer.config_errors(len(loaded.errors))
         self.observer.addresses_allocated(sum(len(a) for a in self.allocations.values()))
         self.loaded = True
         self._persist()
-        for warning in loaded.warnings:
+        for warning in (*loaded.warnings, *replaced):
             log.warning("%s", warning)
         for error in loaded.errors:
             log.error("%s", error)
@@ -277,6 +299,28 @@ class Gateway:
                 await server.done.wait()
 
 
+def _watch_certificates(observer: Observer, manager: CertificateManager) -> None:
+    """cert-manager's certificate metrics, named under ``edgegw_``, read when scraped."""
+    observer.registry.add(
+        Collected(
+            "gauge",
+            "edgegw_certificate_expiration_timestamp_seconds",
+            "The date after which the certificate expires (POSIX seconds).",
+            ("namespace", "name"),
+            manager.expiration_samples,
+        )
+    )
+    observer.registry.add(
+        Collected(
+            "gauge",
+            "edgegw_certificate_ready_status",
+            "The Ready condition of the certificate.",
+            ("namespace", "name", "condition"),
+            manager.ready_samples,
+        )
+    )
+
+
 def _usable_state_dir(state_dir: Path | None) -> Path | None:
     if state_dir is None:
         return None
@@ -299,6 +343,7 @@ async def serve_gateway(options: RunOptions) -> None:
             # `systemctl reload`, and SIGHUP's default action would end the process.
             await nursery.start(serve_reload_triggers, options.config_dir, gateway.reload)
             await gateway.reload("start")
+            await nursery.start(gateway.certificates.run)
             if admin_listeners:
                 await nursery.start(serve_admin, admin_listeners, gateway)
             await nursery.start(systemd.serve_watchdog)

@@ -215,7 +215,7 @@ class CertificateSpec(Model, kw_only=True, frozen=True):
     renew_before: GoDuration | None = None
     renew_before_percentage: Annotated[int, msgspec.Meta(ge=1, le=99)] | None = None
     private_key: CertificatePrivateKey = CertificatePrivateKey()
-    is_ca: bool = False
+    is_ca: bool = msgspec.field(default=False, name="isCA")
     usages: tuple[str, ...] = ()
     subject: dict[str, object] | None = None
     secret_template: dict[str, object] | None = None

@@ -93,6 +93,12 @@ class DrainSignal:
             scope.cancel()
 
 
+class ChallengeAnswers(Protocol):
+    """Pending ACME HTTP-01 answers (``certificates.challenges.Challenges``)."""
+
+    def answer_http01(self, path: str) -> bytes | None: ...
+
+
 class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     """Everything one client connection needs; the lead builds one per connection.
 
@@ -110,6 +116,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     limits: HTTPLimits = msgspec.field(default_factory=HTTPLimits)
     observer: Observer = msgspec.field(default_factory=NullObserver)
     background: trio.Nursery | None = None  # for mirrors; None disables them
+    challenges: ChallengeAnswers | None = None  # ACME HTTP-01, on plain-HTTP ports only
 
 
 class ProxyRequest(msgspec.Struct):

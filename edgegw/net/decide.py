@@ -12,6 +12,8 @@ so a policy added here holds for every protocol at once (STYLE rule 11).
 
 1. the request's path is taken as the front end gave it (request
    normalization, when it comes, goes at the top of ``decide``, once);
+   on plain-HTTP ports a pending ACME HTTP-01 token is answered first,
+   before any listener or route (``certificates.challenges``);
 2. listener by Host; 421 when TLS SNI chose another listener, 404 when none;
 3. the route match (404) and the rule (500 when it is invalid);
 4. the rule's filters in order: CORS (a preflight is answered here),
@@ -42,7 +44,12 @@ from __future__ import annotations
 import random
 
 from edgegw import ir
-from edgegw.net.context import HTTPConnectionContext, ProxyRequest, RequestRecord
+from edgegw.net.context import (
+    ChallengeAnswers,
+    HTTPConnectionContext,
+    ProxyRequest,
+    RequestRecord,
+)
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http1 import strip_hop_by_hop
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
@@ -62,12 +69,15 @@ class Answer:
     headers (``proxy.send_answer`` knows how).
     """
 
-    __slots__ = ("error", "headers", "status")
+    __slots__ = ("body", "error", "headers", "status")
 
-    def __init__(self, status: int, headers: HeaderList, *, error: bool = False) -> None:
+    def __init__(
+        self, status: int, headers: HeaderList, *, error: bool = False, body: bytes = b""
+    ) -> None:
         self.status = status
         self.headers = headers
         self.error = error
+        self.body = body
 
 
 class RequestPlan:
@@ -125,6 +135,8 @@ def decide(
 ) -> RequestPlan:
     """Match, filter and plan one request (see the module docstring); no I/O."""
     plan = RequestPlan(req, record, upgrade)
+    if ctx.challenges is not None and _acme_http01(plan, ctx.challenges):
+        return plan
     listener = select_listener(ctx.port_table(), req.host, ctx.sni_listener)
     if isinstance(listener, int):
         plan.grpc = looks_grpc(req)
@@ -150,6 +162,17 @@ def decide(
         if plan.answer is not None:
             return plan
     return _pick_backend(plan, ctx, match, (headers, authority, path))
+
+
+def _acme_http01(plan: RequestPlan, challenges: ChallengeAnswers) -> bool:
+    """ACME HTTP-01 (RFC 8555 §8.3): answered before any route, on plain-HTTP ports."""
+    req = plan.req
+    if plan.upgrade or req.method not in ("GET", "HEAD"):
+        return False
+    body = challenges.answer_http01(req.path)
+    if body is not None:
+        plan.answer = Answer(200, [], body=body)
+    return body is not None
 
 
 def _pick_backend(

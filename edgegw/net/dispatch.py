@@ -29,6 +29,7 @@ import logging
 import trio
 
 from edgegw import ir, routing
+from edgegw.certificates.challenges import Challenges
 from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext
 from edgegw.net.ports import Peer, PortRuntime, PortServer
@@ -105,15 +106,22 @@ class PortServices:
             drain=self.http_drain,
             observer=self.dispatcher.observer,
             background=self.dispatcher.background,
+            challenges=self.dispatcher.challenges if scheme == "http" else None,
         )
 
 
 class Dispatcher:
     """Serves each accepted connection with the protocol its port runs."""
 
-    def __init__(self, observer: Observer, background: trio.Nursery | None = None) -> None:
+    def __init__(
+        self,
+        observer: Observer,
+        background: trio.Nursery | None = None,
+        challenges: Challenges | None = None,
+    ) -> None:
         self.observer = observer
         self.background = background
+        self.challenges = challenges
         self.upstreams = UpstreamPool()
         self.tcp_limits = tcp.ConnectionLimits()
         self.tcp_stats = tcp.RelayStats()
@@ -173,6 +181,11 @@ class Dispatcher:
         )
         if sniffed is None or sniffed.hello is None:
             return  # not TLS, malformed or too slow: close without an alert
+        hello = sniffed.hello
+        if self.challenges and (
+            alpn := self.challenges.alpn_context(hello.server_name, hello.alpn)
+        ):
+            return await tls.answer_tls_alpn01(stream, alpn, received=sniffed.data)
         listener = runtime.l4.listener_for_sni(sniffed.hello.server_name) if runtime.l4 else None
         if listener is not None and listener.tls is not None and listener.tls.mode == "Passthrough":
             await tcp.serve_tls_passthrough(stream, services.tcp, sniffed=sniffed, origin=origin)

@@ -292,7 +292,7 @@ async def send_answer(writer: ResponseWriter, answer: Answer, grpc: bool) -> Non
     """Send an answer ``decide`` made (a redirect, a preflight, an error)."""
     if answer.error:
         return await send_error(writer, answer.status, grpc)
-    return await respond(writer, answer.status, answer.headers)
+    return await respond(writer, answer.status, answer.headers, answer.body)
 
 
 async def respond(

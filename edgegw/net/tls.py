@@ -67,6 +67,7 @@ __all__ = [
     "TLSSession",
     "TLSStream",
     "accept_tls",
+    "answer_tls_alpn01",
     "build_server_tls",
     "client_context",
 ]
@@ -411,6 +412,24 @@ async def accept_tls(
     log.debug("TLS from %s (SNI %r): %s", _peer(stream), state.server_name, failure)
     await tls_stream.abort(_ALERT_GRACE)
     return None
+
+
+async def answer_tls_alpn01(
+    stream: trio.abc.Stream, ctx: SSL.Context, *, received: bytes | bytearray = b""
+) -> None:
+    """Complete an ACME TLS-ALPN-01 handshake (RFC 8737) with the challenge's context, then close.
+
+    The validation authority only looks at the certificate; nothing is served.
+    """
+    conn = SSL.Connection(ctx, None)
+    conn.set_accept_state()
+    tls_stream = TLSStream(stream, conn, received)
+    with trio.move_on_after(10.0):
+        try:
+            await tls_stream.do_handshake()
+        except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("TLS-ALPN-01 handshake failed: %r", exc)
+    await tls_stream.abort(_ALERT_GRACE)
 
 
 def _peer(stream: trio.abc.Stream) -> str:

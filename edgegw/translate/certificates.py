@@ -74,6 +74,7 @@ class CertificatePlan(msgspec.Struct, frozen=True, kw_only=True):
     renew_before_percentage: int | None = None
     key_algorithm: cm.KeyAlgorithm = "RSA"
     key_size: int | None = None
+    is_ca: bool = False
     issuer: IssuerRef
     origin: str  # "Certificate", or "Gateway ns/name" for a derived one
     generation: int = 1
@@ -256,6 +257,7 @@ def _explicit(resources: api.Resources) -> list[CertificatePlan]:
                 renew_before_percentage=spec.renew_before_percentage,
                 key_algorithm=spec.private_key.algorithm,
                 key_size=spec.private_key.size,
+                is_ca=spec.is_ca,
                 issuer=ref,
                 origin="Certificate",
                 generation=cert.metadata.generation or 1,

@@ -1,0 +1,124 @@
+"""Pending ACME challenges that the data plane answers: HTTP-01 tokens, TLS-ALPN-01 certificates.
+
+The ACME client adds an answer before telling the server to validate and
+removes it after; the data plane only looks answers up, at one place each:
+``answer_http01`` at the start of an HTTP request on a plain-HTTP port, and
+``alpn_context`` when a ClientHello offers ``acme-tls/1`` alone (RFC 8737
+§3). With ``--workers N`` the validation request may reach any worker, so
+HTTP-01 answers are also written under ``STATE_DIR/certificates/http01/``
+and looked up there when not held in memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+from OpenSSL import SSL
+
+from edgegw.certificates.store import write_private
+
+log = logging.getLogger("edgegw.certificates")
+
+HTTP01_PREFIX = "/.well-known/acme-challenge/"
+ACME_TLS_ALPN = b"acme-tls/1"
+_ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # RFC 8737 §6.1
+_MAX_PENDING = 1000
+
+
+class Challenges:
+    """The answers currently offered; one per process, shared by every port."""
+
+    def __init__(self, shared_dir: Path | None = None) -> None:
+        self._http01: dict[str, bytes] = {}
+        self._alpn: dict[str, SSL.Context] = {}
+        self._shared = shared_dir
+
+    # --- HTTP-01 --------------------------------------------------------------------------
+
+    def add_http01(self, token: str, key_authorization: str) -> None:
+        if len(self._http01) >= _MAX_PENDING:
+            raise RuntimeError("too many pending HTTP-01 challenges")
+        self._http01[token] = key_authorization.encode()
+        path = self._shared_path(token)
+        if path is not None:
+            write_private(path, key_authorization.encode())
+
+    def remove_http01(self, token: str) -> None:
+        self._http01.pop(token, None)
+        path = self._shared_path(token)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def answer_http01(self, path: str) -> bytes | None:
+        """The key authorization for ``/.well-known/acme-challenge/<token>``, or None."""
+        if not path.startswith(HTTP01_PREFIX):
+            return None
+        token = path[len(HTTP01_PREFIX) :]
+        found = self._http01.get(token)
+        if found is not None:
+            return found
+        shared = self._shared_path(token)
+        if shared is None:
+            return None
+        try:
+            return shared.read_bytes()[:1024]
+        except OSError:
+            return None
+
+    def _shared_path(self, token: str) -> Path | None:
+        if self._shared is None or not token.replace("-", "").replace("_", "").isalnum():
+            return None
+        if not 16 <= len(token) <= 128:
+            return None
+        return self._shared / token
+
+    # --- TLS-ALPN-01 ----------------------------------------------------------------------
+
+    def add_tls_alpn01(self, name: str, key_authorization: str) -> None:
+        """Serve RFC 8737's self-signed certificate for ``name`` to ``acme-tls/1`` hellos."""
+        if len(self._alpn) >= _MAX_PENDING:
+            raise RuntimeError("too many pending TLS-ALPN-01 challenges")
+        self._alpn[name.lower()] = _alpn_context(name, key_authorization)
+
+    def remove_tls_alpn01(self, name: str) -> None:
+        self._alpn.pop(name.lower(), None)
+
+    def alpn_context(self, server_name: str | None, alpn: tuple[str, ...]) -> SSL.Context | None:
+        """The challenge context for a ClientHello offering ``acme-tls/1`` alone, else None."""
+        if alpn != ("acme-tls/1",) or not server_name:
+            return None
+        return self._alpn.get(server_name.rstrip(".").lower())
+
+
+def _alpn_context(name: str, key_authorization: str) -> SSL.Context:
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = hashlib.sha256(key_authorization.encode()).digest()
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(
+            x509.UnrecognizedExtension(_ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    loader: object = ctx
+    loader.use_certificate(cert)  # type: ignore[attr-defined]
+    loader.use_privatekey(key)  # type: ignore[attr-defined]
+    ctx.set_alpn_select_callback(lambda _conn, offered: ACME_TLS_ALPN)
+    return ctx

@@ -1,0 +1,424 @@
+"""The certificate life cycle: load, issue, renew, retry, and report as cert-manager would.
+
+Theory of operation
+-------------------
+Each reload hands the manager the pure plan (``translate.certificates``).
+The manager keeps one ``_State`` per planned certificate and, in one task,
+repeats: decide (synchronously, from the states and the clock) which
+certificate is due first and when; sleep until then or until woken; issue
+it. A certificate is due when none is on disk for its request, when its
+renewal time has come (``renewBefore``, ``renewBeforePercentage``, else 2/3
+of its lifetime), or when its backoff after a failure has passed (5 s
+doubling to 1 h, jittered ±20%, never before the server's Retry-After).
+
+Issued certificates go to ``STATE_DIR/certificates/`` and then the gateway
+is asked to rebuild its generation (``on_issued``): ``overlay`` puts every
+certificate on disk in place of the Secret of the same name, so the next
+handshakes get the new certificate while open connections keep theirs. At
+start the files already on disk are served without a new order.
+
+With ``--workers N`` only the process holding ``.order.lock`` orders; the
+others only serve what is on disk (``refresh`` when files change).
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+import msgspec
+import trio
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from edgegw import api
+from edgegw.admin.metrics import LabelValues
+from edgegw.api import certmanager as cm
+from edgegw.certificates import pki
+from edgegw.certificates.acme import ACMEClient, ACMEError, Key, http_client
+from edgegw.certificates.challenges import Challenges
+from edgegw.certificates.solvers import choose
+from edgegw.certificates.store import Account, CertificateStore, Issued, request_digest
+from edgegw.certs import KeyPair, load_key_pair
+from edgegw.translate import ResourceStatus
+from edgegw.translate.certificates import CertificatePlan, CertificatesPlan, IssuerPlan
+
+log = logging.getLogger("edgegw.certificates")
+
+BACKOFF_BASE = 5.0
+BACKOFF_MAX = 3600.0
+_GROUP = "cert-manager.io/v1"
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def renewal_time(plan: CertificatePlan, pair: KeyPair) -> float:
+    """When to renew: renewBefore or renewBeforePercentage before expiry, else at 2/3 of life."""
+    life = pair.not_after - pair.not_before
+    if plan.renew_before is not None and plan.renew_before < life:
+        return pair.not_after - plan.renew_before
+    if plan.renew_before_percentage is not None:
+        return pair.not_after - life * plan.renew_before_percentage / 100
+    return pair.not_before + life * 2 / 3
+
+
+class _State(msgspec.Struct, kw_only=True):
+    plan: CertificatePlan
+    pair: KeyPair | None = None
+    request: str = ""
+    issuing: bool = False
+    failures: int = 0
+    last_failure: str = ""
+    last_failure_time: float = 0.0
+    next_attempt: float = 0.0
+
+    def due(self, now: float) -> float:
+        """When this certificate next needs an order (``now`` or earlier: at once)."""
+        if self.failures:
+            return self.next_attempt
+        if self.pair is None or self.request != request_digest(self.plan):
+            return now
+        return renewal_time(self.plan, self.pair)
+
+
+class CertificateManager:
+    """Keeps every planned certificate issued; one per process."""
+
+    def __init__(
+        self,
+        store: CertificateStore | None,
+        challenges: Challenges,
+        on_issued: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.challenges = challenges
+        self.on_issued = on_issued
+        self.plan = CertificatesPlan()
+        self._states: dict[tuple[str, str], _State] = {}
+        self._issuer_status: dict[tuple[str, str, str], tuple[bool, str, str, str]] = {}
+        self._wake = trio.Event()
+        self._lock_fd: int | None = None
+        self.orders = store is not None and self._take_order_lock()
+
+    def _take_order_lock(self) -> bool:
+        assert self.store is not None
+        self.store.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.store.root / ".order.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            log.info("another process orders certificates; this one serves them")
+            return False
+        self._lock_fd = fd
+        return True
+
+    # --- what the gateway serves ----------------------------------------------------------
+
+    def overlay(self, resources: api.Resources) -> tuple[api.Resources, list[str]]:
+        """``resources`` with every certificate on disk in place of its Secret, and warnings."""
+        if self.store is None:
+            return resources, []
+        issued = self.store.load_all()
+        if not issued:
+            return resources, []
+        warnings = []
+        secrets = []
+        for secret in resources.secrets:
+            key = (secret.metadata.namespace or "", secret.metadata.name)
+            if key in issued:
+                warnings.append(
+                    f"Secret {key[0]}/{key[1]} in {secret.source.file} is replaced by the "
+                    "certificate edgegw issued for it"
+                )
+                continue
+            secrets.append(secret)
+        for (ns, name), pair in issued.items():
+            secrets.append(
+                api.Secret(
+                    api_version="v1", kind="Secret", type="kubernetes.io/tls",
+                    metadata=api.ObjectMeta(name=name, namespace=ns),
+                    data={"tls.crt": pair.chain_pem, "tls.key": pair.key_pem},
+                )
+            )  # fmt: skip
+        secrets.sort(key=lambda s: (s.metadata.namespace or "", s.metadata.name))
+        return msgspec.structs.replace(resources, secrets=tuple(secrets)), warnings
+
+    def update(self, plan: CertificatesPlan) -> None:
+        """Take a new plan: keep the state of unchanged certificates, load the others."""
+        states: dict[tuple[str, str], _State] = {}
+        for cert in plan.certificates:
+            key = (cert.namespace, cert.name)
+            state = self._states.get(key)
+            if state is None or state.plan != cert:
+                state = self._load(cert, state)
+            states[key] = state
+        self.plan = plan
+        self._states = states
+        self._wake.set()
+
+    def _load(self, plan: CertificatePlan, before: _State | None) -> _State:
+        state = _State(plan=plan)
+        if before is not None and request_digest(before.plan) == request_digest(plan):
+            state = msgspec.structs.replace(before, plan=plan)
+        if self.store is not None:
+            found = self.store.load(plan.namespace, plan.secret_name)
+            if found is not None:
+                state.pair, state.request = found[0], found[1].request
+        return state
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _next(self, now: float) -> tuple[float, _State | None]:
+        """Decide: the certificate due first, and when (pure but for the states)."""
+        best: tuple[float, _State | None] = (now + 3600.0, None)
+        for state in self._states.values():
+            if state.issuing:
+                continue
+            when = state.due(now)
+            if when < best[0]:
+                best = (when, state)
+        return best
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Issue and renew until cancelled; a process that does not order only serves."""
+        task_status.started()
+        if not self.orders:
+            await trio.sleep_forever()
+        while True:
+            self._wake = trio.Event()
+            now = time.time()
+            when, state = self._next(now)
+            if state is None or when > now:
+                with trio.move_on_after(min(when - now, 3600.0)):
+                    await self._wake.wait()
+                continue
+            await self._issue(state)
+
+    async def _issue(self, state: _State) -> None:
+        plan = state.plan
+        issuer = self.plan.issuer(plan.issuer)
+        if issuer is None:
+            return
+        state.issuing = True
+        started = time.monotonic()
+        try:
+            key = pki.new_key(plan.key_algorithm, plan.key_size)
+            chain = await self._sign(plan, issuer, key)
+            pair, info = self._save(plan, chain, pki.key_pem(key))
+        except (ACMEError, httpx.HTTPError, OSError, ValueError) as exc:
+            retry_after = exc.retry_after if isinstance(exc, ACMEError) else None
+            self._failed(state, str(exc) or type(exc).__name__, retry_after)
+            self.on_issued()  # status shows the failure
+            return
+        finally:
+            state.issuing = False
+        state.pair, state.request = pair, info.request
+        state.failures, state.next_attempt = 0, 0.0
+        log.info(
+            "certificate %s/%s issued by %s in %.1f s, valid until %s",
+            plan.namespace, plan.name, plan.issuer.label, time.monotonic() - started,
+            _iso(pair.not_after),
+        )  # fmt: skip
+        self.on_issued()
+
+    def _failed(self, state: _State, message: str, retry_after: float | None) -> None:
+        state.failures += 1
+        state.last_failure = message[:1000]
+        state.last_failure_time = time.time()
+        delay = min(BACKOFF_BASE * 2 ** (state.failures - 1), BACKOFF_MAX)
+        delay *= random.uniform(0.8, 1.2)
+        state.next_attempt = time.time() + max(delay, retry_after or 0.0)
+        log.warning(
+            "certificate %s/%s: issuing failed (%s); retry in %.0f s",
+            state.plan.namespace, state.plan.name, state.last_failure,
+            state.next_attempt - time.time(),
+        )  # fmt: skip
+
+    def _save(self, plan: CertificatePlan, chain: bytes, key: bytes) -> tuple[KeyPair, Issued]:
+        pair = load_key_pair(chain, key)
+        info = Issued(
+            request=request_digest(plan), issuer=plan.issuer.label,
+            not_before=pair.not_before, not_after=pair.not_after,
+        )  # fmt: skip
+        assert self.store is not None
+        self.store.save(plan.namespace, plan.secret_name, pair.chain_pem, key, info)
+        return pair, info
+
+    async def _sign(self, plan: CertificatePlan, issuer: IssuerPlan, key: Any) -> bytes:
+        spec = issuer.spec
+        if spec.self_signed is not None:
+            return pki.sign_local(plan, key, time.time(), None)
+        if spec.ca is not None:
+            return pki.sign_local(plan, key, time.time(), (issuer.ca_chain_pem, issuer.ca_key_pem))
+        return await self._acme(plan, issuer, key)
+
+    async def _acme(self, plan: CertificatePlan, issuer: IssuerPlan, key: Any) -> bytes:
+        spec = spec_acme(issuer)
+        assert self.store is not None
+        label = issuer.ref.label
+        account = self._account(issuer)
+        async with http_client(spec) as http:
+            client = ACMEClient(http, spec.server, Key(pki.load_key(account.key_pem.encode())))  # type: ignore[arg-type]
+            try:
+                url = await client.register(spec.email, account.url)
+            except (ACMEError, httpx.HTTPError) as exc:
+                self._issuer_status[_issuer_key(issuer)] = (
+                    False, "ErrRegisterACMEAccount", f"Failed to register ACME account: {exc}", ""
+                )  # fmt: skip
+                raise
+            if url != account.url:
+                self.store.save_account(label, msgspec.structs.replace(account, url=url))
+            registered = "The ACME account was registered with the ACME server"
+            self._issuer_status[_issuer_key(issuer)] = (
+                True,
+                "ACMEAccountRegistered",
+                registered,
+                url,
+            )
+            names = plan.dns_names or ((plan.common_name,) if plan.common_name else ())
+            return await client.issue(
+                names, pki.csr_der(plan, key), lambda n: choose(issuer, self.challenges, n)
+            )
+
+    def _account(self, issuer: IssuerPlan) -> Account:
+        spec = spec_acme(issuer)
+        assert self.store is not None
+        found = self.store.load_account(issuer.ref.label, spec.server)
+        if found is not None:
+            return found
+        pem = issuer.account_key_pem or pki.key_pem(ec.generate_private_key(ec.SECP256R1()))
+        if not isinstance(pki.load_key(pem), rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ValueError("the ACME account key must be RSA or ECDSA")
+        account = Account(server=spec.server, key_pem=pem.decode())
+        self.store.save_account(issuer.ref.label, account)
+        return account
+
+    # --- status and metrics ---------------------------------------------------------------
+
+    def statuses(self, now: float) -> list[ResourceStatus]:
+        """Certificate and Issuer statuses in cert-manager's shape (never key material)."""
+        out = [self._certificate_status(s, now) for s in self._states.values()]
+        for problem in self.plan.problems:
+            cond = _condition("Ready", False, problem.reason, problem.message)
+            out.append(
+                _resource(problem.kind, problem.namespace, problem.name, {"conditions": [cond]})
+            )
+        for issuer in self.plan.issuers:
+            out.append(self._issuer_resource(issuer))
+        return sorted(out, key=lambda r: (r.kind, r.namespace or "", r.name))
+
+    def _certificate_status(self, state: _State, now: float) -> ResourceStatus:
+        plan, pair = state.plan, state.pair
+        status: dict[str, Any] = {}
+        conditions = []
+        current = pair is not None and state.request == request_digest(plan)
+        if pair is not None and current and now < pair.not_after:
+            conditions.append(
+                _condition("Ready", True, "Ready", "Certificate is up to date and has not expired")
+            )
+        elif pair is not None and now >= pair.not_after:
+            conditions.append(
+                _condition(
+                    "Ready", False, "Expired", f"Certificate expired on {_iso(pair.not_after)}"
+                )
+            )
+        elif pair is not None:
+            conditions.append(
+                _condition("Ready", False, "Outdated", "Issuing certificate as its spec changed")
+            )
+        else:
+            conditions.append(
+                _condition(
+                    "Ready", False, "DoesNotExist", "Issuing certificate as Secret does not exist"
+                )
+            )
+        if state.failures:
+            conditions.append(
+                _condition(
+                    "Issuing",
+                    False,
+                    "Failed",
+                    "The certificate request has failed to complete and will be retried: "
+                    + state.last_failure,
+                )
+            )
+            status["lastFailureTime"] = _iso(state.last_failure_time)
+            status["failedIssuanceAttempts"] = state.failures
+            status["nextAttemptTime"] = _iso(state.next_attempt)
+        elif state.issuing or not current or (pair is not None and renewal_time(plan, pair) <= now):
+            reason = "Renewing" if current else "DoesNotExist" if pair is None else "Outdated"
+            conditions.append(_condition("Issuing", True, reason, "Issuing certificate"))
+        status["conditions"] = conditions
+        if pair is not None:
+            status["notBefore"] = _iso(pair.not_before)
+            status["notAfter"] = _iso(pair.not_after)
+            status["renewalTime"] = _iso(renewal_time(plan, pair))
+        status["dnsNames"] = list(plan.dns_names)
+        status["issuerRef"] = {"kind": plan.issuer.kind, "name": plan.issuer.name}
+        status["secretName"] = plan.secret_name
+        if plan.origin != "Certificate":
+            status["derivedFrom"] = plan.origin
+        return _resource("Certificate", plan.namespace, plan.name, status, plan.generation)
+
+    def _issuer_resource(self, issuer: IssuerPlan) -> ResourceStatus:
+        spec = issuer.spec
+        status: dict[str, Any] = {}
+        if spec.acme is not None:
+            known = self._issuer_status.get(_issuer_key(issuer))
+            if known is None:
+                cond = _condition(
+                    "Ready", False, "Pending", "The ACME account is registered at the first order"
+                )
+            else:
+                cond = _condition("Ready", known[0], known[1], known[2])
+                if known[3]:
+                    status["acme"] = {"uri": known[3], "lastRegisteredEmail": spec.acme.email or ""}
+        elif spec.ca is not None:
+            cond = _condition("Ready", True, "KeyPairVerified", "Signing CA verified")
+        else:
+            cond = _condition("Ready", True, "IsReady", "")
+        status["conditions"] = [cond]
+        return _resource(issuer.ref.kind, issuer.ref.namespace, issuer.ref.name, status)
+
+    def expiration_samples(self) -> Iterable[tuple[LabelValues, float]]:
+        for state in self._states.values():
+            if state.pair is not None:
+                yield (state.plan.namespace, state.plan.name), state.pair.not_after
+
+    def ready_samples(self) -> Iterable[tuple[LabelValues, float]]:
+        now = time.time()
+        for state in self._states.values():
+            ready = self._certificate_status(state, now).status["conditions"][0]["status"]
+            for condition in ("True", "False", "Unknown"):
+                yield (state.plan.namespace, state.plan.name, condition), float(ready == condition)
+
+
+def spec_acme(issuer: IssuerPlan) -> cm.ACMEIssuer:
+    assert issuer.spec.acme is not None
+    return issuer.spec.acme
+
+
+def _issuer_key(issuer: IssuerPlan) -> tuple[str, str, str]:
+    return (issuer.ref.kind, issuer.ref.namespace, issuer.ref.name)
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def _resource(
+    kind: str, namespace: str, name: str, status: dict[str, Any], generation: int = 1
+) -> ResourceStatus:
+    return ResourceStatus(
+        api_version=_GROUP, kind=kind, name=name, namespace=namespace or None,
+        generation=generation, status=status,
+    )  # fmt: skip
