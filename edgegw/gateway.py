@@ -207,6 +207,8 @@ class Gateway:
     def _apply(self, loaded: LoadResult) -> None:
         resources, replaced = self.certificates.overlay(loaded.resources)
         plan = plan_certificates(resources)
+        self.certificates.update(plan)  # wakes the orders, which run after this swap
+        resources = self.certificates.with_temporaries(resources)
         assignments = addresses.assign(resources, self.allocations, self.options.controller_name)
         result = translate(
             resources,
@@ -223,7 +225,6 @@ class Gateway:
         self.generation += 1
         self.model = result.model
         self.allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
-        self.certificates.update(plan)
         statuses = (*result.statuses, *self.certificates.statuses(time.time()))
         self.book.publish(self.generation, loaded, statuses, result.model, self.bind_errors)
         self.observer.config_errors(len(loaded.errors))

@@ -83,6 +83,7 @@ class Key:
 
 def http_client(spec: cm.ACMEIssuer) -> httpx.AsyncClient:
     """An HTTP client trusting the issuer's ``caBundle`` (or nothing, with ``skipTLSVerify``)."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per ACME request
     verify: ssl.SSLContext | bool = True
     if spec.skip_tls_verify:
         verify = False

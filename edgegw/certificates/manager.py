@@ -106,6 +106,7 @@ class CertificateManager:
         self._issuer_status: dict[tuple[str, str, str], tuple[bool, str, str, str]] = {}
         self._wake = trio.Event()
         self._lock_fd: int | None = None
+        self._temporary: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self.orders = store is not None and self._take_order_lock()
 
     def _take_order_lock(self) -> bool:
@@ -142,15 +143,32 @@ class CertificateManager:
                 continue
             secrets.append(secret)
         for (ns, name), pair in issued.items():
-            secrets.append(
-                api.Secret(
-                    api_version="v1", kind="Secret", type="kubernetes.io/tls",
-                    metadata=api.ObjectMeta(name=name, namespace=ns),
-                    data={"tls.crt": pair.chain_pem, "tls.key": pair.key_pem},
-                )
-            )  # fmt: skip
-        secrets.sort(key=lambda s: (s.metadata.namespace or "", s.metadata.name))
-        return msgspec.structs.replace(resources, secrets=tuple(secrets)), warnings
+            secrets.append(_tls_secret(ns, name, pair.chain_pem, pair.key_pem))
+        return _with_secrets(resources, secrets), warnings
+
+    def with_temporaries(self, resources: api.Resources) -> api.Resources:
+        """A temporary self-signed certificate for each TLS-ALPN-01 certificate not yet issued.
+
+        TLS-ALPN-01 is answered on the HTTPS port, which is only served once
+        its listener has a certificate (cert-manager has the same stopgap:
+        ``cert-manager.io/issue-temporary-certificate``). Kept in memory only.
+        """
+        have = {(s.metadata.namespace or "", s.metadata.name) for s in resources.secrets}
+        added = []
+        for state in self._states.values():
+            plan = state.plan
+            key = (plan.namespace, plan.secret_name)
+            issuer = self.plan.issuer(plan.issuer)
+            if key in have or issuer is None or issuer.challenge != "tls-alpn-01":
+                continue
+            if key not in self._temporary:
+                leaf = pki.new_key("ECDSA", None)
+                chain = pki.sign_local(plan, leaf, time.time(), None)
+                self._temporary[key] = (chain, pki.key_pem(leaf))
+            added.append(_tls_secret(plan.namespace, plan.secret_name, *self._temporary[key]))
+        if not added:
+            return resources
+        return _with_secrets(resources, [*resources.secrets, *added])
 
     def update(self, plan: CertificatesPlan) -> None:
         """Take a new plan: keep the state of unchanged certificates, load the others."""
@@ -400,6 +418,21 @@ class CertificateManager:
             ready = self._certificate_status(state, now).status["conditions"][0]["status"]
             for condition in ("True", "False", "Unknown"):
                 yield (state.plan.namespace, state.plan.name, condition), float(ready == condition)
+
+
+def _tls_secret(namespace: str, name: str, chain: bytes, key: bytes) -> api.Secret:
+    return api.Secret(
+        api_version="v1",
+        kind="Secret",
+        type="kubernetes.io/tls",
+        metadata=api.ObjectMeta(name=name, namespace=namespace),
+        data={"tls.crt": chain, "tls.key": key},
+    )
+
+
+def _with_secrets(resources: api.Resources, secrets: list[api.Secret]) -> api.Resources:
+    secrets.sort(key=lambda s: (s.metadata.namespace or "", s.metadata.name))
+    return msgspec.structs.replace(resources, secrets=tuple(secrets))
 
 
 def spec_acme(issuer: IssuerPlan) -> cm.ACMEIssuer:
