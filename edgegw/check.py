@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgegw import addresses, ir
+from edgegw import addresses, api, ir
 from edgegw.admin.client import render
+from edgegw.certificates.challenges import Challenges
+from edgegw.certificates.manager import CertificateManager
 from edgegw.config.store import ConfigStore
 from edgegw.status import StatusBook
 from edgegw.translate import TranslateOptions, translate
+from edgegw.translate.certificates import plan_certificates
 
 FAILING = {("Accepted", "False"), ("ResolvedRefs", "False"), ("Programmed", "False")}
 
@@ -26,9 +29,10 @@ FAILING = {("Accepted", "False"), ("ResolvedRefs", "False"), ("Programmed", "Fal
 def build_document(config_dir: Path, controller_name: str) -> dict[str, Any]:
     """The status document ``edgegw run`` would publish for this directory."""
     loaded = ConfigStore(config_dir, None).reload()
-    assignments = addresses.assign(loaded.resources, {}, controller_name)
+    resources, certificates = _with_certificates(loaded.resources)
+    assignments = addresses.assign(resources, {}, controller_name)
     result = translate(
-        loaded.resources,
+        resources,
         TranslateOptions(
             controller_name=controller_name,
             pool_assignments=assignments,
@@ -37,8 +41,23 @@ def build_document(config_dir: Path, controller_name: str) -> dict[str, Any]:
         ),
     )
     book = StatusBook()
-    book.publish(1, loaded, result.statuses, ir.Model(), {})
+    statuses = (*result.statuses, *certificates.statuses(time.time()))
+    book.publish(1, loaded, statuses, ir.Model(), {})
     return book.document
+
+
+def _with_certificates(resources: api.Resources) -> tuple[api.Resources, CertificateManager]:
+    """Stand-ins for the Secrets edgegw would issue, so their listeners check as valid.
+
+    A few rounds, because an issued certificate can be the CA of another
+    issuer (cert-manager's selfSigned → CA → ca Issuer bootstrap).
+    """
+    manager = CertificateManager(None, Challenges(), on_issued=lambda: None)
+    with_certs = resources
+    for _ in range(3):
+        manager.update(plan_certificates(with_certs))
+        with_certs = manager.with_temporaries(resources, every=True)
+    return with_certs, manager
 
 
 def failures(document: dict[str, Any]) -> Iterator[str]:

@@ -142,6 +142,7 @@ class Gateway:
             CertificateStore(certificates_dir) if certificates_dir else None,
             self.challenges,
             on_issued=self._certificates_changed,
+            may_order=state_dir is not None,  # worker 0 orders, the others serve its files
         )
         _watch_certificates(self.observer, self.certificates)
         self.dispatcher = Dispatcher(self.observer, background=nursery, challenges=self.challenges)

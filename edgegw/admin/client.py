@@ -133,6 +133,28 @@ def _route_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _certificate_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
+    """Like ``kubectl get certificate -o wide`` (cert-manager's columns)."""
+    rows = []
+    for res in resources:
+        if res.get("kind") != "Certificate":
+            continue
+        meta, status = res["metadata"], res.get("status", {})
+        issuer = status.get("issuerRef", {})
+        rows.append(
+            [
+                meta.get("namespace") or "",
+                meta["name"],
+                _condition(status, "Ready"),
+                status.get("secretName", ""),
+                f"{issuer.get('kind', '')}/{issuer.get('name', '')}" if issuer else "",
+                status.get("notAfter", "-"),
+                status.get("renewalTime", "-"),
+            ]
+        )
+    return rows
+
+
 def render_table(document: dict[str, Any]) -> str:
     """Gateways, then routes per parent, then config errors, like ``kubectl get``."""
     resources = document.get("resources", [])
@@ -147,6 +169,10 @@ def render_table(document: dict[str, Any]) -> str:
             _route_rows(resources),
         ),
     ]
+    certificates = _certificate_rows(resources)
+    if certificates:
+        header = ["NAMESPACE", "CERTIFICATE", "READY", "SECRET", "ISSUER", "NOT AFTER", "RENEWAL"]
+        out += ["\n", _table(header, certificates)]
     errors = document.get("errors", [])
     if errors:
         out.append("\nERRORS\n")

@@ -5,8 +5,9 @@ removes it after; the data plane only looks answers up, at one place each:
 ``answer_http01`` at the start of an HTTP request on a plain-HTTP port, and
 ``alpn_context`` when a ClientHello offers ``acme-tls/1`` alone (RFC 8737
 §3). With ``--workers N`` the validation request may reach any worker, so
-HTTP-01 answers are also written under ``STATE_DIR/certificates/http01/``
-and looked up there when not held in memory.
+HTTP-01 and TLS-ALPN-01 answers are also written under
+``STATE_DIR/certificates/http01/`` and ``tlsalpn01/`` and looked up there
+when not held in memory.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Challenges:
 
     def __init__(self, shared_dir: Path | None = None) -> None:
         self._http01: dict[str, bytes] = {}
-        self._alpn: dict[str, SSL.Context] = {}
+        self._alpn: dict[str, tuple[str, SSL.Context]] = {}  # name → (key authorization, ctx)
         self._shared = shared_dir
 
     # --- HTTP-01 --------------------------------------------------------------------------
@@ -85,16 +86,46 @@ class Challenges:
         """Serve RFC 8737's self-signed certificate for ``name`` to ``acme-tls/1`` hellos."""
         if len(self._alpn) >= _MAX_PENDING:
             raise RuntimeError("too many pending TLS-ALPN-01 challenges")
-        self._alpn[name.lower()] = _alpn_context(name, key_authorization)
+        name = name.lower()
+        self._alpn[name] = (key_authorization, _alpn_context(name, key_authorization))
+        path = self._alpn_path(name)
+        if path is not None:
+            write_private(path, key_authorization.encode())
 
     def remove_tls_alpn01(self, name: str) -> None:
         self._alpn.pop(name.lower(), None)
+        path = self._alpn_path(name.lower())
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def alpn_context(self, server_name: str | None, alpn: tuple[str, ...]) -> SSL.Context | None:
-        """The challenge context for a ClientHello offering ``acme-tls/1`` alone, else None."""
+        """The challenge context for a ClientHello offering ``acme-tls/1`` alone, else None.
+
+        Another worker's challenge is found through its file; the certificate is
+        rebuilt from the key authorization (any key will do: only the digest in
+        the acmeIdentifier extension is checked).
+        """
         if alpn != ("acme-tls/1",) or not server_name:
             return None
-        return self._alpn.get(server_name.rstrip(".").lower())
+        name = server_name.rstrip(".").lower()
+        path = self._alpn_path(name)
+        try:
+            shared = path.read_bytes()[:1024].decode() if path is not None else None
+        except (OSError, UnicodeDecodeError):
+            shared = None
+        held = self._alpn.get(name)
+        if held is not None and shared in (None, held[0]):
+            return held[1]
+        if shared is None or len(self._alpn) >= _MAX_PENDING:
+            return None
+        self._alpn[name] = (shared, _alpn_context(name, shared))
+        return self._alpn[name][1]
+
+    def _alpn_path(self, name: str) -> Path | None:
+        if self._shared is None or not name or len(name) > 253:
+            return None
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        return self._shared.with_name("tlsalpn01") / digest
 
 
 def _alpn_context(name: str, key_authorization: str) -> SSL.Context:

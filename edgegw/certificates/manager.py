@@ -23,6 +23,7 @@ others only serve what is on disk (``refresh`` when files change).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import logging
@@ -30,7 +31,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import msgspec
@@ -97,6 +98,8 @@ class CertificateManager:
         store: CertificateStore | None,
         challenges: Challenges,
         on_issued: Callable[[], None],
+        *,
+        may_order: bool = True,
     ) -> None:
         self.store = store
         self.challenges = challenges
@@ -107,7 +110,7 @@ class CertificateManager:
         self._wake = trio.Event()
         self._lock_fd: int | None = None
         self._temporary: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-        self.orders = store is not None and self._take_order_lock()
+        self.orders = store is not None and may_order and self._take_order_lock()
 
     def _take_order_lock(self) -> bool:
         assert self.store is not None
@@ -146,12 +149,13 @@ class CertificateManager:
             secrets.append(_tls_secret(ns, name, pair.chain_pem, pair.key_pem))
         return _with_secrets(resources, secrets), warnings
 
-    def with_temporaries(self, resources: api.Resources) -> api.Resources:
+    def with_temporaries(self, resources: api.Resources, every: bool = False) -> api.Resources:
         """A temporary self-signed certificate for each TLS-ALPN-01 certificate not yet issued.
 
         TLS-ALPN-01 is answered on the HTTPS port, which is only served once
         its listener has a certificate (cert-manager has the same stopgap:
         ``cert-manager.io/issue-temporary-certificate``). Kept in memory only.
+        ``every``: for every planned certificate (``edgegw check``, which issues nothing).
         """
         have = {(s.metadata.namespace or "", s.metadata.name) for s in resources.secrets}
         added = []
@@ -159,7 +163,7 @@ class CertificateManager:
             plan = state.plan
             key = (plan.namespace, plan.secret_name)
             issuer = self.plan.issuer(plan.issuer)
-            if key in have or issuer is None or issuer.challenge != "tls-alpn-01":
+            if key in have or issuer is None or not (every or issuer.challenge == "tls-alpn-01"):
                 continue
             if key not in self._temporary:
                 leaf = pki.new_key("ECDSA", None)
@@ -176,7 +180,7 @@ class CertificateManager:
         for cert in plan.certificates:
             key = (cert.namespace, cert.name)
             state = self._states.get(key)
-            if state is None or state.plan != cert:
+            if state is None or state.plan != cert or not self.orders:
                 state = self._load(cert, state)
             states[key] = state
         self.plan = plan
@@ -210,7 +214,7 @@ class CertificateManager:
         """Issue and renew until cancelled; a process that does not order only serves."""
         task_status.started()
         if not self.orders:
-            await trio.sleep_forever()
+            await self._follow()
         while True:
             self._wake = trio.Event()
             now = time.time()
@@ -220,6 +224,25 @@ class CertificateManager:
                     await self._wake.wait()
                 continue
             await self._issue(state)
+
+    async def _follow(self) -> NoReturn:
+        """Serve what the ordering process writes: rebuild when the files change."""
+        seen = self._files()
+        while True:
+            await trio.sleep(1.0)
+            now = self._files()
+            if now != seen:
+                seen = now
+                self.on_issued()
+
+    def _files(self) -> tuple[tuple[str, int], ...]:
+        if self.store is None or not self.store.root.is_dir():
+            return ()
+        found = []
+        for path in sorted(self.store.root.glob("*/*.crt")):
+            with contextlib.suppress(OSError):
+                found.append((str(path), path.stat().st_mtime_ns))
+        return tuple(found)
 
     async def _issue(self, state: _State) -> None:
         plan = state.plan

@@ -129,3 +129,16 @@ def test_local_ca_serves_localhost(gateway: Gateway, echoes: dict[str, Echo]) ->
         gateway.admin("/api/config")[1].decode(),
     ):
         assert "PRIVATE KEY" not in text
+
+
+def test_workers_all_serve_what_one_issues(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    port = free_port()
+    gateway.write("ca.yaml", LOCAL_CA)
+    gateway.write("site.yaml", _site(port, echoes["app"].port))
+    gateway.start("--workers", "2")
+    root = gateway.state / "certificates" / "default" / "local-root.crt"
+    wait_for(lambda: _get(port, root), timeout=15, what="HTTPS with the local root")
+    # new connections land on either worker (SO_REUSEPORT): every one must verify
+    wait_for(lambda: all(_get(port, root) for _ in range(12)), timeout=10, what="both workers")
+    assert gateway.process is not None
+    assert gateway.process.output().count("issued by") == 2  # one process ordered

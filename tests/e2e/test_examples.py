@@ -78,3 +78,12 @@ def test_every_example_flow(demo: Gateway) -> None:
     )
     assert secure.returncode == 0, secure.stderr
     assert echoed(secure.stdout)["pod"] == "echo-1"
+
+    # config/certificates/local-ca.yaml: issued at start by the local CA it also issues
+    root = demo.state / "certificates" / "default" / "local-root.crt"
+    local = wait_for(
+        lambda: (r := curl("--cacert", str(root), "--resolve", "app.localhost:8444:127.0.0.1",
+                           "https://app.localhost:8444/")).returncode == 0 and r,
+        what="HTTPS from the local CA",
+    )  # fmt: skip
+    assert echoed(local.stdout)["pod"] == "echo-1"
