@@ -50,7 +50,6 @@ from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
 from edgegw.observe import Collected, Observer
 from edgegw.status import StatusBook
 from edgegw.translate import TranslateOptions, translate
-from edgegw.translate.certificates import plan_certificates
 from edgegw.workers import run_workers, worker_index
 
 log = logging.getLogger("edgegw")
@@ -206,8 +205,7 @@ class Gateway:
         self.nursery.start_soon(self.reload, "certificates")
 
     def _apply(self, loaded: LoadResult) -> None:
-        resources, replaced = self.certificates.overlay(loaded.resources)
-        plan = plan_certificates(resources)
+        resources, plan, replaced = self.certificates.resolve(loaded.resources)
         self.certificates.update(plan)  # wakes the orders, which run after this swap
         resources = self.certificates.with_temporaries(resources)
         assignments = addresses.assign(resources, self.allocations, self.options.controller_name)

@@ -48,7 +48,12 @@ from edgegw.certificates.solvers import choose
 from edgegw.certificates.store import Account, CertificateStore, Issued, request_digest
 from edgegw.certs import KeyPair, load_key_pair
 from edgegw.translate import ResourceStatus
-from edgegw.translate.certificates import CertificatePlan, CertificatesPlan, IssuerPlan
+from edgegw.translate.certificates import (
+    CertificatePlan,
+    CertificatesPlan,
+    IssuerPlan,
+    plan_certificates,
+)
 
 log = logging.getLogger("edgegw.certificates")
 
@@ -127,27 +132,34 @@ class CertificateManager:
 
     # --- what the gateway serves ----------------------------------------------------------
 
-    def overlay(self, resources: api.Resources) -> tuple[api.Resources, list[str]]:
-        """``resources`` with every certificate on disk in place of its Secret, and warnings."""
-        if self.store is None:
-            return resources, []
-        issued = self.store.load_all()
-        if not issued:
-            return resources, []
-        warnings = []
-        secrets = []
-        for secret in resources.secrets:
-            key = (secret.metadata.namespace or "", secret.metadata.name)
-            if key in issued:
-                warnings.append(
-                    f"Secret {key[0]}/{key[1]} in {secret.source.file} is replaced by the "
-                    "certificate edgegw issued for it"
-                )
-                continue
-            secrets.append(secret)
-        for (ns, name), pair in issued.items():
-            secrets.append(_tls_secret(ns, name, pair.chain_pem, pair.key_pem))
-        return _with_secrets(resources, secrets), warnings
+    def resolve(
+        self, resources: api.Resources
+    ) -> tuple[api.Resources, CertificatesPlan, list[str]]:
+        """The plan, and ``resources`` with its issued certificates in place of their Secrets.
+
+        Only certificates still planned stand in for a Secret (a Gateway that
+        lost its annotation gets its DIR Secret back). A few rounds, because an
+        issued certificate can be the CA of another issuer (cert-manager's
+        selfSigned → CA → ca Issuer bootstrap). Warnings name the DIR Secrets
+        an issued certificate replaces.
+        """
+        issued = self.store.load_all() if self.store is not None else {}
+        plan = plan_certificates(resources)
+        current = resources
+        for _ in range(3):
+            wanted = {(c.namespace, c.secret_name) for c in plan.certificates}
+            current = _overlay(resources, {k: v for k, v in issued.items() if k in wanted})
+            again = plan_certificates(current)
+            if again == plan:
+                break
+            plan = again
+        replaced = [
+            f"Secret {s.metadata.namespace}/{s.metadata.name} in {s.source.file} is replaced "
+            "by the certificate edgegw issued for it"
+            for s in resources.secrets
+            if s.source.file and s not in current.secrets
+        ]
+        return current, plan, replaced
 
     def with_temporaries(self, resources: api.Resources, every: bool = False) -> api.Resources:
         """A temporary self-signed certificate for each TLS-ALPN-01 certificate not yet issued.
@@ -415,6 +427,12 @@ class CertificateManager:
         status: dict[str, Any] = {}
         if spec.acme is not None:
             known = self._issuer_status.get(_issuer_key(issuer))
+            account = (
+                self.store.load_account(issuer.ref.label, spec.acme.server) if self.store else None
+            )
+            if known is None and account is not None and account.url:
+                registered = "The ACME account was registered with the ACME server"
+                known = (True, "ACMEAccountRegistered", registered, account.url)
             if known is None:
                 cond = _condition(
                     "Ready", False, "Pending", "The ACME account is registered at the first order"
@@ -451,6 +469,14 @@ def _tls_secret(namespace: str, name: str, chain: bytes, key: bytes) -> api.Secr
         metadata=api.ObjectMeta(name=name, namespace=namespace),
         data={"tls.crt": chain, "tls.key": key},
     )
+
+
+def _overlay(resources: api.Resources, issued: dict[tuple[str, str], KeyPair]) -> api.Resources:
+    secrets = [
+        s for s in resources.secrets if (s.metadata.namespace or "", s.metadata.name) not in issued
+    ]
+    secrets += [_tls_secret(ns, name, p.chain_pem, p.key_pem) for (ns, name), p in issued.items()]
+    return _with_secrets(resources, secrets)
 
 
 def _with_secrets(resources: api.Resources, secrets: list[api.Secret]) -> api.Resources:

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from edgegw import api
 from edgegw.api import certmanager as cm
 from edgegw.certificates import pki
 from edgegw.certificates.acme import ACMEError
@@ -20,6 +21,8 @@ from edgegw.certificates.manager import CertificateManager, _State, renewal_time
 from edgegw.certificates.solvers import HTTP01, RFC2136, TLSALPN01, choose
 from edgegw.certificates.store import CertificateStore, Issued, request_digest
 from edgegw.certs import KeyPair
+from edgegw.config.decode import decode
+from edgegw.config.parse import parse
 from edgegw.translate.certificates import CertificatePlan, IssuerPlan, IssuerRef
 
 REF = IssuerRef(kind="ClusterIssuer", namespace="", name="le")
@@ -148,3 +151,55 @@ def test_store_keeps_certificates_private_and_reloads_them(tmp_path: Path) -> No
     assert set(store.load_all()) == {("default", "web-tls")}
     with pytest.raises(ValueError, match="unusable name"):
         store.save("../etc", "x", chain, b"", info)
+
+
+SITE = """\
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: self}
+spec: {selfSigned: {}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, annotations: {cert-manager.io/issuer: self}}
+spec:
+  gatewayClassName: edgegw
+  listeners:
+  - {name: s, protocol: HTTPS, port: 443, hostname: a.example.com,
+     tls: {certificateRefs: [{name: web-tls}]}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-tls}
+type: kubernetes.io/tls
+data: {tls.crt: "", tls.key: ""}
+"""
+
+
+def _resources(text: str) -> api.Resources:
+    return api.build_resources([decode(d) for d in parse("site.yaml", text)])
+
+
+def test_issued_certificates_replace_their_secret_only_while_planned(tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path)
+    key = pki.new_key("ECDSA", None)
+    plan = msgspec.structs.replace(PLAN, secret_name="web-tls")
+    info = Issued(request=request_digest(plan), issuer="x", not_before=0, not_after=1)
+    store.save(
+        "default", "web-tls", pki.sign_local(plan, key, time.time(), None), pki.key_pem(key), info
+    )
+    manager = CertificateManager(store, Challenges(), on_issued=lambda: None)
+
+    resources, planned, warnings = manager.resolve(_resources(SITE.replace('""', '"eA=="')))
+    (secret,) = resources.secrets
+    assert secret.data["tls.key"].startswith(b"-----BEGIN PRIVATE KEY")
+    assert [c.secret_name for c in planned.certificates] == ["web-tls"]
+    assert warnings == [
+        "Secret default/web-tls in site.yaml is replaced by the certificate edgegw issued for it"
+    ]
+
+    without = SITE.replace("annotations: {cert-manager.io/issuer: self}", "")
+    resources, planned, warnings = manager.resolve(_resources(without.replace('""', '"eA=="')))
+    assert planned.certificates == ()
+    assert resources.secrets[0].data["tls.key"] == b"x"  # the DIR Secret is back
+    assert warnings == []
