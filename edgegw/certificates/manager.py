@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Each reload hands the manager the pure plan (``translate.certificates``).
-The manager keeps one ``_State`` per planned certificate and, in one task,
+The manager keeps one ``CertificateState`` per planned certificate and, in one task,
 repeats: decide (synchronously, from the states and the clock) which
 certificate is due first and when; sleep until then or until woken; issue
 it. A certificate is due when none is on disk for its request, when its
@@ -24,7 +24,6 @@ others only serve what is on disk (``refresh`` when files change).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import logging
 import os
@@ -45,6 +44,13 @@ from edgegw.certificates import pki
 from edgegw.certificates.acme import ACMEClient, ACMEError, Key, http_client
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.solvers import choose
+from edgegw.certificates.state import (
+    CertificateState,
+    certificate_status,
+    condition,
+    iso,
+    resource,
+)
 from edgegw.certificates.store import Account, CertificateStore, Issued, request_digest
 from edgegw.certs import KeyPair, load_key_pair
 from edgegw.translate import ResourceStatus
@@ -59,40 +65,6 @@ log = logging.getLogger("edgegw.certificates")
 
 BACKOFF_BASE = 5.0
 BACKOFF_MAX = 3600.0
-_GROUP = "cert-manager.io/v1"
-
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def renewal_time(plan: CertificatePlan, pair: KeyPair) -> float:
-    """When to renew: renewBefore or renewBeforePercentage before expiry, else at 2/3 of life."""
-    life = pair.not_after - pair.not_before
-    if plan.renew_before is not None and plan.renew_before < life:
-        return pair.not_after - plan.renew_before
-    if plan.renew_before_percentage is not None:
-        return pair.not_after - life * plan.renew_before_percentage / 100
-    return pair.not_before + life * 2 / 3
-
-
-class _State(msgspec.Struct, kw_only=True):
-    plan: CertificatePlan
-    pair: KeyPair | None = None
-    request: str = ""
-    issuing: bool = False
-    failures: int = 0
-    last_failure: str = ""
-    last_failure_time: float = 0.0
-    next_attempt: float = 0.0
-
-    def due(self, now: float) -> float:
-        """When this certificate next needs an order (``now`` or earlier: at once)."""
-        if self.failures:
-            return self.next_attempt
-        if self.pair is None or self.request != request_digest(self.plan):
-            return now
-        return renewal_time(self.plan, self.pair)
 
 
 class CertificateManager:
@@ -110,7 +82,7 @@ class CertificateManager:
         self.challenges = challenges
         self.on_issued = on_issued
         self.plan = CertificatesPlan()
-        self._states: dict[tuple[str, str], _State] = {}
+        self._states: dict[tuple[str, str], CertificateState] = {}
         self._issuer_status: dict[tuple[str, str, str], tuple[bool, str, str, str]] = {}
         self._wake = trio.Event()
         self._lock_fd: int | None = None
@@ -188,7 +160,7 @@ class CertificateManager:
 
     def update(self, plan: CertificatesPlan) -> None:
         """Take a new plan: keep the state of unchanged certificates, load the others."""
-        states: dict[tuple[str, str], _State] = {}
+        states: dict[tuple[str, str], CertificateState] = {}
         for cert in plan.certificates:
             key = (cert.namespace, cert.name)
             state = self._states.get(key)
@@ -199,8 +171,8 @@ class CertificateManager:
         self._states = states
         self._wake.set()
 
-    def _load(self, plan: CertificatePlan, before: _State | None) -> _State:
-        state = _State(plan=plan)
+    def _load(self, plan: CertificatePlan, before: CertificateState | None) -> CertificateState:
+        state = CertificateState(plan=plan)
         if before is not None and request_digest(before.plan) == request_digest(plan):
             state = msgspec.structs.replace(before, plan=plan)
         if self.store is not None:
@@ -211,9 +183,9 @@ class CertificateManager:
 
     # --- the loop -------------------------------------------------------------------------
 
-    def _next(self, now: float) -> tuple[float, _State | None]:
+    def _next(self, now: float) -> tuple[float, CertificateState | None]:
         """Decide: the certificate due first, and when (pure but for the states)."""
-        best: tuple[float, _State | None] = (now + 3600.0, None)
+        best: tuple[float, CertificateState | None] = (now + 3600.0, None)
         for state in self._states.values():
             if state.issuing:
                 continue
@@ -256,7 +228,7 @@ class CertificateManager:
                 found.append((str(path), path.stat().st_mtime_ns))
         return tuple(found)
 
-    async def _issue(self, state: _State) -> None:
+    async def _issue(self, state: CertificateState) -> None:
         plan = state.plan
         issuer = self.plan.issuer(plan.issuer)
         if issuer is None:
@@ -267,8 +239,10 @@ class CertificateManager:
             key = pki.new_key(plan.key_algorithm, plan.key_size)
             chain = await self._sign(plan, issuer, key)
             pair, info = self._save(plan, chain, pki.key_pem(key))
-        except (ACMEError, httpx.HTTPError, OSError, ValueError) as exc:
+        except Exception as exc:  # whatever a server or resolver does: retry later
             retry_after = exc.retry_after if isinstance(exc, ACMEError) else None
+            if not isinstance(exc, ACMEError | httpx.HTTPError | OSError | ValueError):
+                log.exception("certificate %s/%s: unexpected failure", plan.namespace, plan.name)
             self._failed(state, str(exc) or type(exc).__name__, retry_after)
             self.on_issued()  # status shows the failure
             return
@@ -279,11 +253,11 @@ class CertificateManager:
         log.info(
             "certificate %s/%s issued by %s in %.1f s, valid until %s",
             plan.namespace, plan.name, plan.issuer.label, time.monotonic() - started,
-            _iso(pair.not_after),
+            iso(pair.not_after),
         )  # fmt: skip
         self.on_issued()
 
-    def _failed(self, state: _State, message: str, retry_after: float | None) -> None:
+    def _failed(self, state: CertificateState, message: str, retry_after: float | None) -> None:
         state.failures += 1
         state.last_failure = message[:1000]
         state.last_failure_time = time.time()
@@ -359,70 +333,17 @@ class CertificateManager:
 
     def statuses(self, now: float) -> list[ResourceStatus]:
         """Certificate and Issuer statuses in cert-manager's shape (never key material)."""
-        out = [self._certificate_status(s, now) for s in self._states.values()]
+        out = [certificate_status(s, now) for s in self._states.values()]
         for problem in self.plan.problems:
-            cond = _condition("Ready", False, problem.reason, problem.message)
+            cond = condition("Ready", False, problem.reason, problem.message)
             out.append(
-                _resource(problem.kind, problem.namespace, problem.name, {"conditions": [cond]})
+                resource(problem.kind, problem.namespace, problem.name, {"conditions": [cond]})
             )
         for issuer in self.plan.issuers:
-            out.append(self._issuer_resource(issuer))
+            out.append(self._issuerresource(issuer))
         return sorted(out, key=lambda r: (r.kind, r.namespace or "", r.name))
 
-    def _certificate_status(self, state: _State, now: float) -> ResourceStatus:
-        plan, pair = state.plan, state.pair
-        status: dict[str, Any] = {}
-        conditions = []
-        current = pair is not None and state.request == request_digest(plan)
-        if pair is not None and current and now < pair.not_after:
-            conditions.append(
-                _condition("Ready", True, "Ready", "Certificate is up to date and has not expired")
-            )
-        elif pair is not None and now >= pair.not_after:
-            conditions.append(
-                _condition(
-                    "Ready", False, "Expired", f"Certificate expired on {_iso(pair.not_after)}"
-                )
-            )
-        elif pair is not None:
-            conditions.append(
-                _condition("Ready", False, "Outdated", "Issuing certificate as its spec changed")
-            )
-        else:
-            conditions.append(
-                _condition(
-                    "Ready", False, "DoesNotExist", "Issuing certificate as Secret does not exist"
-                )
-            )
-        if state.failures:
-            conditions.append(
-                _condition(
-                    "Issuing",
-                    False,
-                    "Failed",
-                    "The certificate request has failed to complete and will be retried: "
-                    + state.last_failure,
-                )
-            )
-            status["lastFailureTime"] = _iso(state.last_failure_time)
-            status["failedIssuanceAttempts"] = state.failures
-            status["nextAttemptTime"] = _iso(state.next_attempt)
-        elif state.issuing or not current or (pair is not None and renewal_time(plan, pair) <= now):
-            reason = "Renewing" if current else "DoesNotExist" if pair is None else "Outdated"
-            conditions.append(_condition("Issuing", True, reason, "Issuing certificate"))
-        status["conditions"] = conditions
-        if pair is not None:
-            status["notBefore"] = _iso(pair.not_before)
-            status["notAfter"] = _iso(pair.not_after)
-            status["renewalTime"] = _iso(renewal_time(plan, pair))
-        status["dnsNames"] = list(plan.dns_names)
-        status["issuerRef"] = {"kind": plan.issuer.kind, "name": plan.issuer.name}
-        status["secretName"] = plan.secret_name
-        if plan.origin != "Certificate":
-            status["derivedFrom"] = plan.origin
-        return _resource("Certificate", plan.namespace, plan.name, status, plan.generation)
-
-    def _issuer_resource(self, issuer: IssuerPlan) -> ResourceStatus:
+    def _issuerresource(self, issuer: IssuerPlan) -> ResourceStatus:
         spec = issuer.spec
         status: dict[str, Any] = {}
         if spec.acme is not None:
@@ -434,19 +355,19 @@ class CertificateManager:
                 registered = "The ACME account was registered with the ACME server"
                 known = (True, "ACMEAccountRegistered", registered, account.url)
             if known is None:
-                cond = _condition(
+                cond = condition(
                     "Ready", False, "Pending", "The ACME account is registered at the first order"
                 )
             else:
-                cond = _condition("Ready", known[0], known[1], known[2])
+                cond = condition("Ready", known[0], known[1], known[2])
                 if known[3]:
                     status["acme"] = {"uri": known[3], "lastRegisteredEmail": spec.acme.email or ""}
         elif spec.ca is not None:
-            cond = _condition("Ready", True, "KeyPairVerified", "Signing CA verified")
+            cond = condition("Ready", True, "KeyPairVerified", "Signing CA verified")
         else:
-            cond = _condition("Ready", True, "IsReady", "")
+            cond = condition("Ready", True, "IsReady", "")
         status["conditions"] = [cond]
-        return _resource(issuer.ref.kind, issuer.ref.namespace, issuer.ref.name, status)
+        return resource(issuer.ref.kind, issuer.ref.namespace, issuer.ref.name, status)
 
     def expiration_samples(self) -> Iterable[tuple[LabelValues, float]]:
         for state in self._states.values():
@@ -456,9 +377,9 @@ class CertificateManager:
     def ready_samples(self) -> Iterable[tuple[LabelValues, float]]:
         now = time.time()
         for state in self._states.values():
-            ready = self._certificate_status(state, now).status["conditions"][0]["status"]
-            for condition in ("True", "False", "Unknown"):
-                yield (state.plan.namespace, state.plan.name, condition), float(ready == condition)
+            ready = certificate_status(state, now).status["conditions"][0]["status"]
+            for value in ("True", "False", "Unknown"):
+                yield (state.plan.namespace, state.plan.name, value), float(ready == value)
 
 
 def _tls_secret(namespace: str, name: str, chain: bytes, key: bytes) -> api.Secret:
@@ -491,16 +412,3 @@ def spec_acme(issuer: IssuerPlan) -> cm.ACMEIssuer:
 
 def _issuer_key(issuer: IssuerPlan) -> tuple[str, str, str]:
     return (issuer.ref.kind, issuer.ref.namespace, issuer.ref.name)
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
-
-
-def _resource(
-    kind: str, namespace: str, name: str, status: dict[str, Any], generation: int = 1
-) -> ResourceStatus:
-    return ResourceStatus(
-        api_version=_GROUP, kind=kind, name=name, namespace=namespace or None,
-        generation=generation, status=status,
-    )  # fmt: skip

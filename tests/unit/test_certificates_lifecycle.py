@@ -17,8 +17,9 @@ from edgegw.api import certmanager as cm
 from edgegw.certificates import pki
 from edgegw.certificates.acme import ACMEError
 from edgegw.certificates.challenges import Challenges
-from edgegw.certificates.manager import CertificateManager, _State, renewal_time
+from edgegw.certificates.manager import CertificateManager
 from edgegw.certificates.solvers import HTTP01, RFC2136, TLSALPN01, choose
+from edgegw.certificates.state import CertificateState, renewal_time
 from edgegw.certificates.store import CertificateStore, Issued, request_digest
 from edgegw.certs import KeyPair
 from edgegw.config.decode import decode
@@ -49,16 +50,16 @@ def test_renewal_at_two_thirds_or_renew_before() -> None:
 
 def test_due_now_without_a_certificate_or_when_the_request_changed() -> None:
     now = 1000.0
-    assert _State(plan=PLAN).due(now) == now
-    state = _State(plan=PLAN, pair=_pair(0, 3000), request=request_digest(PLAN))
+    assert CertificateState(plan=PLAN).due(now) == now
+    state = CertificateState(plan=PLAN, pair=_pair(0, 3000), request=request_digest(PLAN))
     assert state.due(now) == 2000
     more_names = msgspec.structs.replace(PLAN, dns_names=("a.example.com", "b.example.com"))
-    assert _State(plan=more_names, pair=state.pair, request=state.request).due(now) == now
+    assert CertificateState(plan=more_names, pair=state.pair, request=state.request).due(now) == now
 
 
 def test_failures_back_off_exponentially_with_jitter_and_retry_after(tmp_path: Path) -> None:
     manager = CertificateManager(CertificateStore(tmp_path), Challenges(), on_issued=lambda: None)
-    state = _State(plan=PLAN)
+    state = CertificateState(plan=PLAN)
     delays = []
     for _ in range(4):
         manager._failed(state, "boom", None)
