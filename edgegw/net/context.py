@@ -18,7 +18,11 @@ import trio
 
 from edgegw.net.upstream import RequestBody, UpstreamPool
 from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.via import instance_via
 from edgegw.routing import PortTable
+
+#: This process's ``Via`` element: one name per gateway process, so a loop through it shows.
+VIA = instance_via()
 
 # --- the contracts --------------------------------------------
 
@@ -29,11 +33,24 @@ class ClientAbort(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HTTPLimits:
+    """What one client connection may take of the gateway's time and memory.
+
+    The body and send limits are HTTP/1.1's (HTTP/2 has ``H2Limits.stall_timeout``
+    and ``body_timeout``): a request body must average ``body_min_rate`` bytes/s
+    over the time spent waiting for it, after ``body_grace`` seconds, and no wait
+    may exceed ``body_timeout`` (``proto/rate.py``; Kestrel's 240 bytes/s and 5 s,
+    nginx's client_body_timeout); a response write a client does not take within
+    ``send_timeout`` ends the connection (nginx's send_timeout).
+    """
+
     max_head_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0  # first byte of a request head to its end
     keepalive_timeout: float = 60.0  # idle between requests
     body_timeout: float = 60.0  # client silence while we read its body
+    body_min_rate: float = 240.0  # bytes/s a body must average while we wait; 0: none
+    body_grace: float = 5.0  # seconds before the rate applies
+    send_timeout: float = 60.0  # one response write the client does not read
 
 
 class RequestRecord(msgspec.Struct, gc=False):
@@ -105,6 +122,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     ``port_table`` is called once per request, so a reload applies from the
     next request on while a request in flight keeps the table it started with.
     ``sni_listener`` is the key of the listener a TLS ClientHello selected.
+    ``via`` is this gateway's ``Via`` element (see ``proto/via.py``).
     """
 
     port_table: Callable[[], PortTable]
@@ -117,6 +135,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     observer: Observer = msgspec.field(default_factory=NullObserver)
     background: trio.Nursery | None = None  # for mirrors; None disables them
     challenges: ChallengeAnswers | None = None  # ACME HTTP-01, on plain-HTTP ports only
+    via: bytes = VIA  # added to what is forwarded; a request already carrying it gets 508
 
 
 class ProxyRequest(msgspec.Struct):

@@ -10,10 +10,12 @@ so a policy added here holds for every protocol at once (STYLE rule 11).
 
 ``decide`` is synchronous and does no I/O. In order:
 
-1. the request's path is taken as the front end gave it (request
-   normalization, when it comes, goes at the top of ``decide``, once);
-   on plain-HTTP ports a pending ACME HTTP-01 token is answered first,
-   before any listener or route (``certificates.challenges``);
+1. on plain-HTTP ports a pending ACME HTTP-01 token is answered first,
+   before any listener or route (``certificates.challenges``); a request
+   that already passed through this gateway (its ``Via``, see
+   ``proto/via.py``) is answered 508; then the path is normalized, once
+   (``proto/target.py``: dot segments, unreserved escapes, repeated
+   slashes), so routes match, and the backend gets, the resolved path;
 2. listener by Host; 421 when TLS SNI chose another listener, 404 when none;
 3. the route match (404) and the rule (500 when it is invalid);
 4. the rule's filters in order: CORS (a preflight is answered here),
@@ -21,8 +23,8 @@ so a policy added here holds for every protocol at once (STYLE rule 11).
    URLRewrite, mirrors;
 5. session persistence (a pinned endpoint) or a backend by weight, and the
    backendRef's own filters; 500/503 when there is no usable backend;
-6. the upstream request head: Host, X-Forwarded-*, framing, and for an
-   upgrade ``Connection: Upgrade``.
+6. the upstream request head: Host, X-Forwarded-*, Via, framing, and for an
+   upgrade ``Connection: Upgrade``; the response gets Via too.
 
 The result is one ``RequestPlan``, which is also the request's state while
 it is served: ``answer`` set means "say this and stop"; otherwise the plan
@@ -52,6 +54,8 @@ from edgegw.net.context import (
 )
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http1 import strip_hop_by_hop
+from edgegw.proto.target import normalize_path
+from edgegw.proto.via import passed_through
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
 from edgegw.routing import filters as f
 from edgegw.routing.sessions import persist_headers, sticky_lookup
@@ -137,6 +141,10 @@ def decide(
     plan = RequestPlan(req, record, upgrade)
     if ctx.challenges is not None and _acme_http01(plan, ctx.challenges):
         return plan
+    if passed_through(req.headers, ctx.via):  # a forwarding loop: one hop, then stop
+        plan.grpc = looks_grpc(req)
+        return plan.refuse(508)
+    req.path = normalize_path(req.path)
     listener = select_listener(ctx.port_table(), req.host, ctx.sni_listener)
     if isinstance(listener, int):
         plan.grpc = looks_grpc(req)
@@ -155,6 +163,7 @@ def decide(
     plan.grpc = match.grpc
     if rule.invalid:
         return plan.refuse(500)
+    plan.response_extra = [(b"via", ctx.via)]
     headers, authority, path = req.headers, req.authority, req.path
     if rule.filters:
         port = listener.listener.port
@@ -303,6 +312,7 @@ def upstream_head(
     out.append((b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client))
     out.append((b"x-forwarded-proto", ctx.scheme.encode()))
     out.append((b"x-forwarded-host", req.authority.encode("latin-1")))
+    out.append((b"via", ctx.via))
     if plan.upgrade:
         out += _UPGRADE_FIELDS
         method = b"GET"

@@ -12,7 +12,9 @@ Timeouts: between requests the connection may idle for ``keepalive_timeout``
 (then it is closed silently, or at once when draining starts, since idle waits
 register their cancel scope with the ``DrainSignal``); once the first byte of a
 head arrived the whole head must follow within ``header_timeout``, else 408 and
-close (slowloris); a body read may stall for ``body_timeout``.
+close (slowloris); a request body must keep up ``body_min_rate`` while we wait
+for it and no read may stall for more than ``body_timeout``; one response write
+the client does not take within ``send_timeout`` ends the connection.
 
 Keep-alive ends after a response when the client asked for it, when draining
 (the response then says ``Connection: close``), when the request body was not
@@ -61,6 +63,7 @@ from edgegw.proto.http1 import (
     serialize_response_head,
     strip_hop_by_hop,
 )
+from edgegw.proto.rate import RateFloor
 from edgegw.proto.sniff import H2_PREFACE
 
 __all__ = [
@@ -129,7 +132,7 @@ class _Connection:
         # Body and writer hold what they use, not the connection: no reference cycle, so
         # a closed connection goes with reference counting, not the cyclic collector.
         self.body = _Body(self.io, self.parser, ctx.limits)
-        self.writer = _Writer(self.io, self.body, ctx.drain)
+        self.writer = _Writer(self.io, self.body, ctx.drain, limits.send_timeout)
 
     async def run(self) -> None:
         parser = self.parser
@@ -286,8 +289,8 @@ class _Body:
 
     __slots__ = (
         "_expect",
+        "_floor",
         "_io",
-        "_limits",
         "_parser",
         "finished",
         "head_sent",
@@ -300,7 +303,7 @@ class _Body:
     def __init__(self, io: ByteIO, parser: RequestParser, limits: HTTPLimits) -> None:
         self._io = io
         self._parser = parser
-        self._limits = limits
+        self._floor = RateFloor(limits.body_min_rate, limits.body_grace, limits.body_timeout)
         self.length: int | None = 0
         self.finished = True
         self.started = False
@@ -317,6 +320,7 @@ class _Body:
         self._expect = event.expect_continue and length != 0
         self.head_sent = False
         self.trailers = ()
+        self._floor.reset()
 
     async def receive(self) -> bytes:
         if self.finished:
@@ -341,11 +345,14 @@ class _Body:
                 return b""
             if event is not None:
                 raise ClientAbort("unexpected event in a request body")
-            deadline = trio.current_time() + self._limits.body_timeout
+            floor = self._floor
+            start = trio.current_time()
             try:
-                parser.receive_data(await io.recv(deadline))
+                data = await io.recv(start + floor.wait_limit())
             except TimedOut:
-                raise ClientAbort("request body timed out") from None
+                raise ClientAbort("request body timed out or too slow") from None
+            floor.record(trio.current_time() - start, len(data))
+            parser.receive_data(data)
 
 
 class _Writer:
@@ -362,6 +369,7 @@ class _Writer:
         "_http10",
         "_io",
         "_no_body",
+        "_send_timeout",
         "bytes_sent",
         "ended",
         "head_sent",
@@ -369,8 +377,9 @@ class _Writer:
         "status",
     )
 
-    def __init__(self, io: ByteIO, body: _Body, drain: DrainSignal) -> None:
+    def __init__(self, io: ByteIO, body: _Body, drain: DrainSignal, send_timeout: float) -> None:
         self._io = io
+        self._send_timeout = send_timeout
         self._drain = drain
         self._body = body
         self._buffer: list[bytes] = []
@@ -432,7 +441,10 @@ class _Writer:
             data = b"".join(buffer) if len(buffer) > 1 else buffer[0]
             buffer.clear()
             self.bytes_sent += len(data)
-            await self._io.send_all(data)
+            try:
+                await self._io.send_all(data, trio.current_time() + self._send_timeout)
+            except TimedOut:
+                raise ClientAbort("client did not read the response") from None
 
     async def end(self, trailers: Headers = ()) -> None:
         if self._chunked:

@@ -12,7 +12,8 @@ reference (``tests/unit/test_http1_differential.py`` compares both):
 * Transfer-Encoding other than exactly ``chunked`` → 501, as h11 does;
 * HTTP/1.1 without exactly one Host → 400; versions other than 1.0/1.1 → 505;
 * more than ``max_headers`` headers or more than ``max_head_bytes`` of head → 431;
-* trailing whitespace removed from values (llhttp keeps it).
+* trailing whitespace removed from values (llhttp keeps it);
+* HTTP/1.0 with Transfer-Encoding is never keep-alive (RFC 9112 section 6.1).
 
 llhttp calls back synchronously while it walks a buffer, so each ``feed``
 appends events to a deque and ``next_event`` pops them; several pipelined
@@ -243,7 +244,9 @@ class RequestParser(_Parser):
                 target=head.url,
                 headers=headers,
                 http_version=version,
-                keep_alive=_keep_alive(version, conn),
+                # RFC 9112 section 6.1: HTTP/1.0 with Transfer-Encoding has faulty framing;
+                # close after it, so what follows the body is never read as a request.
+                keep_alive=_keep_alive(version, conn) and not (chunked and version == b"1.0"),
                 content_length=length if length is not None else (None if chunked else 0),
                 chunked=chunked,
                 expect_continue=expect and version == b"1.1",
@@ -461,7 +464,7 @@ _REASONS: dict[int, bytes] = {
     421: b"Misdirected Request", 429: b"Too Many Requests",
     431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
     501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
-    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported", 508: b"Loop Detected",
 }  # fmt: skip
 _STATUS_LINES: dict[int, bytes] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()

@@ -1,0 +1,87 @@
+"""Requests at the edge: paths normalized before matching; control characters in fields.
+
+A route that allows ``/public`` must not let ``/public/../admin`` through to a
+backend that resolves dot segments itself, so ``net/decide.py`` normalizes
+every request's path once (HTTP/1.1, HTTP/2, WebSocket upgrades of either),
+before routing, and the normalized path is what is forwarded. The rules are Envoy Gateway's
+defaults (Envoy's ``normalize_path`` and ``merge_slashes``):
+
+1. percent-encoded *unreserved* characters (``A-Z a-z 0-9 - . _ ~``) are
+   decoded, so ``%2e`` and ``%2E`` are dots and ``%41`` is ``A``; every other
+   escape, ``%2F`` and ``%5C`` included, stays as sent;
+2. dot segments are removed as RFC 3986 section 5.2.4 says; a ``..`` above
+   the root is dropped (``/..`` is ``/``), as Envoy's URL canonicalizer does,
+   rather than refused;
+3. runs of slashes are merged into one.
+
+HTTP/2 pseudo-header syntax is checked by the codec (``h2codec/validate.py``);
+``control_in_values`` adds what it leaves through: control characters other
+than NUL, CR and LF in any field, which an HTTP/1.1 backend reads as a broken
+request.
+
+Pure: no I/O, no trio.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(r"//+")
+# Control characters other than HTAB, and DEL: invalid in a field value (RFC 9110 section 5.5).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _decode_unreserved(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else match.group(0)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 for an absolute path; ``..`` at the root is dropped."""
+    out: list[str] = []
+    segments = path.split("/")
+    for segment in segments[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    result = "/" + "/".join(out)
+    if segments[-1] in (".", "..") and out:
+        result += "/"  # "/a/b/.." is the directory "/a/"
+    return result
+
+
+def normalize_path(path: str) -> str:
+    """The path a route is matched against and the backend receives (see the module docstring).
+
+    Args:
+        path: the path of a request-target, without its query. A path not
+            starting with ``/`` (``*`` of ``OPTIONS *``) is returned unchanged.
+
+    Returns:
+        The normalized path; ``path`` itself (no copy) when there is nothing to do.
+    """
+    if not path.startswith("/"):
+        return path
+    if "%" not in path and "/." not in path and "//" not in path:
+        return path  # the usual case: one scan per test, nothing built
+    if "%" in path:
+        path = _ESCAPE.sub(_decode_unreserved, path)
+    if "/." in path:
+        path = _remove_dot_segments(path)
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    return path
+
+
+def control_in_values(values: list[bytes]) -> bool:
+    """True when a field value holds a control character (HTAB aside) or DEL.
+
+    h2 refuses only NUL, CR and LF (RFC 9113 section 8.2.1); an HTTP/1.1
+    backend may read any other control character as a broken request, so the
+    gateway refuses them as nghttp2 does. One scan over all values.
+    """
+    return _CONTROL.search(b"\t".join(values)) is not None
