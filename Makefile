@@ -15,7 +15,7 @@ SHIV_VERSION ?= 1.0.8
 TARGET_PYTHON ?= /usr/bin/env python3
 SOURCES := pyproject.toml $(shell find edgegw -name '*.py')
 
-.PHONY: binary check-binary lint test test-netns clean
+.PHONY: binary check-binary fuzz lint test test-netns clean
 
 binary: dist/edgegw
 
@@ -51,3 +51,7 @@ test-netns:
 
 clean:
 	rm -rf dist build *.egg-info
+
+# Hypothesis at length: the "fuzz" profile (tests/conftest.py) over tests/fuzz; stop with ^C.
+fuzz:
+	HYPOTHESIS_PROFILE=fuzz $(PYTHON) -m pytest -q -p no:cacheprovider tests/fuzz
