@@ -3,7 +3,7 @@
 The property: a head is accepted only if what reaches an HTTP/1.1 backend is
 one valid request with the same method, target and Host (checked by parsing
 the serialized head with h11, a second, independent parser that accepts any
-method token), and its path is normalized;
+method token) once its path is normalized as ``decide`` does;
 a well-formed head of valid values is always accepted.
 """
 
@@ -67,10 +67,11 @@ def server_sees(fields: list[tuple[bytes, bytes]]) -> http2.H2Request | None:
 
 def check_forwardable(head: http2.H2Request) -> None:
     """The head as the proxy would send it to an HTTP/1.1 backend parses back the same."""
-    target = (head.path + ("?" + head.query if head.query else "")).encode("latin-1")
     if head.method == "CONNECT" and head.protocol is None:
         return  # a plain CONNECT is answered 501, never forwarded
-    assert normalize_path(head.path) == head.path
+    path = normalize_path(head.path)  # as ``decide`` does before routing
+    assert normalize_path(path) == path
+    target = (path + ("?" + head.query if head.query else "")).encode("latin-1")
     fields = [(b"host", head.authority.encode("latin-1") or b"x"), *head.headers]
     raw = serialize_request_head(head.method.encode(), target, fields)
     backend = h11.Connection(h11.SERVER)
