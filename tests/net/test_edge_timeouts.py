@@ -96,9 +96,9 @@ async def test_a_body_at_the_minimum_rate_gets_through(
     with trio.fail_after(CEILING):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.send_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
-        for _ in range(10):  # 100 bytes every 50 ms: 2,000 B/s
-            await stream.send_all(b"x" * 100)
-            await trio.sleep(0.05)
+        for _ in range(5):  # 200 bytes every 20 ms: 10,000 B/s, each worth 0.2 s of credit
+            await stream.send_all(b"x" * 200)
+            await trio.sleep(0.02)
         assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
         await stream.aclose()
 
