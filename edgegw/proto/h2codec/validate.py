@@ -37,21 +37,39 @@ _CONNECTION_SPECIFIC = frozenset(
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 
 
-@lru_cache(maxsize=1024)
-def _valid_name(name: bytes) -> bool:
-    """A regular field name we accept (cached: names repeat on every request)."""
-    return _TOKEN.fullmatch(name) is not None and name not in _CONNECTION_SPECIFIC
+_CACHED_VALUE = 128  # longer values are checked every time: the cache holds no big values
+
+
+def _field_fault(name: bytes, value: bytes) -> str | None:
+    """Why this field is malformed in any HTTP/2 head, or None."""
+    if len(value) > _CACHED_VALUE:
+        return _check_field(name, value)
+    return _cached_check(name, value)
+
+
+def _check_field(name: bytes, value: bytes) -> str | None:
+    if b"\r" in value or b"\n" in value or b"\x00" in value:
+        return "CR, LF or NUL in a value"
+    if value and (value[0] in b" \t" or value[-1] in b" \t"):
+        return "white space around a value"
+    if name[:1] == b":":
+        return None
+    if _TOKEN.fullmatch(name) is None or name in _CONNECTION_SPECIFIC:
+        return "field name not allowed in HTTP/2"
+    if name == b"te" and value != b"trailers":
+        return "te other than trailers"
+    if name == b"content-length" and not value.isdigit():
+        return "bad content-length"
+    return None
+
+
+# Fields repeat on every request of a connection (and across connections): their
+# verdict is cached, keyed by content (short values only, see _CACHED_VALUE).
+_cached_check = lru_cache(maxsize=4096)(_check_field)
 
 
 def _bad(stream_id: int, why: str) -> StreamError:
     return StreamError(stream_id, ErrorCode.PROTOCOL_ERROR, why)
-
-
-def _check_value(stream_id: int, name: bytes, value: bytes) -> None:
-    if b"\r" in value or b"\n" in value or b"\x00" in value:
-        raise _bad(stream_id, f"{name!r}: CR, LF or NUL in a value")
-    if value and (value[0] in b" \t" or value[-1] in b" \t"):
-        raise _bad(stream_id, f"{name!r}: white space around a value")
 
 
 def _split(
@@ -62,20 +80,18 @@ def _split(
     regular = False
     length: int | None = None
     for name, value in headers:
-        _check_value(stream_id, name, value)
+        fault = _field_fault(name, value)
+        if fault is not None:
+            raise _bad(stream_id, f"{name!r}: {fault}")
         if name[:1] == b":":
             if regular or name not in allowed or name in pseudo:
                 raise _bad(stream_id, f"pseudo-header {name!r} misplaced, unknown or repeated")
             pseudo[name] = value
             continue
         regular = True
-        if not _valid_name(name):
-            raise _bad(stream_id, f"field name {name!r} not allowed in HTTP/2")
-        if name == b"te" and value != b"trailers":
-            raise _bad(stream_id, "te other than trailers")
         if name == b"content-length":
-            if not value.isdigit() or (length is not None and int(value) != length):
-                raise _bad(stream_id, "bad content-length")
+            if length is not None and int(value) != length:
+                raise _bad(stream_id, "content-length repeated with another value")
             length = int(value)
     return pseudo, length
 
