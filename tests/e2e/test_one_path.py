@@ -57,6 +57,10 @@ class SeeingBackend(SocketServer):
             with self._lock:
                 self.seen.append(seen)
             token = base64.b64encode(json.dumps(seen).encode())
+            if fields["host"].startswith("timeout."):  # never answers: hold until the proxy goes
+                while conn.recv(65536):
+                    pass
+                return
             if fields.get("upgrade", "").lower() == "websocket":
                 return self._switch(conn, fields, token)
             self._answer(conn, server, fields, token, body)
@@ -203,7 +207,11 @@ def websocket_h2(port: int, host: str, headers: dict[str, str]) -> Outcome:
             sock.sendall(conn.data_to_send())
 
 
-_GRPC_AS_HTTP = {grpc.StatusCode.UNIMPLEMENTED: 404, grpc.StatusCode.INTERNAL: 500}
+_GRPC_AS_HTTP = {
+    grpc.StatusCode.UNIMPLEMENTED: 404,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,  # the gateway's timeout, as proxy.py answers it
+}
 
 
 def grpc_unary(port: int, host: str, headers: dict[str, str]) -> Outcome:
@@ -294,6 +302,11 @@ ROWS: dict[str, Row] = {
         _seen_header("x-backend", "yes"),
         backend_filters="[{type: RequestHeaderModifier, "
         "requestHeaderModifier: {set: [{name: X-Backend, value: 'yes'}]}}]",
+    ),
+    "timeout": Row(
+        "[]",
+        lambda o: o.status == 504,
+        extra="    timeouts: {request: 300ms}\n",
     ),
     # a gRPC call has a body, and mirrors copy body-less requests only (proxy.py)
     "mirror": Row(
