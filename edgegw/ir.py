@@ -262,6 +262,7 @@ class Listener(IR, frozen=True, kw_only=True):
     protocol: Protocol
     port: int
     hostname: str | None = None
+    listener_set: str | None = None  # "namespace/name" of the ListenerSet that adds it
     tls: ListenerTLS | None = None
     http_routes: tuple[HTTPRoute, ...] = ()
     l4_routes: tuple[L4Route, ...] = ()
@@ -269,7 +270,11 @@ class Listener(IR, frozen=True, kw_only=True):
 
     @property
     def key(self) -> str:
-        return f"{self.gateway_namespace}/{self.gateway_name}/{self.name}"
+        """Unique per Gateway: a ListenerSet's listener names may repeat the Gateway's."""
+        owner = f"{self.gateway_namespace}/{self.gateway_name}"
+        if self.listener_set is not None:
+            owner += f"/ListenerSet/{self.listener_set}"
+        return f"{owner}/{self.name}"
 
 
 class Port(IR, frozen=True, kw_only=True):

@@ -32,11 +32,18 @@ def _ignorable(key: BindKey, error: BindError) -> bool:
     return key[1] == "::" and error.reason == "AddressNotUsable"
 
 
-def _listener_binds(model: ir.Model) -> dict[tuple[str, str, str], list[BindKey]]:
-    binds: dict[tuple[str, str, str], list[BindKey]] = {}
+ListenerKey = tuple[str, str, str, str]  # owner kind, namespace, name; listener name
+
+
+def _listener_binds(model: ir.Model) -> dict[ListenerKey, list[BindKey]]:
+    binds: dict[ListenerKey, list[BindKey]] = {}
     for port in model.ports:
         for listener in port.listeners:
-            key = (listener.gateway_namespace, listener.gateway_name, listener.name)
+            if listener.listener_set is not None:
+                ns, _, name = listener.listener_set.partition("/")
+                key = ("ListenerSet", ns, name, listener.name)
+            else:
+                key = ("Gateway", listener.gateway_namespace, listener.gateway_name, listener.name)
             binds.setdefault(key, []).append(port.bind_key)
     return binds
 
@@ -63,7 +70,7 @@ class StatusBook:
         resources = []
         for rs in statuses:
             status = copy.deepcopy(rs.status)
-            if rs.kind == "Gateway":
+            if rs.kind in ("Gateway", "ListenerSet"):
                 _patch_gateway(rs, status, binds, failed, bind_errors)
             self._stamp(("/".join((rs.kind, rs.namespace or "", rs.name)),), status)
             metadata: dict[str, Any] = {"name": rs.name, "generation": rs.generation}
@@ -124,14 +131,14 @@ def _set_condition(conditions: list[dict[str, Any]], new: dict[str, Any]) -> Non
 def _patch_gateway(
     rs: ResourceStatus,
     status: dict[str, Any],
-    binds: Mapping[tuple[str, str, str], list[BindKey]],
+    binds: Mapping[ListenerKey, list[BindKey]],
     failed: Mapping[BindKey, BindError],
     all_errors: Mapping[BindKey, BindError],
 ) -> None:
-    """Fold bind failures into listener conditions and the held addresses."""
+    """Fold bind failures into listener conditions (Gateway or ListenerSet) and addresses."""
     held_addresses: set[str] = set()
     for listener in status.get("listeners", ()):
-        keys = binds.get((rs.namespace or "", rs.name, listener["name"]), [])
+        keys = binds.get((rs.kind, rs.namespace or "", rs.name, listener["name"]), [])
         errors = [failed[k] for k in keys if k in failed]
         held_addresses.update(k[1] for k in keys if k not in all_errors)
         if errors:
@@ -146,6 +153,7 @@ def _patch_gateway(
                 },
             )
     if "addresses" in status and any(
-        binds.get((rs.namespace or "", rs.name, ln["name"])) for ln in status.get("listeners", ())
+        binds.get((rs.kind, rs.namespace or "", rs.name, ln["name"]))
+        for ln in status.get("listeners", ())
     ):
         status["addresses"] = [a for a in status["addresses"] if a.get("value") in held_addresses]

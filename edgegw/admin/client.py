@@ -111,6 +111,24 @@ def _gateway_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _listener_set_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for res in resources:
+        if res.get("kind") != "ListenerSet":
+            continue
+        meta, status = res["metadata"], res.get("status", {})
+        rows.append(
+            [
+                meta.get("namespace") or "",
+                meta["name"],
+                str(len(status.get("listeners", ()))),
+                _condition(status, "Accepted"),
+                _condition(status, "Programmed"),
+            ]
+        )
+    return rows
+
+
 def _route_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for res in resources:
@@ -120,12 +138,13 @@ def _route_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
         for parent in res.get("status", {}).get("parents", ()) or [{}]:
             ref = parent.get("parentRef", {})
             section = f"/{ref['sectionName']}" if ref.get("sectionName") else ""
+            kind = "ListenerSet " if ref.get("kind") == "ListenerSet" else ""
             rows.append(
                 [
                     res["kind"],
                     meta.get("namespace") or "",
                     meta["name"],
-                    f"{ref.get('namespace', '')}/{ref.get('name', '<none>')}{section}",
+                    f"{kind}{ref.get('namespace', '')}/{ref.get('name', '<none>')}{section}",
                     _condition(parent, "Accepted"),
                     _condition(parent, "ResolvedRefs"),
                 ]
@@ -156,7 +175,7 @@ def _certificate_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def render_table(document: dict[str, Any]) -> str:
-    """Gateways, then routes per parent, then config errors, like ``kubectl get``."""
+    """Gateways, ListenerSets, then routes per parent, then config errors, like ``kubectl get``."""
     resources = document.get("resources", [])
     out = [
         _table(
@@ -164,6 +183,12 @@ def render_table(document: dict[str, Any]) -> str:
             _gateway_rows(resources),
         ),
         "\n",
+    ]
+    listener_sets = _listener_set_rows(resources)
+    if listener_sets:
+        header = ["NAMESPACE", "LISTENERSET", "LISTENERS", "ACCEPTED", "PROGRAMMED"]
+        out += [_table(header, listener_sets), "\n"]
+    out += [
         _table(
             ["KIND", "NAMESPACE", "NAME", "PARENT", "ACCEPTED", "RESOLVEDREFS"],
             _route_rows(resources),

@@ -13,6 +13,7 @@ from edgegw.api.certmanager import Certificate, ClusterIssuer, Issuer
 from edgegw.api.core import ConfigMap, EndpointSlice, Namespace, Secret, Service
 from edgegw.api.envoy import Backend
 from edgegw.api.gateway import Gateway, GatewayClass
+from edgegw.api.listenerset import ListenerSet
 from edgegw.api.meta import Duration, Object, ObjectMeta, Source, Timestamp
 from edgegw.api.metallb import IPAddressPool, L2Advertisement
 from edgegw.api.policy import BackendTLSPolicy, ReferenceGrant
@@ -33,6 +34,7 @@ __all__ = [
     "IPAddressPool",
     "Issuer",
     "L2Advertisement",
+    "ListenerSet",
     "Namespace",
     "Object",
     "ObjectMeta",
@@ -51,6 +53,7 @@ __all__ = [
 Resource = (
     GatewayClass
     | Gateway
+    | ListenerSet
     | HTTPRoute
     | GRPCRoute
     | TLSRoute
@@ -77,6 +80,7 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
 
     gateway_classes: tuple[GatewayClass, ...] = ()
     gateways: tuple[Gateway, ...] = ()
+    listener_sets: tuple[ListenerSet, ...] = ()
     http_routes: tuple[HTTPRoute, ...] = ()
     grpc_routes: tuple[GRPCRoute, ...] = ()
     tls_routes: tuple[TLSRoute, ...] = ()
@@ -101,6 +105,7 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
 FIELD_BY_KIND: dict[type[Object], str] = {
     GatewayClass: "gateway_classes",
     Gateway: "gateways",
+    ListenerSet: "listener_sets",
     HTTPRoute: "http_routes",
     GRPCRoute: "grpc_routes",
     TLSRoute: "tls_routes",

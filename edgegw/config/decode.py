@@ -25,6 +25,7 @@ _GATEWAY = "gateway.networking.k8s.io"
 KINDS: dict[tuple[str, str], dict[str, type[Object]]] = {
     (_GATEWAY, "GatewayClass"): dict.fromkeys(("v1", "v1beta1"), api.GatewayClass),
     (_GATEWAY, "Gateway"): dict.fromkeys(("v1", "v1beta1"), api.Gateway),
+    (_GATEWAY, "ListenerSet"): {"v1": api.ListenerSet},
     (_GATEWAY, "HTTPRoute"): dict.fromkeys(("v1", "v1beta1"), api.HTTPRoute),
     (_GATEWAY, "GRPCRoute"): dict.fromkeys(("v1", "v1alpha2"), api.GRPCRoute),
     (_GATEWAY, "TLSRoute"): dict.fromkeys(("v1", "v1alpha2", "v1alpha3"), api.TLSRoute),

@@ -10,7 +10,7 @@ A wildcard address (0.0.0.0, ::) takes the port on every address of its family.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgegw import api
@@ -32,6 +32,15 @@ class GatewayState:
     addresses: tuple[str, ...] = ()
     client_cert: KeyPair | None = None
     unprogrammed: tuple[str, str] | None = None  # (reason, message) keeping it unprogrammed
+    # listeners merged in from ListenerSets, in precedence order (listenersets.py)
+    set_listeners: list[ListenerState] = field(default_factory=list)
+    listener_set_count: int = 0  # ListenerSets naming this Gateway, taken or not
+    attached_listener_sets: int = 0  # of those, the accepted ones
+
+    @property
+    def all_listeners(self) -> list[ListenerState]:
+        """The Gateway's own listeners, then those its ListenerSets add."""
+        return self.listeners + self.set_listeners
 
     @property
     def key(self) -> Key:
@@ -106,7 +115,7 @@ def claim_ports(gateways: list[GatewayState]) -> None:
     for gw in gateways:
         if not gw.accepted or gw.unprogrammed:
             continue
-        for listener in gw.listeners:
+        for listener in gw.all_listeners:
             if not listener.accepted or not listener.usable:
                 continue
             taken = _taken_by(claims, gw, listener)
@@ -159,8 +168,11 @@ def finish_gateway(state: GatewayState) -> None:
 def gateway_status(state: GatewayState) -> dict[str, Any]:
     programmed = state.conditions.is_ok(PROGRAMMED)
     addresses = state.addresses if programmed else ()
-    return {
+    status: dict[str, Any] = {
         "addresses": [{"type": "IPAddress", "value": a} for a in addresses],
         "conditions": state.conditions.to_list(),
         "listeners": [ls.status() for ls in state.listeners],
     }
+    if state.gateway.spec.allowed_listeners is not None or state.listener_set_count:
+        status["attachedListenerSets"] = state.attached_listener_sets
+    return status

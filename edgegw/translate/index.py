@@ -17,6 +17,7 @@ from edgegw.api.meta import LabelSelector, Object
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ENVOY_GROUP = "gateway.envoyproxy.io"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 Key = tuple[str, str]
 _T = TypeVar("_T", bound=Object)
@@ -56,6 +57,11 @@ class Index:
             service = eps.metadata.labels.get(SERVICE_NAME_LABEL)
             if service:
                 self.slices.setdefault((eps.metadata.namespace or "", service), []).append(eps)
+
+    def namespace_matches(self, selector: LabelSelector, namespace: str) -> bool:
+        """Does ``selector`` pick ``namespace``, by its labels (and its name label)?"""
+        labels = {**self.namespace_labels.get(namespace, {}), NAMESPACE_NAME_LABEL: namespace}
+        return selector_matches(selector, labels)
 
     def ref_allowed(self, source: tuple[str, str, str], target: tuple[str, str, str, str]) -> bool:
         """May ``source`` (group, kind, namespace) refer to ``target`` (group, kind, ns, name)?

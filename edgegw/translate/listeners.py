@@ -42,6 +42,7 @@ class ListenerState:
     gateway: api.Gateway
     spec: api.gateway.Listener
     conditions: Conditions
+    listener_set: api.ListenerSet | None = None  # the set that brought it, if not the Gateway
     kinds: tuple[str, ...] = ()
     tls: ir.ListenerTLS | None = None
     attached: set[tuple[str, str, str]] = field(default_factory=set)
@@ -52,6 +53,11 @@ class ListenerState:
     @property
     def gateway_key(self) -> Key:
         return (self.gateway.metadata.namespace or "", self.gateway.metadata.name)
+
+    @property
+    def owner(self) -> api.Gateway | api.ListenerSet:
+        """The resource whose spec holds this listener: its namespace is "Same"."""
+        return self.listener_set or self.gateway
 
     @property
     def transport(self) -> str:
@@ -73,16 +79,25 @@ class ListenerState:
 
 def build_listeners(index: Index, gateway: api.Gateway, now: float | None) -> list[ListenerState]:
     """Judge every listener of ``gateway``, then mark the indistinct ones Conflicted."""
-    states = [_judge(index, gateway, spec, now) for spec in gateway.spec.listeners]
+    states = [judge(index, gateway, spec, now) for spec in gateway.spec.listeners]
     _mark_conflicts([s for s in states if s.accepted])
     return states
 
 
-def _judge(
-    index: Index, gateway: api.Gateway, spec: api.gateway.Listener, now: float | None
+def judge(
+    index: Index,
+    gateway: api.Gateway,
+    spec: api.gateway.Listener,
+    now: float | None,
+    listener_set: api.ListenerSet | None = None,
 ) -> ListenerState:
+    """One listener on its own: protocol, route kinds and TLS references."""
+    owner = listener_set or gateway
     state = ListenerState(
-        gateway=gateway, spec=spec, conditions=Conditions(gateway.metadata.generation)
+        gateway=gateway,
+        spec=spec,
+        conditions=Conditions(owner.metadata.generation),
+        listener_set=listener_set,
     )
     supported = ROUTE_KINDS.get(spec.protocol)
     if supported is None:
@@ -124,7 +139,7 @@ def _tls(index: Index, state: ListenerState, now: float | None) -> None:
     if config.mode == "Passthrough":
         state.tls = ir.ListenerTLS(mode="Passthrough")
         return
-    certs, problem = listener_certificates(index, state.gateway, config, now)
+    certs, problem = listener_certificates(index, state.owner, config, now)
     if problem is not None:
         state.conditions.fail(RESOLVED_REFS, problem.reason, problem.message)
     if not certs:
@@ -145,16 +160,43 @@ def _mark_conflicts(states: list[ListenerState]) -> None:
         families = {_FAMILY[s.spec.protocol] for s in group}
         if len(families) > 1:
             for state in group:
-                _conflict(
+                mark_conflicted(
                     state, "ProtocolConflict", "listeners on this port use different protocols"
                 )
             continue
         family = families.pop()
         if family in ("TCP", "UDP") and len(group) > 1:
             for state in group:
-                _conflict(state, "ProtocolConflict", f"only one {family} listener fits a port")
+                mark_conflicted(
+                    state, "ProtocolConflict", f"only one {family} listener fits a port"
+                )
             continue
         _hostname_conflicts(group)
+
+
+def conflict_with(earlier: list[ListenerState], state: ListenerState) -> tuple[str, str] | None:
+    """Why ``state`` cannot share the Gateway with the accepted ``earlier`` listeners, if so.
+
+    ListenerSet listeners are merged after the Gateway's own in precedence
+    order; the first of two conflicting listeners keeps its place.
+    """
+    for other in earlier:
+        if other.transport != state.transport or other.spec.port != state.spec.port:
+            continue
+        family = _FAMILY[state.spec.protocol]
+        if _FAMILY[other.spec.protocol] != family:
+            return ("ProtocolConflict", f"{_where(other)} uses {other.spec.protocol} on this port")
+        if family in ("TCP", "UDP"):
+            return ("ProtocolConflict", f"{_where(other)} already has this {family} port")
+        if (other.spec.hostname or "") == (state.spec.hostname or ""):
+            shown = state.spec.hostname or "(none)"
+            return ("HostnameConflict", f"{_where(other)} has hostname {shown} on this port")
+    return None
+
+
+def _where(state: ListenerState) -> str:
+    owner = state.owner
+    return f"listener {state.spec.name} of {owner.kind} {owner.metadata.name}"
 
 
 def _hostname_conflicts(group: list[ListenerState]) -> None:
@@ -165,12 +207,13 @@ def _hostname_conflicts(group: list[ListenerState]) -> None:
         if len(same) > 1:
             for state in same:
                 shown = host or "(none)"
-                _conflict(
+                mark_conflicted(
                     state, "HostnameConflict", f"another listener on this port has hostname {shown}"
                 )
 
 
-def _conflict(state: ListenerState, reason: str, message: str) -> None:
+def mark_conflicted(state: ListenerState, reason: str, message: str) -> None:
+    """Conflicted=True, and neither Accepted nor Programmed."""
     state.conditions.set(CONFLICTED, True, reason, message)
     state.conditions.fail(ACCEPTED, reason, message)
     state.conditions.fail(PROGRAMMED, reason, message)

@@ -12,16 +12,15 @@ reach the IR. When nothing attaches, the reason says what stood in the way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgegw.api.meta import Object, ParentReference
 from edgegw.translate.conditions import ACCEPTED, RESOLVED_REFS, Conditions
 from edgegw.translate.gateways import GatewayState
 from edgegw.translate.hostnames import intersect
-from edgegw.translate.index import GATEWAY_GROUP, Index, Key, selector_matches
+from edgegw.translate.index import GATEWAY_GROUP, Index, Key
 from edgegw.translate.listeners import ListenerState
-
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+from edgegw.translate.listenersets import ListenerSetState
 
 
 @dataclass
@@ -38,6 +37,14 @@ class RouteProblems:
         self.resolved_refs = self.resolved_refs or (reason, message)
 
 
+class Parent(NamedTuple):
+    """A parentRef we serve: a Gateway, or a ListenerSet (with its Gateway)."""
+
+    ref: ParentReference
+    gateway: GatewayState
+    listener_set: ListenerSetState | None = None
+
+
 @dataclass
 class ParentResult:
     ref: ParentReference
@@ -47,16 +54,21 @@ class ParentResult:
 
 
 def our_parents(
-    route: Object, refs: tuple[ParentReference, ...], gateways: dict[Key, GatewayState]
-) -> list[tuple[ParentReference, GatewayState]]:
-    """The parentRefs that name a Gateway we serve; the others get no status from us."""
+    route: Object,
+    refs: tuple[ParentReference, ...],
+    gateways: dict[Key, GatewayState],
+    listener_sets: dict[Key, ListenerSetState],
+) -> list[Parent]:
+    """The parentRefs that name a Gateway (or ListenerSet of one) we serve; others get no status."""
     found = []
     for ref in refs:
-        if ref.group != GATEWAY_GROUP or ref.kind != "Gateway":
+        key = (ref.namespace or route.metadata.namespace or "", ref.name)
+        if ref.group != GATEWAY_GROUP:
             continue
-        gw = gateways.get((ref.namespace or route.metadata.namespace or "", ref.name))
-        if gw is not None:
-            found.append((ref, gw))
+        if ref.kind == "Gateway" and key in gateways:
+            found.append(Parent(ref, gateways[key]))
+        elif ref.kind == "ListenerSet" and key in listener_sets:
+            found.append(Parent(ref, listener_sets[key].gateway, listener_sets[key]))
     return found
 
 
@@ -65,17 +77,21 @@ def attach(
     route: Object,
     kind: str,
     hostnames: tuple[str, ...] | None,
-    parent: tuple[ParentReference, GatewayState],
+    parent: Parent,
 ) -> ParentResult:
     """Attach the route through one parentRef. ``hostnames`` None: the kind has none."""
-    ref, gw = parent
+    ref, gw, listener_set = parent
     result = ParentResult(ref=ref, gateway=gw, conditions=Conditions(route.metadata.generation))
     if not gw.accepted:
         result.conditions.fail(ACCEPTED, "NoMatchingParent", "the Gateway is not accepted")
         return result
+    if listener_set is not None and not listener_set.accepted:
+        result.conditions.fail(ACCEPTED, "NoMatchingParent", "the ListenerSet is not accepted")
+        return result
+    listeners = gw.listeners if listener_set is None else listener_set.listeners
     candidates = [
         ls
-        for ls in gw.listeners
+        for ls in listeners
         if ref.section_name in (None, ls.spec.name) and ref.port in (None, ls.spec.port)
     ]
     if not candidates:
@@ -110,7 +126,7 @@ def _no_parent_message(ref: ParentReference) -> str:
         wanted.append(f"sectionName {ref.section_name}")
     if ref.port is not None:
         wanted.append(f"port {ref.port}")
-    return f"the Gateway has no listener with {' and '.join(wanted)}"
+    return f"the {ref.kind} has no listener with {' and '.join(wanted)}"
 
 
 def _admits(index: Index, listener: ListenerState, route: Object, kind: str) -> bool:
@@ -121,11 +137,10 @@ def _admits(index: Index, listener: ListenerState, route: Object, kind: str) -> 
     if allowed.from_ == "All":
         return True
     if allowed.from_ == "Same":
-        return route_ns == (listener.gateway.metadata.namespace or "")
+        return route_ns == (listener.owner.metadata.namespace or "")
     if allowed.selector is None:
         return False
-    labels = {**index.namespace_labels.get(route_ns, {}), NAMESPACE_NAME_LABEL: route_ns}
-    return selector_matches(allowed.selector, labels)
+    return index.namespace_matches(allowed.selector, route_ns)
 
 
 def finish_parent(result: ParentResult, problems: RouteProblems) -> None:

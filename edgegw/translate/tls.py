@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from edgegw import api, ir
-from edgegw.api.meta import ObjectReference, SecretObjectReference
+from edgegw.api.meta import Object, ObjectReference, SecretObjectReference
 from edgegw.certs import CertificateError, KeyPair, load_ca_bundle, load_key_pair, validity_problem
 from edgegw.translate.index import GATEWAY_GROUP, Index
 
@@ -25,15 +25,19 @@ class RefProblem(NamedTuple):
     message: str
 
 
-def _gateway_may_see(index: Index, gateway: api.Gateway, kind: str, ns: str, name: str) -> bool:
-    source = (GATEWAY_GROUP, "Gateway", gateway.metadata.namespace or "")
+def _gateway_may_see(index: Index, gateway: Object, kind: str, ns: str, name: str) -> bool:
+    """ReferenceGrants name the referring kind: a Gateway's grant does not cover a ListenerSet."""
+    source = (GATEWAY_GROUP, gateway.kind, gateway.metadata.namespace or "")
     return index.ref_allowed(source, ("", kind, ns, name))
 
 
 def load_tls_secret(
-    index: Index, gateway: api.Gateway, ref: SecretObjectReference, now: float | None, invalid: str
+    index: Index, gateway: Object, ref: SecretObjectReference, now: float | None, invalid: str
 ) -> KeyPair | RefProblem:
     """Resolve one Secret reference to a usable keypair, or say why not.
+
+    ``gateway`` is the referring object: a Gateway, or the ListenerSet whose
+    listener names the Secret.
 
     ``invalid`` is the reason for a reference that is allowed but unusable
     (``InvalidCertificateRef`` for listeners, ``InvalidClientCertificateRef``
@@ -61,7 +65,7 @@ def load_tls_secret(
 
 
 def listener_certificates(
-    index: Index, gateway: api.Gateway, tls: api.gateway.ListenerTLSConfig, now: float | None
+    index: Index, gateway: Object, tls: api.gateway.ListenerTLSConfig, now: float | None
 ) -> tuple[tuple[ir.Certificate, ...], RefProblem | None]:
     """The listener's usable certificates and the first problem among its certificateRefs."""
     certs: list[ir.Certificate] = []

@@ -32,8 +32,9 @@ from edgegw.translate.gateways import (
     our_gateways,
 )
 from edgegw.translate.httproutes import grpc_rules, http_rules
-from edgegw.translate.index import Index, Key, precedence
+from edgegw.translate.index import Index, Key, key_of, precedence
 from edgegw.translate.listeners import ListenerState, is_programmed
+from edgegw.translate.listenersets import finish_listener_set, merge_listener_sets
 from edgegw.translate.result import ResourceStatus, TranslateOptions, TranslateResult
 from edgegw.translate.routes import (
     ParentResult,
@@ -71,10 +72,14 @@ class _Translation:
             build_gateway(self.index, gw, options)
             for gw in our_gateways(self.index, options.controller_name)
         ]
+        self.by_key: dict[Key, GatewayState] = {gw.key: gw for gw in self.gateways}
+        self.listener_sets = merge_listener_sets(self.index, self.by_key, options.now)
         claim_ports(self.gateways)
         for state in self.gateways:
             finish_gateway(state)
-        self.by_key: dict[Key, GatewayState] = {gw.key: gw for gw in self.gateways}
+        for listener_set in self.listener_sets:
+            finish_listener_set(listener_set)
+        self.sets_by_key = {ls.key: ls for ls in self.listener_sets}
 
     def route(
         self,
@@ -85,7 +90,7 @@ class _Translation:
         protocol: str = "TCP",
     ) -> ResourceStatus | None:
         spec_refs = route.spec.parent_refs  # type: ignore[attr-defined]
-        parents = our_parents(route, spec_refs, self.by_key)
+        parents = our_parents(route, spec_refs, self.by_key, self.sets_by_key)
         if not parents:
             return None
         problems = RouteProblems()
@@ -94,7 +99,7 @@ class _Translation:
             policies=self.policies,
             route_kind=kind,
             route_ns=route.metadata.namespace or "",
-            gateways={gw.key for _, gw in parents},
+            gateways={p.gateway.key for p in parents},
             protocol="UDP" if protocol == "UDP" else "TCP",
             grpc=kind == "GRPCRoute",
         )
@@ -118,7 +123,7 @@ class _Translation:
     def model(self) -> ir.Model:
         ports: dict[tuple[str, str, int], list[ir.Listener]] = {}
         for gw in self.gateways:
-            for state in gw.listeners:
+            for state in gw.all_listeners:
                 if not is_programmed(state):
                     continue
                 listener = _ir_listener(state)
@@ -200,6 +205,7 @@ def _ir_listener(state: ListenerState) -> ir.Listener:
         protocol=spec.protocol,  # type: ignore[arg-type]
         port=spec.port,
         hostname=spec.hostname,
+        listener_set="/".join(key_of(state.listener_set)) if state.listener_set else None,
         tls=state.tls,
         http_routes=tuple(sorted(state.http_routes, key=lambda r: r.precedence)),
         l4_routes=tuple(sorted(state.l4_routes, key=lambda r: r.precedence)),
@@ -269,6 +275,7 @@ def translate(resources: api.Resources, options: TranslateOptions) -> TranslateR
     routes += [run.route(r, "TCPRoute", None, _l4_backends) for r in resources.tcp_routes]
     routes += [run.route(r, "UDPRoute", None, _l4_backends, "UDP") for r in resources.udp_routes]
     statuses += [_status(gw.gateway, gateway_status(gw)) for gw in run.gateways]
+    statuses += [_status(ls.listener_set, ls.status()) for ls in run.listener_sets]
     statuses += [s for s in routes if s is not None]
     statuses += [_status(p, s) for p, s in run.policies.statuses(options.controller_name)]
     return TranslateResult(model=run.model(), statuses=tuple(statuses))

@@ -186,3 +186,19 @@ def test_http_route_without_rules_matches_everything() -> None:
     assert isinstance(route, api.HTTPRoute)
     (rule,) = route.spec.rules
     assert (rule.matches[0].path.type, rule.matches[0].path.value) == ("PathPrefix", "/")
+
+
+def test_listenerset_fields_and_defaults(loaded: api.Resources) -> None:
+    found = _one(loaded.listener_sets, "shop-listeners")
+    assert isinstance(found, api.ListenerSet)
+    ref = found.spec.parent_ref
+    assert (ref.group, ref.kind, ref.name, ref.namespace) == (
+        "gateway.networking.k8s.io",
+        "Gateway",
+        "production-gateway",
+        None,
+    )
+    (listener,) = found.spec.listeners
+    assert listener.allowed_routes.namespaces.from_ == "Same"  # CRD default
+    assert listener.tls is not None
+    assert listener.tls.mode == "Terminate"
