@@ -19,6 +19,7 @@ from edgegw.admin.client import render
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.manager import CertificateManager
 from edgegw.config.store import ConfigStore
+from edgegw.net.localaddr import local_addresses, static_addresses
 from edgegw.status import StatusBook
 from edgegw.translate import TranslateOptions, translate
 from edgegw.translate.certificates import plan_certificates
@@ -36,6 +37,7 @@ def build_document(config_dir: Path, controller_name: str) -> dict[str, Any]:
         TranslateOptions(
             controller_name=controller_name,
             pool_assignments=assignments,
+            local_addresses=local_addresses(static_addresses(loaded.resources.gateways)),
             generation=1,
             now=time.time(),
         ),

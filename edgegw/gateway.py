@@ -46,6 +46,7 @@ from edgegw.logsetup import setup_logging
 from edgegw.net import udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.listeners import BindError, BindKey, SocketSet
+from edgegw.net.localaddr import local_addresses, static_addresses
 from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
 from edgegw.observe import Collected, Observer
 from edgegw.status import StatusBook
@@ -215,6 +216,7 @@ class Gateway:
                 controller_name=self.options.controller_name,
                 default_addresses=self.options.default_addresses,
                 pool_assignments=assignments,
+                local_addresses=local_addresses(static_addresses(loaded.resources.gateways)),
                 generation=self.generation + 1,
                 now=time.time(),
             ),

@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgegw import api
-from edgegw.translate.conditions import ACCEPTED, PROGRAMMED, RESOLVED_REFS, Conditions
+from edgegw.translate.conditions import (
+    ACCEPTED,
+    INSECURE_FRONTEND,
+    PROGRAMMED,
+    RESOLVED_REFS,
+    Conditions,
+)
 from edgegw.translate.index import Index, Key, key_of
 from edgegw.translate.listeners import ListenerState, build_listeners, finish
+from edgegw.translate.staticaddr import announced_pools, unusable
 from edgegw.translate.tls import RefProblem, client_certificate
 
 if TYPE_CHECKING:
@@ -73,6 +80,9 @@ def build_gateway(index: Index, gateway: api.Gateway, options: TranslateOptions)
         listeners=build_listeners(index, gateway, options.now),
     )
     _addresses(state, options)
+    _static_addresses(index, state, options)
+    _parameters(state)
+    _insecure_frontend(state)
     found = client_certificate(index, gateway, options.now)
     if isinstance(found, RefProblem):
         state.conditions.fail(RESOLVED_REFS, found.reason, found.message)
@@ -100,6 +110,56 @@ def _addresses(state: GatewayState, options: TranslateOptions) -> None:
     state.addresses = static or options.default_addresses
     if not state.addresses:
         state.unprogrammed = ("AddressNotAssigned", "no address to bind")
+
+
+def _static_addresses(index: Index, state: GatewayState, options: TranslateOptions) -> None:
+    gw = state.gateway
+    if not state.accepted or not gw.spec.addresses:
+        return
+    assignment = (options.pool_assignments or {}).get(state.key)
+    pool_of = assignment.pools if assignment is not None else {}
+    bad = unusable(gw, pool_of, announced_pools(index), options.local_addresses)
+    if bad and state.unprogrammed is None:
+        state.unprogrammed = (
+            "AddressNotUsable",
+            f"address {', '.join(bad)} is neither on an interface of this host nor in an "
+            "IPAddressPool that an L2Advertisement announces: add it to one, or remove it",
+        )
+
+
+def _parameters(state: GatewayState) -> None:
+    """edgegw reads no infrastructure parameters: a reference to any is not silently ignored."""
+    infra = state.gateway.spec.infrastructure
+    ref = infra.parameters_ref if infra is not None else None
+    if ref is not None:
+        state.conditions.fail(
+            ACCEPTED,
+            "InvalidParameters",
+            f"spec.infrastructure.parametersRef: {ref.group}/{ref.kind} {ref.name} is not a "
+            "kind edgegw reads (it takes no infrastructure parameters)",
+        )
+
+
+def _insecure_frontend(state: GatewayState) -> None:
+    """Say so when client certificates may be missing or invalid on some port."""
+    tls = state.gateway.spec.tls
+    frontend = tls.frontend if tls is not None else None
+    if frontend is None:
+        return
+    configs = [frontend.default, *(p.tls for p in frontend.per_port)]
+    ports = [
+        "default" if i == 0 else str(frontend.per_port[i - 1].port)
+        for i, c in enumerate(configs)
+        if c.validation is not None and c.validation.mode == "AllowInsecureFallback"
+    ]
+    if ports:
+        state.conditions.set(
+            INSECURE_FRONTEND,
+            True,
+            "ConfigurationChanged",
+            f"client certificates are requested, not required ({', '.join(ports)}): "
+            "clients without a valid one are let through",
+        )
 
 
 def _overlaps(a: str, b: str) -> bool:

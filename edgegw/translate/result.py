@@ -21,6 +21,8 @@ class TranslateOptions(msgspec.Struct, frozen=True, kw_only=True):
     generation: int = 0
     # POSIX time to judge certificate validity at; None skips the check
     now: float | None = None
+    # the Gateways' static addresses this host has on an interface; None skips the check
+    local_addresses: frozenset[str] | None = None
 
 
 class ResourceStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,7 +4,7 @@ Each input is a multi-document YAML of resources, loaded the way
 ``edgegw run`` loads them. Two extras keep cases short: a string
 ``"@pki/NAME"`` is replaced by the file ``tests/golden/pki/NAME`` (PEM
 material), and an optional document of ``kind: TranslateOptions`` sets
-options (``poolAssignments``, ``defaultAddresses``). The output holds every
+options (``poolAssignments``, ``defaultAddresses``, ``localAddresses``). The output holds every
 status and the IR, with PEM bytes summarised and IR defaults left out.
 Certificate validity is judged at 2025-01-01.
 """
@@ -44,14 +44,20 @@ def _options(raw: dict[str, Any]) -> TranslateOptions:
     pools = {
         (p["namespace"], p["name"]): PoolAssignment(
             addresses=tuple(p.get("addresses", ())),
+            pools=p.get("pools", {}),
             reason=p.get("reason") or "",
             message=p.get("message", ""),
         )
         for p in raw.get("poolAssignments", ())
     }
     defaults = tuple(raw.get("defaultAddresses", ("0.0.0.0",)))
+    local = raw.get("localAddresses")
     return TranslateOptions(
-        default_addresses=defaults, pool_assignments=pools or None, generation=1, now=NOW
+        default_addresses=defaults,
+        pool_assignments=pools or None,
+        generation=1,
+        now=NOW,
+        local_addresses=None if local is None else frozenset(local),
     )
 
 
