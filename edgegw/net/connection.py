@@ -7,6 +7,7 @@ dialler's caller, and the exchanges)::
     ├── ConnectError      could not connect (refused, unreachable, timeout, DNS) → 503
     ├── UpstreamTimeout   no (complete) answer in time → 504
     └── UpstreamBroken    the connection failed or the peer broke HTTP → 502
+        └── UpstreamReset closed or reset before any byte of an answer → 503
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol
 import trio
 
 from edgegw import ir
-from edgegw.net.fastio import TimedOut, open_io
+from edgegw.net.fastio import FastSocket, TimedOut, open_io
 from edgegw.proto.events import Headers
 from edgegw.proto.http1 import ResponseParser
 
@@ -41,6 +42,12 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamBroken(UpstreamError):
     status = 502
+
+
+class UpstreamReset(UpstreamBroken):
+    """Closed or reset before any byte of an answer: 503, as Envoy answers it."""
+
+    status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,21 @@ class UpstreamConnection:
             raise UpstreamTimeout(f"upstream {self.address} timed out") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
+
+    def seen_closed(self) -> bool:
+        """Whether an idle connection already shows the peer's EOF (or stray bytes).
+
+        One non-blocking read, as httpcore checks idle connections: a keep-alive
+        connection the upstream closed while idle is dropped before any request
+        is written to it. TLS streams cannot be read without waiting; they are
+        taken as alive.
+        """
+        if not isinstance(self.io, FastSocket):
+            return False
+        try:
+            return self.io.recv_nowait() is not None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return True
 
     def close(self) -> None:
         """Close without awaiting, so pool decisions stay synchronous.

@@ -22,7 +22,8 @@ so a policy added here holds for every protocol at once (STYLE rule 11).
    RequestRedirect (answered here), request and response header modifiers,
    URLRewrite, mirrors;
 5. session persistence (a pinned endpoint) or a backend by weight, and the
-   backendRef's own filters; 500/503 when there is no usable backend;
+   backendRef's own filters, the same kinds as the rule's (a backend-level
+   RequestRedirect is answered here too); 500/503 when there is no usable backend;
 6. the upstream request head: Host, X-Forwarded-*, Via, framing, and for an
    upgrade ``Connection: Upgrade``; the response gets Via too.
 
@@ -164,13 +165,24 @@ def decide(
     if rule.invalid:
         return plan.refuse(500)
     plan.response_extra = [(b"via", ctx.via)]
-    headers, authority, path = req.headers, req.authority, req.path
+    request = _Request(req.headers, req.authority, req.path, ctx.scheme, listener)
     if rule.filters:
-        port = listener.listener.port
-        headers, authority, path = _apply_filters(plan, match, ctx.scheme, port)
+        _apply_filters(plan, match, request, rule.filters)
         if plan.answer is not None:
             return plan
-    return _pick_backend(plan, ctx, match, (headers, authority, path))
+    return _pick_backend(plan, ctx, match, request)
+
+
+class _Request:
+    """The request as the filters leave it, and the listener a redirect is made from."""
+
+    __slots__ = ("authority", "headers", "path", "port", "scheme")
+
+    def __init__(
+        self, headers: HeaderList, authority: str, path: str, scheme: str, listener: ListenerTable
+    ) -> None:
+        self.headers, self.authority, self.path = headers, authority, path
+        self.scheme, self.port = scheme, listener.listener.port
 
 
 def _acme_http01(plan: RequestPlan, challenges: ChallengeAnswers) -> bool:
@@ -185,10 +197,7 @@ def _acme_http01(plan: RequestPlan, challenges: ChallengeAnswers) -> bool:
 
 
 def _pick_backend(
-    plan: RequestPlan,
-    ctx: HTTPConnectionContext,
-    match: RouteMatch,
-    request: tuple[HeaderList, str, str],
+    plan: RequestPlan, ctx: HTTPConnectionContext, match: RouteMatch, request: _Request
 ) -> RequestPlan:
     rule = match.rule
     sessions = match.sessions
@@ -204,10 +213,11 @@ def _pick_backend(
     plan.record.backend = backend.name
     if not backend.endpoints:
         return plan.refuse(503)
-    headers, authority, path = request
-    if backend.filters:
-        headers = _apply_backend_filters(plan, backend, headers)
-    plan.head = upstream_head(plan, ctx, headers, authority, path)
+    if backend.filters:  # the same kinds as the rule's, RequestRedirect and URLRewrite included
+        _apply_filters(plan, match, request, backend.filters)
+        if plan.answer is not None:
+            return plan
+    plan.head = upstream_head(plan, ctx, request.headers, request.authority, request.path)
     return plan
 
 
@@ -239,30 +249,33 @@ def looks_grpc(req: ProxyRequest) -> bool:
 
 
 def _apply_filters(
-    plan: RequestPlan, match: RouteMatch, scheme: str, port: int
-) -> tuple[HeaderList, str, str]:
-    """The rule's filters in order; sets ``plan.answer`` for redirects and preflights."""
+    plan: RequestPlan, match: RouteMatch, request: _Request, filters: tuple[ir.HTTPFilter, ...]
+) -> None:
+    """Filters in order, the rule's then the picked backendRef's, updating ``request``.
+
+    Sets ``plan.answer`` for redirects and preflights.
+    """
     req = plan.req
-    headers, authority, path = req.headers, req.authority, req.path
-    for flt in match.rule.filters:
+    for flt in filters:
         if isinstance(flt, ir.RequestHeaderModifierFilter):
-            headers = f.apply_header_modifier(headers, flt.modifier)
+            request.headers = f.apply_header_modifier(request.headers, flt.modifier)
         elif isinstance(flt, ir.ResponseHeaderModifierFilter):
             plan.response_modifiers += (flt.modifier,)
         elif isinstance(flt, ir.URLRewriteFilter):
-            authority, path = f.rewrite(flt, authority, path, match.match)
+            request.authority, request.path = f.rewrite(
+                flt, request.authority, request.path, match.match
+            )
         elif isinstance(flt, ir.RequestMirrorFilter):
             if f.mirror_wanted(flt, random.random()):
                 plan.mirrors += (flt.backend,)
         elif isinstance(flt, ir.RequestRedirectFilter):
             status, location = f.redirect_location(
-                flt, scheme, req.host, port, req.path, req.query, match.match
+                flt, request.scheme, req.host, request.port, req.path, req.query, match.match
             )
             plan.answer = Answer(status, [(b"location", location.encode())])
             break
         elif isinstance(flt, ir.CORSFilter) and _cors(plan, flt):
             break
-    return headers, authority, path
 
 
 def _cors(plan: RequestPlan, cors: ir.CORSFilter) -> bool:
@@ -277,17 +290,6 @@ def _cors(plan: RequestPlan, cors: ir.CORSFilter) -> bool:
         return True
     plan.response_extra = plan.response_extra + f.cors_response_headers(cors, origin)
     return False
-
-
-def _apply_backend_filters(
-    plan: RequestPlan, backend: ir.Backend, headers: HeaderList
-) -> HeaderList:
-    for flt in backend.filters:
-        if isinstance(flt, ir.RequestHeaderModifierFilter):
-            headers = f.apply_header_modifier(headers, flt.modifier)
-        elif isinstance(flt, ir.ResponseHeaderModifierFilter):
-            plan.response_modifiers += (flt.modifier,)
-    return headers
 
 
 # --- the upstream request and the response fields ------------------------------------------

@@ -21,6 +21,7 @@ from edgegw.net.connection import (
     RequestBody,
     UpstreamBroken,
     UpstreamConnection,
+    UpstreamReset,
     collapse_groups,
 )
 from edgegw.proto.events import Event, Headers, InformationalResponseReceived, ResponseReceived
@@ -103,6 +104,8 @@ async def send_bodyless(
     endpoint: ir.Endpoint,
     backend: ir.Backend,
     head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+    *,
+    counted: bool = False,
 ) -> UpstreamResponse:
     """``open_h1_exchange`` for a body-less request, without a context manager (the hot path).
 
@@ -132,9 +135,11 @@ async def send_bodyless(
             response.head = await _read_head(response)
         except UpstreamBroken:
             response.release(reusable=False)
-            if conn.reused and response.received == 0:
-                fresh = True
-                continue
+            if response.received == 0:
+                if conn.reused and not counted:
+                    fresh = True
+                    continue
+                raise UpstreamReset(f"upstream {conn.address} closed before answering") from None
             raise
         except BaseException:
             response.release(reusable=False)
@@ -149,6 +154,8 @@ async def open_h1_exchange(
     backend: ir.Backend,
     head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
     body: RequestBody,
+    *,
+    counted: bool = False,
 ) -> AsyncIterator[UpstreamResponse]:
     """Send a request to ``endpoint`` and yield the response once its head arrived.
 
@@ -159,13 +166,16 @@ async def open_h1_exchange(
     directions ended cleanly, else it is closed.
 
     A reused keep-alive connection that turns out dead (EOF before any byte)
-    is replaced once by a fresh one, when the body allows resending.
+    is replaced once by a fresh one, when the body allows resending, unless
+    ``counted``: then the caller has a retry budget (``retry.attempts``) and
+    the failure is its to count. (One seen closed before the request was
+    written never gets this far: the pool drops it.)
 
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
     if body.length == 0:
-        plain = await send_bodyless(pool, endpoint, backend, head)
+        plain = await send_bodyless(pool, endpoint, backend, head, counted=counted)
         try:
             yield plain
         finally:
@@ -188,9 +198,13 @@ async def open_h1_exchange(
                         response.head = await _read_head(response, wait_first=True)
                     except UpstreamBroken:
                         nursery.cancel_scope.cancel()
-                        if conn.reused and response.received == 0 and not body.started:
-                            fresh = True
-                            continue
+                        if not response.received:
+                            if conn.reused and not body.started and not counted:
+                                fresh = True
+                                continue
+                            raise UpstreamReset(
+                                f"upstream {conn.address} closed before answering"
+                            ) from None
                         raise
                     yield response
                     reusable = response.reusable and body.finished and not failure

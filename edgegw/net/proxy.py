@@ -245,6 +245,7 @@ class _Retrying:
             plan.head,
             plan.req.body,
             lambda rsp: self._deliver(rsp, endpoint, attempt),
+            counted=plan.rule is not None and plan.rule.retry is not None,
         )
 
     async def _deliver(self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int) -> int | None:

@@ -15,9 +15,11 @@ When every endpoint of a backend is ejected, the one whose ejection ends first
 is tried anyway: a guess beats a certain 503.
 
 Idle connections are kept LIFO (the warmest first) and dropped after
-``idle_timeout``; a reused connection may still have been closed by the peer
-in the meantime, which the proxy detects (EOF before any response byte) and
-answers by retrying once on a fresh connection (``UpstreamConnection.reused``).
+``idle_timeout``, or when a non-blocking read shows the peer closed them.
+The peer may still close one just as a request goes out on it, which shows as
+EOF before any response byte: without a retry policy that request is resent
+once on a fresh connection (``UpstreamConnection.reused``); with one
+(``counted``), it is a failed try that counts against ``retry.attempts``.
 
 The pool picks the protocol (the httpcore shape): ``exchange`` sends one
 request to an endpoint over HTTP/1.1 (``h1upstream``) or HTTP/2 (``h2upstream``,
@@ -29,7 +31,7 @@ which tests replace with memory streams.
 
 Errors, translated here from trio/OS errors (the tree is drawn in
 ``net/connection.py``): ``ConnectError`` → 503, ``UpstreamTimeout`` → 504,
-``UpstreamBroken`` → 502.
+``UpstreamBroken`` → 502 (``UpstreamReset``, nothing answered at all, → 503).
 
 TLS to backends (``ir.Backend.tls``) plugs in at ``_wrap_tls``: the pool key
 already includes the TLS settings, so TLS and plain connections never mix.
@@ -176,7 +178,7 @@ class UpstreamPool:
         now = self._clock()
         while state.idle:
             conn = state.idle.pop()
-            if now - conn.idle_since < self.limits.idle_timeout:
+            if now - conn.idle_since < self.limits.idle_timeout and not conn.seen_closed():
                 return conn
             conn.close()
         return None
@@ -217,13 +219,16 @@ class UpstreamPool:
         head: tuple[bytes, bytes, HeaderList],
         body: RequestBody,
         deliver: Callable[[UpstreamReply], Awaitable[_R]],
+        *,
+        counted: bool = False,
     ) -> _R:
         """Send one request to ``endpoint`` in the backend's protocol; ``deliver`` takes the reply.
 
         The response is open while ``deliver`` runs and is finished (its
         connection pooled or closed) when it returns. A callback rather than a
         context manager: this is every proxied request's path, and each
-        coroutine layer costs about 1 µs.
+        coroutine layer costs about 1 µs. ``counted``: the caller retries by
+        its own budget, so a reused connection's failure is not resent for free.
 
         Raises:
             UpstreamError: see ``net/connection.py``.
@@ -232,12 +237,12 @@ class UpstreamPool:
             async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
                 return await deliver(h2rsp)
         if body.length == 0:  # no body pump needed, nor its context manager
-            rsp = await send_bodyless(self, endpoint, backend, head)
+            rsp = await send_bodyless(self, endpoint, backend, head, counted=counted)
             try:
                 return await deliver(rsp)
             finally:
                 rsp.release()
-        async with open_h1_exchange(self, endpoint, backend, head, body) as rsp:
+        async with open_h1_exchange(self, endpoint, backend, head, body, counted=counted) as rsp:
             return await deliver(rsp)
 
     async def open_tunnel(
