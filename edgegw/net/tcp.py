@@ -40,6 +40,7 @@ import math
 import os
 import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ from edgegw import ir
 from edgegw.net.dial import Dialer
 from edgegw.net.dns import ResolveError
 from edgegw.net.fastio import close_now
+from edgegw.net.tls_client import client_context
 from edgegw.proto import proxyproto, sniff
 from edgegw.routing import l4
 
@@ -351,10 +353,37 @@ async def relay_to_route(
             try:
                 async with upstream:
                     header = _proxy_header(backend, client, origin)
-                    await upstream.send_all(header + initial)
-                    await relay(client, upstream, ctx, route_stats)
+                    target = await _reencrypt(upstream, backend, header, ctx)
+                    if target is None:
+                        route_stats.upstream_errors += 1
+                        return
+                    first = header + initial if target is upstream else initial
+                    if first:
+                        await target.send_all(first)
+                    await relay(client, target, ctx, route_stats)
             finally:
                 route_stats.active -= 1
+
+
+async def _reencrypt(
+    upstream: trio.abc.Stream, backend: ir.Backend, header: bytes, ctx: TCPContext
+) -> trio.abc.Stream | None:
+    """TLS to the backend when a BackendTLSPolicy asks (TLS Terminate listeners only).
+
+    The PROXY header, if any, goes first in the clear, as a backend expects it.
+    Returns ``upstream`` itself for plain backends, None when the handshake failed.
+    """
+    tls = backend.tls
+    if tls is None:
+        return upstream
+    if header:
+        await upstream.send_all(header)
+    try:
+        with trio.fail_after(ctx.connect_timeout):
+            return await ctx.dialer.start_tls(upstream, client_context(tls), tls.hostname)
+    except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
+        log.info("TLS to backend %s failed: %s", tls.hostname, exc)
+        return None
 
 
 async def _dial_backend(endpoint: ir.Endpoint, ctx: TCPContext) -> trio.abc.Stream | None:
