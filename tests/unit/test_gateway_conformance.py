@@ -3,7 +3,7 @@
 Each test is named after the upstream test it mirrors and reads the golden
 case ``tests/golden/gateway-conformance.in.yaml``. Their traffic halves:
 ``tests/e2e/test_gateway_addresses_e2e.py`` (static addresses) and
-``tests/net/test_tls_mtls.py`` (AllowInsecureFallback lets clients through).
+``tests/e2e/test_frontend_insecure_fallback_e2e.py`` (AllowInsecureFallback lets clients through).
 """
 
 from __future__ import annotations
