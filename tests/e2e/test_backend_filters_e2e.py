@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tests.e2e.conftest import Gateway, echoed, free_port, request
+from tests.e2e.conftest import Echo, Gateway, echoed, free_port, request
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 NS = "gateway-conformance-infra"
 
 
-def start(gateway: Gateway, echoes, route: str) -> int:
+def start(gateway: Gateway, echoes: dict[str, Echo], route: str) -> int:
     """Serve the Gateway, the backend and HTTPRoute ``route`` of the golden case."""
     port = free_port()
     text = (GOLDEN / "httproute-backend-filters.in.yaml").read_text()
@@ -43,7 +43,7 @@ def start(gateway: Gateway, echoes, route: str) -> int:
     return port
 
 
-def test_httproute_backend_request_redirect(gateway, echoes) -> None:
+def test_httproute_backend_request_redirect(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = start(gateway, echoes, "backend-request-redirect")
     for path, redirected in [
         ("/full/original", "/redirected-full"),
@@ -54,7 +54,7 @@ def test_httproute_backend_request_redirect(gateway, echoes) -> None:
         assert urlsplit(headers["location"]).path == redirected
 
 
-def test_httproute_backend_url_rewrite(gateway, echoes) -> None:
+def test_httproute_backend_url_rewrite(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = start(gateway, echoes, "backend-url-rewrite")
     for path, rewritten in [
         ("/full/original", "/rewritten-full"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trustme
 
-from tests.e2e.conftest import GATEWAY_CLASS, Gateway, curl, echoed, free_port
+from tests.e2e.conftest import GATEWAY_CLASS, Echo, Gateway, curl, echoed, free_port
 from tests.e2e.test_https import tls_secret
 
 
@@ -82,7 +82,7 @@ def client_files(tmp: Path, name: str, ca: trustme.CA) -> list[str]:
 
 
 def test_gateway_frontend_client_certificate_validation_insecure_fallback(
-    gateway: Gateway, echoes, tmp_path: Path
+    gateway: Gateway, echoes: dict[str, Echo], tmp_path: Path
 ) -> None:
     server_ca, default_ca, per_port_ca = trustme.CA(), trustme.CA(), trustme.CA()
     ca_file = tmp_path / "server-ca.pem"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import http.client
 
-from tests.e2e.conftest import GATEWAY_CLASS, Gateway, echoed, free_port, wait_for
+from tests.e2e.conftest import GATEWAY_CLASS, Echo, Gateway, echoed, free_port, wait_for
 
 USABLE, UNUSABLE = "127.0.0.10", "203.0.113.9"
 
@@ -43,7 +43,7 @@ def conditions(gateway: Gateway) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
 
 
-def test_gateway_static_addresses(gateway: Gateway, echoes) -> None:
+def test_gateway_static_addresses(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = free_port()
     gateway.service("app", echoes["app"])
     invalid = '{type: test/fake-invalid-type, value: "fake address teehee!"}'

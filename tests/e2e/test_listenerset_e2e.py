@@ -18,7 +18,7 @@ from pathlib import Path
 import trustme
 import yaml
 
-from tests.e2e.conftest import Gateway, curl, echoed, free_port, request
+from tests.e2e.conftest import Echo, Gateway, curl, echoed, free_port, request
 from tests.e2e.test_https import tls_secret
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -26,7 +26,7 @@ NS = "gateway-conformance-infra"
 V1, V2, V3 = "infra-backend-v1", "infra-backend-v2", "infra-backend-v3"
 
 
-def start_case(gateway: Gateway, echoes, case: str) -> int:
+def start_case(gateway: Gateway, echoes: dict[str, Echo], case: str) -> int:
     """Serve golden case ``listenerset-<case>`` on a free port; returns the port."""
     port = free_port()
     text = (GOLDEN / f"listenerset-{case}.in.yaml").read_text()
@@ -52,7 +52,7 @@ def expect(port: int, cases: list[tuple[str, str, str | None]]) -> None:
             assert echoed(body)["pod"] == backend, (host, path)
 
 
-def test_listenerset_http_routing(gateway, echoes) -> None:
+def test_listenerset_http_routing(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = start_case(gateway, echoes, "http-routing")
     gw1, gw2 = "gateway-listener-1.com", "gateway-listener-2.com"
     s1 = [f"listener-set-http-routing-1-listener-{i}.com" for i in (1, 2)]
@@ -69,7 +69,7 @@ def test_listenerset_http_routing(gateway, echoes) -> None:
     expect(port, cases)
 
 
-def test_listenerset_allowed_routes_namespaces(gateway, echoes) -> None:
+def test_listenerset_allowed_routes_namespaces(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = start_case(gateway, echoes, "allowed-routes-namespaces")
     every, same, selector, cross = (
         f"listener-set-listener-allowed-routes-{k}.com"
@@ -93,7 +93,7 @@ def test_listenerset_allowed_routes_namespaces(gateway, echoes) -> None:
     )
 
 
-def test_listenerset_dual_parentref_independence(gateway, echoes) -> None:
+def test_listenerset_dual_parentref_independence(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     port = start_case(gateway, echoes, "dual-parentref-independence")
     expect(
         port,
@@ -106,14 +106,16 @@ def test_listenerset_dual_parentref_independence(gateway, echoes) -> None:
     )
 
 
-def test_listenerset_gateway_parent_section_name_not_found(gateway, echoes) -> None:
+def test_listenerset_gateway_parent_section_name_not_found(
+    gateway: Gateway, echoes: dict[str, Echo]
+) -> None:
     port = start_case(gateway, echoes, "gateway-parent-section-name-not-found")
     expect(
         port, [("ls-section-name.com", "/goodsection", V1), ("gw-section.com", "/badsection", None)]
     )
 
 
-def test_listenerset_status_in_admin_api_and_cli(gateway, echoes) -> None:
+def test_listenerset_status_in_admin_api_and_cli(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     """``/api/status`` and ``edgegw status`` show ListenerSets as they show Gateways."""
     start_case(gateway, echoes, "route-status-scoped-to-parentref")
     found = gateway.resource("ListenerSet", "listenerset-parentref", NS)
@@ -138,7 +140,7 @@ def test_listenerset_status_in_admin_api_and_cli(gateway, echoes) -> None:
 
 
 def test_listenerset_team_https_listener_with_its_own_certificate(
-    gateway, echoes, tmp_path
+    gateway: Gateway, echoes: dict[str, Echo], tmp_path: Path
 ) -> None:
     """A team adds an HTTPS listener and its certificate in its own namespace and file."""
     ca = trustme.CA()
