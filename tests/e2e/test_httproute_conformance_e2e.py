@@ -1,0 +1,152 @@
+"""Upstream HTTPRoute tests, each with its manifest and its requests, through ``edgegw run``.
+
+The conformance base: Gateway ``same-namespace`` (routes from its own
+namespace) and ``backend-namespaces`` (routes from namespaces labelled
+``gateway-conformance: backend``) in ``gateway-conformance-infra``, with
+``edgegw echo`` backends named as upstream's, so each answer names its backend.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from tests.e2e.conftest import GATEWAY_CLASS, Echo, Gateway, echoed, free_port, request
+
+INFRA, WEB = "gateway-conformance-infra", "gateway-conformance-web-backend"
+V1, V2 = "infra-backend-v1", "infra-backend-v2"
+
+
+def base(port: int, other: int) -> str:
+    selector = "{matchLabels: {gateway-conformance: backend}}"
+    return (
+        GATEWAY_CLASS
+        + f"""\
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {WEB}, labels: {{gateway-conformance: backend}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace, namespace: {INFRA}}}
+spec:
+  gatewayClassName: edgegw
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: backend-namespaces, namespace: {INFRA}}}
+spec:
+  gatewayClassName: edgegw
+  listeners:
+  - name: http
+    port: {other}
+    protocol: HTTP
+    allowedRoutes: {{namespaces: {{from: Selector, selector: {selector}}}}}
+"""
+    )
+
+
+def serve(gateway: Gateway, echoes: dict[str, Echo], route: str) -> tuple[int, int]:
+    """Start the base plus ``route``; returns the ports of same-namespace and backend-namespaces."""
+    port, other = free_port(), free_port()
+    for name in (V1, V2):
+        gateway.service(name, echoes[name], namespace=INFRA, port=8080)
+    gateway.service("web-backend", echoes["web-backend"], namespace=WEB, port=8080)
+    gateway.write("base.yaml", base(port, other))
+    gateway.write("route.yaml", route)
+    gateway.start()
+    for res in gateway.status()["resources"]:
+        if res["kind"] == "HTTPRoute":
+            for parent in res["status"]["parents"]:
+                states = {c["type"]: c["status"] for c in parent["conditions"]}
+                assert states == {"Accepted": "True", "ResolvedRefs": "True"}, res
+    return port, other
+
+
+def route(name: str, rules: str, *, parent: str = "same-namespace", ns: str = INFRA) -> str:
+    parent_ns = f", namespace: {INFRA}" if ns != INFRA else ""
+    return f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: {parent}{parent_ns}}}]
+  rules:
+{rules}"""
+
+
+def backend_of(port: int, path: str) -> str | int:
+    status, _, body = request(port, path)
+    return str(echoed(body)["pod"]) if status == 200 else status
+
+
+def test_httproute_simple_same_namespace(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    port, _ = serve(
+        gateway,
+        echoes,
+        route(
+            "gateway-conformance-infra-test",
+            "  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
+        ),
+    )
+    assert backend_of(port, "/") == V1
+
+
+def test_httproute_cross_namespace(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    rules = "  - backendRefs: [{name: web-backend, port: 8080}]\n"
+    _, other = serve(
+        gateway, echoes, route("cross-namespace", rules, parent="backend-namespaces", ns=WEB)
+    )
+    assert backend_of(other, "/") == "web-backend"
+
+
+def test_httproute_exact_path_matching(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    rules = """\
+  - matches: [{path: {type: Exact, value: /one}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /two}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+"""
+    port, _ = serve(gateway, echoes, route("exact-matching", rules))
+    assert backend_of(port, "/one") == V1
+    assert backend_of(port, "/two") == V2
+    for path in ("/", "/one/example", "/two/", "/Two"):
+        assert backend_of(port, path) == 404, path
+
+
+def test_httproute_no_backend_refs(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    rules = """\
+  - matches: [{path: {type: Exact, value: /omitted-no-forward}}]
+  - matches: [{path: {type: Exact, value: /empty-no-forward}}]
+    backendRefs: []
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+"""
+    port, _ = serve(gateway, echoes, route("omitted-backendrefs", rules))
+    assert backend_of(port, "/forward") == V1
+    assert backend_of(port, "/omitted-no-forward") == 500
+    assert backend_of(port, "/empty-no-forward") == 500
+
+
+def redirect_case(gateway: Gateway, echoes: dict[str, Echo], code: int, path: str) -> None:
+    rules = f"""\
+  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    filters: [{{type: RequestRedirect, requestRedirect: {{statusCode: {code}}}}}]
+"""
+    port, _ = serve(gateway, echoes, route(f"{code}-redirect", rules))
+    status, headers, _ = request(port, path)
+    assert status == code
+    assert urlsplit(headers["location"]).path == path
+
+
+def test_httproute_303_redirect(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    redirect_case(gateway, echoes, 303, "/see-other")
+
+
+def test_httproute_307_redirect(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    redirect_case(gateway, echoes, 307, "/temporary")
+
+
+def test_httproute_308_redirect(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    redirect_case(gateway, echoes, 308, "/permanent")
