@@ -4,6 +4,7 @@ Each test is named after the upstream test it mirrors and reads the golden
 case ``tests/golden/gateway-conformance.in.yaml``. Their traffic halves:
 ``tests/e2e/test_gateway_addresses_e2e.py`` (static addresses) and
 ``tests/e2e/test_frontend_insecure_fallback_e2e.py`` (AllowInsecureFallback lets clients through).
+The rest are status-only upstream, on ``tests/golden/gateway-status-conformance.in.yaml``.
 """
 
 from __future__ import annotations
@@ -78,3 +79,50 @@ def test_no_insecure_frontend_condition_when_only_valid_certificates_pass() -> N
     """The condition is absent once every port is back to AllowValidOnly."""
     status = gateway("gateway-static-addresses-step-3")
     assert not any(c["type"] == "InsecureFrontendValidationMode" for c in status["conditions"])
+
+
+def status_of(kind: str, name: str) -> dict[str, Any]:
+    resources, options = load_case("gateway-status-conformance")
+    for status in translate(resources, options).statuses:
+        if (status.kind, status.name) == (kind, name):
+            return status.status
+    raise KeyError(name)
+
+
+def only_listener(gateway_name: str) -> dict[str, Any]:
+    (listener,) = status_of("Gateway", gateway_name)["listeners"]
+    return dict(listener)
+
+
+def test_gateway_secret_invalid_reference_grant() -> None:
+    entry = only_listener("gateway-secret-invalid-reference-grant")
+    assert entry["name"] == "https"
+    assert has(entry["conditions"], "ResolvedRefs", "False", "RefNotPermitted")
+    assert entry["attachedRoutes"] == 0
+
+
+def test_gateway_secret_reference_grant_all_in_namespace() -> None:
+    entry = only_listener("gateway-secret-reference-grant-all-in-namespace")
+    assert has(entry["conditions"], "Programmed", "True", "Programmed")
+    assert has(entry["conditions"], "ResolvedRefs", "True")
+    assert entry["attachedRoutes"] == 0
+
+
+def test_gateway_name_maximum_length() -> None:
+    name = "gateway-name-maximum-length-" + "a" * 225
+    assert len(name) == 253
+    status = status_of("Gateway", name)
+    assert has(status["conditions"], "Accepted", "True")
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+
+
+def test_gateway_optional_address_value() -> None:
+    status = status_of("Gateway", "gateway-without-address-value")
+    assert has(status["conditions"], "Accepted", "True")
+    assert status["addresses"], "an address is assigned"
+
+
+def test_httproute_invalid_parent_ref_not_matching_section_name() -> None:
+    (parent,) = status_of("HTTPRoute", "httproute-listener-not-matching-section-name")["parents"]
+    assert has(parent["conditions"], "Accepted", "False", "NoMatchingParent")
+    assert only_listener("same-namespace")["attachedRoutes"] == 0
