@@ -47,8 +47,13 @@ spec:
     )
 
 
-def serve(gateway: Gateway, echoes: dict[str, Echo], route: str) -> tuple[int, int]:
-    """Start the base plus ``route``; returns the ports of same-namespace and backend-namespaces."""
+def serve(
+    gateway: Gateway, echoes: dict[str, Echo], route: str, *, resolved: bool = True
+) -> tuple[int, int]:
+    """Start the base plus ``route``; returns the ports of same-namespace and backend-namespaces.
+
+    Every route is Accepted, and with ``resolved`` its references resolve too.
+    """
     port, other = free_port(), free_port()
     for name in (V1, V2):
         gateway.service(name, echoes[name], namespace=INFRA, port=8080)
@@ -60,7 +65,8 @@ def serve(gateway: Gateway, echoes: dict[str, Echo], route: str) -> tuple[int, i
         if res["kind"] == "HTTPRoute":
             for parent in res["status"]["parents"]:
                 states = {c["type"]: c["status"] for c in parent["conditions"]}
-                assert states == {"Accepted": "True", "ResolvedRefs": "True"}, res
+                assert states["Accepted"] == "True", res
+                assert states["ResolvedRefs"] == ("True" if resolved else "False"), res
     return port, other
 
 
@@ -150,3 +156,35 @@ def test_httproute_307_redirect(gateway: Gateway, echoes: dict[str, Echo]) -> No
 
 def test_httproute_308_redirect(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     redirect_case(gateway, echoes, 308, "/permanent")
+
+
+def test_httproute_invalid_reference_grant(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    """Every ReferenceGrant is wrong in one way: RefNotPermitted, and 500 for the request."""
+    gw_group = "gateway.networking.k8s.io"
+    wrong = [  # name, namespace, from (group, kind, namespace), to (group, kind, name)
+        ("wrong-namespace", INFRA, gw_group, "HTTPRoute", INFRA, "", "Service", "web-backend"),
+        ("wrong-from-group", WEB, "other", "HTTPRoute", INFRA, "", "Service", "web-backend"),
+        ("wrong-from-kind", WEB, gw_group, "Gateway", INFRA, "", "Service", "web-backend"),
+        ("wrong-from-ns", WEB, gw_group, "HTTPRoute", "elsewhere", "", "Service", "web-backend"),
+        ("wrong-to-group", WEB, gw_group, "HTTPRoute", INFRA, "other", "Service", "web-backend"),
+        ("wrong-to-kind", WEB, gw_group, "HTTPRoute", INFRA, "", "Secret", "web-backend"),
+        ("wrong-to-name", WEB, gw_group, "HTTPRoute", INFRA, "", "Service", "not-the-service"),
+    ]
+    grants = "".join(
+        f"""\
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {{name: reference-grant-{name}, namespace: {ns}}}
+spec:
+  from: [{{group: {from_group}, kind: {from_kind}, namespace: {from_ns}}}]
+  to: [{{group: "{to_group}", kind: {to_kind}, name: {to_name}}}]
+"""
+        for name, ns, from_group, from_kind, from_ns, to_group, to_kind, to_name in wrong
+    )
+    rules = f"  - backendRefs: [{{name: web-backend, namespace: {WEB}, port: 8080}}]\n"
+    port, _ = serve(gateway, echoes, route("reference-grant", rules) + grants, resolved=False)
+    parents = gateway.resource("HTTPRoute", "reference-grant", INFRA)["status"]["parents"]
+    found = {c["type"]: (c["status"], c["reason"]) for c in parents[0]["conditions"]}
+    assert found["ResolvedRefs"] == ("False", "RefNotPermitted")
+    assert backend_of(port, "/") == 500

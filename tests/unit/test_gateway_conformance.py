@@ -126,3 +126,23 @@ def test_httproute_invalid_parent_ref_not_matching_section_name() -> None:
     (parent,) = status_of("HTTPRoute", "httproute-listener-not-matching-section-name")["parents"]
     assert has(parent["conditions"], "Accepted", "False", "NoMatchingParent")
     assert only_listener("same-namespace")["attachedRoutes"] == 0
+
+
+def test_gateway_with_attached_routes() -> None:
+    for gateway_name, attached in (
+        ("gateway-with-one-attached-route", 1),
+        ("gateway-with-two-attached-routes", 2),
+    ):
+        entry = only_listener(gateway_name)
+        assert has(entry["conditions"], "Accepted", "True")
+        assert has(entry["conditions"], "ResolvedRefs", "True")
+        assert entry["attachedRoutes"] == attached, gateway_name
+    (parent,) = status_of("HTTPRoute", "http-route-not-accepted")["parents"]
+    assert has(parent["conditions"], "Accepted", "False", "NoMatchingListenerHostname")
+    # attachedRoutes is set even when the listener's certificate does not resolve
+    entry = only_listener("unresolved-gateway-with-one-attached-unresolved-route")
+    assert has(entry["conditions"], "Programmed", "False")
+    assert has(entry["conditions"], "ResolvedRefs", "False")
+    assert entry["attachedRoutes"] == 1
+    (parent,) = status_of("HTTPRoute", "http-route-4")["parents"]
+    assert has(parent["conditions"], "ResolvedRefs", "False")
