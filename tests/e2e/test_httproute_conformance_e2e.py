@@ -8,6 +8,7 @@ namespace) and ``backend-namespaces`` (routes from namespaces labelled
 
 from __future__ import annotations
 
+from collections import Counter
 from urllib.parse import urlsplit
 
 from tests.e2e.conftest import GATEWAY_CLASS, Echo, Gateway, echoed, free_port, request
@@ -188,3 +189,19 @@ spec:
     found = {c["type"]: (c["status"], c["reason"]) for c in parents[0]["conditions"]}
     assert found["ResolvedRefs"] == ("False", "RefNotPermitted")
     assert backend_of(port, "/") == 500
+
+
+def test_httproute_weight(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    """Weights 70/30/0: the split within 10 points of the weights, weight 0 gets nothing."""
+    rules = (
+        "  - backendRefs: [{name: infra-backend-v1, port: 8080, weight: 70}, "
+        "{name: infra-backend-v2, port: 8080, weight: 30}, "
+        "{name: infra-backend-v3, port: 8080, weight: 0}]\n"
+    )
+    gateway.service("infra-backend-v3", echoes["infra-backend-v3"], namespace=INFRA, port=8080)
+    port, _ = serve(gateway, echoes, route("weighted-backends", rules))
+    total = 300
+    seen = Counter(backend_of(port, f"/?n={i}") for i in range(total))
+    assert set(seen) <= {V1, V2}, seen
+    assert abs(seen[V1] / total - 0.7) < 0.1, seen
+    assert abs(seen[V2] / total - 0.3) < 0.1, seen
