@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgegw import __version__
+from edgegw.cluster.options import add_arguments as cluster_arguments
 
 DEFAULT_ADMIN = "127.0.0.1:9901"
 DEFAULT_CONTROLLER = "edgegw.io/gateway-controller"
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info")
     run.add_argument("--workers", type=int, default=1)
     run.add_argument("--drain-timeout", type=float, default=30.0)
+    cluster_arguments(run)
 
     check = sub.add_parser("check", help="validate DIR without serving")
     check.add_argument("-c", "--config", required=True, type=Path, metavar="DIR")
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     l2.add_argument("--interface", action="append", required=True, metavar="IFACE")
     l2.add_argument("--admin", default=DEFAULT_ADMIN)
     l2.add_argument("--log-level", default="info")
+    cluster_arguments(l2)
 
     echo = sub.add_parser("echo", help="a small echo backend")
     echo.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")

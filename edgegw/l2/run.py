@@ -14,6 +14,13 @@ so withdrawing at once would only flap the LAN: neighbours would see the address
 reappear, and connections retried in the gap would be refused by our own kernel. After the
 grace period the gateway is taken to be gone and everything is withdrawn. On cancellation
 (SIGTERM) everything is withdrawn, shielded so that the cleanup itself is not cancelled.
+
+Under ``--cluster`` a `Session` joins the nodes in etcd. The addresses `plan` would announce
+here are this node's *eligible* ones; the session decides which of them this node owns, and
+only those are announced. The session calls back on every change (a takeover, a lost lease,
+the health deadline), and the follower re-plans at once, without waiting for the next poll.
+On SIGTERM the speaker stops answering first and the lease is revoked after, so the next node
+takes over at once and never overlaps.
 """
 
 from __future__ import annotations
@@ -22,14 +29,17 @@ import argparse
 import logging
 import math
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NoReturn, Protocol
 
 import trio
 
 from edgegw import systemd
+from edgegw.cluster.options import ClusterOptions
+from edgegw.cluster.session import Session
 from edgegw.l2.announcer import (
     Action,
     AddLocal,
@@ -87,17 +97,36 @@ class Follower:
     current: Announcements = field(default_factory=dict)
     held: frozenset[str] = frozenset()
     last_answer: float = -math.inf
+    session: Session | None = None
     _watcher: ConfigDirWatcher | None = None
+    _lock: trio.Lock = field(default_factory=trio.Lock)
 
     async def step(self) -> None:
         """Poll once and carry out whatever changed."""
         await self._refresh_held()
-        if self._watcher is None:
-            self._watcher = ConfigDirWatcher(self.config_dir)
-        config = self._watcher.current()
-        decision = plan(self.held, config.pools, config.advertisements, self.interfaces)
-        await self._apply(diff(self.current, decision.announcements))
-        self.current = decision.announcements
+        await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Plan from what is known now (held addresses, config, cluster) and carry it out."""
+        async with self._lock:
+            if self._watcher is None:
+                self._watcher = ConfigDirWatcher(self.config_dir)
+            config = self._watcher.current()
+            decision = plan(self.held, config.pools, config.advertisements, self.interfaces)
+            wanted = self._owned(decision.announcements)
+            await self._apply(diff(self.current, wanted))
+            self.current = wanted
+
+    def _owned(self, announcements: Announcements) -> Announcements:
+        """Under ``--cluster``, only the eligible addresses this node owns."""
+        if self.session is None:
+            return announcements
+        eligible = frozenset(str(a) for found in announcements.values() for a in found)
+        self.session.set_eligible(eligible)
+        owned = self.session.announced()
+        kept = {name: frozenset(a for a in found if str(a) in owned)
+                for name, found in announcements.items()}  # fmt: skip
+        return {name: found for name, found in kept.items() if found}
 
     async def _refresh_held(self) -> None:
         try:
@@ -124,8 +153,9 @@ class Follower:
     async def withdraw(self) -> None:
         """Let go of everything; shielded, as it runs while being cancelled."""
         with trio.CancelScope(shield=True), trio.move_on_after(10):
-            await self._apply(withdraw_all(self.current))
-            self.current = {}
+            async with self._lock:
+                await self._apply(withdraw_all(self.current))
+                self.current = {}
 
 
 async def follow(
@@ -138,11 +168,28 @@ async def follow(
     try:
         await follower.step()
         task_status.started()
-        while True:
-            await trio.sleep(poll_interval)
-            await follower.step()
+        async with trio.open_nursery() as nursery:
+            if follower.session is not None:
+                nursery.start_soon(_follow_cluster, follower, follower.session)
+            while True:
+                await trio.sleep(poll_interval)
+                await follower.step()
     finally:
         await follower.withdraw()
+
+
+async def _follow_cluster(follower: Follower, session: Session) -> NoReturn:
+    """Re-plan whenever the session reports a change (coalescing bursts of them)."""
+    changed = trio.Event()
+
+    def wake() -> None:
+        changed.set()
+
+    session.on_change = wake
+    while True:
+        await changed.wait()
+        changed = trio.Event()
+        await follower.reconcile()
 
 
 async def serve_l2(
@@ -151,6 +198,7 @@ async def serve_l2(
     admin: str,
     *,
     grace: float = GRACE_PERIOD,
+    cluster: ClusterOptions | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Run the speakers on ``interfaces`` and follow the gateway at ``admin`` until cancelled.
@@ -162,10 +210,29 @@ async def serve_l2(
     local = LocalAddresses()
     await local.remove_leftovers()
     speakers = {info.name: InterfaceSpeaker(info) for info in infos}
+    actuator = HostActuator(speakers, local)
+    follower = Follower(config_dir, interfaces, admin, actuator, grace)
+    if cluster is None:
+        await _serve(follower, speakers.values(), task_status)
+    async with cluster.client() as client:
+        follower.session = Session(client, cluster.node, cluster.lease_ttl)
+        try:
+            await _serve(follower, speakers.values(), task_status)
+        finally:  # the speaker has stopped answering: hand the addresses over at once
+            with trio.CancelScope(shield=True), trio.move_on_after(cluster.lease_ttl):
+                await follower.session.revoke()
+
+
+async def _serve(
+    follower: Follower,
+    speakers: Iterable[InterfaceSpeaker],
+    task_status: trio.TaskStatus[None],
+) -> NoReturn:
     async with trio.open_nursery() as nursery:
-        for speaker in speakers.values():
+        for speaker in speakers:
             await nursery.start(speaker.serve)
-        follower = Follower(config_dir, interfaces, admin, HostActuator(speakers, local), grace)
+        if follower.session is not None:
+            await nursery.start(follower.session.serve)
         await nursery.start(follow, follower)
         task_status.started()
         await trio.sleep_forever()
@@ -175,7 +242,8 @@ async def serve_l2(
 async def _main(args: argparse.Namespace) -> int:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_l2, args.config, args.interface, args.admin)
+            serve = partial(serve_l2, cluster=ClusterOptions.from_args(args))
+            await nursery.start(serve, args.config, args.interface, args.admin)
             await nursery.start(systemd.serve_watchdog)
             systemd.ready(f"announcing on {', '.join(args.interface)}")
             async for signum in signals:
@@ -192,6 +260,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return trio.run(_main, args)
+    except ValueError as exc:
+        log.error("edgegw l2: %s", exc)
     except PermissionError as exc:
         log.error("edgegw l2 needs CAP_NET_RAW and CAP_NET_ADMIN: %s", exc)
     except OSError as exc:
