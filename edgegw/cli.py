@@ -77,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.state_dir is None:
             args.state_dir = Path(_default_state_dir())
-        return run(RunOptions.from_args(args))
+        try:
+            options = RunOptions.from_args(args)
+        except ValueError as exc:
+            print(f"edgegw run: {exc}", file=sys.stderr)
+            return 2
+        return run(options)
     if command == "check":
         from edgegw.check import check
 

@@ -18,11 +18,16 @@ the failure is counted in ``edgegw_config_reloads_total{result="failure"}``.
 
 Shutdown (SIGTERM/SIGINT): every port stops accepting at once and drains for
 ``--drain-timeout`` seconds; the process then exits 0.
+
+Under ``--cluster`` a `ClusterLink` shares pool allocations through etcd (the allocations
+the elected node writes become this node's "previous" ones, then a reload) and adds the
+``cluster`` section to ``/api/status``; see `edgegw.cluster.shared`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import logging
@@ -40,11 +45,15 @@ from edgegw.admin.server import open_admin_listeners, serve_admin
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.manager import CertificateManager
 from edgegw.certificates.store import CertificateStore
+from edgegw.cluster.options import ClusterOptions
+from edgegw.cluster.session import Session
+from edgegw.cluster.shared import AllocationMap, ClusterLink
 from edgegw.config.store import ConfigStore, LoadResult
 from edgegw.config.watch import serve_reload_triggers
 from edgegw.logsetup import setup_logging
 from edgegw.net import udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
+from edgegw.net.etcd import EtcdClient
 from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.localaddr import local_addresses, static_addresses
 from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
@@ -72,6 +81,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     drain_timeout: float = 30.0
     # STATE_DIR/certificates; every worker reads it even where state_dir is None
     certificates_dir: Path | None = None
+    cluster: ClusterOptions | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -85,6 +95,7 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
             log_level=args.log_level,
             workers=args.workers,
             drain_timeout=args.drain_timeout,
+            cluster=ClusterOptions.from_args(args),
         )
 
 
@@ -100,8 +111,8 @@ def run(options: RunOptions) -> int:
     if options.state_dir is not None:
         certificates = options.state_dir / "certificates"
         options = msgspec.structs.replace(options, certificates_dir=certificates)
-    if index not in (None, 0):  # one admin API and one state writer: worker 0's
-        options = msgspec.structs.replace(options, admin="", state_dir=None)
+    if index not in (None, 0):  # one admin API, state writer and cluster link: worker 0's
+        options = msgspec.structs.replace(options, admin="", state_dir=None, cluster=None)
     tune_gc()
     trio.run(serve_gateway, options)
     return 0
@@ -156,6 +167,7 @@ class Gateway:
             pools.load_allocations(state_dir) if state_dir else {}
         )
         self.reload_lock = trio.Lock()
+        self.cluster: ClusterLink | None = None
 
     # --- the admin view -------------------------------------------------------------------
 
@@ -163,7 +175,9 @@ class Gateway:
         return self.loaded and self.book.all_programmed_bound(self.model, self.sockets.sockets)
 
     def status_document(self) -> dict[str, Any]:
-        return self.book.document
+        if self.cluster is None:
+            return self.book.document
+        return {**self.book.document, "cluster": self.cluster.status()}
 
     def config_document(self) -> dict[str, Any]:
         return {"generation": self.generation, "model": msgspec.to_builtins(self.model)}
@@ -232,6 +246,8 @@ class Gateway:
         self.observer.addresses_allocated(sum(len(a) for a in self.allocations.values()))
         self.loaded = True
         self._persist()
+        if self.cluster is not None:
+            self.nursery.start_soon(self.cluster.publish, dict(self.allocations))
         for warning in (*loaded.warnings, *replaced):
             log.warning("%s", warning)
         for error in loaded.errors:
@@ -285,6 +301,12 @@ class Gateway:
         except OSError as exc:
             log.warning("cannot write to state dir %s: %s", self.state_dir, exc)
 
+    async def adopt(self, allocations: AllocationMap) -> None:
+        """Take the cluster's pool allocations as the previous ones, then reload."""
+        async with self.reload_lock:
+            self.allocations = dict(allocations)
+        await self.reload("cluster allocations")
+
     # --- shutdown -------------------------------------------------------------------------
 
     async def drain(self) -> None:
@@ -337,9 +359,15 @@ def _usable_state_dir(state_dir: Path | None) -> Path | None:
 async def serve_gateway(options: RunOptions) -> None:
     """Run the gateway until SIGTERM or SIGINT, then drain."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
-        async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack:
+            client = None
+            if options.cluster is not None:  # entered first: closed after every task using it
+                client = await stack.enter_async_context(options.cluster.client())
+            nursery = await stack.enter_async_context(trio.open_nursery())
             gateway = Gateway(options, nursery)
             nursery.start_soon(gateway.observer.access_log.run)
+            if options.cluster is not None and client is not None:
+                await _join_cluster(gateway, options.cluster, client)
             admin_listeners = await open_admin_listeners(options.admin) if options.admin else []
             # SIGHUP and the watcher first: READY=1 (sent by the first reload) invites
             # `systemctl reload`, and SIGHUP's default action would end the process.
@@ -354,4 +382,18 @@ async def serve_gateway(options: RunOptions) -> None:
                 log.info("received %s", signal.Signals(signum).name)
                 break
             await gateway.drain()
+            if gateway.cluster is not None:  # the allocator role moves at once
+                with trio.move_on_after(options.cluster.lease_ttl if options.cluster else 1):
+                    await gateway.cluster.session.revoke()
             nursery.cancel_scope.cancel()
+
+
+async def _join_cluster(gateway: Gateway, cluster: ClusterOptions, client: EtcdClient) -> None:
+    """Start the cluster link; wait briefly for etcd so the first reload uses its allocations."""
+    session = Session(client, cluster.node, cluster.lease_ttl, speaker=False)
+    link = ClusterLink(session, gateway.adopt)
+    await gateway.nursery.start(link.serve)
+    await link.wait_synced()
+    if link.adopted is not None:
+        gateway.allocations = dict(link.adopted)
+    gateway.cluster = link

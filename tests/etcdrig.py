@@ -45,6 +45,8 @@ class EtcdRig:
     heartbeat_ms: int = 100
     election_ms: int = 1000
     extra: Sequence[str] = field(default_factory=tuple)
+    probe_prefix: Sequence[str] = ()
+    """Where the test reaches the members from (``ip netns exec NS``); empty: right here."""
 
     @property
     def endpoints(self) -> str:
@@ -52,6 +54,7 @@ class EtcdRig:
         return "etcd://" + ",".join(f"{m.host}:{m.client_port}" for m in self.members)
 
     def start_all(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         for member in self.members:
             self.start(member, new=True)
         for member in self.members:
@@ -78,14 +81,60 @@ class EtcdRig:
     def wait_healthy(self, member: EtcdMember, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(member.client_url + "/health", timeout=1) as answer:
-                    if json.loads(answer.read()).get("health") == "true":
-                        return
-            except (OSError, ValueError):
-                pass
+            if self._healthy(member):
+                return
             time.sleep(0.05)
         raise AssertionError(f"etcd member {member.name} not healthy:\n{self.logs()}")
+
+    def _healthy(self, member: EtcdMember) -> bool:
+        url = member.client_url + "/health"
+        try:
+            if self.probe_prefix:
+                argv = [*self.probe_prefix, "curl", "-s", "--max-time", "1", url]
+                body = subprocess.run(argv, capture_output=True, timeout=5, check=False).stdout
+            else:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    body = answer.read()
+            return bool(json.loads(body).get("health") == "true")
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return False
+
+    def etcdctl(self, *args: str, endpoints: Sequence[EtcdMember] = ()) -> str:
+        """``etcdctl ARGS`` against ``endpoints`` (default: every member), from the probe."""
+        urls = ",".join(m.client_url for m in endpoints or self.members)
+        argv = [*self.probe_prefix, "etcdctl", f"--endpoints={urls}", "--command-timeout=2s",
+                *args]  # fmt: skip
+        env = {"ETCDCTL_API": "3", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
+        return done.stdout
+
+    def leader(self) -> EtcdMember | None:
+        """The member the others follow, as the live members report it."""
+        live = [m for m in self.members if m.process is not None]
+        try:
+            statuses = json.loads(self.etcdctl("endpoint", "status", "-w", "json", endpoints=live))
+        except ValueError:
+            return None
+        for entry in statuses:
+            status = entry["Status"]
+            if status["header"]["member_id"] == status["leader"]:
+                return next(m for m in live if m.client_url == entry["Endpoint"])
+        return None
+
+    def member_id(self, member: EtcdMember) -> int:
+        listed = json.loads(self.etcdctl("member", "list", "-w", "json"))
+        return int(next(m["ID"] for m in listed["members"] if m["name"] == member.name))
+
+    def move_leader(self, target: EtcdMember) -> None:
+        """Make ``target`` the leader (etcdctl move-leader, sent to the current leader)."""
+        leader = self.leader()
+        if leader is None or leader is target:
+            return
+        self.etcdctl("move-leader", format(self.member_id(target), "x"), endpoints=[leader])
+        deadline = time.monotonic() + 10
+        while self.leader() is not target:
+            assert time.monotonic() < deadline, f"leadership did not move to {target.name}"
+            time.sleep(0.1)
 
     def kill(self, member: EtcdMember) -> None:
         if member.process is not None and member.process.poll() is None:
@@ -96,25 +145,6 @@ class EtcdRig:
     def stop_all(self) -> None:
         for member in self.members:
             self.kill(member)
-
-    def post(self, member: EtcdMember, path: str, body: object) -> dict[str, object]:
-        request = urllib.request.Request(
-            member.client_url + path, data=json.dumps(body).encode(), method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=3) as answer:
-            return dict(json.loads(answer.read()))
-
-    def leader(self) -> EtcdMember | None:
-        """The member the others follow, asked of each live member."""
-        for member in self.members:
-            try:
-                status = self.post(member, "/v3/maintenance/status", {})
-            except OSError:
-                continue
-            leader_id = status.get("leader")
-            if status.get("header", {}).get("member_id") == leader_id:  # type: ignore[attr-defined]
-                return member
-        return None
 
     def logs(self) -> str:
         return "\n".join(

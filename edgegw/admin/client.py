@@ -204,4 +204,34 @@ def render_table(document: dict[str, Any]) -> str:
         out.extend(
             f"{e['file']}:{e['line']}: {e.get('field') or '-'}: {e['message']}\n" for e in errors
         )
+    if isinstance(document.get("cluster"), dict):
+        out.append(render_cluster(document["cluster"]))
+    return "".join(out)
+
+
+def _yes(value: object) -> str:
+    return "yes" if value else "no"
+
+
+def render_cluster(cluster: dict[str, Any]) -> str:
+    """The ``--cluster`` section: who announces each address, the nodes, etcd's members."""
+    addresses = [[a["address"], a["node"]] for a in cluster.get("addresses", ())]
+    nodes = [
+        [m["name"], _yes(m.get("healthy")), ",".join(m.get("addresses", ())) or "<none>"]
+        for m in cluster.get("members", ())
+    ]
+    etcd = [
+        [m["name"], m["endpoint"], _yes(m.get("healthy")), _yes(m.get("leader"))]
+        for m in cluster.get("etcd", ())
+    ]
+    out = [
+        f"\nCLUSTER (this node: {cluster.get('node')}, etcd reachable: "
+        f"{_yes(cluster.get('etcdReachable'))}, allocator: {cluster.get('allocator')})\n",
+        _table(["ADDRESS", "ANNOUNCED BY"], addresses),
+        "\n",
+        _table(["NODE", "ALIVE", "CAN ANNOUNCE"], nodes),
+        "\n",
+        _table(["ETCD MEMBER", "ENDPOINT", "HEALTHY", "LEADER"], etcd),
+    ]
+    out.extend(f"WARNING: {w}\n" for w in cluster.get("warnings", ()))
     return "".join(out)

@@ -17,6 +17,9 @@ Three tasks share one `Session`:
   writes the member key, claims and releases, and calls ``on_change`` so the speaker re-reads
   `announced`. Claims are transactions on the owner key's absence, so they are safe to race.
 
+A gateway (``edgegw run --cluster``) runs a session with ``speaker=False``: the same lease and
+view, without a member key or claims; `edgegw.cluster.shared` builds on it.
+
 `revoke` (on SIGTERM, after the speaker stopped answering) revokes the lease: the member and
 owner keys vanish at once and the next node takes over within a watch round trip.
 """
@@ -57,6 +60,7 @@ class Session:
     client: EtcdClient
     node: str
     ttl: int = 2
+    speaker: bool = True
     on_change: Callable[[], None] = lambda: None
     lease: int = 0
     renewed_at: float = -math.inf
@@ -97,6 +101,7 @@ class Session:
         }
 
     def plan(self, now: float | None = None) -> Plan:
+        """This node's part now (`election.decide` on the current view)."""
         now = trio.current_time() if now is None else now
         owners = self.owners()
         for address in list(self.unowned_since):
@@ -234,7 +239,7 @@ class Session:
             await self._wake.wait()
 
     async def _carry_out(self, plan: Plan) -> None:
-        if not self.lease or not self.synced:
+        if not self.lease or not self.synced or not self.speaker:
             return
         await self._register()
         for address in plan.claim:
