@@ -11,8 +11,9 @@ Three tasks share one `Session`:
   stopped answering before etcd can expire its lease and let another node claim the address.
   A renewal that answers TTL 0 means the lease is gone: a new one is granted at once.
 - `_mirror` reads every key under ``edgegw/`` and then watches them from the next revision, so
-  ``kvs`` is etcd's state as of the last event. A renewal that fails restarts the mirror on the
-  member the client moved to, since a watch on a member whose host vanished would wait forever.
+  ``kvs`` is etcd's state as of the last event. Whenever the client has moved to another member
+  (a renewal or any call failed over), the mirror restarts there: a watch on a member whose
+  host vanished would otherwise wait forever, seeing nothing.
 - `_act` runs `election.decide` whenever anything changed (and at the health deadline), then
   writes the member key, claims and releases, and calls ``on_change`` so the speaker re-reads
   `announced`. Claims are transactions on the owner key's absence, so they are safe to race.
@@ -51,6 +52,10 @@ from edgegw.net.etcd import (
 log = logging.getLogger(__name__)
 
 RETRY = 0.25
+SETTLE = 1.0
+"""A node that just joined (or just became able to announce) waits this long before claiming,
+so that nodes starting together see each other and the hash ranking spreads the addresses
+instead of the first one taking them all."""
 
 
 @dataclass(slots=True)
@@ -72,6 +77,9 @@ class Session:
     _wake: trio.Event = field(default_factory=trio.Event)
     _resync: trio.CancelScope | None = None
     _lease_error: str = ""
+    _joined_at: float = math.inf
+    _eligible_since: float = math.inf
+    _watching: str = ""
 
     @property
     def margin(self) -> float:
@@ -126,6 +134,8 @@ class Session:
     def set_eligible(self, addresses: frozenset[str]) -> None:
         """The addresses this node can announce (its gateway holds them, an ad selects them)."""
         if addresses != self.eligible:
+            if not self.eligible:
+                self._eligible_since = trio.current_time()
             self.eligible = addresses
             self._wake.set()
 
@@ -160,12 +170,15 @@ class Session:
                 await self._renew(sent)
             except EtcdError as exc:
                 self._lease_failed(str(exc))
+            if self._resync is not None and self._watching != self.client.endpoint:
+                self._resync.cancel()  # the watch may hang on the member left behind
             await trio.sleep_until(sent + self.ttl / 3)
 
     async def _renew(self, sent: float) -> None:
         was_healthy = self.healthy(sent)
         if not self.lease:
             self.lease, _ = await self.client.grant(self.ttl)
+            self._joined_at = sent
             log.info("%s: joined the cluster (lease %x)", self.node, self.lease)
         elif await self.client.keepalive(self.lease, per_try=self.ttl / 3) <= 0:
             log.warning("%s: lease %x expired; joining again", self.node, self.lease)
@@ -183,8 +196,6 @@ class Session:
         if not self._lease_error:
             log.warning("%s: cannot renew the lease: %s", self.node, error)
         self._lease_error = error
-        if self._resync is not None:
-            self._resync.cancel()  # the watch may hang on the member that failed
 
     # --- the view -------------------------------------------------------------------------
 
@@ -196,6 +207,7 @@ class Session:
                     self.kvs = {kv.key: kv for kv in kvs}
                     self.synced = True
                     self._wake.set()
+                    self._watching = self.client.endpoint
                     async for events in self.client.watch(keys.PREFIX, revision + 1):
                         self._apply_events(events)
                 except EtcdCompacted:
@@ -242,7 +254,9 @@ class Session:
         if not self.lease or not self.synced or not self.speaker:
             return
         await self._register()
-        for address in plan.claim:
+        since = max(self._joined_at, self._eligible_since)
+        settled = trio.current_time() - since >= SETTLE
+        for address in plan.claim if settled else ():
             await self._claim(address)
         for address, owner in plan.release:
             key = keys.owner_key(address)

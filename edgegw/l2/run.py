@@ -20,7 +20,9 @@ here are this node's *eligible* ones; the session decides which of them this nod
 only those are announced. The session calls back on every change (a takeover, a lost lease,
 the health deadline), and the follower re-plans at once, without waiting for the next poll.
 On SIGTERM the speaker stops answering first and the lease is revoked after, so the next node
-takes over at once and never overlaps.
+takes over at once and never overlaps. The grace period for a silent gateway shrinks to 3 s
+under ``--cluster``: another node's gateway serves the same addresses, so handing them over
+beats announcing a gateway that does not answer (and a node that returns takes nothing back).
 """
 
 from __future__ import annotations
@@ -53,11 +55,14 @@ from edgegw.l2.announcer import (
 from edgegw.l2.host import LocalAddresses
 from edgegw.l2.sources import ConfigDirWatcher, StatusUnavailable, fetch_status, held_addresses
 from edgegw.l2.speaker import InterfaceInfo, InterfaceSpeaker
+from edgegw.logsetup import quiet_libraries
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0
 GRACE_PERIOD = 30.0
+CLUSTER_GRACE_PERIOD = 3.0
+ARP_IGNORE = Path("/proc/sys/net/ipv4/conf/all/arp_ignore")
 FETCH_TIMEOUT = 5.0
 
 
@@ -151,10 +156,19 @@ class Follower:
                 log.exception("cannot carry out %s", action)
 
     async def withdraw(self) -> None:
-        """Let go of everything; shielded, as it runs while being cancelled."""
+        """Let go of everything; shielded, as it runs while being cancelled.
+
+        Under ``--cluster`` the lease is revoked as soon as the speakers stopped answering,
+        before the slower removal of the addresses from ``lo``, so the next node takes over
+        without waiting for it.
+        """
         with trio.CancelScope(shield=True), trio.move_on_after(10):
             async with self._lock:
-                await self._apply(withdraw_all(self.current))
+                actions = withdraw_all(self.current)
+                await self._apply([a for a in actions if isinstance(a, Release)])
+                if self.session is not None:
+                    await self.session.revoke()
+                await self._apply([a for a in actions if not isinstance(a, Release)])
                 self.current = {}
 
 
@@ -211,6 +225,9 @@ async def serve_l2(
     await local.remove_leftovers()
     speakers = {info.name: InterfaceSpeaker(info) for info in infos}
     actuator = HostActuator(speakers, local)
+    if cluster is not None:
+        grace = min(grace, CLUSTER_GRACE_PERIOD)
+        _check_arp_ignore()
     follower = Follower(config_dir, interfaces, admin, actuator, grace)
     if cluster is None:
         await _serve(follower, speakers.values(), task_status)
@@ -221,6 +238,23 @@ async def serve_l2(
         finally:  # the speaker has stopped answering: hand the addresses over at once
             with trio.CancelScope(shield=True), trio.move_on_after(cluster.lease_ttl):
                 await follower.session.revoke()
+
+
+def _check_arp_ignore(path: Path = ARP_IGNORE) -> None:
+    """Warn when the kernel itself answers ARP for addresses on ``lo``.
+
+    With several nodes that matters: a speaker killed with -9 leaves its addresses on ``lo``,
+    and with ``arp_ignore=0`` the kernel keeps answering for them after another node took over.
+    """
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return
+    if value == "0":
+        log.warning(
+            "net.ipv4.conf.all.arp_ignore is 0: this kernel answers ARP for the addresses on lo "
+            "too, also after a crash of this speaker; set it to 1 on every node"
+        )
 
 
 async def _serve(
@@ -257,7 +291,8 @@ async def _main(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     """``edgegw l2 -c DIR --interface IFACE [--admin ADDR]``; returns the exit code."""
     level = str(getattr(args, "log_level", "info")).upper()
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     try:
         return trio.run(_main, args)
     except ValueError as exc:

@@ -8,8 +8,9 @@ member, an echo backend named after the node, ``edgegw run --cluster`` and
 A node "dies" by kill -9 of its processes with its veth down, and "reboots" in the same
 namespace (deleting a namespace right after kill -9 can hang for minutes).
 
-`Watch` runs in a thread inside the client namespace: every 50 ms it asks each address over
-HTTP (a new connection each time, so the neighbour cache decides where it goes) and sends an
+`Watch` runs threads inside the client namespace: every 50 ms a new one asks each address over
+HTTP (a new connection each time, so the neighbour cache decides where it goes; a thread per
+request, so connections stuck on a dead MAC do not blind the watch), and one sends an
 ARP request per IPv4 address with a sender MAC of its own for each request, so every ARP reply
 is matched to the one request it answers: two MACs answering one request would be two nodes
 announcing at once.
@@ -41,6 +42,7 @@ from .conftest import CLONE_NEWNET, REPO
 TTL = 2
 PORT = 8080
 PROBE_IP = IPv4Address("192.0.2.250")  # never an entry in anyone's neighbour cache
+HTTP_STEP = 0.05
 
 CONFIG = """\
 apiVersion: gateway.networking.k8s.io/v1
@@ -222,7 +224,8 @@ class Cluster:
                    "--state-dir", str(node.root / "state"), "--drain-timeout", "1",
                    *self.cluster_flags(node))  # fmt: skip
         self.start(node, "l2", "l2", "-c", str(self.config), "--interface", "eth0",
-                   "--admin", node.admin, *self.cluster_flags(node))  # fmt: skip
+                   "--admin", node.admin, "--log-level", "debug",
+                   *self.cluster_flags(node))  # fmt: skip
 
     def kill9(self, node: Node, *, etcd: bool = True) -> None:
         """The node dies: every process killed at once, its link down."""
@@ -334,18 +337,24 @@ class Watch:
     # --- HTTP -------------------------------------------------------------------------------
 
     def _http_loop(self, address: str) -> None:
+        requests: list[threading.Thread] = []
+        while not self.stop.wait(HTTP_STEP):  # pacing: one request every HTTP_STEP
+            request = threading.Thread(target=self._ask, args=(address,), daemon=True)
+            request.start()
+            requests = [r for r in requests if r.is_alive()] + [request]
+        for request in requests:
+            request.join(2)
+
+    def _ask(self, address: str) -> None:
         join_netns(self.cluster.client_ns)
-        while not self.stop.is_set():
-            started = time.monotonic()
-            node = self._get(address)
-            self.http[address].append(Sample(time.monotonic(), node))
-            time.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
+        node = self._get(address)
+        self.http[address].append(Sample(time.monotonic(), node))
 
     def _get(self, address: str) -> str | None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         try:
             with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.settimeout(0.3)
+                sock.settimeout(1.0)
                 sock.connect((address, PORT))
                 sock.sendall(f"GET / HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
                 data = b""

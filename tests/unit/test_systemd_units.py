@@ -54,7 +54,10 @@ def service(name: str) -> configparser.SectionProxy:
 def test_gateway_unit_runs_unprivileged_under_notify() -> None:
     unit = service("edgegw.service")
     assert unit["Type"] == "notify"
-    assert unit["ExecStart"] == "/usr/local/bin/edgegw run -c /etc/edgegw"
+    # $EDGEGW_CLUSTER is empty unless /etc/default/edgegw sets it (README "Two or three boxes").
+    assert unit["ExecStart"] == "/usr/local/bin/edgegw run -c /etc/edgegw $EDGEGW_CLUSTER"
+    assert "Environment=EDGEGW_CLUSTER=\n" in (UNITS / "edgegw.service").read_text()
+    assert unit["EnvironmentFile"] == "-/etc/default/edgegw"
     assert unit["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert unit["AmbientCapabilities"] == unit["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert unit["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
