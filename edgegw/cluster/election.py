@@ -31,7 +31,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-STAGGER = 1.0
+STAGGER = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ from edgegw.net.etcd import (
 log = logging.getLogger(__name__)
 
 RETRY = 0.25
-SETTLE = 1.0
+SETTLE = 0.5
 """A node that just joined (or just became able to announce) waits this long before claiming,
 so that nodes starting together see each other and the hash ranking spreads the addresses
 instead of the first one taking them all."""
@@ -117,6 +117,7 @@ class Session:
                 del self.unowned_since[address]
         for address in self.eligible - set(owners):
             self.unowned_since.setdefault(address, now)
+        settled = self._settled_at()  # a rank's stagger counts from when it may claim
         return decide(
             self.node,
             self.lease,
@@ -124,8 +125,12 @@ class Session:
             eligible=self.eligible,
             members=self.members(),
             owners=owners,
-            unowned_for={a: now - t for a, t in self.unowned_since.items()},
+            unowned_for={a: now - max(t, settled) for a, t in self.unowned_since.items()},
         )
+
+    def _settled_at(self) -> float:
+        """When this node may start claiming (a rank's stagger counts from then on)."""
+        return max(self._joined_at, self._eligible_since) + SETTLE
 
     def announced(self) -> frozenset[str]:
         """The addresses this node should answer for right now."""
@@ -254,8 +259,7 @@ class Session:
         if not self.lease or not self.synced or not self.speaker:
             return
         await self._register()
-        since = max(self._joined_at, self._eligible_since)
-        settled = trio.current_time() - since >= SETTLE
+        settled = trio.current_time() >= self._settled_at()
         for address in plan.claim if settled else ():
             await self._claim(address)
         for address, owner in plan.release:
