@@ -205,3 +205,16 @@ def test_httproute_weight(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     assert set(seen) <= {V1, V2}, seen
     assert abs(seen[V1] / total - 0.7) < 0.1, seen
     assert abs(seen[V2] / total - 0.3) < 0.1, seen
+
+
+def test_httproute_named_rule(gateway: Gateway, echoes: dict[str, Echo]) -> None:
+    rules = """\
+  - name: named-rule
+    matches: [{path: {type: PathPrefix, value: /named}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /unnamed}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+"""
+    port, _ = serve(gateway, echoes, route("http-named-rules", rules))
+    assert backend_of(port, "/named") == V1
+    assert backend_of(port, "/unnamed") == V2

@@ -146,3 +146,11 @@ def test_gateway_with_attached_routes() -> None:
     assert entry["attachedRoutes"] == 1
     (parent,) = status_of("HTTPRoute", "http-route-4")["parents"]
     assert has(parent["conditions"], "ResolvedRefs", "False")
+
+
+def test_httproute_invalid_parent_ref_section_name_not_matching_port() -> None:
+    route = "httproute-listener-section-name-not-matching-port"
+    (parent,) = status_of("HTTPRoute", route)["parents"]
+    assert has(parent["conditions"], "Accepted", "False", "NoMatchingParent")
+    entry = only_listener("gateway-with-one-not-matching-port-and-section-name-route")
+    assert entry["attachedRoutes"] == 0
