@@ -1,9 +1,10 @@
-"""One rule, five request kinds, one outcome: every filter holds for every kind of request.
+"""One rule, every request kind, one outcome: every filter holds for every kind of request.
 
 Each row is a route (on its own hostname) whose one rule carries one filter
-kind; each column is a real client: curl over HTTP/1.1, curl over h2c, a raw
-HTTP/1.1 ``Upgrade: websocket`` handshake, an RFC 8441 extended CONNECT with
-the ``h2`` library, and a grpcio unary call. All of them reach the same
+kind; each column is a real client: curl over HTTP/1.1, over h2c and over
+HTTP/2 with TLS (ALPN h2), a raw HTTP/1.1 ``Upgrade: websocket`` handshake,
+an RFC 8441 extended CONNECT with the ``h2`` library, and a grpcio unary
+call. All of them reach the same
 backend, which answers each kind in its own shape (200, a 101, a gRPC
 message with trailers) and reports in an ``x-seen`` header what it received.
 The same rule must give the same outcome in every column.
@@ -26,6 +27,7 @@ import h2.connection
 import h2.events
 import h11
 import pytest
+import trustme
 from wsproto.utilities import generate_accept_token
 
 from tests.e2e.conftest import Gateway, Port, SocketServer, curl, http_gateway, wait_for
@@ -136,14 +138,24 @@ class Outcome:
         return cls("forwarded" if status in forwarded else status, headers, decoded)
 
 
-# --- the five clients ----------------------------------------------------------------------
+# --- the clients ---------------------------------------------------------------------------
 
 
-def _curl(port: int, host: str, headers: dict[str, str], *extra: str) -> Outcome:
+@dataclass
+class Env:
+    """Where the table's gateway listens: plain HTTP, HTTPS (and the CA that signed it)."""
+
+    port: int
+    tls_port: int
+    ca_file: str
+    mirror: SeeingBackend
+
+
+def _curl(url: str, host: str, headers: dict[str, str], *extra: str) -> Outcome:
     args = ["-o", "/dev/null", "-D", "-", "-H", f"Host: {host}"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
-    done = curl(*extra, *args, f"http://127.0.0.1:{port}/table/path?q=1")
+    done = curl(*extra, *args, url)
     assert done.returncode == 0, done.stderr
     blocks = [b for b in done.stdout.replace("\r\n", "\n").split("\n\n") if b.strip()]
     lines = blocks[-1].split("\n")
@@ -151,15 +163,27 @@ def _curl(port: int, host: str, headers: dict[str, str], *extra: str) -> Outcome
     return Outcome.of(int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}, (200,))
 
 
-def http1(port: int, host: str, headers: dict[str, str]) -> Outcome:
-    return _curl(port, host, headers, "--http1.1")
+_TARGET = "/table/path?q=1"
 
 
-def h2c(port: int, host: str, headers: dict[str, str]) -> Outcome:
-    return _curl(port, host, headers, "--http2-prior-knowledge")
+def http1(env: Env, host: str, headers: dict[str, str]) -> Outcome:
+    return _curl(f"http://127.0.0.1:{env.port}{_TARGET}", host, headers, "--http1.1")
 
 
-def websocket_h1(port: int, host: str, headers: dict[str, str]) -> Outcome:
+def h2c(env: Env, host: str, headers: dict[str, str]) -> Outcome:
+    url = f"http://127.0.0.1:{env.port}{_TARGET}"
+    return _curl(url, host, headers, "--http2-prior-knowledge")
+
+
+def h2_tls(env: Env, host: str, headers: dict[str, str]) -> Outcome:
+    """HTTP/2 over TLS (ALPN h2), the name in SNI as in Host."""
+    resolve = f"{host}:{env.tls_port}:127.0.0.1"
+    url = f"https://{host}:{env.tls_port}{_TARGET}"
+    return _curl(url, host, headers, "--http2", "--cacert", env.ca_file, "--resolve", resolve)
+
+
+def websocket_h1(env: Env, host: str, headers: dict[str, str]) -> Outcome:
+    port = env.port
     lines = [
         "GET /table/path?q=1 HTTP/1.1",
         f"Host: {host}",
@@ -184,7 +208,8 @@ def websocket_h1(port: int, host: str, headers: dict[str, str]) -> Outcome:
     return outcome
 
 
-def websocket_h2(port: int, host: str, headers: dict[str, str]) -> Outcome:
+def websocket_h2(env: Env, host: str, headers: dict[str, str]) -> Outcome:
+    port = env.port
     conn = h2.connection.H2Connection(h2.config.H2Configuration())
     conn.initiate_connection()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -214,7 +239,8 @@ _GRPC_AS_HTTP = {
 }
 
 
-def grpc_unary(port: int, host: str, headers: dict[str, str]) -> Outcome:
+def grpc_unary(env: Env, host: str, headers: dict[str, str]) -> Outcome:
+    port = env.port
     options = [("grpc.default_authority", host), ("grpc.enable_retries", 0)]
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/table.Echo/Call")
@@ -230,9 +256,10 @@ def grpc_unary(port: int, host: str, headers: dict[str, str]) -> Outcome:
         return Outcome.of(200, fields, (200,))
 
 
-KINDS: dict[str, Callable[[int, str, dict[str, str]], Outcome]] = {
+KINDS: dict[str, Callable[[Env, str, dict[str, str]], Outcome]] = {
     "http1": http1,
     "h2c": h2c,
+    "h2-tls": h2_tls,
     "websocket-h1": websocket_h1,
     "websocket-h2": websocket_h2,
     "grpc": grpc_unary,
@@ -312,7 +339,7 @@ ROWS: dict[str, Row] = {
     "mirror": Row(
         "[{type: RequestMirror, requestMirror: {backendRef: {name: mirror, port: 80}}}]",
         lambda o: o.status == "forwarded",
-        kinds=("http1", "h2c", "websocket-h1", "websocket-h2"),
+        kinds=("http1", "h2c", "h2-tls", "websocket-h1", "websocket-h2"),
     ),
 }
 
@@ -333,20 +360,46 @@ spec:
 {backends}{row.extra}"""
 
 
+def _secret(ca: trustme.CA) -> str:
+    cert = ca.issue_cert(*(f"{name}.test" for name in [*ROWS, "nowhere"]))
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    return f"""\
+apiVersion: v1
+kind: Secret
+metadata: {{name: table-tls, namespace: default}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {base64.b64encode(chain).decode()}
+  tls.key: {base64.b64encode(cert.private_key_pem.bytes()).decode()}
+"""
+
+
 @pytest.fixture(scope="module")
-def table_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, SeeingBackend]]:
+def table_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     backend, mirror = SeeingBackend(), SeeingBackend()
-    gateway = Gateway(Path(tmp_path_factory.mktemp("one-path")))
-    port = free_port()
+    tmp = Path(tmp_path_factory.mktemp("one-path"))
+    gateway = Gateway(tmp)
+    port, tls_port = free_port(), free_port()
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    listeners = f"""\
+- {{name: http, protocol: HTTP, port: {port}, allowedRoutes: {{namespaces: {{from: All}}}}}}
+- name: https
+  protocol: HTTPS
+  port: {tls_port}
+  tls: {{certificateRefs: [{{name: table-tls}}]}}
+  allowedRoutes: {{namespaces: {{from: All}}}}
+"""
     gateway.service("seeing", Port(backend.port))
     gateway.service("mirror", Port(mirror.port))
-    gateway.write("gateway.yaml", http_gateway(port))
+    gateway.write("secret.yaml", _secret(ca))
+    gateway.write("gateway.yaml", http_gateway(port, listeners=listeners))
     for name, row in ROWS.items():
         gateway.write(f"route-{name}.yaml", _route(name, row))
     gateway.start()
     assert "ERROR" not in gateway.process.output() if gateway.process else False
     try:
-        yield port, mirror
+        yield Env(port, tls_port, str(tmp / "ca.pem"), mirror)
     finally:
         gateway.stop()
         backend.close()
@@ -357,13 +410,11 @@ CELLS = [(row, kind) for row, spec in ROWS.items() for kind in spec.kinds]
 
 
 @pytest.mark.parametrize(("row", "kind"), CELLS)
-def test_same_rule_same_outcome(
-    table_gateway: tuple[int, SeeingBackend], row: str, kind: str
-) -> None:
-    port, mirror = table_gateway
+def test_same_rule_same_outcome(table_gateway: Env, row: str, kind: str) -> None:
+    mirror = table_gateway.mirror
     spec = ROWS[row]
     before = len(mirror.seen)
-    outcome = KINDS[kind](port, f"{row}.test", dict(spec.send))
+    outcome = KINDS[kind](table_gateway, f"{row}.test", dict(spec.send))
     assert spec.expect(outcome), outcome
     if row == "mirror":
         wait_for(lambda: len(mirror.seen) > before, what="the mirrored copy")
@@ -373,8 +424,5 @@ def test_same_rule_same_outcome(
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_no_route_is_404_for_every_kind(
-    table_gateway: tuple[int, SeeingBackend], kind: str
-) -> None:
-    port, _ = table_gateway
-    assert KINDS[kind](port, "nowhere.test", {}).status == 404
+def test_no_route_is_404_for_every_kind(table_gateway: Env, kind: str) -> None:
+    assert KINDS[kind](table_gateway, "nowhere.test", {}).status == 404
