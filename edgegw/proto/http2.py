@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from edgegw.proto.events import HeaderList, Headers, ResponseReceived
 from edgegw.proto.h2codec import CodecConfig, H2Codec
-from edgegw.proto.target import control_in_values
 
 #: Fields that mean something only to one HTTP/1.1 hop; never valid in HTTP/2.
 CONNECTION_SPECIFIC = frozenset(
@@ -120,16 +119,9 @@ def split_host(authority: str) -> str:
 def parse_request(headers: Headers | HeaderList) -> H2Request:
     """Split a validated HTTP/2 request head (the codec checked the pseudo-headers).
 
-    The codec refused NUL, CR and LF in values; any other control character
-    (HTAB aside) is refused here, as nghttp2 does, since an HTTP/1.1 backend
-    would read it as a broken request.
-
     Raises:
-        ValueError: a field holds a control character, is not ASCII/Latin-1
-            decodable, or content-length is bad.
+        ValueError: a field is not ASCII/Latin-1 decodable or content-length is bad.
     """
-    if control_in_values([value for _, value in headers]):
-        raise ValueError("control character in a field value")
     pseudo: dict[bytes, bytes] = {}
     regular: HeaderList = []
     cookies: list[bytes] = []

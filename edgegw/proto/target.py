@@ -1,4 +1,4 @@
-"""Requests at the edge: paths normalized before matching; control characters in fields.
+"""Requests at the edge: paths normalized before matching.
 
 A route that allows ``/public`` must not let ``/public/../admin`` through to a
 backend that resolves dot segments itself, so ``net/decide.py`` normalizes
@@ -14,10 +14,9 @@ defaults (Envoy's ``normalize_path`` and ``merge_slashes``):
    rather than refused;
 3. runs of slashes are merged into one.
 
-HTTP/2 pseudo-header syntax is checked by the codec (``h2codec/validate.py``);
-``control_in_values`` adds what it leaves through: control characters other
-than NUL, CR and LF in any field, which an HTTP/1.1 backend reads as a broken
-request.
+Field syntax is checked where each protocol is parsed: HTTP/2 heads by the
+codec (``h2codec/validate.py``: pseudo-headers, control characters), HTTP/1.1
+heads by the parser (``proto/http1.py``).
 
 Pure: no I/O, no trio.
 """
@@ -30,7 +29,6 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASHES = re.compile(r"//+")
 # Control characters other than HTAB, and DEL: invalid in a field value (RFC 9110 section 5.5).
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _decode_unreserved(match: re.Match[str]) -> str:
@@ -75,13 +73,3 @@ def normalize_path(path: str) -> str:
     if "//" in path:
         path = _SLASHES.sub("/", path)
     return path
-
-
-def control_in_values(values: list[bytes]) -> bool:
-    """True when a field value holds a control character (HTAB aside) or DEL.
-
-    h2 refuses only NUL, CR and LF (RFC 9113 section 8.2.1); an HTTP/1.1
-    backend may read any other control character as a broken request, so the
-    gateway refuses them as nghttp2 does. One scan over all values.
-    """
-    return _CONTROL.search(b"\t".join(values)) is not None

@@ -463,6 +463,8 @@ _malformed("empty_path", [*f.GET[:3], (b":path", b"")])
 _malformed("pseudo_after_regular", [*f.GET[:3], (b"x", b"1"), (b":path", b"/")])
 _malformed("unknown_pseudo", [*f.GET, (b":foo", b"bar")])
 _malformed("value_with_newline", [*f.GET, (b"x", b"a\nb")])
+_malformed("value_with_form_feed", [*f.GET, (b"x", b"a\x0cb")])  # h2 lets it through
+_malformed("value_with_del", [*f.GET, (b"x", b"a\x7fb")])
 _malformed("path_with_space", [*f.GET[:3], (b":path", b"/admin /public")])
 _malformed("method_with_space", [(b":method", b"GET /x"), *f.GET[1:]])
 _malformed("authority_with_space", [*f.GET[:2], (b":authority", b"a evil"), f.GET[3]])

@@ -9,8 +9,8 @@ different implementations. A block that fails is *malformed*: the stream is
 reset with PROTOCOL_ERROR (section 8.1.1), never forwarded.
 
 Checks, per field: names are lower-case tokens (pseudo-headers one of the
-known ones, before every regular field, once each); values carry no NUL, CR or
-LF and no white space at either end; ``connection``, ``keep-alive``,
+known ones, before every regular field, once each); values carry no control
+character (HTAB aside) and no white space at either end; ``connection``, ``keep-alive``,
 ``proxy-connection``, ``transfer-encoding`` and ``upgrade`` are refused, ``te``
 only as ``trailers``; ``content-length`` is digits, and repeated only with one
 value. Per head: see ``check_request``, ``check_response``, ``check_trailers``.
@@ -31,6 +31,9 @@ _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # visible ASCII: no space, no CTL, no 8-bit
 _AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:\[\]%]+")  # no userinfo ("@")
 _STATUS = re.compile(rb"[1-9][0-9][0-9]")
+# RFC 9113 requires refusing NUL, CR and LF; an HTTP/1.1 backend reads any other control
+# character (HTAB aside) or DEL as a broken request too, so they go as well, as nghttp2 does.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
@@ -48,8 +51,8 @@ def _field_fault(name: bytes, value: bytes) -> str | None:
 
 
 def _check_field(name: bytes, value: bytes) -> str | None:
-    if b"\r" in value or b"\n" in value or b"\x00" in value:
-        return "CR, LF or NUL in a value"
+    if _CONTROL.search(value) is not None:
+        return "a control character in a value"
     if value and (value[0] in b" \t" or value[-1] in b" \t"):
         return "white space around a value"
     if name[:1] == b":":
