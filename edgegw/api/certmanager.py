@@ -123,9 +123,11 @@ class ACMESolver(Model, kw_only=True, frozen=True):
 
 
 class ExternalAccountBinding(Model, kw_only=True, frozen=True):
+    """RFC 8555 §7.3.4; the Secret holds the CA's HMAC key, base64url, signed with HS256."""
+
     key_id: Annotated[str, msgspec.Meta(min_length=1)] = msgspec.field(name="keyID")
     key_secret_ref: SecretKeySelector
-    key_algorithm: str | None = None
+    key_algorithm: Literal["HS256"] | None = None  # deprecated in cert-manager; HS256 only
 
 
 class ACMEIssuer(Model, kw_only=True, frozen=True):
@@ -140,10 +142,6 @@ class ACMEIssuer(Model, kw_only=True, frozen=True):
     disable_account_key_generation: bool = False
     enable_duration_feature: bool = False
     profile: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.external_account_binding is not None:
-            raise FieldError("externalAccountBinding", "not supported by edgegw yet")
 
 
 class IssuerSpec(Model, kw_only=True, frozen=True):

@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import httpx
 import trio
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from josepy.b64 import b64encode
-from josepy.jwa import ES256, ES384, ES512, RS256
+from josepy.b64 import b64decode, b64encode
+from josepy.jwa import ES256, ES384, ES512, HS256, RS256
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from edgegw import __version__
@@ -193,20 +193,47 @@ class ACMEClient:
 
     # --- account --------------------------------------------------------------------------
 
-    async def register(self, email: str | None, known_url: str = "") -> str:
-        """Find or create the account of this key; returns its URL (the ``kid``)."""
+    async def register(
+        self, email: str | None, known_url: str = "", eab: tuple[str, bytes] | None = None
+    ) -> str:
+        """Find or create the account of this key; returns its URL (the ``kid``).
+
+        Args:
+            email: the contact, if any.
+            known_url: the account URL kept from an earlier registration.
+            eab: (key ID, HMAC key as base64url) for an external account binding.
+        """
         if known_url:
             self.kid = known_url
             return known_url
+        url = (await self.directory())["newAccount"]
         payload: dict[str, Any] = {"termsOfServiceAgreed": True}
         if email:
             payload["contact"] = [f"mailto:{email}"]
-        response = await self.post((await self.directory())["newAccount"], payload)
+        if eab is not None:
+            payload["externalAccountBinding"] = self._eab(url, *eab)
+        response = await self.post(url, payload)
         url = str(response.headers.get("location", ""))
         if not url:
             raise ACMEError("newAccount answered without a Location")
         self.kid = url
         return url
+
+    def _eab(self, url: str, key_id: str, hmac_key: bytes) -> dict[str, str]:
+        """The inner JWS binding this account key to an external account (HS256)."""
+        try:
+            key = b64decode(hmac_key.strip())
+        except ValueError:
+            raise ACMEError("externalAccountBinding: the key is not base64url") from None
+        protected = {"alg": "HS256", "kid": key_id, "url": url}
+        head = b64encode(json.dumps(protected).encode())
+        body = b64encode(json.dumps(self.key.jwk.public_key().to_partial_json()).encode())
+        signature = HS256.sign(key, head + b"." + body)
+        return {
+            "protected": head.decode(),
+            "payload": body.decode(),
+            "signature": b64encode(signature).decode(),
+        }
 
     # --- order ----------------------------------------------------------------------------
 

@@ -296,7 +296,9 @@ class CertificateManager:
         async with http_client(spec) as http:
             client = ACMEClient(http, spec.server, Key(pki.load_key(account.key_pem.encode())))  # type: ignore[arg-type]
             try:
-                url = await client.register(spec.email, account.url)
+                eab = spec.external_account_binding
+                binding = (eab.key_id, issuer.eab_key) if eab is not None else None
+                url = await client.register(spec.email, account.url, binding)
             except (ACMEError, httpx.HTTPError) as exc:
                 self._issuer_status[_issuer_key(issuer)] = (
                     False, "ErrRegisterACMEAccount", f"Failed to register ACME account: {exc}", ""

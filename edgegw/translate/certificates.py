@@ -59,6 +59,7 @@ class IssuerPlan(msgspec.Struct, frozen=True, kw_only=True):
     ca_key_pem: bytes = b""  # and its key
     account_key_pem: bytes = b""  # ACME: privateKeySecretRef found in DIR (else made and kept)
     tsig_secrets: tuple[bytes, ...] = ()  # per solver, b"" when it has none
+    eab_key: bytes = b""  # externalAccountBinding's HMAC key, base64url as the Secret holds it
 
 
 class CertificatePlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -229,7 +230,17 @@ def _issuer_plan(
         if not value:
             return ("ErrInitIssuer", f"Secret {ns}/{ref_.name} key {ref_.key} does not exist")
         tsig.append(value)
-    return msgspec.structs.replace(plan, account_key_pem=key, tsig_secrets=tuple(tsig))
+    eab = spec.acme.external_account_binding
+    eab_key = b""
+    if eab is not None:
+        found = secrets.get((ns, eab.key_secret_ref.name))
+        eab_key = found.data.get(eab.key_secret_ref.key or "", b"") if found else b""
+        if not eab_key:
+            where = f"{ns}/{eab.key_secret_ref.name} key {eab.key_secret_ref.key}"
+            return ("ErrInitIssuer", f"externalAccountBinding: Secret {where} does not exist")
+    return msgspec.structs.replace(
+        plan, account_key_pem=key, tsig_secrets=tuple(tsig), eab_key=eab_key
+    )
 
 
 # --- certificates ---------------------------------------------------------------------------

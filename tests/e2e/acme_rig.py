@@ -58,7 +58,13 @@ class Pebble:
 
 
 def start_pebble(
-    tmp: Path, *, http_port: int, tls_port: int, validity: int = 3600, dns: str | None = None
+    tmp: Path,
+    *,
+    http_port: int,
+    tls_port: int,
+    validity: int = 3600,
+    dns: str | None = None,
+    eab: dict[str, str] | None = None,
 ) -> Pebble:
     """Start pebble (and challtestsrv as its DNS unless ``dns`` names another server)."""
     ca = trustme.CA()
@@ -75,7 +81,8 @@ def start_pebble(
             "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
+            "externalAccountBindingRequired": eab is not None,
+            "externalAccountMACKeys": eab or {},
             "certificateValidityPeriod": validity,
         }
     }

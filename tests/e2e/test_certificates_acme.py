@@ -186,6 +186,39 @@ def test_tls_alpn01(
     assert http_port  # pebble's httpPort leads nowhere: only TLS-ALPN-01 could have passed
 
 
+EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+
+
+def test_external_account_binding(
+    tmp_path: Path, gateway: Gateway, echoes: dict[str, Echo], ports: tuple[int, int]
+) -> None:
+    """A CA that wants an external account (EAB, RFC 8555 §7.3.4) gets one bound with HS256."""
+    http_port, https_port = ports
+    server = start_pebble(
+        tmp_path, http_port=http_port, tls_port=https_port, eab={"kid-1": EAB_KEY}
+    )
+    try:
+        issuer = _issuer(server).replace(
+            "    solvers:",
+            "    externalAccountBinding:\n"
+            "      keyID: kid-1\n"
+            "      keySecretRef: {name: eab, key: secret}\n"
+            "    solvers:",
+        )
+        secret = (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: eab, namespace: cert-manager}\n"
+            f"stringData: {{secret: {EAB_KEY}}}\n"
+        )
+        gateway.write("issuer.yaml", issuer + "---\n" + secret)
+        gateway.write("site.yaml", _site(http_port, https_port, echoes["app"].port))
+        gateway.start()
+        root = server.root_pem()
+        client = wait_for(lambda: _connect(https_port, root), timeout=30, what="a certificate")
+        client.close()
+    finally:
+        server.stop()
+
+
 def test_failing_issuer_shows_and_retries(gateway: Gateway, echoes: dict[str, Echo]) -> None:
     closed = free_port()
     issuer = f"""\
