@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import ssl
 import subprocess
 import urllib.request
@@ -21,15 +20,8 @@ from pathlib import Path
 
 import trustme
 
-from tests.e2e.conftest import Process, wait_for
+from tests.e2e.conftest import Process, accepts, wait_for
 from tests.ports import free_port
-
-
-def _listening(port: int, udp: bool = False) -> bool:
-    if udp:
-        return True
-    with socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
 
 
 @dataclass
@@ -98,7 +90,7 @@ def start_pebble(
                 tmp / "challtestsrv.log",
             )
         )  # fmt: skip
-        wait_for(lambda: _listening(challtest_admin), what="pebble-challtestsrv")
+        wait_for(lambda: accepts(challtest_admin), what="pebble-challtestsrv")
         dns = f"127.0.0.1:{dns_port}"
     env_cmd = ["env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_AUTHZREUSE=0"]
     processes.append(
@@ -107,7 +99,7 @@ def start_pebble(
             tmp / "pebble.log",
         )
     )
-    wait_for(lambda: _listening(listen) and _listening(management), what="pebble")
+    wait_for(lambda: accepts(listen) and accepts(management), what="pebble")
     ca_pem = ca.cert_pem.bytes()
     return Pebble(
         directory=f"https://127.0.0.1:{listen}/dir",
@@ -162,5 +154,5 @@ zone "{ZONE}" {{
 """
     )
     process = Process(["named", "-g", "-c", str(tmp / "named" / "named.conf")], tmp / "named.log")
-    wait_for(lambda: _listening(port), what="named")
+    wait_for(lambda: accepts(port), what="named")
     return Bind(address=f"127.0.0.1:{port}", key_name="edgegw", secret=secret, process=process)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, Gateway, Process, curl, echoed, edgegw_cmd, wait_for
+from tests.e2e.conftest import ROOT, Gateway, Process, accepts, curl, echoed, edgegw_cmd, wait_for
 
 HTTP = "http://127.0.0.1:8080"
 
@@ -24,6 +24,8 @@ def demo(tmp_path: Path) -> Iterator[Gateway]:
         )
         for n in (1, 2, 3)
     ]
+    for n in (1, 2, 3):  # a request before a backend listens would get 503
+        wait_for(lambda n=n: accepts(9000 + n), what=f"echo-{n}")
     gateway = Gateway(tmp_path)
     gateway.config.rmdir()
     shutil.copytree(ROOT / "config", gateway.config)
