@@ -41,6 +41,7 @@ import msgspec
 import trio
 
 from edgegw import addresses, ir, pools, statusfile, systemd
+from edgegw.admin.redact import redacted
 from edgegw.admin.server import open_admin_listeners, serve_admin
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.manager import CertificateManager
@@ -180,7 +181,7 @@ class Gateway:
         return {**self.book.document, "cluster": self.cluster.status()}
 
     def config_document(self) -> dict[str, Any]:
-        return {"generation": self.generation, "model": msgspec.to_builtins(self.model)}
+        return {"generation": self.generation, "model": redacted(self.model)}
 
     def metrics_text(self) -> bytes:
         return self.observer.render()

@@ -9,8 +9,10 @@ can name internal addresses, and nothing here is meant for the network.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +20,8 @@ import h11
 import trio
 
 from edgegw.errors import EdgegwError
+
+log = logging.getLogger("edgegw.admin")
 
 MAX_REQUEST_BYTES = 16 * 1024
 READ_TIMEOUT = 10.0
@@ -79,18 +83,24 @@ Response = tuple[int, str, bytes]
 class _Handler:
     def __init__(self, view: AdminView) -> None:
         self.view = view
-        self.routes: dict[str, Callable[[], Response]] = {
-            "/healthz": lambda: (200, "text/plain", b"ok\n"),
+        self.routes: dict[str, Callable[[], Awaitable[Response]]] = {
+            "/healthz": self._healthz,
             "/readyz": self._readyz,
-            "/metrics": lambda: (200, "text/plain; version=0.0.4", view.metrics_text()),
-            "/api/status": lambda: _json(view.status_document()),
-            "/api/config": lambda: _json(view.config_document()),
+            "/metrics": self._metrics,
+            "/api/status": lambda: _json(view.status_document),
+            "/api/config": lambda: _json(view.config_document),
         }
 
-    def _readyz(self) -> Response:
+    async def _healthz(self) -> Response:
+        return 200, "text/plain", b"ok\n"
+
+    async def _readyz(self) -> Response:
         if self.view.ready():
             return 200, "text/plain", b"ready\n"
         return 503, "text/plain", b"not ready\n"
+
+    async def _metrics(self) -> Response:
+        return 200, "text/plain; version=0.0.4", self.view.metrics_text()
 
     async def serve(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
@@ -107,23 +117,42 @@ class _Handler:
         request = await _next_event(conn, stream)
         if not isinstance(request, h11.Request):
             return False
+        if request.method not in (b"GET", b"HEAD"):
+            # Answered before reading the body (which may be large), then closed.
+            await self._answer(conn, stream, b"", (405, "text/plain", b"method not allowed\n"))
+            return False
         while not isinstance(await _next_event(conn, stream), h11.EndOfMessage):
             pass
         target = request.target.decode("ascii", "replace").split("?", 1)[0]
         route = self.routes.get(target)
-        if request.method not in (b"GET", b"HEAD"):
-            status, ctype, body = 405, "text/plain", b"method not allowed\n"
-        elif route is None:
-            status, ctype, body = 404, "text/plain", b"not found\n"
-        else:
-            status, ctype, body = route()
-        headers = [("content-type", ctype), ("content-length", str(len(body)))]
-        data = conn.send(h11.Response(status_code=status, headers=headers))
-        if request.method == b"GET":
-            data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
-        data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
-        await stream.send_all(data)
+        response = (404, "text/plain", b"not found\n") if route is None else await _run(route)
+        await self._answer(conn, stream, request.method, response)
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    @staticmethod
+    async def _answer(
+        conn: h11.Connection, stream: trio.abc.Stream, method: bytes, response: Response
+    ) -> None:
+        """Send one response; HEAD gets the headers of GET and no body."""
+        status, ctype, body = response
+        headers = [("content-type", ctype), ("content-length", str(len(body)))]
+        if status == 405:
+            headers += [("allow", "GET, HEAD"), ("connection", "close")]
+        reason = HTTPStatus(status).phrase.encode()
+        data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+        if method != b"HEAD":
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
+
+
+async def _run(route: Callable[[], Awaitable[Response]]) -> Response:
+    """A bug behind one admin path answers 500; it must not end the gateway's nursery."""
+    try:
+        return await route()
+    except Exception:
+        log.exception("admin API: internal error")
+        return 500, "text/plain", b"internal error\n"
 
 
 async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
@@ -134,5 +163,13 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
         conn.receive_data(bytes(await stream.receive_some(65536)))
 
 
-def _json(document: dict[str, Any]) -> Response:
-    return 200, "application/json", json.dumps(document, indent=2).encode() + b"\n"
+async def _json(document: Callable[[], dict[str, Any]]) -> Response:
+    """Build and serialize in a worker thread: the status of 10,000 routes is megabytes of
+    JSON, and the event loop serves traffic and ``/healthz`` meanwhile (the thread lets go of
+    the GIL every few milliseconds)."""
+    body = await trio.to_thread.run_sync(_dumps, document)
+    return 200, "application/json", body
+
+
+def _dumps(document: Callable[[], dict[str, Any]]) -> bytes:
+    return json.dumps(document(), indent=2).encode() + b"\n"
