@@ -95,9 +95,8 @@ def check(config_dir: Path, *, controller_name: str, output: str = "table") -> i
     document = build_document(config_dir, controller_name)
     print(render(document, output), end="")
     for warning in document.get("warnings", ()):
-        print(
-            f"warning: {warning['file']}:{warning['line']}: {warning['message']}", file=sys.stderr
-        )
+        where = f"{warning['file']}:{warning['line']}" if warning["line"] else warning["file"]
+        print(f"warning: {where}: {warning['message']}", file=sys.stderr)
     problems = list(failures(document))
     for line in problems:
         print(f"invalid: {line}", file=sys.stderr)

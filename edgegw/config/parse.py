@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from edgegw.config.bounds import MAX_DEPTH, MAX_DOCUMENTS, check_bounds
 from edgegw.errors import ConfigError
 
 Path = tuple[str | int, ...]
@@ -72,14 +73,21 @@ def parse(file: str, text: str) -> list[Document]:
         One Document per resource; empty documents are dropped.
 
     Raises:
-        ConfigError: the text is not valid YAML (or JSON), with the line of the problem.
+        ConfigError: the text is not valid YAML (or JSON), with the line of the problem, or it
+            breaks a limit of ``bounds`` (checked before anything is built).
     """
     try:
-        return _parse_yaml(file, text)
+        check_bounds(file, text, _Loader)
+        documents = _parse_yaml(file, text)
     except yaml.YAMLError as exc:
-        if file.endswith(".json"):
-            return _parse_json(file, text)
-        raise ConfigError(file, _error_line(exc), "", f"invalid YAML: {_describe(exc)}") from None
+        if not file.endswith(".json"):
+            raise ConfigError(
+                file, _error_line(exc), "", f"invalid YAML: {_describe(exc)}"
+            ) from None
+        documents = _parse_json(file, text)
+    if len(documents) > MAX_DOCUMENTS:
+        raise ConfigError(file, 0, "", f"more than {MAX_DOCUMENTS:,} resources in one file")
+    return documents
 
 
 def _parse_yaml(file: str, text: str) -> list[Document]:
@@ -102,7 +110,9 @@ def _parse_json(file: str, text: str) -> list[Document]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(file, exc.lineno, "", f"invalid JSON: {exc.msg}") from None
-    if _is_list(value):
+    except RecursionError:
+        raise ConfigError(file, 0, "", f"nested more than {MAX_DEPTH} levels deep") from None
+    if _is_list(value) and isinstance(value["items"], list):
         return [Document(file, 1, item) for item in value["items"]]
     return [Document(file, 1, value)]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,9 @@ import msgspec
 
 from edgegw.api import Object, Resources, Timestamp, build_resources
 from edgegw.api.meta import enc_hook
+from edgegw.config.bounds import MAX_FILE_BYTES
 from edgegw.config.decode import decode
-from edgegw.config.discover import discover
+from edgegw.config.discover import find
 from edgegw.config.parse import parse
 from edgegw.errors import ConfigError, UnknownKind
 
@@ -86,7 +88,8 @@ class ConfigStore:
             The merged resources of every file's last good version, with the
             errors and warnings of the current files. Never raises for a bad file.
         """
-        names = discover(self.root)
+        found = find(self.root)
+        names = found.files
         self._files = {name: self._refresh(name, self._files.get(name)) for name in names}
         merged, duplicates = self._merge()
         resources, changed = self._stamp(merged)
@@ -97,7 +100,7 @@ class ConfigStore:
         return LoadResult(
             resources=build_resources(resources),
             errors=(*errors, *duplicates),
-            warnings=tuple(warnings),
+            warnings=(*found.warnings, *warnings),
         )
 
     # --- per file -------------------------------------------------------------------------
@@ -192,7 +195,7 @@ def _load_file(
 ) -> tuple[tuple[tuple[Object, str], ...], tuple[ConfigError, ...], tuple[ConfigError, ...]]:
     """Read, parse and decode one file: (resources with digests, errors, warnings)."""
     try:
-        text = (root / name).read_text(encoding="utf-8")
+        text = read_config_file(root, name).decode("utf-8")
         documents = parse(name, text)
     except ConfigError as exc:
         return (), (exc,), ()
@@ -211,6 +214,28 @@ def _load_file(
         else:
             good.append((obj, content_digest(obj)))
     return tuple(good), tuple(errors), tuple(warnings)
+
+
+def read_config_file(root: Path, name: str) -> bytes:
+    """The bytes of a regular file of at most ``MAX_FILE_BYTES``.
+
+    Opened non-blocking, so a FIFO put there since the directory was listed
+    cannot block the loader; it, and any other file that is not regular,
+    fails the check that follows.
+
+    Raises:
+        ConfigError: the file is too large or not a regular file.
+        OSError: it cannot be read.
+    """
+    fd = os.open(root / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(name, 0, "", "not a regular file; not read")
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(name, 0, "", f"larger than {MAX_FILE_BYTES >> 20} MiB; not read")
+    return data
 
 
 def _next_tracked(before: _Tracked | None, digest: str, now: float) -> _Tracked:
