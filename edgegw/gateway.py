@@ -34,8 +34,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import trio
@@ -43,6 +44,7 @@ import trio
 from edgegw import addresses, ir, pools, statusfile, systemd
 from edgegw.admin.redact import redacted
 from edgegw.admin.server import open_admin_listeners, serve_admin
+from edgegw.api import Resources
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.manager import CertificateManager
 from edgegw.certificates.store import CertificateStore
@@ -59,13 +61,15 @@ from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.localaddr import local_addresses, static_addresses
 from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
 from edgegw.observe import Collected, Observer
+from edgegw.rebind import RebindSignal, serve_rebinds
 from edgegw.status import StatusBook
-from edgegw.translate import TranslateOptions, translate
+from edgegw.translate import ResourceStatus, TranslateOptions, translate
 from edgegw.workers import run_workers, worker_index
 
 log = logging.getLogger("edgegw")
 
 AnyPortServer = PortServer | DatagramPortServer
+T = TypeVar("T")
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,6 +140,36 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection during a reload; then freeze what it built.
+
+    A reload of 10,000 routes allocates millions of objects; the collector, run by
+    whichever thread allocates, walked them all while holding the GIL, 300-600 ms
+    at a time, and the event loop stalled for as long. After the reload
+    everything alive is moved to the permanent generation (``gc.freeze``), so
+    later collections skip the configuration; reference counting still frees
+    each old generation, which holds no cycles.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+class Built(NamedTuple):
+    """One generation built to one side, before it is swapped in."""
+
+    loaded: LoadResult
+    model: ir.Model
+    statuses: tuple[ResourceStatus, ...]
+    runtimes: dict[BindKey, PortRuntime]
+    allocations: dict[tuple[str, str], tuple[str, ...]]
+    replaced: tuple[str, ...]  # warnings: Secrets an issued certificate stands in for
+
+
 class Gateway:
     """The running gateway's state, shared by reloads, ports and the admin API."""
 
@@ -169,11 +203,18 @@ class Gateway:
         )
         self.reload_lock = trio.Lock()
         self.cluster: ClusterLink | None = None
+        self.runtimes: dict[BindKey, PortRuntime] = {}
+        self.last_built: Built | None = None
+        self.rebind = RebindSignal()
+        self.status_file = statusfile.StatusFile(state_dir) if state_dir else None
 
     # --- the admin view -------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return self.loaded and self.book.all_programmed_bound(self.model, self.sockets.sockets)
+        held, failed = self.sockets.sockets, self.bind_errors
+        return self.loaded and all(
+            p.bind_key in held or p.bind_key in failed for p in self.model.ports
+        )
 
     def status_document(self) -> dict[str, Any]:
         if self.cluster is None:
@@ -195,14 +236,24 @@ class Gateway:
             if self.loaded:
                 systemd.reloading()
             try:
-                loaded = await trio.to_thread.run_sync(self.store.reload)
-                self._apply(loaded)
+                with collector_paused():
+                    loaded = await _in_thread(self.store.reload)
+                    resources, statuses, replaced = self._certify(loaded)
+                    built = await _in_thread(self._build, loaded, resources, statuses, replaced)
+                    self._bind(built.runtimes)
+                    # The status first, then traffic: what serves is never newer than it.
+                    await _in_thread(self._publish, built, self.generation + 1)
+                    self._apply(built)
+                if self.status_file is not None:
+                    self.status_file.submit(self.book.document)
+                self.loaded = True  # ready once the status is there too
             except Exception:
                 log.exception(
                     "reload (%s) failed; the previous configuration keeps serving", reason
                 )
                 self.observer.reloaded("failure")
                 return
+            self._log_problems(built)
             self.observer.reloaded("success")
             systemd.ready(
                 f"generation {self.generation}: {len(self.ports)} ports, "
@@ -220,10 +271,23 @@ class Gateway:
     def _certificates_changed(self) -> None:
         self.nursery.start_soon(self.reload, "certificates")
 
-    def _apply(self, loaded: LoadResult) -> None:
+    def _certify(
+        self, loaded: LoadResult
+    ) -> tuple[Resources, tuple[ResourceStatus, ...], tuple[str, ...]]:
+        """Certificates edgegw issued stand in for their Secrets (on the loop: it wakes orders)."""
         resources, plan, replaced = self.certificates.resolve(loaded.resources)
         self.certificates.update(plan)  # wakes the orders, which run after this swap
         resources = self.certificates.with_temporaries(resources)
+        return resources, tuple(self.certificates.statuses(time.time())), tuple(replaced)
+
+    def _build(
+        self,
+        loaded: LoadResult,
+        resources: Resources,
+        certificate_statuses: tuple[ResourceStatus, ...],
+        replaced: tuple[str, ...],
+    ) -> Built:
+        """The next generation, built in a worker thread: all of it is pure."""
         assignments = addresses.assign(resources, self.allocations, self.options.controller_name)
         result = translate(
             resources,
@@ -237,24 +301,39 @@ class Gateway:
             ),
         )
         runtimes = {p.bind_key: compile_runtime(p) for p in result.model.ports}
-        self._swap_ports(runtimes)
+        allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
+        statuses = (*result.statuses, *certificate_statuses)
+        return Built(loaded, result.model, statuses, runtimes, allocations, replaced)
+
+    def _apply(self, built: Built) -> None:
+        """Swap the built generation in: on the event loop, and quick."""
+        self._swap_runtimes(built.runtimes)
+        self.runtimes = built.runtimes
+        self.last_built = built
+        if self.bind_errors:
+            self.rebind.poke()
         self.generation += 1
-        self.model = result.model
-        self.allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
-        statuses = (*result.statuses, *self.certificates.statuses(time.time()))
-        self.book.publish(self.generation, loaded, statuses, result.model, self.bind_errors)
-        self.observer.config_errors(len(loaded.errors))
+        self.model = built.model
+        self.allocations = built.allocations
+        self.observer.config_errors(len(built.loaded.errors))
         self.observer.addresses_allocated(sum(len(a) for a in self.allocations.values()))
-        self.loaded = True
-        self._persist()
         if self.cluster is not None:
             self.nursery.start_soon(self.cluster.publish, dict(self.allocations))
-        for warning in (*loaded.warnings, *replaced):
+
+    def _publish(self, built: Built, generation: int) -> None:
+        """Status for the admin API (in a worker thread: 10,000 routes take seconds)."""
+        self.book.publish(generation, built.loaded, built.statuses, built.model, self.bind_errors)
+        self._persist(built.allocations)
+
+    @staticmethod
+    def _log_problems(built: Built) -> None:
+        for warning in (*built.loaded.warnings, *built.replaced):
             log.warning("%s", warning)
-        for error in loaded.errors:
+        for error in built.loaded.errors:
             log.error("%s", error)
 
-    def _swap_ports(self, runtimes: dict[BindKey, PortRuntime]) -> None:
+    def _bind(self, runtimes: dict[BindKey, PortRuntime]) -> None:
+        """Stop the ports no longer wanted, bind the new ones and note what failed."""
         for key in set(self.ports) - set(runtimes):
             self.ports.pop(key).stop(self.options.drain_timeout)
         _, errors = self.sockets.reconcile(runtimes)
@@ -264,6 +343,11 @@ class Gateway:
             if k in runtimes and k not in self.sockets.sockets
         }
         self.bind_errors.update(errors)
+        for key, error in errors.items():
+            log.error("cannot bind %s: %s", key, error.message)
+
+    def _swap_runtimes(self, runtimes: dict[BindKey, PortRuntime]) -> None:
+        """New routing tables for the ports kept; servers for the ports just bound."""
         for key, runtime in runtimes.items():
             server = self.ports.get(key)
             if server is not None:
@@ -271,8 +355,28 @@ class Gateway:
             elif key in self.sockets.sockets:
                 self.ports[key] = server = self._new_port_server(key, runtime)
                 self.nursery.start_soon(self._serve_port, server)
-        for key, error in errors.items():
-            log.error("cannot bind %s: %s", key, error.message)
+
+    def has_bind_errors(self) -> bool:
+        return bool(self.bind_errors)
+
+    async def retry_binds(self) -> None:
+        """Bind what failed before; serve and publish what now succeeds (``rebind``)."""
+        async with self.reload_lock:
+            bound = []
+            for key in list(self.bind_errors):
+                error = self.sockets.retry(key)
+                if error is not None:
+                    self.bind_errors[key] = error
+                    continue
+                del self.bind_errors[key]
+                self.ports[key] = server = self._new_port_server(key, self.runtimes[key])
+                self.nursery.start_soon(self._serve_port, server)
+                bound.append(key)
+            if bound and self.last_built is not None:
+                log.info("bound %s now that it is free", ", ".join(map(str, bound)))
+                await _in_thread(self._publish, self.last_built, self.generation)
+                if self.status_file is not None:
+                    self.status_file.submit(self.book.document)
 
     def _new_port_server(self, key: BindKey, runtime: PortRuntime) -> AnyPortServer:
         sock = self.sockets.sockets[key]
@@ -293,12 +397,12 @@ class Gateway:
             if self.ports.get(server.key) is server:
                 self.ports.pop(server.key)
 
-    def _persist(self) -> None:
+    def _persist(self, allocations: dict[tuple[str, str], tuple[str, ...]]) -> None:
+        """Allocations (small); ``serve_status_file`` writes the status file."""
         if self.state_dir is None:
             return
         try:
-            pools.save_allocations(self.state_dir, self.allocations)
-            statusfile.write_status(self.state_dir, self.book.document)
+            pools.save_allocations(self.state_dir, allocations)
         except OSError as exc:
             log.warning("cannot write to state dir %s: %s", self.state_dir, exc)
 
@@ -346,6 +450,15 @@ def _watch_certificates(observer: Observer, manager: CertificateManager) -> None
     )
 
 
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a reload step in a worker thread, which shutdown abandons rather than waits for.
+
+    Every step is pure or writes atomically (temporary file, then rename), so a step
+    left running when the process exits leaves nothing half done.
+    """
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
 def _usable_state_dir(state_dir: Path | None) -> Path | None:
     if state_dir is None:
         return None
@@ -358,7 +471,11 @@ def _usable_state_dir(state_dir: Path | None) -> Path | None:
 
 
 async def serve_gateway(options: RunOptions) -> None:
-    """Run the gateway until SIGTERM or SIGINT, then drain."""
+    """Run the gateway until SIGTERM or SIGINT, then drain.
+
+    The signals are read from the start: a first reload of a large directory takes
+    seconds, and SIGTERM meanwhile must still end the process.
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as stop_signals:
         async with contextlib.AsyncExitStack() as stack:
             client = None
@@ -369,16 +486,14 @@ async def serve_gateway(options: RunOptions) -> None:
             nursery.start_soon(gateway.observer.access_log.run)
             if options.cluster is not None and client is not None:
                 await _join_cluster(gateway, options.cluster, client)
+            if gateway.status_file is not None:
+                nursery.start_soon(statusfile.serve_status_file, gateway.status_file)
             admin_listeners = await open_admin_listeners(options.admin) if options.admin else []
             # SIGHUP and the watcher first: READY=1 (sent by the first reload) invites
             # `systemctl reload`, and SIGHUP's default action would end the process.
             await nursery.start(serve_reload_triggers, options.config_dir, gateway.reload)
-            await gateway.reload("start")
-            await nursery.start(gateway.certificates.run)
-            if admin_listeners:
-                await nursery.start(serve_admin, admin_listeners, gateway)
-            await nursery.start(systemd.serve_watchdog)
-            log.info("edgegw serving %s, admin on %s", options.config_dir, options.admin)
+            nursery.start_soon(_start_serving, gateway, admin_listeners)
+            nursery.start_soon(serve_rebinds, gateway, gateway.rebind)
             async for signum in stop_signals:
                 log.info("received %s", signal.Signals(signum).name)
                 break
@@ -386,6 +501,9 @@ async def serve_gateway(options: RunOptions) -> None:
             if gateway.cluster is not None:  # the allocator role moves at once
                 with trio.move_on_after(options.cluster.lease_ttl if options.cluster else 1):
                     await gateway.cluster.session.revoke()
+            if gateway.status_file is not None:
+                with trio.move_on_after(5):
+                    await statusfile.flush(gateway.status_file)
             nursery.cancel_scope.cancel()
 
 
@@ -398,3 +516,13 @@ async def _join_cluster(gateway: Gateway, cluster: ClusterOptions, client: EtcdC
     if link.adopted is not None:
         gateway.allocations = dict(link.adopted)
     gateway.cluster = link
+
+
+async def _start_serving(gateway: Gateway, admin_listeners: list[trio.SocketListener]) -> None:
+    """The first reload, then certificates and the admin API (``/readyz`` never before it)."""
+    await gateway.reload("start")
+    await gateway.nursery.start(gateway.certificates.run)
+    if admin_listeners:
+        await gateway.nursery.start(serve_admin, admin_listeners, gateway)
+    await gateway.nursery.start(systemd.serve_watchdog)
+    log.info("edgegw serving %s, admin on %s", gateway.options.config_dir, gateway.options.admin)

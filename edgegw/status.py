@@ -91,10 +91,6 @@ class StatusBook:
             "resources": resources,
         }
 
-    def all_programmed_bound(self, model: ir.Model, held: Mapping[BindKey, object]) -> bool:
-        """True when every port of the model is bound or is known not to be Programmed."""
-        return all(p.bind_key in held or p.bind_key in self.bind_errors for p in model.ports)
-
     def _stamp(self, path: ConditionKey, node: Any) -> None:
         """Add ``lastTransitionTime`` to every condition under ``node``."""
         if isinstance(node, dict):

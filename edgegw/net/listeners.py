@@ -126,6 +126,16 @@ class SocketSet:
                 errors[key] = classify(key, exc)
         return decided, errors
 
+    def retry(self, key: BindKey) -> BindError | None:
+        """Try once more to bind ``key`` (a bind that failed before); None when it is held now."""
+        if key in self.sockets:
+            return None
+        try:
+            self.sockets[key] = bind_socket(key, reuse_port=self.reuse_port)
+        except OSError as exc:
+            return classify(key, exc)
+        return None
+
     def close_all(self) -> None:
         for sock in self.sockets.values():
             sock.close()

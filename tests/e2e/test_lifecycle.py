@@ -96,8 +96,13 @@ def test_status_document_and_status_file(gateway: Gateway, echoes: dict[str, Ech
     assert parent["parentRef"]["kind"] == "Gateway"
     assert parent["parentRef"]["namespace"] == "default"
 
-    on_disk = yaml.safe_load((gateway.state / "status.yaml").read_text())
-    assert on_disk["generation"] == gateway.generation()
+    generation = gateway.generation()  # status.yaml follows within moments, off the loop
+    wait_for(
+        lambda: (
+            yaml.safe_load((gateway.state / "status.yaml").read_text())["generation"] == generation
+        ),
+        what="status.yaml of the current generation",
+    )
 
     table = subprocess.run(
         edgegw_cmd("status", "--admin", f"127.0.0.1:{gateway.admin_port}"),
