@@ -20,8 +20,12 @@ as ``ECONNREFUSED`` on the next call; that is counted and the session
 carries on, and since nothing blocks, other sessions never notice.
 
 A session ends after ``idle_timeout`` seconds without a datagram either way.
-At most ``max_sessions`` exist; datagrams from new clients beyond that are
-dropped.
+At most ``max_sessions`` exist. The table is kept in order of last use (a
+datagram either way moves a session to the end), so when it is full a new
+client evicts the least recently used session instead of being refused: one
+source spraying ports would otherwise fill the table and lock every other
+client out for ``idle_timeout``. An evicted client that comes back gets a
+new session.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import os
 import random
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -64,6 +69,7 @@ class UDPStats:
     sessions: int = 0  # live
     sessions_opened: int = 0
     sessions_expired: int = 0
+    sessions_evicted: int = 0  # closed early to make room for a new client
     datagrams_up: int = 0
     datagrams_down: int = 0
     bytes_up: int = 0
@@ -92,7 +98,7 @@ class UDPOptions:
 class _Session:
     """One client's tie to one endpoint."""
 
-    __slots__ = ("client", "last", "pending", "stats", "upstream")
+    __slots__ = ("client", "last", "pending", "scope", "stats", "upstream")
 
     def __init__(self, client: Address, stats: UDPStats) -> None:
         self.client = client
@@ -100,6 +106,7 @@ class _Session:
         self.last = trio.current_time()
         self.upstream: socket.socket | None = None
         self.pending: list[bytes] = []
+        self.scope = trio.CancelScope()  # cancelled when the session is evicted
 
 
 async def serve_udp(
@@ -147,7 +154,7 @@ class _Relay:
         self.table = table
         self.options = options
         self.stats = options.stats
-        self.sessions: dict[Address, _Session] = {}
+        self.sessions: OrderedDict[Address, _Session] = OrderedDict()  # least recent first
         self.nursery: trio.Nursery | None = None
 
     async def receive_loop(self) -> NoReturn:
@@ -163,7 +170,11 @@ class _Relay:
             except OSError as exc:  # an ICMP error for an earlier reply; nothing to do
                 log.debug("udp listener: %s", exc)
                 continue
-            session = sessions.get(client) or self._open(client)
+            session = sessions.get(client)
+            if session is not None:
+                sessions.move_to_end(client)
+            else:
+                session = self._open(client)
             if session is not None:
                 self._forward(session, data)
             handled += 1
@@ -193,14 +204,13 @@ class _Relay:
 
     def _open(self, client: Address) -> _Session | None:
         """Decide the new session's endpoint (synchronously) and start its task."""
-        if len(self.sessions) >= self.options.max_sessions:
-            self.stats.dropped += 1
-            return None
         picked = self._pick(client)
         if picked is None:
             self.stats.dropped += 1
             return None
         endpoint, route = picked
+        while self.sessions and len(self.sessions) >= self.options.max_sessions:
+            self._evict()
         session = _Session(client, route)
         self.sessions[client] = session
         self.stats.sessions += 1
@@ -223,7 +233,18 @@ class _Relay:
         route = match.route
         return endpoint, self.stats.route(match.listener.key, f"{route.namespace}/{route.name}")
 
+    def _evict(self) -> None:
+        """Drop the least recently used session now; its task ends at its next checkpoint."""
+        _, victim = self.sessions.popitem(last=False)
+        victim.scope.cancel()
+        self.stats.sessions_evicted += 1
+        victim.stats.sessions_evicted += 1
+
     async def _run_session(self, session: _Session, endpoint: ir.Endpoint) -> None:
+        with session.scope:
+            await self._session(session, endpoint)
+
+    async def _session(self, session: _Session, endpoint: ir.Endpoint) -> None:
         try:
             session.upstream = await _dial_backend(self.options.dialer, endpoint)
         except (OSError, ResolveError) as exc:
@@ -260,6 +281,8 @@ class _Relay:
                 route.upstream_errors += 1
                 continue
             session.last = trio.current_time()
+            if self.sessions.get(client) is session:
+                self.sessions.move_to_end(client)
             try:
                 listening.sendto(data, client)
                 stats.datagrams_down += 1
@@ -273,12 +296,13 @@ class _Relay:
                 await trio.lowlevel.checkpoint()
 
     def _close(self, session: _Session) -> None:
-        if self.sessions.get(session.client) is session:
+        expired = self.sessions.get(session.client) is session  # else it was evicted
+        if expired:
             del self.sessions[session.client]
         self.stats.sessions -= 1
-        self.stats.sessions_expired += 1
+        self.stats.sessions_expired += expired
         session.stats.sessions -= 1
-        session.stats.sessions_expired += 1
+        session.stats.sessions_expired += expired
         if session.upstream is not None:
             session.upstream.close()
 

@@ -172,3 +172,42 @@ def test_attachment_and_reference_grant(gateway: Gateway, backends: list[UDPBack
     # the oldest route on each listener serves it: "all" (created first, then by name)
     with udp_client() as sock:
         assert wait_for(lambda: ask(sock, p0, b"x") == b"mine:x")
+
+
+def _spray(port: int, source_ports: range) -> int:
+    """One datagram from each source port that is free; how many were sent."""
+    sent = 0
+    for source in source_ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spray:
+            try:
+                spray.bind(("127.0.0.1", source))
+            except OSError:
+                continue  # someone else's
+            spray.sendto(b"x", ("127.0.0.1", port))
+            sent += 1
+    return sent
+
+
+def test_a_source_spraying_ports_does_not_lock_out_other_clients(
+    gateway: Gateway, backends: list[UDPBackend]
+) -> None:
+    """More source ports than the session table holds (16,384): others are still served."""
+    port = setup(gateway, backends, "[{name: echo, port: 53}]", "echo")
+    sent = 0
+    with udp_client() as steady:
+        assert ask(steady, port, b"first") == b"echo:first"
+        for burst in range(20):  # ports above the range tests hand out (tests/ports.py)
+            sent += _spray(port, range(33000 + burst * 1400, 34400 + burst * 1400))
+            assert ask(steady, port, b"%d" % burst) == b"echo:%d" % burst
+    assert sent > 16384
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as newcomer:
+        # a client new after the table filled (another address: the sprayed ports cover most
+        # of the ephemeral range, so a port of 127.0.0.1 may already have a session)
+        newcomer.bind(("127.0.0.2", 0))
+        newcomer.settimeout(5)
+        newcomer.sendto(b"new", ("127.0.0.1", port))
+        assert newcomer.recv(100) == b"echo:new"
+    metrics = gateway.admin("/metrics")[1].decode()
+    assert 'edgegw_udp_sessions_active{listener="default/gw/udp0",route="default/r"} 16384' in (
+        metrics
+    )

@@ -178,7 +178,7 @@ async def test_weighted_sessions_stick_to_their_backend() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_session_limit_drops_new_clients() -> None:
+async def test_a_full_table_evicts_the_least_recently_used_session() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             backend = await start_backend(nursery, b"b")
@@ -186,14 +186,33 @@ async def test_session_limit_drops_new_clients() -> None:
             socks = [await client_socket() for _ in range(3)]
             assert await ask(socks[0], relay, b"0") == b"b:0"
             assert await ask(socks[1], relay, b"1") == b"b:1"
-            await socks[2].sendto(b"2", relay)
-            with trio.move_on_after(0.3) as waited:
-                await socks[2].recvfrom(100)
-            assert waited.cancelled_caught
-            assert opts.stats.dropped == 1
+            assert await ask(socks[0], relay, b"0") == b"b:0"  # now socks[1] is the oldest
+            assert await ask(socks[2], relay, b"2") == b"b:2"  # a new client is served
+            assert (opts.stats.sessions_evicted, opts.stats.dropped) == (1, 0)
             assert await ask(socks[0], relay, b"again") == b"b:again"
+            assert opts.stats.sessions_opened == 3  # socks[0] kept its session
+            assert await ask(socks[1], relay, b"back") == b"b:back"  # evicted: a new one
+            assert opts.stats.sessions_opened == 4
             for sock in socks:
                 sock.close()
+            nursery.cancel_scope.cancel()
+
+
+async def test_one_source_spraying_ports_does_not_lock_others_out() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            backend = await start_backend(nursery, b"b")
+            relay, opts = await start_relay(nursery, udp_table(("b", backend, 1)), max_sessions=64)
+            with await client_socket() as steady:
+                for burst in range(25):
+                    for _ in range(40):  # a new source port each time, never read
+                        with await client_socket() as spray:
+                            await spray.sendto(b"x", relay)
+                    assert await ask(steady, relay, b"%d" % burst) == b"b:%d" % burst
+                stats = opts.stats
+                assert stats.sessions_opened > 900  # (the kernel may hand a port out twice)
+                assert stats.sessions_evicted == stats.sessions_opened - 64
+                assert stats.dropped == 0
             nursery.cancel_scope.cancel()
 
 
