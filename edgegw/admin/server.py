@@ -87,7 +87,7 @@ class _Handler:
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
-            "/api/status": lambda: _json(view.status_document),
+            "/api/status": self._status,
             "/api/config": lambda: _json(view.config_document),
         }
 
@@ -98,6 +98,12 @@ class _Handler:
         if self.view.ready():
             return 200, "text/plain", b"ready\n"
         return 503, "text/plain", b"not ready\n"
+
+    async def _status(self) -> Response:
+        """Taken on the event loop (it reads live state, the cluster's included), serialized
+        in a thread; ``/api/config`` is a pure view of the model, built in the thread too."""
+        document = self.view.status_document()
+        return await _json(lambda: document)
 
     async def _metrics(self) -> Response:
         return 200, "text/plain; version=0.0.4", self.view.metrics_text()
