@@ -13,7 +13,6 @@ import socketserver
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,7 +114,8 @@ class UDPBackend:
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         self._stopped = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         self.sock.settimeout(0.2)
@@ -133,7 +133,7 @@ class UDPBackend:
 
     def stop(self) -> None:
         self._stopped = True
-        time.sleep(0.25)
+        self._thread.join(5)  # its receive times out within 0.2 s and sees the flag
         self.sock.close()
 
 

@@ -149,12 +149,13 @@ def test_port_conflict_between_gateways_is_reported(
 
 def test_sigterm_drains_requests_in_flight(gateway: Gateway, tmp_path: Path) -> None:
     slow_port = free_port()
-    release = threading.Event()
+    release, arrived = threading.Event(), threading.Event()
     server = socket.create_server(("127.0.0.1", slow_port))
 
     def slow_backend() -> None:
         conn, _ = server.accept()
         conn.recv(65536)
+        arrived.set()
         release.wait(10)
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
         conn.close()
@@ -174,10 +175,9 @@ def test_sigterm_drains_requests_in_flight(gateway: Gateway, tmp_path: Path) -> 
 
     thread = threading.Thread(target=client)
     thread.start()
-    time.sleep(0.3)
+    assert arrived.wait(10), "the request never reached the backend"
     assert gateway.process is not None
     gateway.process.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
     # no longer accepting new connections
     wait_for(lambda: _refused(port), timeout=3, what="listener closed")
     release.set()
@@ -385,5 +385,5 @@ def test_access_log_lines_text_and_json(gateway: Gateway, echoes: dict[str, Echo
 
     gateway.start("--log-level", "warning")
     assert request(port, "/seen-quiet", host="one.example.com")[0] == 200
-    time.sleep(0.3)  # longer than the access log's flush interval
+    assert gateway.stop() == 0  # the access log is flushed on the way out
     assert not _access_lines(gateway, "/seen-quiet")

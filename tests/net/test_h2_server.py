@@ -153,7 +153,9 @@ async def test_drain_of_a_busy_connection_sends_goaway_at_once_and_finishes_the_
     await client.flush()
     with trio.fail_after(CEILING):
         await client.read_until(lambda: bool(client.of(ev.RemoteSettingsChanged)))
-        await trio.sleep(0.2)  # the request is on its way to the backend
+        client.conn.ping(b"in-order")  # answered once the HEADERS before it were taken in
+        await client.flush()
+        await client.read_until(lambda: bool(client.of(ev.PingAckReceived)))
         ctx.drain.start()
         await client.read_until(lambda: bool(client.of(ev.ConnectionTerminated)))
         assert not client.of(ev.StreamEnded)  # GOAWAY came first, while the stream was busy

@@ -52,6 +52,7 @@ class FakeAdmin:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.addresses: list[str] = []
+        self.answered = 0  # status documents served: the speaker's polls
 
     def body(self) -> bytes:
         gateway = {
@@ -70,6 +71,7 @@ class FakeAdmin:
                 return
             data += chunk
         body = self.body()
+        self.answered += 1
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         # The speaker may give up on an answer (its own timeout, under load) and go: its
         # next poll asks again, and this stub must not fail the test for it.
@@ -145,8 +147,9 @@ async def test_ipv4_address_is_announced_answered_delivered_and_released(
     garp_sock, ask_sock = packet_socket(lan, arp.ETH_P_ARP), packet_socket(lan, arp.ETH_P_ARP)
     with trio.fail_after(60), garp_sock, ask_sock:
         async with gateway_side(lan, tmp_path) as (admin, speaker):
-            # Before the gateway holds it, nobody answers for the address.
-            await trio.sleep(1.5)
+            # Before the gateway holds it, nobody answers for the address: the speaker has
+            # read the empty status twice (so acted on the first) and announces nothing.
+            await eventually(lambda: admin.answered >= 2)
             assert await trio.to_thread.run_sync(ask_arp, lan, ask_sock, V4) is None
 
             admin.addresses = [str(V4)]
