@@ -29,6 +29,7 @@ PathType = Literal["Exact", "PathPrefix", "RegularExpression"]
 ValueMatchType = Literal["Exact", "RegularExpression"]
 Protocol = Literal["HTTP", "HTTPS", "TLS", "TCP", "UDP"]
 AppProtocol = Literal["http1", "h2c", "h2", "ws", "wss"]
+Compressor = Literal["gzip", "br", "zstd"]  # Content-Encoding tokens
 
 
 class IR(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,6 +139,119 @@ HTTPFilter = (
 )
 
 
+# --- Envoy Gateway policies (resolved: the one that applies to a rule or a listener) --------
+
+
+class AuthorizationRule(IR, frozen=True, kw_only=True):
+    """A SecurityPolicy ``authorization`` rule: every present principal part must match."""
+
+    action: Literal["Allow", "Deny"]
+    client_cidrs: tuple[str, ...] = ()
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()  # lower-case name, accepted values
+    name: str = ""
+
+
+class Authorization(IR, frozen=True, kw_only=True):
+    rules: tuple[AuthorizationRule, ...] = ()
+    default_action: Literal["Allow", "Deny"] = "Deny"
+
+
+class BasicAuth(IR, frozen=True, kw_only=True):
+    """``.htpasswd`` lines, parsed: user and hash. Secret data: never logged or shown."""
+
+    users: tuple[tuple[str, bytes], ...] = ()
+    forward_username_header: str | None = None
+
+
+class APIKeyAuth(IR, frozen=True, kw_only=True):
+    """Client id → key, from the Secrets' data; where to look for the key."""
+
+    keys: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[str, ...] = ()  # lower-case
+    params: tuple[str, ...] = ()
+    cookies: tuple[str, ...] = ()
+    forward_client_id_header: str | None = None
+    sanitize: bool = False
+
+
+class ExtAuth(IR, frozen=True, kw_only=True):
+    """Forward auth over HTTP: the request's head goes to ``backend`` first."""
+
+    backend: Backend
+    path: str = ""
+    headers_to_ext_auth: tuple[str, ...] = ()  # lower-case; empty: every header
+    headers_to_backend: tuple[str, ...] = ()  # lower-case
+    timeout: float = 10.0
+    fail_open: bool = False
+
+
+class SecurityPolicy(IR, frozen=True, kw_only=True):
+    """The SecurityPolicy a rule is under, in the order its checks run."""
+
+    name: str  # "namespace/name"
+    authorization: Authorization | None = None
+    basic_auth: BasicAuth | None = None
+    api_key_auth: APIKeyAuth | None = None
+    ext_auth: ExtAuth | None = None
+
+
+class RateLimitHeaderMatch(IR, frozen=True, kw_only=True):
+    type: Literal["Exact", "RegularExpression", "Distinct"] = "Exact"
+    name: str  # lower-case
+    value: str = ""
+    invert: bool = False
+
+
+class RateLimitSelector(IR, frozen=True, kw_only=True):
+    headers: tuple[RateLimitHeaderMatch, ...] = ()
+    source_cidr: str | None = None
+    source_distinct: bool = False
+    source_invert: bool = False
+
+
+class RateLimitRule(IR, frozen=True, kw_only=True):
+    """``requests`` per ``seconds``; selectors empty: every request of the rule."""
+
+    selectors: tuple[RateLimitSelector, ...] = ()
+    requests: int
+    seconds: float
+
+
+class TrafficPolicy(IR, frozen=True, kw_only=True):
+    """The BackendTrafficPolicy parts enforced per request (timeouts and retries go to the rule)."""
+
+    name: str  # "namespace/name"
+    compression: tuple[Compressor, ...] = ()  # server preference order
+    rate_limits: tuple[RateLimitRule, ...] = ()
+
+
+class ClientIPDetection(IR, frozen=True, kw_only=True):
+    num_trusted_hops: int = 0
+    trusted_cidrs: tuple[str, ...] = ()
+    custom_header: str | None = None  # lower-case
+    fail_closed: bool = False
+
+
+class TCPKeepalive(IR, frozen=True, kw_only=True):
+    probes: int | None = None
+    idle_time: float | None = None
+    interval: float | None = None
+
+
+class ClientPolicy(IR, frozen=True, kw_only=True):
+    """The ClientTrafficPolicy of a listener."""
+
+    name: str  # "namespace/name"
+    client_ip: ClientIPDetection | None = None
+    tcp_keepalive: TCPKeepalive | None = None
+    tls_min_version: str | None = None  # "1.0" .. "1.3"
+    tls_max_version: str | None = None
+    tls_ciphers: tuple[str, ...] = ()
+    alpn: tuple[str, ...] = ()
+    request_received_timeout: float | None = None
+    idle_timeout: float | None = None
+
+
 # --- HTTP routes ----------------------------------------------------------------------------
 
 
@@ -191,6 +305,8 @@ class HTTPRouteRule(IR, frozen=True, kw_only=True):
     session_persistence: SessionPersistence | None = None
     invalid: str | None = None
     grpc: bool = False  # a GRPCRoute rule: errors are answered as gRPC statuses
+    security: SecurityPolicy | None = None
+    traffic: TrafficPolicy | None = None
 
 
 class HTTPRoute(IR, frozen=True, kw_only=True):
@@ -267,6 +383,7 @@ class Listener(IR, frozen=True, kw_only=True):
     http_routes: tuple[HTTPRoute, ...] = ()
     l4_routes: tuple[L4Route, ...] = ()
     proxy_protocol_accept: bool = False
+    client_policy: ClientPolicy | None = None
 
     @property
     def key(self) -> str:

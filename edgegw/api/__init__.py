@@ -12,6 +12,7 @@ import msgspec
 from edgegw.api.certmanager import Certificate, ClusterIssuer, Issuer
 from edgegw.api.core import ConfigMap, EndpointSlice, Namespace, Secret, Service
 from edgegw.api.envoy import Backend
+from edgegw.api.envoypolicies import BackendTrafficPolicy, ClientTrafficPolicy, SecurityPolicy
 from edgegw.api.gateway import Gateway, GatewayClass
 from edgegw.api.listenerset import ListenerSet
 from edgegw.api.meta import Duration, Object, ObjectMeta, Source, Timestamp
@@ -24,6 +25,8 @@ __all__ = [
     "BackendTLSPolicy",
     "Certificate",
     "ClusterIssuer",
+    "BackendTrafficPolicy",
+    "ClientTrafficPolicy",
     "ConfigMap",
     "Duration",
     "EndpointSlice",
@@ -42,6 +45,7 @@ __all__ = [
     "Resource",
     "Resources",
     "Secret",
+    "SecurityPolicy",
     "Service",
     "Source",
     "TCPRoute",
@@ -72,6 +76,9 @@ Resource = (
     | Issuer
     | ClusterIssuer
     | Certificate
+    | ClientTrafficPolicy
+    | BackendTrafficPolicy
+    | SecurityPolicy
 )
 
 
@@ -99,6 +106,9 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
     issuers: tuple[Issuer, ...] = ()
     cluster_issuers: tuple[ClusterIssuer, ...] = ()
     certificates: tuple[Certificate, ...] = ()
+    client_traffic_policies: tuple[ClientTrafficPolicy, ...] = ()
+    backend_traffic_policies: tuple[BackendTrafficPolicy, ...] = ()
+    security_policies: tuple[SecurityPolicy, ...] = ()
 
 
 # which Resources field holds each kind
@@ -124,6 +134,9 @@ FIELD_BY_KIND: dict[type[Object], str] = {
     Issuer: "issuers",
     ClusterIssuer: "cluster_issuers",
     Certificate: "certificates",
+    ClientTrafficPolicy: "client_traffic_policies",
+    BackendTrafficPolicy: "backend_traffic_policies",
+    SecurityPolicy: "security_policies",
 }
 
 

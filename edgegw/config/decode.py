@@ -17,6 +17,7 @@ import msgspec
 
 from edgegw import api
 from edgegw.api.certmanager import check_gateway_annotations
+from edgegw.api.envoypolicies import EnvoyPolicy, unimplemented_fields
 from edgegw.api.meta import Object, Source, dec_hook
 from edgegw.config.parse import Document, Path
 from edgegw.errors import ConfigError, FieldError, UnknownKind
@@ -39,6 +40,9 @@ KINDS: dict[tuple[str, str], dict[str, type[Object]]] = {
     ("", "Namespace"): {"v1": api.Namespace},
     ("discovery.k8s.io", "EndpointSlice"): {"v1": api.EndpointSlice},
     ("gateway.envoyproxy.io", "Backend"): {"v1alpha1": api.Backend},
+    ("gateway.envoyproxy.io", "ClientTrafficPolicy"): {"v1alpha1": api.ClientTrafficPolicy},
+    ("gateway.envoyproxy.io", "BackendTrafficPolicy"): {"v1alpha1": api.BackendTrafficPolicy},
+    ("gateway.envoyproxy.io", "SecurityPolicy"): {"v1alpha1": api.SecurityPolicy},
     ("metallb.io", "IPAddressPool"): {"v1beta1": api.IPAddressPool},
     ("metallb.io", "L2Advertisement"): {"v1beta1": api.L2Advertisement},
     ("cert-manager.io", "Issuer"): {"v1": api.Issuer},
@@ -101,6 +105,11 @@ def decode(doc: Document) -> Object:
             check_gateway_annotations(obj.metadata)
         except FieldError as problem:
             raise _annotation_error(doc, problem) from None
+    if isinstance(obj, EnvoyPolicy):
+        spec_type = msgspec.structs.fields(model)
+        spec_model = next(f.type for f in spec_type if f.name == "spec")
+        missing = unimplemented_fields(raw.get("spec"), spec_model)
+        obj = msgspec.structs.replace(obj, unimplemented=tuple(missing))
     namespace = None if model in CLUSTER_SCOPED else obj.metadata.namespace or "default"
     metadata = msgspec.structs.replace(obj.metadata, namespace=namespace)
     return msgspec.structs.replace(

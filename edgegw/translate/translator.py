@@ -22,6 +22,7 @@ from edgegw import api, ir
 from edgegw.api.meta import Object
 from edgegw.translate.backends import BackendContext, resolve
 from edgegw.translate.backendtls import BackendTLSPolicies
+from edgegw.translate.envoypolicies import EnvoyPolicies
 from edgegw.translate.gateways import (
     GatewayState,
     build_gateway,
@@ -80,6 +81,7 @@ class _Translation:
         for listener_set in self.listener_sets:
             finish_listener_set(listener_set)
         self.sets_by_key = {ls.key: ls for ls in self.listener_sets}
+        self.envoy = EnvoyPolicies(self.index, self.policies, set(self.by_key))
 
     def route(
         self,
@@ -118,7 +120,10 @@ class _Translation:
                 continue
             listener.attached.add(ident)
             if is_programmed(listener):
-                _add_to_listener(listener, route, kind, hosts, payload, result.gateway)
+                served = payload
+                if kind in ("HTTPRoute", "GRPCRoute"):  # each listener under its own policies
+                    served = self.envoy.rules(route, kind, listener, payload)  # type: ignore[arg-type]
+                _add_to_listener(listener, route, kind, hosts, served, result.gateway)
 
     def model(self) -> ir.Model:
         ports: dict[tuple[str, str, int], list[ir.Listener]] = {}
@@ -126,7 +131,7 @@ class _Translation:
             for state in gw.all_listeners:
                 if not is_programmed(state):
                     continue
-                listener = _ir_listener(state)
+                listener = _ir_listener(state, self.envoy.client_policy(state))
                 for address in gw.addresses:
                     key = (state.transport, address, state.spec.port)
                     ports.setdefault(key, []).append(listener)
@@ -196,7 +201,7 @@ def _rule_with_client_cert(rule: ir.HTTPRouteRule, gateway: GatewayState) -> ir.
     return msgspec.structs.replace(rule, backends=backends)
 
 
-def _ir_listener(state: ListenerState) -> ir.Listener:
+def _ir_listener(state: ListenerState, client_policy: ir.ClientPolicy | None) -> ir.Listener:
     spec = state.spec
     return ir.Listener(
         gateway_namespace=state.gateway.metadata.namespace or "",
@@ -210,6 +215,7 @@ def _ir_listener(state: ListenerState) -> ir.Listener:
         http_routes=tuple(sorted(state.http_routes, key=lambda r: r.precedence)),
         l4_routes=tuple(sorted(state.l4_routes, key=lambda r: r.precedence)),
         proxy_protocol_accept=accepts_proxy_protocol(state),
+        client_policy=client_policy,
     )
 
 
@@ -278,4 +284,6 @@ def translate(resources: api.Resources, options: TranslateOptions) -> TranslateR
     statuses += [_status(ls.listener_set, ls.status()) for ls in run.listener_sets]
     statuses += [s for s in routes if s is not None]
     statuses += [_status(p, s) for p, s in run.policies.statuses(options.controller_name)]
-    return TranslateResult(model=run.model(), statuses=tuple(statuses))
+    model = run.model()
+    statuses += [_status(p, s) for p, s in run.envoy.statuses(options.controller_name)]
+    return TranslateResult(model=model, statuses=tuple(statuses))

@@ -1,0 +1,398 @@
+"""Envoy Gateway's ClientTrafficPolicy, BackendTrafficPolicy and SecurityPolicy.
+
+Field names are Envoy Gateway's (``gateway.envoyproxy.io/v1alpha1``,
+``api/v1alpha1/*_types.go``); only the fields edgegw enforces are modelled.
+The policy models do not reject unknown fields at decode time: a field
+Envoy Gateway has and edgegw does not implement (or a typo) must not make the
+file unreadable, but it must not be ignored either. ``unimplemented_fields``
+lists every such field of a decoded document, and the translator turns that
+list into ``Accepted=False`` naming them (the contract's "never silently
+ignored").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from edgegw.api.meta import (
+    BackendObjectReference,
+    Duration,
+    Group,
+    Kind,
+    LabelSelectorRequirement,
+    LocalPolicyTargetReferenceWithSectionName,
+    Model,
+    Object,
+    SecretObjectReference,
+)
+from edgegw.errors import FieldError
+
+CIDR = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class PolicyModel(Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
+    """Base of every policy type: unknown fields are collected, then refused in status."""
+
+
+# --- targets (policy_helpers.go) ------------------------------------------------------------
+
+
+class TargetSelector(PolicyModel, kw_only=True, frozen=True):
+    """Targets by label in the policy's namespace (``namespaces`` is not implemented)."""
+
+    group: Group = "gateway.networking.k8s.io"
+    kind: Kind
+    match_labels: dict[str, str] = {}
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+class PolicyTargets(PolicyModel, kw_only=True, frozen=True):
+    """``targetRef`` (deprecated), ``targetRefs`` and ``targetSelectors``."""
+
+    target_ref: LocalPolicyTargetReferenceWithSectionName | None = None
+    target_refs: Annotated[
+        tuple[LocalPolicyTargetReferenceWithSectionName, ...], msgspec.Meta(max_length=16)
+    ] = ()
+    target_selectors: Annotated[tuple[TargetSelector, ...], msgspec.Meta(max_length=16)] = ()
+
+    def refs(self) -> tuple[LocalPolicyTargetReferenceWithSectionName, ...]:
+        """The explicit targets: ``targetRef`` wins over ``targetRefs`` as in Envoy Gateway."""
+        return (self.target_ref,) if self.target_ref is not None else self.target_refs
+
+    def check_targets(self) -> None:
+        if self.target_ref is None and not self.target_refs and not self.target_selectors:
+            raise FieldError("targetRefs", "either targetRef, targetRefs or targetSelectors")
+
+
+# --- ClientTrafficPolicy ----------------------------------------------------------------------
+
+
+class XForwardedForSettings(PolicyModel, kw_only=True, frozen=True):
+    num_trusted_hops: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+    trusted_cidrs: Annotated[tuple[CIDR, ...], msgspec.Meta(max_length=64)] = msgspec.field(
+        default=(), name="trustedCIDRs"
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_trusted_hops is not None and self.trusted_cidrs:
+            raise FieldError("numTrustedHops", "only one of numTrustedHops and trustedCIDRs")
+
+
+class CustomHeaderSettings(PolicyModel, kw_only=True, frozen=True):
+    name: _Name
+    fail_closed: bool = False
+
+
+class ClientIPDetection(PolicyModel, kw_only=True, frozen=True):
+    x_forwarded_for: XForwardedForSettings | None = None
+    custom_header: CustomHeaderSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_forwarded_for is not None and self.custom_header is not None:
+            raise FieldError("customHeader", "only one of xForwardedFor and customHeader")
+
+
+class TCPKeepalive(PolicyModel, kw_only=True, frozen=True):
+    probes: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    idle_time: Duration | None = None
+    interval: Duration | None = None
+
+
+class HTTPClientTimeout(PolicyModel, kw_only=True, frozen=True):
+    request_received_timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+
+
+class ClientTimeout(PolicyModel, kw_only=True, frozen=True):
+    http: HTTPClientTimeout | None = None
+
+
+TLSVersion = Literal["Auto", "1.0", "1.1", "1.2", "1.3"]
+ALPNProtocol = Literal["http/1.0", "http/1.1", "h2"]
+
+
+class ClientTLSSettings(PolicyModel, kw_only=True, frozen=True):
+    min_version: TLSVersion | None = None
+    max_version: TLSVersion | None = None
+    ciphers: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
+    alpn_protocols: tuple[ALPNProtocol, ...] = msgspec.field(default=(), name="alpnProtocols")
+
+
+class ClientTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
+    tcp_keepalive: TCPKeepalive | None = None
+    client_ip_detection: ClientIPDetection | None = msgspec.field(
+        default=None, name="clientIPDetection"
+    )
+    tls: ClientTLSSettings | None = None
+    timeout: ClientTimeout | None = None
+
+    def __post_init__(self) -> None:
+        self.check_targets()
+
+
+# --- BackendTrafficPolicy --------------------------------------------------------------------
+
+
+class CompressorConfig(PolicyModel, kw_only=True, frozen=True):
+    """``gzip: {}``, ``brotli: {}``, ``zstd: {}``: Envoy Gateway has no fields in them yet."""
+
+
+class Compression(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["Gzip", "Brotli", "Zstd"]
+    gzip: CompressorConfig | None = None
+    brotli: CompressorConfig | None = None
+    zstd: CompressorConfig | None = None
+
+
+class HTTPTimeout(PolicyModel, kw_only=True, frozen=True):
+    request_timeout: Duration | None = None
+
+
+class Timeout(PolicyModel, kw_only=True, frozen=True):
+    http: HTTPTimeout | None = None
+
+
+RetryTrigger = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+
+
+class RetryOn(PolicyModel, kw_only=True, frozen=True):
+    triggers: tuple[RetryTrigger, ...] = ()
+    http_status_codes: Annotated[
+        tuple[Annotated[int, msgspec.Meta(ge=100, le=599)], ...], msgspec.Meta(max_length=64)
+    ] = msgspec.field(default=(), name="httpStatusCodes")
+
+
+class BackOffPolicy(PolicyModel, kw_only=True, frozen=True):
+    base_interval: Duration | None = None
+
+
+class PerRetryPolicy(PolicyModel, kw_only=True, frozen=True):
+    timeout: Duration | None = None
+    back_off: BackOffPolicy | None = None
+
+
+class Retry(PolicyModel, kw_only=True, frozen=True):
+    num_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 2
+    retry_on: RetryOn | None = None
+    per_retry: PerRetryPolicy | None = None
+
+
+class HeaderMatch(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["Exact", "RegularExpression", "Distinct"] = "Exact"
+    name: _Name
+    value: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    invert: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type == "Distinct" and (self.value is not None or self.invert):
+            raise FieldError("value", "a Distinct match takes no value and no invert")
+        if self.type != "Distinct" and self.value is None:
+            raise FieldError("value", f"a {self.type} match needs a value")
+
+
+class SourceMatch(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["Exact", "Distinct"] = "Exact"
+    value: CIDR
+    invert: bool = False
+
+
+class RateLimitSelectCondition(PolicyModel, kw_only=True, frozen=True):
+    headers: Annotated[tuple[HeaderMatch, ...], msgspec.Meta(max_length=16)] = ()
+    source_cidr: SourceMatch | None = msgspec.field(default=None, name="sourceCIDR")
+
+
+class RateLimitValue(PolicyModel, kw_only=True, frozen=True):
+    requests: Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+    unit: Literal["Second", "Minute", "Hour", "Day"]
+
+
+class RateLimitRule(PolicyModel, kw_only=True, frozen=True):
+    client_selectors: Annotated[
+        tuple[RateLimitSelectCondition, ...], msgspec.Meta(max_length=8)
+    ] = ()
+    limit: RateLimitValue
+
+
+class LocalRateLimit(PolicyModel, kw_only=True, frozen=True):
+    rules: Annotated[tuple[RateLimitRule, ...], msgspec.Meta(max_length=16)] = ()
+
+
+class RateLimitSpec(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["Local"] = "Local"
+    local: LocalRateLimit | None = None
+
+    def __post_init__(self) -> None:
+        if self.local is None:
+            raise FieldError("local", "type Local needs local")
+
+
+class BackendTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
+    compression: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
+    compressor: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
+    timeout: Timeout | None = None
+    retry: Retry | None = None
+    rate_limit: RateLimitSpec | None = None
+
+    def __post_init__(self) -> None:
+        self.check_targets()
+
+
+# --- SecurityPolicy --------------------------------------------------------------------------
+
+
+class BasicAuth(PolicyModel, kw_only=True, frozen=True):
+    users: SecretObjectReference
+    forward_username_header: _Name | None = None
+
+
+class ExtractFrom(PolicyModel, kw_only=True, frozen=True):
+    headers: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=16)] = ()
+    params: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=16)] = ()
+    cookies: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=16)] = ()
+
+
+class APIKeyAuth(PolicyModel, kw_only=True, frozen=True):
+    credential_refs: Annotated[
+        tuple[SecretObjectReference, ...], msgspec.Meta(min_length=1, max_length=16)
+    ]
+    extract_from: Annotated[tuple[ExtractFrom, ...], msgspec.Meta(min_length=1, max_length=16)]
+    forward_client_id_header: _Name | None = msgspec.field(
+        default=None, name="forwardClientIDHeader"
+    )
+    sanitize: bool = False
+
+
+class HTTPExtAuthService(PolicyModel, kw_only=True, frozen=True):
+    backend_ref: BackendObjectReference | None = None
+    backend_refs: Annotated[tuple[BackendObjectReference, ...], msgspec.Meta(max_length=1)] = ()
+    path: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    headers_to_backend: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
+
+    def backend(self) -> BackendObjectReference | None:
+        return self.backend_refs[0] if self.backend_refs else self.backend_ref
+
+
+class ExtAuth(PolicyModel, kw_only=True, frozen=True):
+    http: HTTPExtAuthService | None = None
+    headers_to_ext_auth: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
+    timeout: Duration | None = None
+    fail_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.http is None:
+            raise FieldError("http", "extAuth needs http (grpc is not implemented)")
+
+
+class AuthorizationHeaderMatch(PolicyModel, kw_only=True, frozen=True):
+    name: _Name
+    values: Annotated[tuple[str, ...], msgspec.Meta(min_length=1, max_length=16)]
+
+
+class Principal(PolicyModel, kw_only=True, frozen=True):
+    client_cidrs: Annotated[tuple[CIDR, ...], msgspec.Meta(max_length=256)] = msgspec.field(
+        default=(), name="clientCIDRs"
+    )
+    headers: Annotated[tuple[AuthorizationHeaderMatch, ...], msgspec.Meta(max_length=16)] = ()
+
+
+class AuthorizationRule(PolicyModel, kw_only=True, frozen=True):
+    name: _Name | None = None
+    action: Literal["Allow", "Deny"]
+    principal: Principal
+
+
+class Authorization(PolicyModel, kw_only=True, frozen=True):
+    rules: Annotated[tuple[AuthorizationRule, ...], msgspec.Meta(max_length=256)] = ()
+    default_action: Literal["Allow", "Deny"] = "Deny"
+
+
+class CORS(PolicyModel, kw_only=True, frozen=True):
+    allow_origins: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
+    allow_methods: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=16)] = ()
+    allow_headers: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
+    expose_headers: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
+    max_age: Duration | None = None
+    allow_credentials: bool = False
+
+
+class SecurityPolicySpec(PolicyTargets, kw_only=True, frozen=True):
+    cors: CORS | None = None
+    basic_auth: BasicAuth | None = None
+    api_key_auth: APIKeyAuth | None = None
+    ext_auth: ExtAuth | None = None
+    authorization: Authorization | None = None
+
+    def __post_init__(self) -> None:
+        self.check_targets()
+
+
+# --- the kinds -------------------------------------------------------------------------------
+
+
+class ClientTrafficPolicy(Object, kw_only=True, frozen=True):
+    spec: ClientTrafficPolicySpec
+    unimplemented: tuple[str, ...] = ()  # filled by the loader, never read from YAML
+
+
+class BackendTrafficPolicy(Object, kw_only=True, frozen=True):
+    spec: BackendTrafficPolicySpec
+    unimplemented: tuple[str, ...] = ()
+
+
+class SecurityPolicy(Object, kw_only=True, frozen=True):
+    spec: SecurityPolicySpec
+    unimplemented: tuple[str, ...] = ()
+
+
+EnvoyPolicy = ClientTrafficPolicy | BackendTrafficPolicy | SecurityPolicy
+
+
+def unimplemented_fields(raw: Any, model: Any, path: str = "spec") -> list[str]:
+    """Every key of ``raw`` that ``model`` does not declare, as ``spec.a.b[0].c`` paths.
+
+    ``model`` is a Struct type (or a type msgspec can inspect); lists, tuples,
+    optionals and dicts are followed. At most 32 paths are returned, enough to
+    name the problem without letting a huge document make a huge status.
+    """
+    found: list[str] = []
+    _walk(raw, msgspec.inspect.type_info(model), path, found)
+    return found[:32]
+
+
+def _walk(raw: Any, info: msgspec.inspect.Type, path: str, found: list[str]) -> None:
+    if len(found) >= 32:
+        return
+    if isinstance(info, msgspec.inspect.UnionType):
+        for member in info.types:
+            if not isinstance(member, msgspec.inspect.NoneType):
+                _walk(raw, member, path, found)
+    elif isinstance(info, msgspec.inspect.StructType) and isinstance(raw, dict):
+        fields = {f.encode_name: f.type for f in info.fields}
+        for key, value in raw.items():
+            where = f"{path}.{key}"
+            if key not in fields:
+                found.append(where)
+            else:
+                _walk(value, fields[key], where, found)
+    elif isinstance(info, msgspec.inspect.CollectionType) and (isinstance(raw, list)):
+        for i, item in enumerate(raw):
+            _walk(item, info.item_type, f"{path}[{i}]", found)
+    elif isinstance(info, msgspec.inspect.Metadata):
+        _walk(raw, info.type, path, found)

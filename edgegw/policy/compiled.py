@@ -1,0 +1,182 @@
+"""A rule's and a listener's policies, compiled once per reload, and the checks they make.
+
+``compile_rule`` turns a rule's resolved SecurityPolicy and BackendTrafficPolicy
+into a ``RuleGuard``; ``compile_listener`` a listener's ClientTrafficPolicy into
+a ``ClientGuard``. The routing tables hold them next to each match, so the one
+decide step of the data plane finds them with the route, for every request
+kind alike. Checks run in Envoy Gateway's filter order: CORS preflights pass
+untouched (the CORS filter answers them), external auth (asynchronous: the
+data plane calls ``ext_auth`` first), API key, basic auth, authorization, local
+rate limit; compression is chosen when the response head arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from edgegw import ir
+from edgegw.policy.authz import Authorizer
+from edgegw.policy.basicauth import BasicAuthVerifier
+from edgegw.policy.clientip import ClientIPDetector
+from edgegw.policy.ratelimit import RateLimiter
+
+HeaderLookup = Callable[[bytes], str | None]
+Headers = Sequence[tuple[bytes, bytes]]
+_BASIC_CHALLENGE = [(b"www-authenticate", b'Basic realm="http://edgegw"')]
+
+
+@dataclass
+class Verdict:
+    """What the checks decided: an answer for the client, or headers for the backend."""
+
+    status: int = 0  # 0: pass on
+    reason: str = ""  # "basic", "apikey", "authorization", "ratelimit"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # on the answer
+    add: list[tuple[bytes, bytes]] = field(default_factory=list)  # to the forwarded request
+    remove: tuple[bytes, ...] = ()  # from the forwarded request
+
+
+class RuleGuard:
+    """The policies one rule is under on one listener."""
+
+    __slots__ = (
+        "api_keys",
+        "authorizer",
+        "basic",
+        "compression",
+        "cors",
+        "ext_auth",
+        "invalid",
+        "limiter",
+        "security",
+        "traffic",
+    )
+
+    def __init__(self, rule: ir.HTTPRouteRule) -> None:
+        security, traffic = rule.security, rule.traffic
+        self.security = security.name if security else ""
+        self.traffic = traffic.name if traffic else ""
+        self.authorizer = (
+            Authorizer(security.authorization) if security and security.authorization else None
+        )
+        self.basic = (
+            BasicAuthVerifier(security.basic_auth) if security and security.basic_auth else None
+        )
+        self.api_keys = (
+            _APIKeys(security.api_key_auth) if security and security.api_key_auth else None
+        )
+        self.ext_auth = security.ext_auth if security else None
+        self.limiter = RateLimiter(traffic.rate_limits) if traffic and traffic.rate_limits else None
+        self.compression = traffic.compression if traffic else ()
+        self.cors = any(isinstance(f, ir.CORSFilter) for f in rule.filters)
+        self.invalid = rule.invalid
+
+    def check(
+        self, method: str, client: str, header: HeaderLookup, query: str, now: float
+    ) -> Verdict:
+        """The synchronous checks, after external auth allowed the request."""
+        verdict = Verdict()
+        if self.api_keys is not None and not self.api_keys.check(header, query, verdict):
+            return verdict
+        if self.basic is not None:
+            user = self.basic.user(header(b"authorization"))
+            if user is None:
+                verdict.status, verdict.reason = 401, "basic"
+                verdict.headers = list(_BASIC_CHALLENGE)
+                return verdict
+            name = self.basic.config.forward_username_header
+            if name:
+                verdict.add.append((name.lower().encode(), user.encode()))
+        if self.authorizer is not None:
+            allowed, _ = self.authorizer.allows(client, header)
+            if not allowed:
+                verdict.status, verdict.reason = 403, "authorization"
+                return verdict
+        if self.limiter is not None and not self.limiter.allow(client, header, now):
+            verdict.status, verdict.reason = 429, "ratelimit"
+        return verdict
+
+    def is_preflight(self, method: str, header: HeaderLookup) -> bool:
+        """A CORS preflight the rule's CORS filter answers before any auth, as in Envoy."""
+        return (
+            self.cors
+            and method == "OPTIONS"
+            and header(b"origin") is not None
+            and header(b"access-control-request-method") is not None
+        )
+
+
+class _APIKeys:
+    __slots__ = ("_by_key", "_config")
+
+    def __init__(self, config: ir.APIKeyAuth) -> None:
+        self._config = config
+        self._by_key = {key: client for client, key in config.keys}
+
+    def check(self, header: HeaderLookup, query: str, verdict: Verdict) -> bool:
+        config = self._config
+        key = self._extract(header, query)
+        client = self._by_key.get(key.encode()) if key is not None else None
+        if client is None:
+            verdict.status, verdict.reason = 401, "apikey"
+            return False
+        if config.forward_client_id_header:
+            verdict.add.append((config.forward_client_id_header.lower().encode(), client.encode()))
+        if config.sanitize:
+            verdict.remove = tuple(h.encode() for h in config.headers)
+        return True
+
+    def _extract(self, header: HeaderLookup, query: str) -> str | None:
+        config = self._config
+        for name in config.headers:
+            value = header(name.encode())
+            if value is not None:
+                return value
+        if config.params and query:
+            params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+            for name in config.params:
+                if name in params:
+                    return params[name]
+        if config.cookies:
+            cookies = _cookies(header(b"cookie"))
+            for name in config.cookies:
+                if name in cookies:
+                    return cookies[name]
+        return None
+
+
+def _cookies(value: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (value or "").split(";")[:64]:
+        name, sep, val = part.strip().partition("=")
+        if sep:
+            out.setdefault(name, val)
+    return out
+
+
+def compile_rule(rule: ir.HTTPRouteRule) -> RuleGuard | None:
+    """The guard of a rule, or None when no policy applies (the fast path)."""
+    if rule.security is None and rule.traffic is None:
+        return None
+    return RuleGuard(rule)
+
+
+class ClientGuard:
+    """A listener's ClientTrafficPolicy parts that act per request."""
+
+    __slots__ = ("detector", "name")
+
+    def __init__(self, policy: ir.ClientPolicy) -> None:
+        self.name = policy.name
+        self.detector = ClientIPDetector(policy.client_ip) if policy.client_ip else None
+
+    def client(self, peer: str, headers: Headers) -> str | None:
+        """The client address; None when a failClosed custom header is missing."""
+        return peer if self.detector is None else self.detector.client(peer, headers)
+
+
+def compile_listener(listener: ir.Listener) -> ClientGuard | None:
+    policy = listener.client_policy
+    return ClientGuard(policy) if policy is not None else None

@@ -1,0 +1,114 @@
+"""The three Envoy Gateway policy kinds, attached and applied to rules and listeners.
+
+``translate.policies`` decides which policy serves which slot; this module
+holds one ``PolicyAttachments`` per kind and writes the winner into the IR:
+a rule's ``security`` and ``traffic`` (plus the BackendTrafficPolicy's
+timeout and retry where the route set none of its own, and a SecurityPolicy's
+CORS as the rule's first filter), a listener's ``client_policy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import msgspec
+
+from edgegw import ir
+from edgegw.api.envoypolicies import EnvoyPolicy
+from edgegw.api.meta import Object
+from edgegw.translate.backendtls import BackendTLSPolicies
+from edgegw.translate.index import Index, Key
+from edgegw.translate.listeners import ListenerState
+from edgegw.translate.policies import PolicyAttachments
+from edgegw.translate.policyconvert import (
+    BackendTraffic,
+    Problem,
+    Security,
+    SecurityConverter,
+    backend_traffic,
+    client_policy,
+)
+
+_T = TypeVar("_T")
+
+
+def _safe(convert: Callable[[Any], _T]) -> Callable[[EnvoyPolicy], tuple[_T | None, str | None]]:
+    def run(policy: EnvoyPolicy) -> tuple[_T | None, str | None]:
+        try:
+            return convert(policy), None
+        except Problem as exc:
+            return None, str(exc)
+
+    return run
+
+
+class EnvoyPolicies:
+    """ClientTrafficPolicy, BackendTrafficPolicy and SecurityPolicy of one translation."""
+
+    def __init__(self, index: Index, tls: BackendTLSPolicies, ours: set[Key]) -> None:
+        res = index.resources
+        self.client: PolicyAttachments[ir.ClientPolicy] = PolicyAttachments(
+            index, res.client_traffic_policies, ours, _safe(client_policy), routes_too=False
+        )
+        self.backend: PolicyAttachments[BackendTraffic] = PolicyAttachments(
+            index, res.backend_traffic_policies, ours, _safe(backend_traffic)
+        )
+        self.security: PolicyAttachments[Security] = PolicyAttachments(
+            index, res.security_policies, ours, _safe(SecurityConverter(index, tls))
+        )
+
+    def client_policy(self, listener: ListenerState) -> ir.ClientPolicy | None:
+        state = self.client.for_listener(listener.gateway_key, listener.spec.name)
+        return state.resolved if state is not None else None
+
+    def rules(
+        self,
+        route: Object,
+        kind: str,
+        listener: ListenerState,
+        rules: tuple[ir.HTTPRouteRule, ...],
+    ) -> tuple[ir.HTTPRouteRule, ...]:
+        """The rules as served on ``listener``, each with the policies that apply there."""
+        ident = (kind, route.metadata.namespace or "", route.metadata.name)
+        gateway, section = listener.gateway_key, listener.spec.name
+        out = []
+        for rule in rules:
+            security = self.security.for_rule(ident, rule.name, gateway, section)
+            traffic = self.backend.for_rule(ident, rule.name, gateway, section)
+            if security is not None:
+                rule = _with_security(rule, security.name, security.resolved, security.problem)
+            if traffic is not None and traffic.resolved is not None:
+                rule = _with_traffic(rule, traffic.resolved)
+            out.append(rule)
+        return tuple(out)
+
+    def statuses(self, controller: str) -> Iterator[tuple[EnvoyPolicy, dict[str, Any]]]:
+        yield from self.client.statuses(controller)
+        yield from self.backend.statuses(controller)
+        yield from self.security.statuses(controller)
+
+
+def _with_security(
+    rule: ir.HTTPRouteRule, name: str, resolved: Security | None, problem: str | None
+) -> ir.HTTPRouteRule:
+    if resolved is None:  # an auth policy that cannot be enforced fails closed
+        why = f"SecurityPolicy {name} is not accepted: {problem}"
+        return msgspec.structs.replace(rule, invalid=rule.invalid or why)
+    filters = rule.filters
+    if resolved.cors is not None:
+        filters = (resolved.cors, *(f for f in filters if not isinstance(f, ir.CORSFilter)))
+    return msgspec.structs.replace(rule, security=resolved.security, filters=filters)
+
+
+def _with_traffic(rule: ir.HTTPRouteRule, traffic: BackendTraffic) -> ir.HTTPRouteRule:
+    changes: dict[str, Any] = {}
+    if traffic.traffic.compression or traffic.traffic.rate_limits:
+        changes["traffic"] = traffic.traffic
+    if rule.request_timeout is None and traffic.timeout_set:
+        changes["request_timeout"] = traffic.request_timeout
+    if rule.retry is None and traffic.retry is not None:
+        changes["retry"] = traffic.retry
+        if rule.backend_request_timeout is None and traffic.per_try_timeout:
+            changes["backend_request_timeout"] = traffic.per_try_timeout
+    return msgspec.structs.replace(rule, **changes)
