@@ -92,6 +92,28 @@ class Observer:
                 ("backend", "kind"),
             )
         )
+        self.policy_decisions = registry.add(
+            Counter(
+                "edgegw_policy_decisions_total",
+                "Envoy Gateway policy checks by kind (basic, apikey, authorization, extAuth, "
+                "rateLimit, clientIPDetection, security) and outcome (allow, deny, error).",
+                ("kind", "policy", "outcome"),
+            )
+        )
+        self.compression_in = registry.add(
+            Counter(
+                "edgegw_compression_input_bytes_total",
+                "Response bytes before compression (ratio: output / input).",
+                ("encoding",),
+            )
+        )
+        self.compression_out = registry.add(
+            Counter(
+                "edgegw_compression_output_bytes_total",
+                "Response bytes after compression.",
+                ("encoding",),
+            )
+        )
         self.connections = registry.add(
             Gauge("edgegw_connections_active", "Client connections open now.", ("port",))
         )
@@ -202,12 +224,18 @@ class Observer:
             self.bytes_in.inc((listener,), record.bytes_in)
         if record.bytes_out:
             self.bytes_out.inc((listener,), record.bytes_out)
+        if record.encoding:
+            self.compression_in.inc((record.encoding,), record.uncompressed)
+            self.compression_out.inc((record.encoding,), record.compressed)
         if self.access_log.enabled:
             self.access_log.write(record, route)
 
     def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
         del upstream  # per-endpoint series would grow with every endpoint ever seen
         self.upstream_errors.inc((backend, kind))
+
+    def policy_decision(self, kind: str, policy: str, outcome: str) -> None:
+        self.policy_decisions.inc((kind, policy, outcome))
 
     def connection_opened(self, port: str) -> None:
         self.connections.inc((port,))

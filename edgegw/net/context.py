@@ -69,12 +69,17 @@ class RequestRecord(msgspec.Struct, gc=False):
     duration: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    encoding: str = ""  # the response's Content-Encoding when the gateway compressed it
+    uncompressed: int = 0  # body bytes before and after compression
+    compressed: int = 0
 
 
 class Observer(Protocol):
     def request_done(self, record: RequestRecord) -> None: ...
 
     def upstream_error(self, backend: str, upstream: str, kind: str) -> None: ...
+
+    def policy_decision(self, kind: str, policy: str, outcome: str) -> None: ...
 
 
 class NullObserver:
@@ -84,6 +89,9 @@ class NullObserver:
         pass
 
     def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
+        pass
+
+    def policy_decision(self, kind: str, policy: str, outcome: str) -> None:
         pass
 
 

@@ -36,10 +36,11 @@ out; for an upgrade it hands the plan to the tunnel (``net/websocket.py``),
 which only moves bytes. ``response_fields`` is the one place where the
 response modifiers are applied, to a 200 as to a 101.
 
-Policies to come (authorization, rate limits, IP allow lists) plug in as a
-step here that sets ``answer``; one that needs I/O (external authorization)
-would leave a check on the plan for the forward step to await before the
-upstream exchange, so the check is in one place for every request kind.
+Policies (``net/guard.py``) are a step between 3 and 4: client IP detection,
+API key, basic auth, authorization and rate limits set ``answer`` or change
+the request headers; external auth needs I/O, so it leaves ``pending`` on
+the plan for the forward step to await before anything goes upstream, in one
+place for every request kind.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from edgegw.net.context import (
     ProxyRequest,
     RequestRecord,
 )
+from edgegw.net.guard import Admission, admit
+from edgegw.policy.compiled import RuleGuard
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http1 import strip_hop_by_hop
 from edgegw.proto.target import normalize_path
@@ -98,14 +101,20 @@ class RequestPlan:
         head: the upstream request line and headers (method, target, fields).
         response_modifiers, response_extra: what ``response_fields`` applies.
         mirrors: backends that get a copy of the request.
+        client: the client's address as client IP detection found it.
+        compression: the encodings a BackendTrafficPolicy offers for the response.
+        pending: a rule guard whose external auth the forward step awaits first.
     """
 
     __slots__ = (
         "answer",
         "backend",
+        "client",
+        "compression",
         "grpc",
         "head",
         "mirrors",
+        "pending",
         "pinned",
         "record",
         "req",
@@ -128,6 +137,9 @@ class RequestPlan:
         self.response_modifiers = _NO_MODIFIERS
         self.response_extra = _NO_FIELDS
         self.mirrors = _NO_MIRRORS
+        self.client = record.client
+        self.compression: tuple[ir.Compressor, ...] = ()
+        self.pending: RuleGuard | None = None
 
     def refuse(self, status: int) -> RequestPlan:
         """Answer with an error status (as a gRPC status on gRPC requests)."""
@@ -165,6 +177,12 @@ def decide(
     if rule.invalid:
         return plan.refuse(500)
     plan.response_extra = [(b"via", ctx.via)]
+    if match.guard is not None or listener.client_guard is not None:
+        admission = admit(
+            listener, match, method, req.path, req.query, req.headers, record.client, ctx.observer
+        )
+        if admission is not None and _admitted(plan, admission) is not None:
+            return plan
     request = _Request(req.headers, req.authority, req.path, ctx.scheme, listener)
     if rule.filters:
         _apply_filters(plan, match, request, rule.filters)
@@ -194,6 +212,19 @@ def _acme_http01(plan: RequestPlan, challenges: ChallengeAnswers) -> bool:
     if body is not None:
         plan.answer = Answer(200, [], body=body)
     return body is not None
+
+
+def _admitted(plan: RequestPlan, admission: Admission) -> Answer | None:
+    """Take the policies' verdict into the plan; the answer when they refuse the request."""
+    plan.client = plan.record.client = admission.client
+    plan.compression = admission.compression
+    plan.pending = admission.pending
+    if admission.status:
+        plan.answer = Answer(admission.status, admission.headers, body=admission.body)
+        return plan.answer
+    if admission.add or admission.remove:
+        plan.req.headers = admission.apply(plan.req.headers)
+    return None
 
 
 def _pick_backend(

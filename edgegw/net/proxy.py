@@ -48,13 +48,15 @@ from edgegw.net.context import (
     RequestRecord,
     ResponseWriter,
 )
-from edgegw.net.decide import Answer, RequestPlan, decide, response_fields
+from edgegw.net.decide import Answer, RequestPlan, decide, header_value, response_fields
+from edgegw.net.guard import authorize
 from edgegw.net.upstream import (
     UpstreamError,
     UpstreamPool,
     UpstreamReply,
     UpstreamTimeout,
 )
+from edgegw.policy import compress
 from edgegw.proto.events import (
     DataReceived,
     HeaderList,
@@ -103,6 +105,8 @@ async def handle_request(
     start = trio.current_time()
     try:
         plan = decide(req, ctx, record, upgrade=tunnel is not None)
+        if plan.pending is not None:
+            await _authorize(plan, ctx)
         if plan.answer is not None:
             await send_answer(writer, plan.answer, plan.grpc)
         elif tunnel is not None:
@@ -116,6 +120,21 @@ async def handle_request(
         record.bytes_out = writer.bytes_sent
         record.bytes_in = getattr(req.body, "received", 0)
         ctx.observer.request_done(record)
+
+
+async def _authorize(plan: RequestPlan, ctx: HTTPConnectionContext) -> None:
+    """External auth the plan left pending: an answer, or headers for the upstream request."""
+    guard, req = plan.pending, plan.req
+    assert guard is not None
+    method = "GET" if plan.upgrade else req.method
+    admission = await authorize(
+        ctx, guard, plan.client, method, req.authority, req.path, req.query, req.headers
+    )
+    if admission.status:
+        plan.answer = Answer(admission.status, admission.headers, body=admission.body)
+        return
+    verb, target, fields = plan.head
+    plan.head = (verb, target, admission.apply(fields))
 
 
 async def _forward(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
@@ -270,11 +289,15 @@ async def stream_response(
     """A backend's response to the client, as it arrives, with the plan's response fields."""
     head = rsp.head
     assert head is not None
+    fields = response_fields(plan, head.headers, endpoint)
+    if plan.compression and compress.response_allows(plan.req.method, head.status_code, fields):
+        accept = header_value(plan.req.headers, b"accept-encoding")
+        encoding = compress.choose(accept, plan.compression)
+        if encoding is not None:
+            return await _stream_compressed(rsp, writer, plan, fields, encoding)
+        fields.append((b"vary", b"Accept-Encoding"))
     await writer.send_head(
-        head.status_code,
-        response_fields(plan, head.headers, endpoint),
-        content_length=head.content_length,
-        body=head.body_expected,
+        head.status_code, fields, content_length=head.content_length, body=head.body_expected
     )
     while True:
         if not rsp.pending():
@@ -284,6 +307,43 @@ async def stream_response(
             await writer.send_data(event.data)
         elif isinstance(event, MessageEnded):
             return await writer.end(event.trailers)
+
+
+async def _stream_compressed(
+    rsp: UpstreamReply,
+    writer: ResponseWriter,
+    plan: RequestPlan,
+    fields: HeaderList,
+    encoding: ir.Compressor,
+) -> None:
+    """``_stream_response`` through an encoder, flushed whenever the backend pauses."""
+    head = rsp.head
+    assert head is not None
+    encoder = compress.Encoder(encoding)
+    fields = compress.encoded_headers(fields, encoding)
+    await writer.send_head(head.status_code, fields, content_length=None, body=True)
+    try:
+        while True:
+            if not rsp.pending():
+                out = encoder.flush()
+                if out:
+                    await writer.send_data(out)
+                await writer.flush()
+            event = await rsp.next_event()
+            if isinstance(event, DataReceived):
+                out = encoder.compress(event.data)
+                if out:
+                    await writer.send_data(out)
+            elif isinstance(event, MessageEnded):
+                await writer.send_data(encoder.finish())
+                return await writer.end(event.trailers)
+    finally:
+        record = plan.record
+        record.encoding, record.uncompressed, record.compressed = (
+            encoding,
+            encoder.bytes_in,
+            encoder.bytes_out,
+        )
 
 
 # --- answers made here ---------------------------------------------------------------------
@@ -300,8 +360,9 @@ async def respond(
     writer: ResponseWriter, status: int, headers: HeaderList, body: bytes = b""
 ) -> None:
     """A complete response made here; Content-Length (and a text type for a body) added."""
+    typed = any(name == b"content-type" for name, _ in headers)
     headers = [*headers, (b"content-length", b"%d" % len(body))]
-    if body:
+    if body and not typed:
         headers.append((b"content-type", b"text/plain; charset=utf-8"))
     await writer.send_head(status, headers, content_length=len(body), body=True)
     if body:

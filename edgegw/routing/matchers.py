@@ -20,6 +20,7 @@ from urllib.parse import unquote
 import msgspec
 
 from edgegw import ir
+from edgegw.policy.compiled import RuleGuard
 from edgegw.routing.sessions import SessionTable
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -41,6 +42,7 @@ class RouteMatch(msgspec.Struct, frozen=True, gc=False):
     match: ir.HTTPMatch
     grpc: bool = False
     sessions: SessionTable | None = None
+    guard: RuleGuard | None = None  # the rule's Envoy Gateway policies, compiled
 
 
 class RequestView:
@@ -170,6 +172,7 @@ def compile_match(
     match: ir.HTTPMatch,
     position: int,
     sessions: SessionTable | None = None,
+    guard: RuleGuard | None = None,
 ) -> Candidate | None:
     """A candidate for one match of one rule; None when a regex does not compile.
 
@@ -203,6 +206,7 @@ def compile_match(
             match=match,
             grpc=rule.grpc or route.kind == "GRPCRoute",
             sessions=sessions,
+            guard=guard,
         ),
         method=match.method.upper() if match.method else None,
         path_pattern=path_pattern,

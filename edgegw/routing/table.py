@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from edgegw import ir
+from edgegw.policy.compiled import compile_listener, compile_rule
 from edgegw.routing.hosts import HostIndex, group_by_host, host_matches, normalize_host
 from edgegw.routing.matchers import (
     Candidate,
@@ -106,8 +107,9 @@ def _ranked(candidates: list[Candidate]) -> tuple[Candidate, ...]:
 def _route_candidates(route: ir.HTTPRoute) -> Iterator[Candidate]:
     for rule in route.rules:
         sessions = session_table(rule)  # one per rule, shared by its matches
+        guard = compile_rule(rule)  # one per rule: its rate-limit buckets are shared
         for position, match in enumerate(rule.matches):
-            candidate = compile_match(route, rule, match, position, sessions)
+            candidate = compile_match(route, rule, match, position, sessions, guard)
             if candidate is not None:
                 yield candidate
 
@@ -123,10 +125,11 @@ def _host_keyed(routes: Iterable[ir.HTTPRoute]) -> Iterator[tuple[str | None, Ca
 class ListenerTable:
     """The routes of one listener, compiled for ``match``."""
 
-    __slots__ = ("_groups", "_hostname", "listener")
+    __slots__ = ("_groups", "_hostname", "client_guard", "listener")
 
     def __init__(self, listener: ir.Listener) -> None:
         self.listener = listener
+        self.client_guard = compile_listener(listener)
         self._hostname = normalize_host(listener.hostname) if listener.hostname else None
         grouped = group_by_host(_host_keyed(listener.http_routes))
         self._groups: HostIndex[PathIndex] = grouped.map(PathIndex)

@@ -1,0 +1,137 @@
+"""The policy step of the one decision every HTTP request goes through.
+
+``decide`` calls ``admit`` once the rule is known, for HTTP/1.1, HTTP/2, gRPC
+and WebSocket requests alike: a listener's ClientTrafficPolicy says who the
+client is, a rule's SecurityPolicy and rate limits (``policy.compiled``) say
+whether it may pass. Everything here is synchronous except external auth,
+which needs a round trip: ``admit`` then leaves the rule's guard ``pending``
+on the plan, and the forward step awaits ``authorize`` (the external check,
+then the same synchronous checks, in Envoy Gateway's filter order) before
+anything is sent upstream. A request under no policy costs two attribute
+checks in ``decide``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from edgegw import ir
+from edgegw.net.context import HTTPConnectionContext, Observer
+from edgegw.net.extauth import ask, check_head
+from edgegw.policy.compiled import RuleGuard
+from edgegw.proto.events import HeaderList
+from edgegw.routing import ListenerTable, RouteMatch
+from edgegw.routing.matchers import RequestView
+
+_TOO_MANY = b"Too Many Requests\n"
+
+
+@dataclass
+class Admission:
+    """``status`` 0: go on (with ``add``/``remove`` applied); else answer with it."""
+
+    client: str
+    status: int = 0
+    headers: HeaderList = field(default_factory=list)  # of the answer
+    body: bytes = b""
+    add: HeaderList = field(default_factory=list)
+    remove: frozenset[bytes] = frozenset()
+    compression: tuple[ir.Compressor, ...] = ()
+    pending: RuleGuard | None = None  # external auth to await before forwarding
+
+    def apply(self, headers: Sequence[tuple[bytes, bytes]]) -> HeaderList:
+        """Request headers with the policies' removals and additions."""
+        kept = [(n, v) for n, v in headers if n not in self.remove]
+        return kept + self.add
+
+
+def admit(
+    listener: ListenerTable,
+    match: RouteMatch,
+    method: str,
+    path: str,
+    query: str,
+    headers: HeaderList,
+    peer: str,
+    observer: Observer,
+) -> Admission | None:
+    """The synchronous policies of one routed request; None when none applies."""
+    client_guard, guard = listener.client_guard, match.guard
+    if client_guard is None and guard is None:
+        return None
+    client = client_guard.client(peer, headers) if client_guard is not None else peer
+    if client is None:  # a failClosed custom header is missing
+        observer.policy_decision(
+            "clientIPDetection", client_guard.name if client_guard else "", "deny"
+        )
+        return Admission(client=peer, status=403, body=b"Forbidden\n")
+    admission = Admission(client=client)
+    if guard is None:
+        return admission
+    admission.compression = guard.compression
+    view = RequestView(method, path, query, headers)
+    if guard.is_preflight(method, view.header):
+        return admission
+    if guard.ext_auth is not None:
+        admission.pending = guard
+        return admission
+    _check(guard, admission, method, view, query, observer)
+    return admission
+
+
+async def authorize(
+    ctx: HTTPConnectionContext,
+    guard: RuleGuard,
+    client: str,
+    method: str,
+    authority: str,
+    path: str,
+    query: str,
+    headers: HeaderList,
+) -> Admission:
+    """External auth, then the synchronous checks; ``guard.ext_auth`` is set."""
+    ext = guard.ext_auth
+    assert ext is not None
+    admission = Admission(client=client, compression=guard.compression)
+    admission.remove = frozenset(h.encode() for h in ext.headers_to_backend)
+    target = path + "?" + query if query else path
+    head = check_head(ext, method, authority, target, headers, client, ctx.scheme)
+    result = await ask(ctx.pool, ext, head)
+    outcome = "error" if result.error else ("deny" if result.status else "allow")
+    ctx.observer.policy_decision("extAuth", guard.security, outcome)
+    if result.status:
+        admission.status, admission.headers, admission.body = (
+            result.status,
+            result.headers,
+            result.body,
+        )
+        return admission
+    admission.add += result.headers
+    _check(guard, admission, method, RequestView(method, path, query, headers), query, ctx.observer)
+    return admission
+
+
+def _check(
+    guard: RuleGuard,
+    admission: Admission,
+    method: str,
+    view: RequestView,
+    query: str,
+    observer: Observer,
+) -> None:
+    verdict = guard.check(method, admission.client, view.header, query, trio.current_time())
+    if verdict.reason:
+        kind = "rateLimit" if verdict.reason == "ratelimit" else verdict.reason
+        name = guard.traffic if kind == "rateLimit" else guard.security
+        observer.policy_decision(kind, name, "deny")
+    elif guard.security:
+        observer.policy_decision("security", guard.security, "allow")
+    if verdict.status:
+        admission.status, admission.headers = verdict.status, verdict.headers
+        admission.body = _TOO_MANY if verdict.status == 429 else b""
+        return
+    admission.add += verdict.add
+    admission.remove |= frozenset(verdict.remove) | {n for n, _ in verdict.add}
