@@ -246,10 +246,9 @@ class ClientPolicy(IR, frozen=True, kw_only=True):
     tcp_keepalive: TCPKeepalive | None = None
     tls_min_version: str | None = None  # "1.0" .. "1.3"
     tls_max_version: str | None = None
-    tls_ciphers: tuple[str, ...] = ()
     alpn: tuple[str, ...] = ()
-    request_received_timeout: float | None = None
-    idle_timeout: float | None = None
+    idle_timeout: float | None = None  # keep-alive idle time of client connections
+    proxy_protocol: bool = False
 
 
 # --- HTTP routes ----------------------------------------------------------------------------

@@ -102,7 +102,6 @@ class TCPKeepalive(PolicyModel, kw_only=True, frozen=True):
 
 
 class HTTPClientTimeout(PolicyModel, kw_only=True, frozen=True):
-    request_received_timeout: Duration | None = None
     idle_timeout: Duration | None = None
 
 
@@ -117,17 +116,22 @@ ALPNProtocol = Literal["http/1.0", "http/1.1", "h2"]
 class ClientTLSSettings(PolicyModel, kw_only=True, frozen=True):
     min_version: TLSVersion | None = None
     max_version: TLSVersion | None = None
-    ciphers: Annotated[tuple[_Name, ...], msgspec.Meta(max_length=64)] = ()
     alpn_protocols: tuple[ALPNProtocol, ...] = msgspec.field(default=(), name="alpnProtocols")
 
 
+class ProxyProtocolSettings(PolicyModel, kw_only=True, frozen=True):
+    """``proxyProtocol: {}``: a PROXY header (v1 or v2) is required (``optional`` is not)."""
+
+
 class ClientTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
-    tcp_keepalive: TCPKeepalive | None = None
     client_ip_detection: ClientIPDetection | None = msgspec.field(
         default=None, name="clientIPDetection"
     )
+    tcp_keepalive: TCPKeepalive | None = None
     tls: ClientTLSSettings | None = None
     timeout: ClientTimeout | None = None
+    enable_proxy_protocol: bool = False
+    proxy_protocol: ProxyProtocolSettings | None = None
 
     def __post_init__(self) -> None:
         self.check_targets()

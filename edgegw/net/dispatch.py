@@ -25,13 +25,14 @@ drain signals, and the contexts that read the port's current runtime.
 from __future__ import annotations
 
 import logging
+import socket
 
 import trio
 
 from edgegw import ir, routing
 from edgegw.certificates.challenges import Challenges
 from edgegw.net import h2server, http, tcp, tls
-from edgegw.net.context import DrainSignal, HTTPConnectionContext
+from edgegw.net.context import DrainSignal, HTTPConnectionContext, HTTPLimits
 from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
@@ -44,11 +45,13 @@ HTTP_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
 L4_PROTOCOLS = frozenset({"HTTPS", "TLS", "TCP", "UDP"})
 H2_ALPN = ("h2", "http/1.1")
+_DEFAULT_LIMITS = HTTPLimits()
 
 
 def compile_runtime(port: ir.Port) -> PortRuntime:
     """Routing tables and TLS contexts for one port, built at reload."""
     protocols = frozenset(listener.protocol for listener in port.listeners)
+    policies = [ln.client_policy for ln in port.listeners if ln.client_policy is not None]
     terminates = any(
         ln.protocol in TLS_PROTOCOLS and ln.tls is not None and ln.tls.mode == "Terminate"
         for ln in port.listeners
@@ -60,7 +63,33 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
         tls=tls.build_server_tls(port, alpn=H2_ALPN) if terminates else None,
         protocols=protocols,
         proxy_protocol=any(listener.proxy_protocol_accept for listener in port.listeners),
+        keepalive=next((p.tcp_keepalive for p in policies if p.tcp_keepalive), None),
+        http_limits=_http_limits(policies),
     )
+
+
+def _http_limits(policies: list[ir.ClientPolicy]) -> HTTPLimits | None:
+    """ClientTrafficPolicy ``timeout.http.idleTimeout``: the keep-alive idle time of the port.
+
+    Envoy Gateway merges the listeners of one port into one Envoy listener,
+    so connection settings are per port; the first listener's policy wins.
+    """
+    idle = next((p.idle_timeout for p in policies if p.idle_timeout), None)
+    return HTTPLimits(keepalive_timeout=idle) if idle else None
+
+
+def set_keepalive(sock: trio.socket.SocketType, keepalive: ir.TCPKeepalive) -> None:
+    """SO_KEEPALIVE with Envoy Gateway's knobs; unset ones keep the kernel's defaults."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if keepalive.idle_time:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, int(keepalive.idle_time))
+        if keepalive.interval:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, int(keepalive.interval))
+        if keepalive.probes:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, keepalive.probes)
+    except OSError as exc:  # a connection reset before we got to it
+        log.debug("tcpKeepalive: %s", exc)
 
 
 class PortServices:
@@ -107,6 +136,7 @@ class PortServices:
             observer=self.dispatcher.observer,
             background=self.dispatcher.background,
             challenges=self.dispatcher.challenges if scheme == "http" else None,
+            limits=self.server.runtime.http_limits or _DEFAULT_LIMITS,
         )
 
 
@@ -147,6 +177,8 @@ class Dispatcher:
     async def _serve(self, stream: trio.SocketStream, peer: Peer, services: PortServices) -> None:
         runtime = services.server.runtime
         protocols = runtime.protocols
+        if runtime.keepalive is not None:
+            set_keepalive(stream.socket, runtime.keepalive)
         if protocols & TLS_PROTOCOLS:
             await self._serve_tls_port(stream, peer, services, runtime)
         elif "HTTP" in protocols:

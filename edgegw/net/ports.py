@@ -60,6 +60,8 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     tls: ServerTLS | None = None  # when the port terminates TLS
     protocols: frozenset[str] = frozenset()  # of its listeners
     proxy_protocol: bool = False  # a PROXY header comes first on every connection
+    keepalive: ir.TCPKeepalive | None = None  # ClientTrafficPolicy tcpKeepalive
+    http_limits: Any = None  # net.context.HTTPLimits when a ClientTrafficPolicy changes them
 
 
 Peer = tuple[str, int] | None  # the client's address from accept(2)

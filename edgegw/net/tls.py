@@ -109,9 +109,38 @@ def _alpn_selector(preferred: tuple[str, ...]) -> Callable[[SSL.Connection, list
     return select
 
 
-def _base_context(alpn: tuple[str, ...]) -> SSL.Context:
+_VERSIONS = {
+    "1.0": SSL.TLS1_VERSION,
+    "1.1": SSL.TLS1_1_VERSION,
+    "1.2": SSL.TLS1_2_VERSION,
+    "1.3": SSL.TLS1_3_VERSION,
+}
+_VERSION_NAMES = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}
+Versions = tuple[str, str | None]  # (minimum, maximum or None), as ClientTrafficPolicy names them
+DEFAULT_VERSIONS: Versions = ("1.2", None)
+
+
+def listener_versions(listener: ir.Listener) -> Versions:
+    """A listener's TLS versions: its ClientTrafficPolicy ``tls``, else 1.2 and up."""
+    policy = listener.client_policy
+    if policy is None:
+        return DEFAULT_VERSIONS
+    return policy.tls_min_version or "1.2", policy.tls_max_version
+
+
+def listener_alpn(listener: ir.Listener, alpn: tuple[str, ...]) -> tuple[str, ...]:
+    """The ALPN protocols a listener offers: its policy's ``alpnProtocols`` we speak, in order."""
+    policy = listener.client_policy
+    if policy is None or not policy.alpn:
+        return alpn
+    return tuple(p for p in policy.alpn if p in alpn)
+
+
+def _base_context(alpn: tuple[str, ...], versions: Versions = DEFAULT_VERSIONS) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_min_proto_version(_VERSIONS[versions[0]])
+    if versions[1] is not None:
+        ctx.set_max_proto_version(_VERSIONS[versions[1]])
     ctx.set_options(_SERVER_OPTIONS)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # idle keep-alive connections hold no buffers
     ctx.set_cipher_list(_TLS12_CIPHERS)
@@ -134,6 +163,7 @@ def _leaf_context(
     key_pem: bytes,
     validation: ir.FrontendValidation | None,
     alpn: tuple[str, ...],
+    versions: Versions = DEFAULT_VERSIONS,
 ) -> SSL.Context:
     """One certificate's context; cached so that reloads reuse it while the bytes are unchanged.
 
@@ -142,7 +172,7 @@ def _leaf_context(
     """
     chain = x509.load_pem_x509_certificates(chain_pem)
     key = serialization.load_pem_private_key(key_pem, password=None)
-    ctx = _base_context(alpn)
+    ctx = _base_context(alpn, versions)
     loader: Any = ctx
     try:
         loader.use_certificate(chain[0])
@@ -160,9 +190,16 @@ def _leaf_context(
 
 
 @functools.lru_cache(maxsize=16)
-def _hello_context(alpn: tuple[str, ...], resumable: bool) -> SSL.Context:
-    """The context that reads ClientHellos; it holds no certificate, the callback picks one."""
-    ctx = _base_context(alpn)
+def _hello_context(
+    alpn: tuple[str, ...], resumable: bool, versions: Versions = DEFAULT_VERSIONS
+) -> SSL.Context:
+    """The context that reads ClientHellos; it holds no certificate, the callback picks one.
+
+    OpenSSL settles the protocol version before the SNI callback switches to
+    a listener's context, so this one allows the widest range of the port's
+    listeners; ``accept_tls`` then holds each listener to its own range.
+    """
+    ctx = _base_context(alpn, versions)
     ctx.set_tlsext_servername_callback(_on_client_hello)
     if not resumable:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
@@ -221,7 +258,7 @@ class ServerTLS:
         self._wildcards.sort(key=lambda pair: len(pair[0]), reverse=True)
         self._fallback = fallback or (served[0] if served else None)
         resumable = all(item.verify is None for item in served)
-        self._hello = _hello_context(alpn, resumable)
+        self._hello = _hello_context(alpn, resumable, _widest(served))
 
     @property
     def listeners(self) -> tuple[ir.Listener, ...]:
@@ -249,6 +286,13 @@ class ServerTLS:
         return conn, state
 
 
+def _widest(served: list[_Served]) -> Versions:
+    ranges = [listener_versions(item.listener) for item in served] or [DEFAULT_VERSIONS]
+    low = min(r[0] for r in ranges)
+    highs = [r[1] for r in ranges]
+    return low, None if None in highs else max(h for h in highs if h is not None)
+
+
 def _terminates(listener: ir.Listener) -> bool:
     tls = listener.tls
     return listener.protocol in ("HTTPS", "TLS") and tls is not None and tls.mode == "Terminate"
@@ -260,7 +304,13 @@ def _serve(listener: ir.Listener, alpn: tuple[str, ...], problems: list[str]) ->
     contexts = []
     for cert in listener.tls.certificates:
         try:
-            ctx = _leaf_context(cert.chain_pem, cert.key_pem, validation, alpn)
+            ctx = _leaf_context(
+                cert.chain_pem,
+                cert.key_pem,
+                validation,
+                listener_alpn(listener, alpn),
+                listener_versions(listener),
+            )
         except ValueError as exc:
             problems.append(f"{listener.key}: certificate {cert.source or '?'}: {exc}")
             continue
@@ -407,6 +457,8 @@ async def accept_tls(
             failure = None
         except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             failure = f"handshake failed: {exc!r}"
+    if failure is None and not _version_allowed(conn, state):
+        failure = "TLS version below or above the listener's ClientTrafficPolicy"
     if failure is None:
         return _session(tls_stream, state)
     log.debug("TLS from %s (SNI %r): %s", _peer(stream), state.server_name, failure)
@@ -430,6 +482,16 @@ async def answer_tls_alpn01(
         except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("TLS-ALPN-01 handshake failed: %r", exc)
     await tls_stream.abort(_ALERT_GRACE)
+
+
+def _version_allowed(conn: SSL.Connection, state: _Handshake) -> bool:
+    """Whether the negotiated version is in the selected listener's range."""
+    served = state.served
+    if served is None or served.listener.client_policy is None:
+        return True
+    low, high = listener_versions(served.listener)
+    got = _VERSION_NAMES.get(conn.get_protocol_version_name(), "0")
+    return low <= got and (high is None or got <= high)
 
 
 def _peer(stream: trio.abc.Stream) -> str:

@@ -55,17 +55,19 @@ def client_policy(policy: ep.ClientTrafficPolicy) -> ir.ClientPolicy:
             probes=k.probes, idle_time=_secs(k.idle_time), interval=_secs(k.interval)
         )
     tls = spec.tls or ep.ClientTLSSettings()
-    http = spec.timeout.http if spec.timeout and spec.timeout.http else ep.HTTPClientTimeout()
+    low, high = (None if v in (None, "Auto") else v for v in (tls.min_version, tls.max_version))
+    if low is not None and high is not None and low > high:
+        raise Problem("spec.tls.minVersion: higher than maxVersion")
+    http = spec.timeout.http if spec.timeout and spec.timeout.http else None
     return ir.ClientPolicy(
         name=name,
         client_ip=detection,
         tcp_keepalive=keepalive,
-        tls_min_version=None if tls.min_version in (None, "Auto") else tls.min_version,
-        tls_max_version=None if tls.max_version in (None, "Auto") else tls.max_version,
-        tls_ciphers=tls.ciphers,
-        alpn=tls.alpn_protocols,
-        request_received_timeout=_secs(http.request_received_timeout),
-        idle_timeout=_secs(http.idle_timeout),
+        tls_min_version=low,
+        tls_max_version=high,
+        alpn=tuple(p for p in tls.alpn_protocols if p != "http/1.0"),
+        idle_timeout=_secs(http.idle_timeout) if http else None,
+        proxy_protocol=spec.enable_proxy_protocol or spec.proxy_protocol is not None,
     )
 
 

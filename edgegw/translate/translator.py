@@ -214,7 +214,8 @@ def _ir_listener(state: ListenerState, client_policy: ir.ClientPolicy | None) ->
         tls=state.tls,
         http_routes=tuple(sorted(state.http_routes, key=lambda r: r.precedence)),
         l4_routes=tuple(sorted(state.l4_routes, key=lambda r: r.precedence)),
-        proxy_protocol_accept=accepts_proxy_protocol(state),
+        proxy_protocol_accept=accepts_proxy_protocol(state)
+        or (client_policy is not None and client_policy.proxy_protocol),
         client_policy=client_policy,
     )
 

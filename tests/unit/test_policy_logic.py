@@ -1,4 +1,4 @@
-"""The pure policy logic: basic auth, client IP detection, authorization, rate limits, compression."""
+"""Pure policy logic: basic auth, client IP, authorization, rate limits, compression."""
 
 from __future__ import annotations
 
