@@ -232,7 +232,7 @@ def test_rate_limit_per_client(port: int) -> None:
     assert _code(HTTP2, "--interface", "127.0.0.4", url) == 429
 
 
-async def _ws_status(url: str, headers: list[tuple[str, str]] | None = None) -> int:
+async def _ws_status(url: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
     with trio.fail_after(20):
         try:
             async with open_websocket_url(url, extra_headers=headers or []) as ws:
@@ -246,11 +246,11 @@ async def _ws_status(url: str, headers: list[tuple[str, str]] | None = None) -> 
 async def test_websocket_upgrades_pass_the_same_policies(port: int) -> None:
     base = f"ws://127.0.0.1:{port}"
     assert await _ws_status(f"{base}/basic/chat") == 401
-    auth = [("Authorization", "Basic c2hhOnB3LXNoYQ==")]  # sha:pw-sha
+    auth = [(b"Authorization", b"Basic c2hhOnB3LXNoYQ==")]  # sha:pw-sha
     assert await _ws_status(f"{base}/basic/chat", auth) == 101
     assert await _ws_status(f"{base}/lan/chat") == 403  # from 127.0.0.1
     assert await _ws_status(f"{base}/fa/chat") == 302
-    assert await _ws_status(f"{base}/fa/chat", [("Cookie", "session=ok")]) == 101
+    assert await _ws_status(f"{base}/fa/chat", [(b"Cookie", b"session=ok")]) == 101
 
 
 def test_metrics_count_policy_decisions(port: int, gateway: Gateway) -> None:
