@@ -18,6 +18,7 @@ import yaml
 from edgegw.admin.server import parse_admin_address
 
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute")
+POLICY_KINDS = ("ClientTrafficPolicy", "BackendTrafficPolicy", "SecurityPolicy")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -174,6 +175,29 @@ def _certificate_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _policy_rows(resources: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for res in resources:
+        if res.get("kind") not in POLICY_KINDS:
+            continue
+        meta = res["metadata"]
+        for ancestor in res.get("status", {}).get("ancestors", ()):
+            ref = ancestor.get("ancestorRef", {})
+            section = f"/{ref['sectionName']}" if ref.get("sectionName") else ""
+            overridden = _condition(ancestor, "Overridden")
+            rows.append(
+                [
+                    res["kind"],
+                    meta.get("namespace") or "",
+                    meta["name"],
+                    f"{ref.get('namespace', '')}/{ref.get('name', '')}{section}",
+                    _condition(ancestor, "Accepted"),
+                    "True" if overridden.startswith("True") else "",
+                ]
+            )
+    return rows
+
+
 def render_table(document: dict[str, Any]) -> str:
     """Gateways, ListenerSets, then routes per parent, then config errors, like ``kubectl get``."""
     resources = document.get("resources", [])
@@ -198,6 +222,10 @@ def render_table(document: dict[str, Any]) -> str:
     if certificates:
         header = ["NAMESPACE", "CERTIFICATE", "READY", "SECRET", "ISSUER", "NOT AFTER", "RENEWAL"]
         out += ["\n", _table(header, certificates)]
+    policies = _policy_rows(resources)
+    if policies:
+        header = ["KIND", "NAMESPACE", "NAME", "ANCESTOR", "ACCEPTED", "OVERRIDDEN"]
+        out += ["\n", _table(header, policies)]
     errors = document.get("errors", [])
     if errors:
         out.append("\nERRORS\n")

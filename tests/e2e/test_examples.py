@@ -89,3 +89,20 @@ def test_every_example_flow(demo: Gateway) -> None:
         what="HTTPS from the local CA",
     )  # fmt: skip
     assert echoed(local.stdout)["pod"] == "echo-1"
+
+    # config/routes/homelab.yaml: Envoy Gateway policies
+    homelab = curl("-sS", "--compressed", "-D", "-", "-H", "Host: homelab.example.com", HTTP)
+    assert "content-encoding: zstd" in homelab.stdout.lower()
+    assert get("homelab.example.com")["pod"] == "echo-1"
+    refused = curl(
+        "--interface",
+        "127.0.0.2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: homelab.example.com",
+        f"{HTTP}/",
+    )
+    assert refused.stdout == "403"
