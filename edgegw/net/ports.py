@@ -28,6 +28,7 @@ import msgspec
 import trio
 
 from edgegw import ir
+from edgegw.net.context import HTTPLimits
 from edgegw.net.fastio import close_now
 from edgegw.net.tls import ServerTLS
 from edgegw.routing import PortTable
@@ -61,7 +62,7 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     protocols: frozenset[str] = frozenset()  # of its listeners
     proxy_protocol: bool = False  # a PROXY header comes first on every connection
     keepalive: ir.TCPKeepalive | None = None  # ClientTrafficPolicy tcpKeepalive
-    http_limits: Any = None  # net.context.HTTPLimits when a ClientTrafficPolicy changes them
+    http_limits: HTTPLimits | None = None  # when a ClientTrafficPolicy changes them
 
 
 Peer = tuple[str, int] | None  # the client's address from accept(2)
