@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Callable
 
 from edgegw import ir
-from edgegw.policy.clientip import Network, in_networks, parse_ip
+from edgegw.policy.clientip import Address, Network, in_networks, parse_ip
 
 HeaderLookup = Callable[[bytes], str | None]
 
@@ -28,11 +28,9 @@ class _Rule:
         )
         self.headers = tuple((name.encode(), frozenset(values)) for name, values in rule.headers)
 
-    def matches(self, client: str, header: HeaderLookup) -> bool:
-        if self.networks:
-            address = parse_ip(client)
-            if address is None or not in_networks(address, self.networks):
-                return False
+    def matches(self, address: Address | None, header: HeaderLookup) -> bool:
+        if self.networks and (address is None or not in_networks(address, self.networks)):
+            return False
         for name, values in self.headers:
             value = header(name)
             if value is None or value not in values:
@@ -51,7 +49,8 @@ class Authorizer:
 
     def allows(self, client: str, header: HeaderLookup) -> tuple[bool, str]:
         """(allowed, the rule name that decided or "default")."""
+        address = parse_ip(client)
         for rule in self._rules:
-            if rule.matches(client, header):
+            if rule.matches(address, header):
                 return rule.action == "Allow", rule.name
         return self._default == "Allow", "default"

@@ -203,3 +203,17 @@ def test_encoders_stream_and_round_trip(encoding: ir.Compressor, decode: object)
         (b"vary", b"Origin, Accept-Encoding"),
         (b"content-encoding", encoding.encode()),
     ]
+
+
+def test_zstd_contexts_are_reused_only_after_a_stream_ends() -> None:
+    first, second = compress.Encoder("zstd"), compress.Encoder("zstd")
+    out = {1: first.compress(b"a" * 1000), 2: second.compress(b"b" * 1000)}
+    out[1] += first.compress(b"A" * 500) + first.flush()
+    out[2] += second.compress(b"B" * 500) + second.finish()
+    third = compress.Encoder("zstd")  # takes the context the second one gave back
+    out[3] = third.compress(b"c" * 100) + third.finish()
+    out[1] += first.finish()
+    decoded = {
+        k: zstandard.ZstdDecompressor().decompressobj().decompress(v) for k, v in out.items()
+    }
+    assert decoded == {1: b"a" * 1000 + b"A" * 500, 2: b"b" * 1000 + b"B" * 500, 3: b"c" * 100}
