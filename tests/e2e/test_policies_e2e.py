@@ -97,6 +97,8 @@ def port(gateway: Gateway, echoes: Any, authelia: int) -> int:
         ("fa", "/fa"),
         ("gz", "/gz"),
         ("rl", "/rl"),
+        ("key", "/key"),
+        ("cors", "/cors"),
     ):
         gateway.write(f"route-{name}.yaml", route(name, "echo", prefix))
     htpasswd = "\n".join("    " + line for line in _htpasswd().splitlines())
@@ -109,6 +111,11 @@ metadata: {{name: users, namespace: default}}
 stringData:
   .htpasswd: |
 {htpasswd}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: api-keys, namespace: default}}
+stringData: {{client-a: key-aaa, client-b: key-bbb}}
 """
         + _policy(
             "SecurityPolicy",
@@ -140,6 +147,27 @@ stringData:
 """,
         )
         + _policy(
+            "SecurityPolicy",
+            "key",
+            "key",
+            """\
+  apiKeyAuth:
+    credentialRefs: [{name: api-keys}]
+    extractFrom: [{headers: [x-api-key]}, {params: [api_key]}]
+    forwardClientIDHeader: x-client-id
+    sanitize: true
+""",
+        )
+        + _policy(
+            "SecurityPolicy",
+            "cors",
+            "cors",
+            """\
+  cors: {allowOrigins: ["https://*.example.com"], allowMethods: [GET, PUT], maxAge: 10m}
+  basicAuth: {users: {name: users}}
+""",
+        )
+        + _policy(
             "BackendTrafficPolicy",
             "gz",
             "gz",
@@ -160,7 +188,7 @@ stringData:
         ),
     )
     gateway.start()
-    for policy in ("basic", "lan", "fa"):
+    for policy in ("basic", "lan", "fa", "key", "cors"):
         status = gateway.resource("SecurityPolicy", policy)["status"]
         assert status["ancestors"][0]["conditions"][0]["status"] == "True", status
     return port
@@ -261,3 +289,37 @@ def test_metrics_count_policy_decisions(port: int, gateway: Gateway) -> None:
         b'edgegw_policy_decisions_total{kind="basic",policy="default/basic",outcome="deny"}' in text
     )
     assert b'edgegw_compression_input_bytes_total{encoding="gzip"}' in text
+
+
+@pytest.mark.parametrize("proto", ["--http1.1", HTTP2])
+def test_api_key_auth(port: int, proto: str) -> None:
+    url = f"http://127.0.0.1:{port}/key"
+    assert _code(proto, url) == 401
+    assert _code(proto, "-H", "x-api-key: wrong", url) == 401
+    got = echoed(curl(proto, "-H", "x-api-key: key-bbb", url).stdout)
+    assert got["headers"]["x-client-id"] == ["client-b"]
+    assert "x-api-key" not in got["headers"]  # sanitize
+    assert _code(proto, f"{url}?api_key=key-aaa") == 200
+
+
+@pytest.mark.parametrize("proto", ["--http1.1", HTTP2])
+def test_cors_preflight_answered_before_auth(port: int, proto: str) -> None:
+    url = f"http://127.0.0.1:{port}/cors"
+    origin = ("-H", "Origin: https://app.example.com")
+    preflight = curl(
+        proto, "-i", "-X", "OPTIONS", *origin, "-H", "Access-Control-Request-Method: PUT", url
+    ).stdout.lower()
+    assert preflight.split()[1] == "200"
+    assert "access-control-allow-origin: https://app.example.com" in preflight
+    assert "access-control-max-age: 600" in preflight
+    assert _code(proto, *origin, url) == 401
+    allowed = curl(proto, "-i", *origin, "-u", "sha:pw-sha", url).stdout.lower()
+    assert "access-control-allow-origin: https://app.example.com" in allowed
+
+
+async def test_websocket_api_key_and_rate_limit(port: int) -> None:
+    base = f"ws://127.0.0.1:{port}"
+    assert await _ws_status(f"{base}/key/chat") == 401
+    assert await _ws_status(f"{base}/key/chat", [(b"x-api-key", b"key-aaa")]) == 101
+    codes = [await _ws_status(f"{base}/rl/chat") for _ in range(3)]
+    assert codes == [101, 101, 429]  # 127.0.0.1's own bucket: 2 an hour
