@@ -30,6 +30,7 @@ ValueMatchType = Literal["Exact", "RegularExpression"]
 Protocol = Literal["HTTP", "HTTPS", "TLS", "TCP", "UDP"]
 AppProtocol = Literal["http1", "h2c", "h2", "ws", "wss"]
 Compressor = Literal["gzip", "br", "zstd"]  # Content-Encoding tokens
+LoadBalancerType = Literal["RoundRobin", "LeastRequest", "Random"]
 
 
 class IR(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +75,7 @@ class Backend(IR, frozen=True, kw_only=True):
     filters: tuple[HTTPFilter, ...] = ()
     invalid: str | None = None  # why it did not resolve
     proxy_protocol: Literal[0, 1, 2] = 0
+    load_balancer: LoadBalancerType | None = None  # None: the pool's default
 
 
 # --- HTTP filters ---------------------------------------------------------------------------
@@ -223,6 +225,7 @@ class TrafficPolicy(IR, frozen=True, kw_only=True):
     name: str  # "namespace/name"
     compression: tuple[Compressor, ...] = ()  # server preference order
     rate_limits: tuple[RateLimitRule, ...] = ()
+    hash_on: tuple[Literal["SourceIP", "Header", "Cookie"], str] | None = None  # ConsistentHash
 
 
 class ClientIPDetection(IR, frozen=True, kw_only=True):

@@ -247,7 +247,33 @@ class RateLimitSpec(PolicyModel, kw_only=True, frozen=True):
             raise FieldError("local", "type Local needs local")
 
 
+class HashOn(PolicyModel, kw_only=True, frozen=True):
+    name: _Name
+
+
+class ConsistentHash(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["SourceIP", "Header", "Cookie"]
+    header: HashOn | None = None
+    cookie: HashOn | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "Header" and self.header is None:
+            raise FieldError("header", "type Header needs header")
+        if self.type == "Cookie" and self.cookie is None:
+            raise FieldError("cookie", "type Cookie needs cookie")
+
+
+class LoadBalancer(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["RoundRobin", "LeastRequest", "Random", "ConsistentHash"]
+    consistent_hash: ConsistentHash | None = None
+
+    def __post_init__(self) -> None:
+        if (self.type == "ConsistentHash") != (self.consistent_hash is not None):
+            raise FieldError("consistentHash", "set exactly when type is ConsistentHash")
+
+
 class BackendTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
+    load_balancer: LoadBalancer | None = None
     compression: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
     compressor: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
     timeout: Timeout | None = None

@@ -56,6 +56,7 @@ from edgegw.net.context import (
 )
 from edgegw.net.guard import Admission, admit
 from edgegw.policy.compiled import RuleGuard
+from edgegw.policy.lb import consistent_pick, hash_key
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http1 import strip_hop_by_hop
 from edgegw.proto.target import normalize_path
@@ -244,12 +245,25 @@ def _pick_backend(
     plan.record.backend = backend.name
     if not backend.endpoints:
         return plan.refuse(503)
+    if rule.traffic is not None and rule.traffic.hash_on is not None and sticky is None:
+        plan.pinned = _hashed_endpoint(plan, ctx, backend, rule.traffic.hash_on)
     if backend.filters:  # the same kinds as the rule's, RequestRedirect and URLRewrite included
         _apply_filters(plan, match, request, backend.filters)
         if plan.answer is not None:
             return plan
     plan.head = upstream_head(plan, ctx, request.headers, request.authority, request.path)
     return plan
+
+
+def _hashed_endpoint(
+    plan: RequestPlan, ctx: HTTPConnectionContext, backend: ir.Backend, hash_on: tuple[str, str]
+) -> ir.Endpoint | None:
+    """ConsistentHash: the endpoint the request's key maps to among those not ejected."""
+    key = hash_key(hash_on, plan.client, plan.req.headers)
+    if key is None or len(backend.endpoints) < 2:
+        return None
+    healthy = [e for e in backend.endpoints if not ctx.pool.is_ejected(e, backend)]
+    return consistent_pick(healthy or backend.endpoints, key)
 
 
 def select_listener(table: PortTable, host: str, sni: str | None) -> ListenerTable | int:

@@ -79,7 +79,13 @@ __all__ = [
     "UpstreamTimeout",
 ]
 
-Policy = Literal["least_request", "round_robin"]
+Policy = Literal["least_request", "round_robin", "random"]
+# BackendTrafficPolicy loadBalancer types, per backend; unset: the pool's own policy
+_POLICIES: dict[str, Policy] = {
+    "LeastRequest": "least_request",
+    "RoundRobin": "round_robin",
+    "Random": "random",
+}
 EJECT_BASE = 5.0
 EJECT_MAX = 60.0
 _H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
@@ -152,21 +158,24 @@ class UpstreamPool:
         endpoints = [e for e in backend.endpoints if e not in exclude] or list(backend.endpoints)
         if not endpoints:
             return None
+        policy = _POLICIES.get(backend.load_balancer or "", self._policy)
         start = self._rr.get(backend.name, 0)
         self._rr[backend.name] = start + 1
+        if policy == "random":
+            start = random.randrange(len(endpoints))
         now = self._clock()
         n = len(endpoints)
         best: ir.Endpoint | None = None
         best_load = 1 << 62
         soonest: tuple[float, ir.Endpoint] | None = None
-        for i in range(n) if n <= 8 or self._policy == "round_robin" else _two_random(n):
+        for i in range(n) if n <= 8 or policy != "least_request" else _two_random(n):
             endpoint = endpoints[(start + i) % n]
             state = self._state(_key(endpoint, backend))
             if state.ejected_until > now:
                 if soonest is None or state.ejected_until < soonest[0]:
                     soonest = (state.ejected_until, endpoint)
                 continue
-            if self._policy == "round_robin":
+            if policy != "least_request":
                 return endpoint
             if state.in_flight < best_load:
                 best, best_load = endpoint, state.in_flight

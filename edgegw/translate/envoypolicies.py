@@ -103,8 +103,14 @@ def _with_security(
 
 def _with_traffic(rule: ir.HTTPRouteRule, traffic: BackendTraffic) -> ir.HTTPRouteRule:
     changes: dict[str, Any] = {}
-    if traffic.traffic.compression or traffic.traffic.rate_limits:
-        changes["traffic"] = traffic.traffic
+    policy = traffic.traffic
+    if policy.compression or policy.rate_limits or policy.hash_on:
+        changes["traffic"] = policy
+    if traffic.load_balancer is not None:
+        lb = traffic.load_balancer
+        changes["backends"] = tuple(
+            msgspec.structs.replace(b, load_balancer=lb) for b in rule.backends
+        )
     if rule.request_timeout is None and traffic.timeout_set:
         changes["request_timeout"] = traffic.request_timeout
     if rule.retry is None and traffic.retry is not None:

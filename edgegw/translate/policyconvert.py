@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from edgegw import api, ir
 from edgegw.api import envoypolicies as ep
@@ -97,6 +98,7 @@ class BackendTraffic:
     """What a BackendTrafficPolicy does to a rule: per-request parts and rule settings."""
 
     traffic: ir.TrafficPolicy
+    load_balancer: ir.LoadBalancerType | None
     request_timeout: float | None  # None: not set by the policy
     timeout_set: bool
     retry: ir.Retry | None
@@ -114,8 +116,21 @@ def backend_traffic(policy: ep.BackendTrafficPolicy) -> BackendTraffic:
     http = spec.timeout.http if spec.timeout and spec.timeout.http else None
     timeout_set = http is not None and http.request_timeout is not None
     retry, per_try = _retry(spec.retry) if spec.retry else (None, None)
+    lb = spec.load_balancer
+    hash_on: tuple[Literal["SourceIP", "Header", "Cookie"], str] | None = None
+    if lb is not None and lb.consistent_hash is not None:
+        chash = lb.consistent_hash
+        if chash.header is not None and chash.type == "Header":
+            hash_on = ("Header", chash.header.name.lower())
+        elif chash.cookie is not None and chash.type == "Cookie":
+            hash_on = ("Cookie", chash.cookie.name)
+        else:
+            hash_on = ("SourceIP", "")
     return BackendTraffic(
-        traffic=ir.TrafficPolicy(name=name, compression=compression, rate_limits=limits),
+        traffic=ir.TrafficPolicy(
+            name=name, compression=compression, rate_limits=limits, hash_on=hash_on
+        ),
+        load_balancer=None if lb is None or lb.type == "ConsistentHash" else lb.type,
         request_timeout=_secs(http.request_timeout) if http else None,
         timeout_set=timeout_set,
         retry=retry,
