@@ -23,10 +23,10 @@ from edgegw.api.routes import GRPCRoute, HTTPRoute, TCPRoute, TLSRoute, UDPRoute
 __all__ = [
     "Backend",
     "BackendTLSPolicy",
-    "Certificate",
-    "ClusterIssuer",
     "BackendTrafficPolicy",
+    "Certificate",
     "ClientTrafficPolicy",
+    "ClusterIssuer",
     "ConfigMap",
     "Duration",
     "EndpointSlice",
