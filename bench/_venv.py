@@ -22,10 +22,16 @@ VENV = ROOT / ".venv-bench"
 PYTHON = VENV / "bin" / "python"
 
 
+STAMP = VENV / ".installed"
+
+
 def ensure() -> Path:
-    """The bench interpreter, made on first use."""
-    if not PYTHON.exists():
+    """The bench interpreter, made on first use and brought up to date when the project's
+    dependencies changed (pyproject.toml newer than the last install)."""
+    project = ROOT / "pyproject.toml"
+    if not STAMP.exists() or STAMP.stat().st_mtime < project.stat().st_mtime:
         subprocess.run([str(ROOT / "scripts" / "setup"), "bench"], check=True)
+        STAMP.touch()
     return PYTHON
 
 
@@ -35,3 +41,7 @@ def enter(script: str) -> None:
         return
     python = str(ensure())
     os.execv(python, [python, script, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    ensure()

@@ -226,7 +226,7 @@ def bench_caddy(run: Run) -> None:
     port = run.port()
     caddyfile = run.workdir / "Caddyfile"
     caddyfile.write_text(
-        "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n"
+        "{\n\tadmin off\n\tauto_https off\n}\n"
         f"http://:{port} {{\n\tbind 127.0.0.1\n"
         f"\treverse_proxy 127.0.0.1:{run.upstream_port}\n}}\n"
     )

@@ -54,6 +54,10 @@ class UpstreamReset(UpstreamBroken):
 class UpstreamLimits:
     connect_timeout: float = 5.0
     idle_timeout: float = 30.0  # how long an idle pooled connection is kept
+    # Idle at least this long before reuse, a connection is first read without waiting for
+    # the peer's close: upstreams close idle keep-alive connections after seconds, and the
+    # check costs a syscall that a connection handed back a moment ago does not need.
+    close_check_after: float = 0.5
     max_idle_per_endpoint: int = 256
     read_timeout: float = 60.0  # silence from the upstream while we wait for bytes
 

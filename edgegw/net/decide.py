@@ -153,7 +153,11 @@ def decide(
 ) -> RequestPlan:
     """Match, filter and plan one request (see the module docstring); no I/O."""
     plan = RequestPlan(req, record, upgrade)
-    if ctx.challenges is not None and _acme_http01(plan, ctx.challenges):
+    if (
+        ctx.challenges is not None
+        and req.path.startswith(_HTTP01_PATH)
+        and _acme_http01(plan, ctx.challenges)
+    ):
         return plan
     if passed_through(req.headers, ctx.via):  # a forwarding loop: one hop, then stop
         plan.grpc = looks_grpc(req)
@@ -202,6 +206,9 @@ class _Request:
     ) -> None:
         self.headers, self.authority, self.path = headers, authority, path
         self.scheme, self.port = scheme, listener.listener.port
+
+
+_HTTP01_PATH = "/.well-known/acme-challenge/"  # RFC 8555 section 8.3: a cheap first test
 
 
 def _acme_http01(plan: RequestPlan, challenges: ChallengeAnswers) -> bool:

@@ -15,7 +15,9 @@ When every endpoint of a backend is ejected, the one whose ejection ends first
 is tried anyway: a guess beats a certain 503.
 
 Idle connections are kept LIFO (the warmest first) and dropped after
-``idle_timeout``, or when a non-blocking read shows the peer closed them.
+``idle_timeout``, or when a non-blocking read shows the peer closed them (read
+once a connection has been idle ``close_check_after``: a connection handed back
+a moment ago is not read again, which would cost every request a syscall).
 The peer may still close one just as a request goes out on it, which shows as
 EOF before any response byte: without a retry policy that request is resent
 once on a fresh connection (``UpstreamConnection.reused``); with one
@@ -184,10 +186,13 @@ class UpstreamPool:
         return soonest[1] if soonest is not None else endpoints[start % n]
 
     def _take_idle(self, state: _EndpointState) -> UpstreamConnection | None:
-        now = self._clock()
+        now, limits = self._clock(), self.limits
         while state.idle:
             conn = state.idle.pop()
-            if now - conn.idle_since < self.limits.idle_timeout and not conn.seen_closed():
+            idle = now - conn.idle_since
+            if idle < limits.idle_timeout and (
+                idle < limits.close_check_after or not conn.seen_closed()
+            ):
                 return conn
             conn.close()
         return None
