@@ -15,7 +15,7 @@ SHIV_VERSION ?= 1.0.8
 TARGET_PYTHON ?= /usr/bin/env python3
 SOURCES := pyproject.toml $(shell find edgegw -name '*.py')
 
-.PHONY: binary check-binary fuzz lint test test-netns clean
+.PHONY: binary check-binary coverage-all fuzz lint test test-netns clean
 
 binary: dist/edgegw
 
@@ -55,3 +55,10 @@ clean:
 # Hypothesis at length: the "fuzz" profile (tests/conftest.py) over tests/fuzz; stop with ^C.
 fuzz:
 	HYPOTHESIS_PROFILE=fuzz $(PYTHON) -m pytest -q -p no:cacheprovider tests/fuzz
+
+# Branch coverage with every Python process the tests start measured too (edgegw run, echo,
+# workers): slower than scripts/test, which measures the test process only.
+coverage-all:
+	rm -f .coverage .coverage.*
+	$(PYTHON) -m pytest -q -p no:cacheprovider --cov=edgegw --cov-report=term:skip-covered \
+		--cov-config=tests/coverage-all.toml
