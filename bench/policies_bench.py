@@ -345,6 +345,7 @@ class Run:
     sizes: dict[str, int] = field(default_factory=dict)  # bytes of one response body
     errors: dict[str, str] = field(default_factory=dict)
     edgegw_pid: int = 0
+    load: tuple[float, float, float] = field(default_factory=os.getloadavg)  # at the start
 
     @property
     def workdir(self) -> Path:
@@ -741,9 +742,11 @@ def noise_text(run: Run) -> str:
     for base in (c for c in CASES if not c.baseline):
         cpus = [s.cpu_us for s in run.samples.get(base.key, [])]
         if len(cpus) > 1:
+            spread = max(cpus) - min(cpus)
             lines.append(
                 f"- {base.label}: {len(cpus)} baseline runs from {min(cpus):.1f} to "
-                f"{max(cpus):.1f} µs/request; a Δ within that spread is noise."
+                f"{max(cpus):.1f} µs/request; a Δ smaller than that spread "
+                f"({spread:.1f} µs) is noise."
             )
     return "\n".join(lines)
 
@@ -765,7 +768,8 @@ def results_section(run: Run) -> str:
         f"Measured {when} by `bench/policies`{quick}: wrk -t2 -c64, {run.args.duration:g} s "
         "per run after a 1 s warm-up, all on 127.0.0.1.",
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, "
-        f"Python {info['python']}. CPU pinning: {run.cpus[3]}. "
+        f"Python {info['python']}. CPU pinning: {run.cpus[3]}. Load average at the start: "
+        f"{' / '.join(f'{x:.2f}' for x in run.load)} (1 / 5 / 15 min). "
         f"edgegw at commit {info['commit']} (plus any uncommitted changes).",
         "One `edgegw run --workers 1`, one HTTPRoute per case (by Host header) under the "
         "Envoy Gateway policy a user would write; nginx upstream (1 worker) with a 100-byte "
