@@ -57,6 +57,7 @@ from edgegw.logsetup import setup_logging
 from edgegw.net import udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.etcd import EtcdClient
+from edgegw.net.jwks import remotes_of
 from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.localaddr import local_addresses, static_addresses
 from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
@@ -307,6 +308,8 @@ class Gateway:
 
     def _apply(self, built: Built) -> None:
         """Swap the built generation in: on the event loop, and quick."""
+        if self.dispatcher.jwks is not None:  # before the swap: new JWKS start fetching
+            self.dispatcher.jwks.reconcile(remotes_of(built.model))
         self._swap_runtimes(built.runtimes)
         self.runtimes = built.runtimes
         self.last_built = built

@@ -187,6 +187,44 @@ class ExtAuth(IR, frozen=True, kw_only=True):
     fail_open: bool = False
 
 
+class RemoteJWKS(IR, frozen=True, kw_only=True):
+    """Where a JWT provider's keys are fetched from, off the request path (``net/jwks.py``).
+
+    ``backend`` is the URI's host and port (TLS with the system trust store for
+    https), or the ``backendRefs`` one; ``target`` the URI's path and query.
+    """
+
+    uri: str
+    backend: Backend
+    host: str  # the Host header of the fetch
+    target: str
+    cache_duration: float = 300.0
+    failed_refetch: float = 1.0
+    timeout: float = 10.0
+
+
+class JWTProvider(IR, frozen=True, kw_only=True):
+    """One ``jwt.providers[]`` entry; the default token locations already filled in."""
+
+    name: str
+    issuer: str = ""  # empty: any issuer
+    audiences: tuple[str, ...] = ()  # empty: any audience
+    local_jwks: bytes | None = None  # a JWKS document; oct keys are secrets: bytes, redacted
+    remote_jwks: RemoteJWKS | None = None
+    claim_to_headers: tuple[tuple[str, str], ...] = ()  # (lower-case header, claim.path)
+    headers: tuple[tuple[str, str], ...] = (("authorization", "Bearer "),)  # (name, prefix)
+    params: tuple[str, ...] = ("access_token",)
+    cookies: tuple[str, ...] = ()
+
+
+class JWT(IR, frozen=True, kw_only=True):
+    """SecurityPolicy ``jwt``: any provider that verifies the token admits the request."""
+
+    providers: tuple[JWTProvider, ...]
+    optional: bool = False  # a missing token is admitted (an invalid one is not)
+    fail_open: bool = False  # a missing or invalid token is admitted
+
+
 class SecurityPolicy(IR, frozen=True, kw_only=True):
     """The SecurityPolicy a rule is under, in the order its checks run."""
 
@@ -195,6 +233,7 @@ class SecurityPolicy(IR, frozen=True, kw_only=True):
     basic_auth: BasicAuth | None = None
     api_key_auth: APIKeyAuth | None = None
     ext_auth: ExtAuth | None = None
+    jwt: JWT | None = None
 
 
 class RateLimitHeaderMatch(IR, frozen=True, kw_only=True):

@@ -96,8 +96,15 @@ class Observer:
             Counter(
                 "edgegw_policy_decisions_total",
                 "Envoy Gateway policy checks by kind (basic, apikey, authorization, extAuth, "
-                "rateLimit, clientIPDetection, security) and outcome (allow, deny, error).",
+                "jwt, rateLimit, clientIPDetection, security) and outcome (allow, deny, error).",
                 ("kind", "policy", "outcome"),
+            )
+        )
+        self.jwks_fetches = registry.add(
+            Counter(
+                "edgegw_jwks_fetches_total",
+                "Remote JWKS fetches of SecurityPolicy jwt providers by result.",
+                ("uri", "result"),
             )
         )
         self.compression_in = registry.add(
@@ -236,6 +243,9 @@ class Observer:
 
     def policy_decision(self, kind: str, policy: str, outcome: str) -> None:
         self.policy_decisions.inc((kind, policy, outcome))
+
+    def jwks_fetched(self, uri: str, result: str) -> None:
+        self.jwks_fetches.inc((uri, result))
 
     def connection_opened(self, port: str) -> None:
         self.connections.inc((port,))

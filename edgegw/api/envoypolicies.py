@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from edgegw.api.envoyjwt import JWT
 from edgegw.api.meta import (
     BackendObjectReference,
     Duration,
@@ -368,6 +369,7 @@ class SecurityPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     api_key_auth: APIKeyAuth | None = None
     ext_auth: ExtAuth | None = None
     authorization: Authorization | None = None
+    jwt: JWT | None = None
 
     def __post_init__(self) -> None:
         self.check_targets()

@@ -17,6 +17,7 @@ import msgspec
 import trio
 
 from edgegw.net.upstream import RequestBody, UpstreamPool
+from edgegw.policy.jwt import RemoteKeys
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.via import instance_via
 from edgegw.routing import PortTable
@@ -144,6 +145,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     background: trio.Nursery | None = None  # for mirrors; None disables them
     challenges: ChallengeAnswers | None = None  # ACME HTTP-01, on plain-HTTP ports only
     via: bytes = VIA  # added to what is forwarded; a request already carrying it gets 508
+    jwks: RemoteKeys | None = None  # remote JWKS for SecurityPolicy jwt (``net/jwks.py``)
 
 
 class ProxyRequest(msgspec.Struct):

@@ -46,6 +46,7 @@ place for every request kind.
 from __future__ import annotations
 
 import random
+from urllib.parse import quote_from_bytes
 
 from edgegw import ir
 from edgegw.net.context import (
@@ -58,7 +59,7 @@ from edgegw.net.guard import Admission, admit
 from edgegw.policy.compiled import RuleGuard
 from edgegw.policy.lb import consistent_pick, hash_key
 from edgegw.proto.events import HeaderList, Headers
-from edgegw.proto.http1 import strip_hop_by_hop
+from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
 from edgegw.proto.target import normalize_path
 from edgegw.proto.via import passed_through
 from edgegw.routing import ListenerTable, PortTable, RouteMatch, pick_backend
@@ -184,7 +185,17 @@ def decide(
     plan.response_extra = [(b"via", ctx.via)]
     if match.guard is not None or listener.client_guard is not None:
         admission = admit(
-            listener, match, method, req.path, req.query, req.headers, record.client, ctx.observer
+            listener,
+            match,
+            method,
+            req.path,
+            req.query,
+            req.headers,
+            record.client,
+            ctx.observer,
+            keys=ctx.jwks,
+            scheme=ctx.scheme,
+            authority=req.authority,
         )
         if admission is not None and _admitted(plan, admission) is not None:
             return plan
@@ -228,11 +239,34 @@ def _admitted(plan: RequestPlan, admission: Admission) -> Answer | None:
     plan.compression = admission.compression
     plan.pending = admission.pending
     if admission.status:
-        plan.answer = Answer(admission.status, admission.headers, body=admission.body)
+        plan.answer = policy_answer(admission, plan.grpc)
         return plan.answer
     if admission.add or admission.remove:
         plan.req.headers = admission.apply(plan.req.headers)
     return None
+
+
+# Envoy's mapping of a local reply's HTTP status to a gRPC status (Grpc::Utility)
+_GRPC_STATUS = {400: b"13", 401: b"16", 403: b"7", 404: b"12", 429: b"14", 503: b"14"}
+
+
+def policy_answer(admission: Admission, grpc: bool) -> Answer:
+    """A policy's refusal; to a gRPC client as Envoy sends local replies: a gRPC status.
+
+    The HTTP status maps as Envoy maps it (401 → UNAUTHENTICATED, 403 →
+    PERMISSION_DENIED, 429 → UNAVAILABLE, others UNKNOWN), the body becomes
+    ``grpc-message``, and the policy's own headers (``www-authenticate``) stay.
+    """
+    if not grpc:
+        return Answer(admission.status, admission.headers, body=admission.body)
+    message = admission.body.strip() or (reason_phrase(admission.status) or b"")
+    headers = [
+        *admission.headers,
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", _GRPC_STATUS.get(admission.status, b"2")),
+        (b"grpc-message", quote_from_bytes(message, safe=" ").encode()),
+    ]
+    return Answer(200, headers)
 
 
 def _pick_backend(

@@ -33,6 +33,7 @@ from edgegw import ir, routing
 from edgegw.certificates.challenges import Challenges
 from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext, HTTPLimits
+from edgegw.net.jwks import JWKSStore
 from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
@@ -137,6 +138,7 @@ class PortServices:
             background=self.dispatcher.background,
             challenges=self.dispatcher.challenges if scheme == "http" else None,
             limits=self.server.runtime.http_limits or _DEFAULT_LIMITS,
+            jwks=self.dispatcher.jwks,
         )
 
 
@@ -153,6 +155,9 @@ class Dispatcher:
         self.background = background
         self.challenges = challenges
         self.upstreams = UpstreamPool()
+        self.jwks = (
+            JWKSStore(self.upstreams, background, observer.jwks_fetched) if background else None
+        )
         self.tcp_limits = tcp.ConnectionLimits()
         self.tcp_stats = tcp.RelayStats()
 

@@ -13,6 +13,7 @@ checks in ``decide``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,12 +22,15 @@ import trio
 from edgegw import ir
 from edgegw.net.context import HTTPConnectionContext, Observer
 from edgegw.net.extauth import ask, check_head
-from edgegw.policy.compiled import RuleGuard
+from edgegw.policy import jwtverify
+from edgegw.policy.compiled import JWTContext, RuleGuard
+from edgegw.policy.jwt import RemoteKeys
 from edgegw.proto.events import HeaderList
 from edgegw.routing import ListenerTable, RouteMatch
 from edgegw.routing.matchers import RequestView
 
 _TOO_MANY = b"Too Many Requests\n"
+FETCH_FAILED = jwtverify.FETCH_FAILED.message.encode()  # the keys could not be had: "error"
 
 
 @dataclass
@@ -57,8 +61,15 @@ def admit(
     headers: HeaderList,
     peer: str,
     observer: Observer,
+    *,
+    keys: RemoteKeys | None = None,
+    scheme: str = "http",
+    authority: str = "",
 ) -> Admission | None:
-    """The synchronous policies of one routed request; None when none applies."""
+    """The synchronous policies of one routed request; None when none applies.
+
+    ``keys`` (the remote JWKS cache), ``scheme`` and ``authority`` serve a JWT check.
+    """
     client_guard, guard = listener.client_guard, match.guard
     if client_guard is None and guard is None:
         return None
@@ -78,8 +89,26 @@ def admit(
     if guard.ext_auth is not None:
         admission.pending = guard
         return admission
-    _check(guard, admission, method, view, query, observer)
+    jwt = _jwt_context(guard, keys, scheme, authority, path, query)
+    _check(guard, admission, method, view, query, observer, jwt)
     return admission
+
+
+def _jwt_context(
+    guard: RuleGuard,
+    keys: RemoteKeys | None,
+    scheme: str,
+    authority: str,
+    path: str,
+    query: str,
+) -> JWTContext | None:
+    if guard.jwt is None:
+        return None
+    target = f"{path}?{query}" if query else path
+    context = JWTContext(wall=time.time(), realm=f"{scheme}://{authority}{target}")
+    if keys is not None:
+        context.keys = keys
+    return context
 
 
 async def authorize(
@@ -110,7 +139,9 @@ async def authorize(
         )
         return admission
     admission.add += result.headers
-    _check(guard, admission, method, RequestView(method, path, query, headers), query, ctx.observer)
+    view = RequestView(method, path, query, headers)
+    jwt = _jwt_context(guard, ctx.jwks, ctx.scheme, authority, path, query)
+    _check(guard, admission, method, view, query, ctx.observer, jwt)
     return admission
 
 
@@ -121,17 +152,19 @@ def _check(
     view: RequestView,
     query: str,
     observer: Observer,
+    jwt: JWTContext | None = None,
 ) -> None:
-    verdict = guard.check(method, admission.client, view.header, query, trio.current_time())
+    verdict = guard.check(method, admission.client, view.header, query, trio.current_time(), jwt)
     if verdict.reason:
         kind = "rateLimit" if verdict.reason == "ratelimit" else verdict.reason
         name = guard.traffic if kind == "rateLimit" else guard.security
-        observer.policy_decision(kind, name, "deny")
+        outcome = "error" if verdict.body == FETCH_FAILED else "deny"
+        observer.policy_decision(kind, name, outcome)
     elif guard.security:
         observer.policy_decision("security", guard.security, "allow")
     if verdict.status:
         admission.status, admission.headers = verdict.status, verdict.headers
-        admission.body = _TOO_MANY if verdict.status == 429 else b""
+        admission.body = _TOO_MANY if verdict.status == 429 else verdict.body
         return
     admission.add += verdict.add
     admission.remove |= frozenset(verdict.remove) | {n for n, _ in verdict.add}

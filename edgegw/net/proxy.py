@@ -48,7 +48,14 @@ from edgegw.net.context import (
     RequestRecord,
     ResponseWriter,
 )
-from edgegw.net.decide import Answer, RequestPlan, decide, header_value, response_fields
+from edgegw.net.decide import (
+    Answer,
+    RequestPlan,
+    decide,
+    header_value,
+    policy_answer,
+    response_fields,
+)
 from edgegw.net.guard import authorize
 from edgegw.net.upstream import (
     UpstreamError,
@@ -131,7 +138,7 @@ async def _authorize(plan: RequestPlan, ctx: HTTPConnectionContext) -> None:
         ctx, guard, plan.client, method, req.authority, req.path, req.query, req.headers
     )
     if admission.status:
-        plan.answer = Answer(admission.status, admission.headers, body=admission.body)
+        plan.answer = policy_answer(admission, plan.grpc)
         return
     verb, target, fields = plan.head
     plan.head = (verb, target, admission.apply(fields))

@@ -6,25 +6,31 @@ a ``ClientGuard``. The routing tables hold them next to each match, so the one
 decide step of the data plane finds them with the route, for every request
 kind alike. Checks run in Envoy Gateway's filter order: CORS preflights pass
 untouched (the CORS filter answers them), external auth (asynchronous: the
-data plane calls ``ext_auth`` first), API key, basic auth, authorization, local
-rate limit; compression is chosen when the response head arrives.
+data plane calls ``ext_auth`` first), API key, basic auth, JWT (``policy.jwt``),
+authorization, local rate limit; compression is chosen when the response head
+arrives.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from edgegw import ir
+from edgegw.policy import jwtverify
 from edgegw.policy.authz import Authorizer
 from edgegw.policy.basicauth import BasicAuthVerifier
 from edgegw.policy.clientip import ClientIPDetector
+from edgegw.policy.jwt import Authenticator, NoRemoteKeys, RemoteKeys
 from edgegw.policy.ratelimit import RateLimiter
 
 HeaderLookup = Callable[[bytes], str | None]
 Headers = Sequence[tuple[bytes, bytes]]
 _BASIC_CHALLENGE = [(b"www-authenticate", b'Basic realm="http://edgegw"')]
+NO_REMOTE_KEYS = NoRemoteKeys()
+REALM_PATH_MAX = 256  # Envoy's jwt_authn cuts the realm's path here
 
 
 @dataclass
@@ -32,8 +38,9 @@ class Verdict:
     """What the checks decided: an answer for the client, or headers for the backend."""
 
     status: int = 0  # 0: pass on
-    reason: str = ""  # "basic", "apikey", "authorization", "ratelimit"
+    reason: str = ""  # "basic", "apikey", "jwt", "authorization", "ratelimit"
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # on the answer
+    body: bytes = b""  # of the answer
     add: list[tuple[bytes, bytes]] = field(default_factory=list)  # to the forwarded request
     remove: tuple[bytes, ...] = ()  # from the forwarded request
 
@@ -49,6 +56,7 @@ class RuleGuard:
         "cors",
         "ext_auth",
         "invalid",
+        "jwt",
         "limiter",
         "security",
         "traffic",
@@ -68,15 +76,26 @@ class RuleGuard:
             _APIKeys(security.api_key_auth) if security and security.api_key_auth else None
         )
         self.ext_auth = security.ext_auth if security else None
+        self.jwt = Authenticator(security.jwt) if security and security.jwt else None
         self.limiter = RateLimiter(traffic.rate_limits) if traffic and traffic.rate_limits else None
         self.compression = traffic.compression if traffic else ()
         self.cors = any(isinstance(f, ir.CORSFilter) for f in rule.filters)
         self.invalid = rule.invalid
 
     def check(
-        self, method: str, client: str, header: HeaderLookup, query: str, now: float
+        self,
+        method: str,
+        client: str,
+        header: HeaderLookup,
+        query: str,
+        now: float,
+        jwt: JWTContext | None = None,
     ) -> Verdict:
-        """The synchronous checks, after external auth allowed the request."""
+        """The synchronous checks, after external auth allowed the request.
+
+        ``now`` is monotonic (rate limits); ``jwt`` carries the wall clock, the
+        remote keys and the realm a JWT check needs.
+        """
         verdict = Verdict()
         if self.api_keys is not None and not self.api_keys.check(header, query, verdict):
             return verdict
@@ -89,6 +108,8 @@ class RuleGuard:
             name = self.basic.config.forward_username_header
             if name:
                 verdict.add.append((name.lower().encode(), user.encode()))
+        if self.jwt is not None and not self._check_jwt(self.jwt, header, query, jwt, verdict):
+            return verdict
         if self.authorizer is not None:
             allowed, _ = self.authorizer.allows(client, header)
             if not allowed:
@@ -98,6 +119,25 @@ class RuleGuard:
             verdict.status, verdict.reason = 429, "ratelimit"
         return verdict
 
+    @staticmethod
+    def _check_jwt(
+        jwt: Authenticator,
+        header: HeaderLookup,
+        query: str,
+        context: JWTContext | None,
+        verdict: Verdict,
+    ) -> bool:
+        context = context or JWTContext()
+        outcome = jwt.check(header, query, context.keys, context.wall or time.time())
+        verdict.remove = (*verdict.remove, *jwt.sanitize)
+        if outcome.status.code:
+            verdict.status, verdict.reason = outcome.status.code, "jwt"
+            verdict.headers = [(b"www-authenticate", _bearer(context.realm, outcome.status))]
+            verdict.body = outcome.status.message.encode()
+            return False
+        verdict.add += outcome.add
+        return True
+
     def is_preflight(self, method: str, header: HeaderLookup) -> bool:
         """A CORS preflight the rule's CORS filter answers before any auth, as in Envoy."""
         return (
@@ -106,6 +146,27 @@ class RuleGuard:
             and header(b"origin") is not None
             and header(b"access-control-request-method") is not None
         )
+
+
+@dataclass
+class JWTContext:
+    """What a JWT check needs beyond the headers: keys, clock, and the realm of a 401."""
+
+    keys: RemoteKeys = NO_REMOTE_KEYS
+    wall: float = 0.0  # 0: time.time()
+    realm: str = ""  # scheme://host/path?query, as the client asked for it
+
+
+def _bearer(realm: str, status: jwtverify.Status) -> bytes:
+    """Envoy's challenge: the request's URI as realm; ``invalid_token`` unless it was missing."""
+    scheme, sep, rest = realm.partition("://")
+    host, slash, path = rest.partition("/")
+    realm = f"{scheme}{sep}{host}{slash}{path[: REALM_PATH_MAX - 1]}"
+    quoted = realm.replace('"', "%22")
+    value = f'Bearer realm="{quoted}"'
+    if status is not jwtverify.MISSING:
+        value += ', error="invalid_token"'
+    return value.encode("latin-1", "replace")
 
 
 class _APIKeys:

@@ -14,11 +14,13 @@ from typing import Literal
 
 from edgegw import api, ir
 from edgegw.api import envoypolicies as ep
+from edgegw.api.envoyjwt import JWT
 from edgegw.api.meta import SecretObjectReference
 from edgegw.policy.basicauth import parse_htpasswd
 from edgegw.translate.backends import BackendContext, resolve
 from edgegw.translate.backendtls import BackendTLSPolicies
 from edgegw.translate.index import ENVOY_GROUP, Index
+from edgegw.translate.jwtconvert import JWTConverter, JWTProblem
 
 _UNIT_SECONDS = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0, "Day": 86400.0}
 _COMPRESSORS: dict[str, ir.Compressor] = {"Gzip": "gzip", "Brotli": "br", "Zstd": "zstd"}
@@ -219,6 +221,7 @@ class SecurityConverter:
     def __init__(self, index: Index, tls_policies: BackendTLSPolicies) -> None:
         self._index = index
         self._tls = tls_policies
+        self._jwt = JWTConverter(index, tls_policies)
 
     def __call__(self, policy: ep.SecurityPolicy) -> Security:
         """Raises: Problem."""
@@ -230,8 +233,15 @@ class SecurityConverter:
             basic_auth=self._basic_auth(ns, spec.basic_auth) if spec.basic_auth else None,
             api_key_auth=self._api_keys(ns, spec.api_key_auth) if spec.api_key_auth else None,
             ext_auth=self._ext_auth(ns, spec.ext_auth) if spec.ext_auth else None,
+            jwt=self._jwt_auth(ns, spec.jwt) if spec.jwt else None,
         )
         return Security(security=security, cors=_cors(spec.cors) if spec.cors else None)
+
+    def _jwt_auth(self, ns: str, spec: JWT) -> ir.JWT:
+        try:
+            return self._jwt(ns, spec)
+        except JWTProblem as exc:
+            raise Problem(str(exc)) from None
 
     def _secret(self, ns: str, ref: SecretObjectReference, field: str) -> api.Secret:
         target_ns = ref.namespace or ns
