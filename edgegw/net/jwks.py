@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 import trio
 
 from edgegw import ir
-from edgegw.net.upstream import UpstreamError, UpstreamPool, UpstreamReply
+from edgegw.net.upstream import UpstreamPool, UpstreamReply
 from edgegw.policy.jwt import remote_id
 from edgegw.policy.jwtverify import Key, parse_jwks
 from edgegw.proto.events import DataReceived, Headers, MessageEnded
@@ -129,7 +129,7 @@ class JWKSStore:
             if status != 200:
                 raise ValueError(f"HTTP status {status}")
             entry.keys = parse_jwks(body)
-        except (UpstreamError, trio.TooSlowError, _TooLarge, ValueError) as exc:
+        except Exception as exc:  # whatever a JWKS server does, it never ends the gateway
             why = _describe(exc)
             log.warning("JWKS %s: %s; keeping the keys it had", config.uri, why)
             self._count(config.uri, "failure")

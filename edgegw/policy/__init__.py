@@ -3,6 +3,7 @@
 Each module decides one thing from a request's parts (client address,
 headers) and a policy compiled from the IR: who the client is
 (``clientip``), whether it may pass (``authz``, ``basicauth``, ``apikey``,
-``ratelimit``), and how the response is encoded (``compress``). ``compiled``
+``jwt`` with ``jwtverify``, ``ratelimit``), and how the response is encoded
+(``compress``). ``compiled``
 builds them once per reload for every rule and listener; ``net/`` only asks.
 """

@@ -153,6 +153,7 @@ async def test_unknown_kid_refetches_at_most_every_five_seconds(
         (200, b"<html>"),
         (200, b"x" * (MAX_JWKS_BYTES + 1)),
         UpstreamError("refused"),
+        OSError("anything else the exchange raises"),
         "stall",
     ],
 )
