@@ -33,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import brotli
+import jwt as pyjwt
 import zstandard
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from lib import (
     ROOT,
     BenchError,
@@ -132,12 +135,29 @@ def _compressed(key: str, name: str, encoding: str) -> Case:
 
 
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+JWT_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+JWT_ISSUER = "https://idp.bench.example.com"
+
+
+def _jwt_token(key: rsa.RSAPrivateKey = JWT_KEY) -> str:
+    """An RS256 token a day long; one token, as a client reuses its access token."""
+    claims = {"iss": JWT_ISSUER, "sub": USER, "exp": int(datetime.now(UTC).timestamp()) + 86400}
+    return pyjwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+
+
+JWT_TOKEN = _jwt_token()
 CASES = [
     _case("plain", "no policy, 100 B body", ""),
     _case("basic", "SecurityPolicy basicAuth ({SHA})", "plain", f"Authorization: {BASIC}"),
     _case("extauth", "SecurityPolicy extAuth.http (forward auth)", "plain", f"Cookie: {SESSION}"),
     _case("authz", "SecurityPolicy authorization (clientCIDRs)", "plain"),
     _case("apikey", "SecurityPolicy apiKeyAuth", "plain", f"x-api-key: {API_KEY}"),
+    _case(
+        "jwt",
+        "SecurityPolicy jwt (RS256, local JWKS)",
+        "plain",
+        f"Authorization: Bearer {JWT_TOKEN}",
+    ),
     _case("cors", "SecurityPolicy cors (GET with Origin)", "plain", f"Origin: {ORIGIN}"),
     _case("ratelimit", "BackendTrafficPolicy rateLimit Local", "plain"),
     _case(
@@ -192,6 +212,17 @@ def _authz(cidr: str) -> str:
         action: Allow
         principal:
           clientCIDRs: ["{cidr}"]
+"""
+
+
+def _jwt() -> str:
+    jwk = {**json.loads(RSAAlgorithm.to_jwk(JWT_KEY.public_key())), "kid": "bench"}
+    return f"""  jwt:
+    providers:
+      - name: bench
+        issuer: {JWT_ISSUER}
+        localJWKS: {{type: Inline, inline: '{json.dumps({"keys": [jwk]})}'}}
+        claimToHeaders: [{{header: x-user, claim: sub}}]
 """
 
 
@@ -287,6 +318,7 @@ POLICIES: list[tuple[str, str, str]] = [  # kind, route name, spec body
     extractFrom: [{headers: [x-api-key]}]
 """,
     ),
+    (SECURITY, "jwt", _jwt()),
     (
         SECURITY,
         "cors",
@@ -537,6 +569,14 @@ def _check_apikey(run: Run, case: Case) -> None:
     expect("apikey: 401 with a wrong key", code == 401, code)
 
 
+def _check_jwt(run: Run, case: Case) -> None:
+    code = curl(run, case, "-").status
+    expect("jwt: 401 without a token", code == 401, code)
+    forged = _jwt_token(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    code = curl(run, case, "-", "-H", f"Authorization: Bearer {forged}").status
+    expect("jwt: 401 for a token another key signed", code == 401, code)
+
+
 def _check_cors(run: Run, case: Case) -> None:
     allowed = curl(run, case).headers.get("access-control-allow-origin")
     expect("cors: access-control-allow-origin on a GET with Origin", allowed == ORIGIN, allowed)
@@ -570,6 +610,7 @@ CHECKS: dict[str, Callable[[Run, Case], None]] = {
     "extauth": _check_extauth,
     "authz": _check_authz,
     "apikey": _check_apikey,
+    "jwt": _check_jwt,
     "cors": _check_cors,
     "ratelimit": _check_ratelimit,
     "xff": _check_xff,
@@ -584,6 +625,7 @@ DECISIONS = {
     "extauth": ("extAuth", "extauth"),
     "authz": ("security", "authz"),
     "apikey": ("security", "apikey"),
+    "jwt": ("security", "jwt"),
     "cors": ("security", "cors"),
 }
 
