@@ -21,7 +21,8 @@ Shutdown (SIGTERM/SIGINT): every port stops accepting at once and drains for
 
 Under ``--cluster`` a `ClusterLink` shares pool allocations through etcd (the allocations
 the elected node writes become this node's "previous" ones, then a reload) and adds the
-``cluster`` section to ``/api/status``; see `edgegw.cluster.shared`.
+``cluster`` section to ``/api/status``; see `edgegw.cluster.shared`. ACME orders run on one
+elected node and certificates reach every node through etcd (`edgegw.cluster.certificates`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from edgegw.api import Resources
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.manager import CertificateManager
 from edgegw.certificates.store import CertificateStore
+from edgegw.cluster.certificates import ClusterCertificates
 from edgegw.cluster.options import ClusterOptions
 from edgegw.cluster.session import Session
 from edgegw.cluster.shared import AllocationMap, ClusterLink
@@ -514,6 +516,11 @@ async def _join_cluster(gateway: Gateway, cluster: ClusterOptions, client: EtcdC
     """Start the cluster link; wait briefly for etcd so the first reload uses its allocations."""
     session = Session(client, cluster.node, cluster.lease_ttl, speaker=False)
     link = ClusterLink(session, gateway.adopt)
+    manager = gateway.certificates
+    shared = ClusterCertificates(
+        session, manager.store, gateway._certificates_changed, may_order=manager.orders
+    )
+    link.certificates = manager.coordinator = gateway.challenges.shared = shared
     await gateway.nursery.start(link.serve)
     await link.wait_synced()
     if link.adopted is not None:

@@ -7,11 +7,15 @@ removes it after; the data plane only looks answers up, at one place each:
 §3). With ``--workers N`` the validation request may reach any worker, so
 HTTP-01 and TLS-ALPN-01 answers are also written under
 ``STATE_DIR/certificates/http01/`` and ``tlsalpn01/`` and looked up there
-when not held in memory.
+when not held in memory. Under ``--cluster`` the server may reach another
+node: the solvers also `share` each answer through ``shared`` (etcd, see
+`edgegw.certificates.coordination`), and a lookup that finds nothing here
+reads the node's copy of etcd, still without waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -23,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from OpenSSL import SSL
 
+from edgegw.certificates.coordination import SharedAnswers
 from edgegw.certificates.store import write_private
 
 log = logging.getLogger("edgegw.certificates")
@@ -40,6 +45,22 @@ class Challenges:
         self._http01: dict[str, bytes] = {}
         self._alpn: dict[str, tuple[str, SSL.Context]] = {}  # name → (key authorization, ctx)
         self._shared = shared_dir
+        self.shared: SharedAnswers | None = None  # set under --cluster
+
+    async def share(self, kind: str, ident: str, value: str | None) -> None:
+        """Offer (or, with None, withdraw) an answer to the other nodes of a cluster."""
+        if self.shared is None:
+            return
+        if value is None:
+            await self.shared.delete(kind, _ident(kind, ident))
+        else:
+            await self.shared.put(kind, _ident(kind, ident), value.encode())
+
+    def _from_cluster(self, kind: str, ident: str) -> bytes | None:
+        if self.shared is None or not _usable(kind, ident):
+            return None
+        found = self.shared.get(kind, _ident(kind, ident))
+        return found[:1024] if found is not None else None
 
     # --- HTTP-01 --------------------------------------------------------------------------
 
@@ -66,12 +87,10 @@ class Challenges:
         if found is not None:
             return found
         shared = self._shared_path(token)
-        if shared is None:
-            return None
-        try:
-            return shared.read_bytes()[:1024]
-        except OSError:
-            return None
+        if shared is not None:
+            with contextlib.suppress(OSError):
+                return shared.read_bytes()[:1024]
+        return self._from_cluster("http01", token)
 
     def _shared_path(self, token: str) -> Path | None:
         if self._shared is None or not token.replace("-", "").replace("_", "").isalnum():
@@ -113,6 +132,9 @@ class Challenges:
             shared = path.read_bytes()[:1024].decode() if path is not None else None
         except (OSError, UnicodeDecodeError):
             shared = None
+        if shared is None:
+            clustered = self._from_cluster("tlsalpn01", name)
+            shared = clustered.decode(errors="replace") if clustered is not None else None
         held = self._alpn.get(name)
         if held is not None and shared in (None, held[0]):
             return held[1]
@@ -126,6 +148,18 @@ class Challenges:
             return None
         digest = hashlib.sha256(name.encode()).hexdigest()
         return self._shared.with_name("tlsalpn01") / digest
+
+
+def _usable(kind: str, ident: str) -> bool:
+    """Whether a token or name from a request may be looked up at all (bounded, plain)."""
+    if kind == "http01":
+        return 16 <= len(ident) <= 128 and ident.replace("-", "").replace("_", "").isalnum()
+    return 0 < len(ident) <= 253
+
+
+def _ident(kind: str, ident: str) -> str:
+    """The key part of an answer: the token, or the digest of a TLS-ALPN-01 name."""
+    return hashlib.sha256(ident.encode()).hexdigest() if kind == "tlsalpn01" else ident
 
 
 def _alpn_context(name: str, key_authorization: str) -> SSL.Context:

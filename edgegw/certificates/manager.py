@@ -19,17 +19,27 @@ start the files already on disk are served without a new order.
 
 With ``--workers N`` only the process holding ``.order.lock`` orders; the
 others only serve what is on disk (``refresh`` when files change).
+
+Under ``--cluster`` a `Coordinator` (set by the gateway) elects one node, the
+orderer; the others wait. The orderer shares every certificate it issues and
+every failure's backoff; each node copies shared certificates to its own
+``STATE_DIR/certificates/`` (`edgegw.cluster.certificates`), from where they
+are served as above. A node that becomes the orderer re-reads its states
+(disk and the shared backoff) first, so renewal and backoff carry over, and
+an order in flight is abandoned as soon as the node may have lost the role,
+before another node can take it: two nodes never order at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn
 
 import httpx
@@ -43,6 +53,7 @@ from edgegw.api import certmanager as cm
 from edgegw.certificates import pki
 from edgegw.certificates.acme import ACMEClient, ACMEError, Key, http_client
 from edgegw.certificates.challenges import Challenges
+from edgegw.certificates.coordination import Attempts, Coordinator, SharedCertificate
 from edgegw.certificates.solvers import choose
 from edgegw.certificates.state import (
     CertificateState,
@@ -88,6 +99,7 @@ class CertificateManager:
         self._lock_fd: int | None = None
         self._temporary: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self.orders = store is not None and may_order and self._take_order_lock()
+        self.coordinator: Coordinator | None = None  # set under --cluster
 
     def _take_order_lock(self) -> bool:
         assert self.store is not None
@@ -164,7 +176,7 @@ class CertificateManager:
         for cert in plan.certificates:
             key = (cert.namespace, cert.name)
             state = self._states.get(key)
-            if state is None or state.plan != cert or not self.orders:
+            if state is None or state.plan != cert or not self._leading():
                 state = self._load(cert, state)
             states[key] = state
         self.plan = plan
@@ -179,7 +191,13 @@ class CertificateManager:
             found = self.store.load(plan.namespace, plan.secret_name)
             if found is not None:
                 state.pair, state.request = found[0], found[1].request
+        if self.coordinator is not None and not state.issuing:
+            _apply_attempts(state, self.coordinator.attempts(plan.namespace, plan.name))
         return state
+
+    def _leading(self) -> bool:
+        """Whether this process orders now (and so its states are the truth)."""
+        return self.orders and (self.coordinator is None or self.coordinator.leading())
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -200,14 +218,49 @@ class CertificateManager:
         if not self.orders:
             await self._follow()
         while True:
+            if self.coordinator is not None and not self.coordinator.leading():
+                await self._take_over(self.coordinator)
             self._wake = trio.Event()
             now = time.time()
             when, state = self._next(now)
             if state is None or when > now:
                 with trio.move_on_after(min(when - now, 3600.0)):
-                    await self._wake.wait()
+                    await self._until_lost(self._wake.wait)
                 continue
-            await self._issue(state)
+            await self._until_lost(functools.partial(self._issue, state))
+
+    async def _take_over(self, coordinator: Coordinator) -> None:
+        """Wait to be the orderer; then start from the shared state, not from this node's."""
+        await coordinator.wait_leading()
+        log.info("this node orders the cluster's certificates")
+        self._states = {k: self._load(s.plan, None) for k, s in self._states.items()}
+        await self._share_newer(coordinator)
+
+    async def _until_lost(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work``, abandoning it if this node stops being the orderer meanwhile."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return await work()
+        async with trio.open_nursery() as nursery:
+
+            async def guard() -> None:
+                await coordinator.wait_lost()
+                log.info("this node no longer orders certificates")
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(guard)
+            await work()
+            nursery.cancel_scope.cancel()
+
+    async def _share_newer(self, coordinator: Coordinator) -> None:
+        """Share what this node holds that is newer than the cluster's copy (or missing)."""
+        assert self.store is not None
+        for state in self._states.values():
+            plan = state.plan
+            found = self.store.load(plan.namespace, plan.secret_name)
+            shared = coordinator.issued(plan.namespace, plan.secret_name)
+            if found is not None and (shared is None or found[1].not_before > shared.not_before):
+                await self._publish(coordinator, plan, found[0], found[1])
 
     async def _follow(self) -> NoReturn:
         """Serve what the ordering process writes: rebuild when the files change."""
@@ -235,6 +288,7 @@ class CertificateManager:
             return
         state.issuing = True
         started = time.monotonic()
+        log.info("certificate %s/%s: ordering from %s", plan.namespace, plan.name, issuer.ref.label)
         try:
             key = pki.new_key(plan.key_algorithm, plan.key_size)
             chain = await self._sign(plan, issuer, key)
@@ -245,6 +299,7 @@ class CertificateManager:
                 log.exception("certificate %s/%s: unexpected failure", plan.namespace, plan.name)
             self._failed(state, str(exc) or type(exc).__name__, retry_after)
             self.on_issued()  # status shows the failure
+            await self._record(state)
             return
         finally:
             state.issuing = False
@@ -256,6 +311,42 @@ class CertificateManager:
             iso(pair.not_after),
         )  # fmt: skip
         self.on_issued()
+        if self.coordinator is not None:
+            await self._publish(self.coordinator, plan, pair, info)
+            await self._record(state)
+
+    async def _publish(
+        self, coordinator: Coordinator, plan: CertificatePlan, pair: KeyPair, info: Issued
+    ) -> None:
+        """Share a certificate; one not shared now is shared by the next orderer (disk)."""
+        shared = SharedCertificate(
+            chain=pair.chain_pem.decode(), key=pair.key_pem.decode(), info=info
+        )
+        try:
+            if await coordinator.publish(plan.namespace, plan.secret_name, shared):
+                return
+            reason = "this node no longer orders"
+        except Exception as exc:  # the cluster's store is unreachable: keep it here
+            reason = type(exc).__name__
+        log.warning(
+            "certificate %s/%s is not shared with the cluster yet (%s)",
+            plan.namespace, plan.name, reason,
+        )  # fmt: skip
+
+    async def _record(self, state: CertificateState) -> None:
+        """Share the backoff, so the next orderer honours it (best effort)."""
+        if self.coordinator is None:
+            return
+        attempts = None
+        if state.failures:
+            attempts = Attempts(
+                failures=state.failures, next_attempt=state.next_attempt,
+                last_failure=state.last_failure, last_failure_time=state.last_failure_time,
+            )  # fmt: skip
+        try:
+            await self.coordinator.record(state.plan.namespace, state.plan.name, attempts)
+        except Exception as exc:  # the backoff is still kept here
+            log.debug("cannot share the backoff: %s", type(exc).__name__)
 
     def _failed(self, state: CertificateState, message: str, retry_after: float | None) -> None:
         state.failures += 1
@@ -305,7 +396,11 @@ class CertificateManager:
                 )  # fmt: skip
                 raise
             if url != account.url:
-                self.store.save_account(label, msgspec.structs.replace(account, url=url))
+                account = msgspec.structs.replace(account, url=url)
+                self.store.save_account(label, account)
+            coordinator = self.coordinator
+            if coordinator is not None and coordinator.account(label, spec.server) != account:
+                await coordinator.share_account(label, account)
             registered = "The ACME account was registered with the ACME server"
             self._issuer_status[_issuer_key(issuer)] = (
                 True,
@@ -321,7 +416,10 @@ class CertificateManager:
     def _account(self, issuer: IssuerPlan) -> Account:
         spec = spec_acme(issuer)
         assert self.store is not None
-        found = self.store.load_account(issuer.ref.label, spec.server)
+        found = None
+        if self.coordinator is not None:  # the cluster's account, so orders stay under one
+            found = self.coordinator.account(issuer.ref.label, spec.server)
+        found = found or self.store.load_account(issuer.ref.label, spec.server)
         if found is not None:
             return found
         pem = issuer.account_key_pem or pki.key_pem(ec.generate_private_key(ec.SECP256R1()))
@@ -382,6 +480,14 @@ class CertificateManager:
             ready = certificate_status(state, now).status["conditions"][0]["status"]
             for value in ("True", "False", "Unknown"):
                 yield (state.plan.namespace, state.plan.name, value), float(ready == value)
+
+
+def _apply_attempts(state: CertificateState, attempts: Attempts | None) -> None:
+    """Take the cluster's backoff for a certificate (none shared: no failures)."""
+    state.failures = attempts.failures if attempts else 0
+    state.next_attempt = attempts.next_attempt if attempts else 0.0
+    state.last_failure = attempts.last_failure if attempts else ""
+    state.last_failure_time = attempts.last_failure_time if attempts else 0.0
 
 
 def _tls_secret(namespace: str, name: str, chain: bytes, key: bytes) -> api.Secret:

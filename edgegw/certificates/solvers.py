@@ -46,9 +46,11 @@ class HTTP01:
 
     async def present(self, name: str, token: str, key_authorization: str) -> None:
         self.challenges.add_http01(token, key_authorization)
+        await self.challenges.share("http01", token, key_authorization)
 
     async def cleanup(self, name: str, token: str, key_authorization: str) -> None:
         self.challenges.remove_http01(token)
+        await _withdraw(self.challenges, "http01", token)
 
 
 class TLSALPN01:
@@ -57,9 +59,18 @@ class TLSALPN01:
 
     async def present(self, name: str, token: str, key_authorization: str) -> None:
         self.challenges.add_tls_alpn01(name, key_authorization)
+        await self.challenges.share("tlsalpn01", name.lower(), key_authorization)
 
     async def cleanup(self, name: str, token: str, key_authorization: str) -> None:
         self.challenges.remove_tls_alpn01(name)
+        await _withdraw(self.challenges, "tlsalpn01", name.lower())
+
+
+async def _withdraw(challenges: Challenges, kind: str, ident: str) -> None:
+    """Withdraw a shared answer, even from a cancelled order; a left-over one harms nothing
+    (it is bound to the node's lease in etcd and the token is never used again)."""
+    with trio.move_on_after(2, shield=True):
+        await challenges.share(kind, ident, None)
 
 
 def _host_port(nameserver: str) -> tuple[str, int]:

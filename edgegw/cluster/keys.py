@@ -8,9 +8,24 @@ Every key lives under ``edgegw/``:
   vanishes with the node.
 - ``edgegw/allocator``: the node whose gateway writes pool allocations, bound to its lease.
 - ``edgegw/allocations``: every Gateway's pool addresses (JSON `Allocations`), no lease.
+- ``edgegw/certificates/orderer``: the node whose gateway orders ACME certificates, bound to
+  its lease.
+- ``edgegw/certificates/issued/NAMESPACE/SECRET``: an issued certificate *with its private key*
+  (JSON `SharedCertificate`), no lease.
+- ``edgegw/certificates/attempts/NAMESPACE/NAME``: a Certificate's failures and backoff (JSON
+  `Attempts`), no lease; deleted on success.
+- ``edgegw/certificates/accounts/DIGEST``: the ACME account (with its key) per issuer and server.
+- ``edgegw/certificates/challenges/KIND/ID``: a pending HTTP-01 token's or TLS-ALPN-01 name's
+  answer, bound to the orderer's lease.
+
+Private keys are stored as they are: etcd must be reachable only by the edgegw nodes
+(``etcds://`` with client certificates, and etcd's own access control), as a Kubernetes
+cluster's Secrets rely on access to its etcd.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import msgspec
 
@@ -19,6 +34,12 @@ MEMBERS = PREFIX + b"members/"
 OWNERS = PREFIX + b"owners/"
 ALLOCATOR = PREFIX + b"allocator"
 ALLOCATIONS = PREFIX + b"allocations"
+CERTIFICATES = PREFIX + b"certificates/"
+ORDERER = CERTIFICATES + b"orderer"
+ISSUED = CERTIFICATES + b"issued/"
+ATTEMPTS = CERTIFICATES + b"attempts/"
+ACCOUNTS = CERTIFICATES + b"accounts/"
+CHALLENGES = CERTIFICATES + b"challenges/"
 
 
 class MemberValue(msgspec.Struct, frozen=True):
@@ -48,3 +69,19 @@ def member_key(node: str) -> bytes:
 
 def owner_key(address: str) -> bytes:
     return OWNERS + address.encode()
+
+
+def issued_key(namespace: str, secret: str) -> bytes:
+    return ISSUED + f"{namespace}/{secret}".encode()
+
+
+def attempts_key(namespace: str, name: str) -> bytes:
+    return ATTEMPTS + f"{namespace}/{name}".encode()
+
+
+def account_key(issuer: str, server: str) -> bytes:
+    return ACCOUNTS + hashlib.sha256(f"{issuer}\0{server}".encode()).hexdigest()[:24].encode()
+
+
+def challenge_key(kind: str, ident: str) -> bytes:
+    return CHALLENGES + f"{kind}/{ident}".encode()

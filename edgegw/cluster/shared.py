@@ -28,6 +28,7 @@ import msgspec
 import trio
 
 from edgegw.cluster import keys
+from edgegw.cluster.certificates import ClusterCertificates
 from edgegw.cluster.session import Session
 from edgegw.net.etcd import Compare, EtcdError, Put
 
@@ -59,6 +60,7 @@ class ClusterLink:
     adopted: AllocationMap | None = None
     seen_members: set[str] = field(default_factory=set)
     etcd_members: tuple[EtcdMemberHealth, ...] = ()
+    certificates: ClusterCertificates | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
     _ready: trio.Event = field(default_factory=trio.Event)
 
@@ -100,6 +102,8 @@ class ClusterLink:
             result = await session.client.txn([Compare(keys.ALLOCATOR, "CREATE", 0)], [put])
             if result.succeeded:
                 log.info("%s: this gateway writes the pool allocations", session.node)
+        if self.certificates is not None:
+            await self.certificates.step()
         found = self.shared_allocations()
         if found is not None and found != self.adopted:
             self.adopted = found
@@ -177,6 +181,7 @@ class ClusterLink:
             "node": session.node,
             "etcdReachable": session.healthy(),
             "allocator": allocator.value.decode(errors="replace") if allocator else None,
+            "certificateOrderer": self.certificates.orderer() if self.certificates else None,
             "addresses": [
                 {"address": a, "node": o.node} for a, o in sorted(session.owners().items())
             ],

@@ -57,8 +57,12 @@ def start_pebble(
     validity: int = 3600,
     dns: str | None = None,
     eab: dict[str, str] | None = None,
+    address: str = "127.0.0.1",
 ) -> Pebble:
-    """Start pebble (and challtestsrv as its DNS unless ``dns`` names another server)."""
+    """Start pebble (and challtestsrv as its DNS unless ``dns`` names another server).
+
+    challtestsrv answers ``address`` for every name: where pebble validates.
+    """
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost", "127.0.0.1")
     leaf.cert_chain_pems[0].write_to_path(str(tmp / "pebble.crt"))
@@ -86,7 +90,7 @@ def start_pebble(
             Process(
                 ["pebble-challtestsrv", "-management", f"127.0.0.1:{challtest_admin}",
                  "-dns01", f"127.0.0.1:{dns_port}", "-http01", "", "-https01", "",
-                 "-tlsalpn01", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
+                 "-tlsalpn01", "", "-defaultIPv4", address, "-defaultIPv6", ""],
                 tmp / "challtestsrv.log",
             )
         )  # fmt: skip

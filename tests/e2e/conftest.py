@@ -135,11 +135,12 @@ class Echo:
 class Gateway:
     """An ``edgegw run`` on a temporary config directory."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, address: str = "127.0.0.1") -> None:
         self.tmp = tmp
         self.config = tmp / "config"
         self.config.mkdir()
         self.state = tmp / "state"
+        self.address = address  # --default-address
         self.admin_port = free_port()
         self.process: Process | None = None
 
@@ -194,7 +195,7 @@ class Gateway:
             "--state-dir",
             str(self.state),
             "--default-address",
-            "127.0.0.1",
+            self.address,
             "--drain-timeout",
             "5",
             *extra,
