@@ -2,7 +2,9 @@
 
 `EtcdRig` starts a cluster of members with ``--pre-vote`` (etcd 3.4's default is off, and a
 member that rejoins would then force an election) and waits until every member answers
-``/health``. ``prefix`` runs each member under a command (``ip netns exec NS``).
+``/health``. ``prefix`` runs each member under a command (``ip netns exec NS``). With `EtcdTLS`
+the members serve clients over TLS only and require a client certificate
+(``--client-cert-auth``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -20,6 +23,22 @@ from pathlib import Path
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """PEM files: the CA (signing both sides), the members' certificate, a client's."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
 @dataclass
 class EtcdMember:
     name: str
@@ -28,10 +47,11 @@ class EtcdMember:
     peer_port: int
     prefix: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -47,11 +67,17 @@ class EtcdRig:
     extra: Sequence[str] = field(default_factory=tuple)
     probe_prefix: Sequence[str] = ()
     """Where the test reaches the members from (``ip netns exec NS``); empty: right here."""
+    tls: EtcdTLS | None = None
+
+    def __post_init__(self) -> None:
+        for member in self.members:
+            member.scheme = "https" if self.tls else "http"
 
     @property
     def endpoints(self) -> str:
         """``--cluster`` value naming every member."""
-        return "etcd://" + ",".join(f"{m.host}:{m.client_port}" for m in self.members)
+        scheme = "etcds" if self.tls else "etcd"
+        return f"{scheme}://" + ",".join(f"{m.host}:{m.client_port}" for m in self.members)
 
     def start_all(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -73,10 +99,16 @@ class EtcdRig:
                 "--initial-cluster-token", self.root.name,
                 "--heartbeat-interval", str(self.heartbeat_ms),
                 "--election-timeout", str(self.election_ms),
-                "--pre-vote", *self.extra]  # fmt: skip
+                "--pre-vote", *self._tls_flags(), *self.extra]  # fmt: skip
         log = (self.root / f"{member.name}.log").open("ab")
         member.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]  # fmt: skip
 
     def wait_healthy(self, member: EtcdMember, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -93,7 +125,8 @@ class EtcdRig:
                 argv = [*self.probe_prefix, "curl", "-s", "--max-time", "1", url]
                 body = subprocess.run(argv, capture_output=True, timeout=5, check=False).stdout
             else:
-                with urllib.request.urlopen(url, timeout=1) as answer:
+                context = self.tls.context() if self.tls else None
+                with urllib.request.urlopen(url, timeout=1, context=context) as answer:
                     body = answer.read()
             return bool(json.loads(body).get("health") == "true")
         except (OSError, ValueError, subprocess.SubprocessError):
@@ -102,8 +135,11 @@ class EtcdRig:
     def etcdctl(self, *args: str, endpoints: Sequence[EtcdMember] = ()) -> str:
         """``etcdctl ARGS`` against ``endpoints`` (default: every member), from the probe."""
         urls = ",".join(m.client_url for m in endpoints or self.members)
-        argv = [*self.probe_prefix, "etcdctl", f"--endpoints={urls}", "--command-timeout=2s",
-                *args]  # fmt: skip
+        argv = [*self.probe_prefix, "etcdctl", f"--endpoints={urls}", "--command-timeout=2s"]
+        if self.tls is not None:
+            argv += [f"--cacert={self.tls.ca}", f"--cert={self.tls.client_cert}",
+                     f"--key={self.tls.client_key}"]  # fmt: skip
+        argv += args
         env = {"ETCDCTL_API": "3", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env)
         return done.stdout
