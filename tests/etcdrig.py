@@ -99,7 +99,8 @@ class EtcdRig:
                 "--initial-cluster-token", self.root.name,
                 "--heartbeat-interval", str(self.heartbeat_ms),
                 "--election-timeout", str(self.election_ms),
-                "--pre-vote", *self._tls_flags(), *self.extra]  # fmt: skip
+                "--pre-vote", "--logger", "zap", "--log-outputs", "stderr",
+                *self._tls_flags(), *self.extra]  # fmt: skip
         log = (self.root / f"{member.name}.log").open("ab")
         member.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -254,7 +254,8 @@ def render_cluster(cluster: dict[str, Any]) -> str:
     ]
     out = [
         f"\nCLUSTER (this node: {cluster.get('node')}, etcd reachable: "
-        f"{_yes(cluster.get('etcdReachable'))}, allocator: {cluster.get('allocator')})\n",
+        f"{_yes(cluster.get('etcdReachable'))}, allocator: {cluster.get('allocator')}, "
+        f"certificates ordered by: {cluster.get('certificateOrderer')})\n",
         _table(["ADDRESS", "ANNOUNCED BY"], addresses),
         "\n",
         _table(["NODE", "ALIVE", "CAN ANNOUNCE"], nodes),

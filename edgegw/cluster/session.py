@@ -182,8 +182,14 @@ class Session:
     async def _renew(self, sent: float) -> None:
         was_healthy = self.healthy(sent)
         if not self.lease:
-            self.lease, _ = await self.client.grant(self.ttl)
+            self.lease, granted = await self.client.grant(self.ttl)
             self._joined_at = sent
+            if granted > self.ttl:  # etcd's minimum: the lease lives longer, so count on that
+                log.warning(
+                    "%s: etcd grants leases of %d s at least, not %d s (its minimum is 1.5 "
+                    "election timeouts); using %d s", self.node, granted, self.ttl, granted,
+                )  # fmt: skip
+                self.ttl = granted
             log.info("%s: joined the cluster (lease %x)", self.node, self.lease)
         elif await self.client.keepalive(self.lease, per_try=self.ttl / 3) <= 0:
             log.warning("%s: lease %x expired; joining again", self.node, self.lease)

@@ -52,3 +52,15 @@ async def test_healthy_only_while_the_lease_cannot_have_expired(etcd: EtcdRig) -
         assert not session.healthy(10.0 + 2 - session.margin)
         session.renewed_at = -math.inf
         assert not session.healthy(10.0)
+
+
+async def test_a_ttl_under_etcds_minimum_counts_on_what_etcd_grants(etcd: EtcdRig) -> None:
+    """etcd (election timeout 1 s here) grants 2 s at least: health must use the 2 s."""
+    with trio.fail_after(10):
+        async with EtcdClient([etcd.members[0].client_url]) as client, trio.open_nursery() as n:
+            session = Session(client, f"short-{uuid.uuid4().hex[:6]}", ttl=1, speaker=False)
+            await n.start(session.serve)
+            await wait_until(lambda: session.lease, "a lease")
+            assert session.ttl == 2
+            await session.revoke()
+            n.cancel_scope.cancel()

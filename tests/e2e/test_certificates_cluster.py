@@ -12,6 +12,7 @@ import http.client
 import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.acme_rig import Pebble, start_pebble
-from tests.e2e.conftest import Echo, Gateway, wait_for
+from tests.e2e.conftest import Echo, Gateway, edgegw_cmd, wait_for
 from tests.e2e.test_certificates_acme import _issuer, _site
 from tests.etcdrig import EtcdMember, EtcdRig
 from tests.ports import free_port
@@ -138,6 +139,11 @@ def test_one_orderer_shares_and_the_next_renews(
         assert open_on_b.get() == 200
         assert nodes["a"].stop(9) == -9  # no lease revoked: B waits out the TTL
         wait_for(lambda: cluster(nodes["b"])["certificateOrderer"] == "b", what="B orders")
+        table = subprocess.run(
+            edgegw_cmd("status", "--admin", f"127.0.0.1:{nodes['b'].admin_port}"),
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        assert "certificates ordered by: b" in table
         renewed = wait_for(
             lambda: (c := served(B, https_port, root)) != first and c,
             timeout=VALIDITY + 10,

@@ -5,6 +5,10 @@ fd00::1); ``n1``..``n3`` are the nodes (192.0.2.11-13, fd00::11-13), each runnin
 member, an echo backend named after the node, ``edgegw run --cluster`` and
 ``edgegw l2 --cluster`` on its ``eth0``. Nothing but veths inside these namespaces is created.
 
+etcd runs with the timings README "Two or three boxes" gives for a LAN (heartbeat 50 ms,
+election timeout 500 ms); the lease TTL is edgegw's default, 2 s, or ``EDGEGW_TEST_LEASE_TTL``
+(1 reproduces the README's figures for ``--lease-ttl 1``).
+
 A node "dies" by kill -9 of its processes with its veth down, and "reboots" in the same
 namespace (deleting a namespace right after kill -9 can hang for minutes).
 
@@ -39,7 +43,8 @@ from tests.etcdrig import EtcdMember, EtcdRig
 
 from .conftest import CLONE_NEWNET, REPO
 
-TTL = 2
+TTL = int(os.environ.get("EDGEGW_TEST_LEASE_TTL", "2"))  # 1: README's LAN figures
+ETCD_HEARTBEAT_MS, ETCD_ELECTION_MS = 50, 500  # README "Two or three boxes": a LAN's timings
 PORT = 8080
 PROBE_IP = IPv4Address("192.0.2.250")  # never an entry in anyone's neighbour cache
 HTTP_STEP = 0.05
@@ -146,7 +151,8 @@ class Cluster:
             node.etcd = EtcdMember(f"etcd-{node.name}", node.ip, 2379, 2380,
                                    prefix=("ip", "netns", "exec", node.ns))  # fmt: skip
             members.append(node.etcd)
-        self.etcd = EtcdRig(root / "etcd", members, probe_prefix=self.exec_prefix(self.client_ns))
+        self.etcd = EtcdRig(root / "etcd", members, ETCD_HEARTBEAT_MS, ETCD_ELECTION_MS,
+                            probe_prefix=self.exec_prefix(self.client_ns))  # fmt: skip
 
     # --- the network ------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ is ever answered by two nodes. The measured figures are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,7 +192,7 @@ def kill_and_measure(cluster: Cluster, *, etcd_leader: bool) -> None:
     other = held["g2"] if address == held["g1"] else held["g1"]
     with Watch(cluster, [address, other]) as watch:
         wait_for(lambda: watch.served_by(address, old.name, 0), 10, "HTTP to the old node")
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.time()
         cluster.kill9(old)
         new = new_server(watch, cluster, old, address, killed)
         last_old, first_new = watch.gap(address, old.name, new.name)
@@ -206,13 +208,50 @@ def kill_and_measure(cluster: Cluster, *, etcd_leader: bool) -> None:
         name,
         f"{old.name} -> {new.name}: gap {gap:.2f} s (last answer from the old node to first "
         f"from the new), first gratuitous ARP {garp - killed:.2f} s after the kill, "
-        f"first answer {first_new - killed:.2f} s after the kill (TTL {TTL} s)",
+        f"first answer {first_new - killed:.2f} s after the kill (TTL {TTL} s); "
+        + timeline(cluster, old, new, address, killed_at),
     )
     limit: float = TTL + 1
     if etcd_leader:  # found dead after 1-2 election timeouts; the new leader adds one to leases
         limit += 3 * cluster.etcd.election_ms / 1000
     assert first_new - killed <= limit, name
     bring_back(cluster, old)
+
+
+def _logged_at(line: str) -> float | None:
+    """The wall time of an edgegw log line (local time) or an etcd one (zap's JSON, UTC)."""
+    match = re.search(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)[.,](\d+)(Z?)", line)
+    if match is None:
+        return None
+    when = datetime.datetime.strptime(f"{match[1]} {match[2]}", "%Y-%m-%d %H:%M:%S")
+    if match[4]:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp() + float("0." + match[3])
+
+
+def _first(path: Path, needle: str, since: float) -> float | None:
+    for line in path.read_text(errors="replace").splitlines():
+        at = _logged_at(line)
+        if at is not None and at >= since and needle in line:
+            return at
+    return None
+
+
+def timeline(cluster: Cluster, old: Node, new: Node, address: str, killed_at: float) -> str:
+    """Where the time went, from the logs: etcd's election, then the claim of the address."""
+    elected = [
+        at
+        for node in others(cluster, old)
+        if node.etcd is not None
+        and (at := _first(cluster.etcd.root / f"{node.etcd.name}.log", "became leader", killed_at))
+    ]
+    took = _first(new.root / "l2.log", f"{new.name}: took {address}", killed_at)
+    parts = []
+    if elected:
+        parts.append(f"etcd leader elected at +{min(elected) - killed_at:.2f} s")
+    if took is not None:
+        parts.append(f"address claimed at +{took - killed_at:.2f} s")
+    return ", ".join(parts) or "no timeline in the logs"
 
 
 def test_kill9_of_the_announcing_node_moves_the_address(up: Cluster) -> None:
