@@ -518,7 +518,7 @@ async def _join_cluster(gateway: Gateway, cluster: ClusterOptions, client: EtcdC
     link = ClusterLink(session, gateway.adopt)
     manager = gateway.certificates
     shared = ClusterCertificates(
-        session, manager.store, gateway._certificates_changed, may_order=manager.orders
+        session, manager.store, gateway._certificates_changed, manager.orders, gateway.challenges
     )
     link.certificates = manager.coordinator = gateway.challenges.shared = shared
     await gateway.nursery.start(link.serve)

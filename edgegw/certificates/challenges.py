@@ -56,6 +56,27 @@ class Challenges:
         else:
             await self.shared.put(kind, _ident(kind, ident), value.encode())
 
+    def mirror(self, kind: str, ident: str, value: bytes | None) -> None:
+        """Put another node's answer where this node's other workers look (``--workers N``).
+
+        ``ident`` is the key part `share` gave it: a token, or a TLS-ALPN-01 name's digest.
+        """
+        if self._shared is None:
+            return
+        if kind == "http01" and _usable(kind, ident):
+            path = self._shared / ident
+        elif kind == "tlsalpn01" and len(ident) == 64 and ident.isalnum():
+            path = self._shared.with_name("tlsalpn01") / ident
+        else:
+            return
+        try:
+            if value is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_private(path, value[:1024])
+        except OSError as exc:
+            log.warning("cannot keep a challenge answer for the other workers: %s", exc)
+
     def _from_cluster(self, kind: str, ident: str) -> bytes | None:
         if self.shared is None or not _usable(kind, ident):
             return None

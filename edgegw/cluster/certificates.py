@@ -24,6 +24,8 @@ What the orderer learns it writes to etcd, fenced by a comparison on the orderer
 - each pending HTTP-01 / TLS-ALPN-01 answer under ``challenges/``, bound to the orderer's lease.
   `put` returns only once every reachable etcd member has applied the write: the node the ACME
   server reaches answers from its own copy of etcd (the session's watch), without waiting.
+  With ``--workers N`` only worker 0 has that copy: it mirrors the answers into the files the
+  other workers read (`Challenges.mirror`).
 
 Everything is read from the session's copy of ``edgegw/`` (`Session.kvs`), so lookups never
 wait on etcd. Values are never logged. Nothing is encrypted: there is no key to encrypt with
@@ -41,6 +43,7 @@ from typing import TypeVar
 import msgspec
 import trio
 
+from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.coordination import Attempts, SharedCertificate
 from edgegw.certificates.store import Account, CertificateStore, Issued
 from edgegw.cluster import keys
@@ -62,7 +65,9 @@ class ClusterCertificates:
     store: CertificateStore | None
     on_copied: Callable[[], None] = lambda: None
     may_order: bool = True
+    challenges: Challenges | None = None
     _copied: dict[bytes, int] = field(default_factory=dict)
+    _mirrored: set[bytes] = field(default_factory=set)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     # --- the orderer ----------------------------------------------------------------------
@@ -102,6 +107,7 @@ class ClusterCertificates:
             await self._campaign()
         finally:
             self._copy()
+            self._mirror_answers()
             self._changed.set()
             self._changed = trio.Event()
 
@@ -155,6 +161,19 @@ class ClusterCertificates:
             return False
         log.info("certificate for Secret %s received from the cluster", name)
         return True
+
+    def _mirror_answers(self) -> None:
+        if self.challenges is None:
+            return
+        kvs = self.session.kvs
+        present = {key for key in kvs if key.startswith(keys.CHALLENGES)}
+        for key in present - self._mirrored:
+            kind, _, ident = key[len(keys.CHALLENGES) :].decode(errors="replace").partition("/")
+            self.challenges.mirror(kind, ident, kvs[key].value)
+        for key in self._mirrored - present:
+            kind, _, ident = key[len(keys.CHALLENGES) :].decode(errors="replace").partition("/")
+            self.challenges.mirror(kind, ident, None)
+        self._mirrored = present
 
     def issued(self, namespace: str, secret: str) -> Issued | None:
         shared = _decode(self.session, keys.issued_key(namespace, secret), SharedCertificate)

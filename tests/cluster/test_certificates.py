@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 import trustme
 
+from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.coordination import Attempts, SharedCertificate
 from edgegw.certificates.store import CertificateStore, Issued
 from edgegw.certs import load_key_pair
@@ -44,7 +45,9 @@ async def test_only_the_orderer_writes_and_every_node_gets_a_copy(
             for name, client in (("a", c1), ("b", c2)):
                 session = Session(client, f"{name}-{tag}", speaker=False)
                 store = CertificateStore(tmp_path / name)
-                shared = ClusterCertificates(session, store, functools.partial(copied.append, name))
+                on_copied = functools.partial(copied.append, name)
+                challenges = Challenges(tmp_path / name / "http01")
+                shared = ClusterCertificates(session, store, on_copied, challenges=challenges)
                 link = ClusterLink(session, _adopt, certificates=shared)
                 await nursery.start(link.serve)
                 await link.wait_synced()
@@ -61,8 +64,13 @@ async def test_only_the_orderer_writes_and_every_node_gets_a_copy(
             assert b.store.load("default", "web-tls")[1] == certificate.info  # type: ignore[index]
             assert b.issued("default", "web-tls") == certificate.info
 
-            await a.put("http01", f"token-{tag}-0123456789", b"answer")
-            assert b.get("http01", f"token-{tag}-0123456789") == b"answer"  # already there
+            token = f"token-{tag}-0123456789"
+            await a.put("http01", token, b"answer")
+            assert b.get("http01", token) == b"answer"  # already there
+            worker = Challenges(tmp_path / "b" / "http01")  # another worker of b: its files
+            path = f"/.well-known/acme-challenge/{token}"
+            while worker.answer_http01(path) != b"answer":
+                await trio.sleep(0.02)
 
             backoff = Attempts(failures=2, next_attempt=123.0, last_failure="refused")
             await a.record("default", "web", backoff)
@@ -71,6 +79,8 @@ async def test_only_the_orderer_writes_and_every_node_gets_a_copy(
 
             await a.session.revoke()  # the orderer leaves: its answers go, the other orders
             await b.wait_leading()
-            assert b.get("http01", f"token-{tag}-0123456789") is None
+            assert b.get("http01", token) is None
+            while worker.answer_http01(path) is not None:
+                await trio.sleep(0.02)
             await b.record("default", "web", None)
             nursery.cancel_scope.cancel()
