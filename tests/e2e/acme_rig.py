@@ -103,7 +103,8 @@ def start_pebble(
             tmp / "pebble.log",
         )
     )
-    wait_for(lambda: accepts(listen) and accepts(management), what="pebble")
+    # pebble makes its root and intermediate keys first: seconds on a busy machine
+    wait_for(lambda: accepts(listen) and accepts(management), timeout=60, what="pebble")
     ca_pem = ca.cert_pem.bytes()
     return Pebble(
         directory=f"https://127.0.0.1:{listen}/dir",
