@@ -71,20 +71,15 @@ class _Stop(Exception):
         self.error = error
 
 
-class _HeadState:
-    """What one message head accumulates while llhttp walks it."""
-
-    __slots__ = ("bytes", "headers", "trailers", "url")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.trailers: list[tuple[bytes, bytes]] | None = None
-        self.bytes = 0
-
-
 class _Parser:
-    """Shared machinery of the request and response parsers."""
+    """Shared machinery of the request and response parsers.
+
+    The head being read lives in plain attributes, not an object per message:
+    llhttp calls ``on_header`` once per field, and this is the hottest Python
+    on the HTTP/1.1 path (both ends of every proxied exchange). ``_fields`` is
+    the list being filled: the head's fields, then, once the head is complete,
+    the trailers of a chunked body.
+    """
 
     _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
 
@@ -93,31 +88,37 @@ class _Parser:
         self._error: ProtocolError | None = None
         self._max_head_bytes = max_head_bytes
         self._max_headers = max_headers
-        self._head: _HeadState | None = None  # set while a head is being read
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self._fields = self._headers
+        self._head_bytes = 0
+        self._reading_head = False  # from a message's first byte to the end of its head
         self._in_message = False
         self._pending_head_bytes = 0
 
     # --- llhttp callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._head = _HeadState()
-        self._in_message = True
+        self._url = b""
+        self._fields = self._headers = []
+        self._trailers = None
+        self._head_bytes = 0
+        self._reading_head = self._in_message = True
 
     def on_url(self, url: bytes) -> None:
-        head = self._head
-        assert head is not None
-        head.url += url
-        self._count(head, len(url))
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_head_bytes:
+            raise _Stop(ProtocolError("request header fields too large", 431))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        head = self._head
-        assert head is not None
-        target = head.headers if head.trailers is None else head.trailers
-        if len(target) >= self._max_headers:
+        fields = self._fields
+        fields.append((name.lower(), value.rstrip(_WS)))
+        if len(fields) > self._max_headers:
             raise _Stop(ProtocolError("too many header fields", 431))
-        target.append((name.lower(), value.rstrip(_WS)))
-        head.bytes += len(name) + len(value) + 4
-        if head.bytes > self._max_head_bytes:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._max_head_bytes:
             raise _Stop(ProtocolError("request header fields too large", 431))
 
     def on_chunk_header(self) -> None:
@@ -127,23 +128,15 @@ class _Parser:
         self._events.append(DataReceived(body))
 
     def on_message_complete(self) -> None:
-        head = self._head
-        if head is None or not head.trailers:
-            self._events.append(_ENDED)
-        else:
-            self._events.append(MessageEnded(tuple(head.trailers)))
-        self._head = None
-        self._in_message = False
+        trailers = self._trailers
+        self._events.append(MessageEnded(tuple(trailers)) if trailers else _ENDED)
+        self._trailers = None
+        self._reading_head = self._in_message = False
         self._pending_head_bytes = 0
 
-    def _count(self, head: _HeadState, n: int) -> None:
-        head.bytes += n
-        if head.bytes > self._max_head_bytes:
-            raise _Stop(ProtocolError("request header fields too large", 431))
-
     def _start_trailers(self) -> None:
-        if self._head is not None:
-            self._head.trailers = []
+        self._fields = self._trailers = []
+        self._reading_head = False
 
     # --- feeding --------------------------------------------------------------------------
 
@@ -159,14 +152,13 @@ class _Parser:
             self._error = cause.error if isinstance(cause, _Stop) else _wrap(cause or exc)
         except httptools.HttpParserError as exc:
             self._error = _error_from_llhttp(exc)
-        self._check_unfinished_head(len(data))
+        if self._reading_head:
+            self._check_unfinished_head(len(data))
+        else:
+            self._pending_head_bytes = 0
 
     def _check_unfinished_head(self, n: int) -> None:
         """Bound a head that never ends (llhttp buffers a partial line without limit)."""
-        head = self._head
-        if head is None or head.trailers is not None:
-            self._pending_head_bytes = 0
-            return
         self._pending_head_bytes += n
         if self._pending_head_bytes > self._max_head_bytes and self._error is None:
             self._error = ProtocolError("request header fields too large", 431)
@@ -231,17 +223,15 @@ class RequestParser(_Parser):
             self._events.popleft()
 
     def on_headers_complete(self) -> None:
-        head = self._head
-        assert head is not None
         parser = self._parser
         assert isinstance(parser, httptools.HttpRequestParser)
         version = _VERSIONS.get(parser.get_http_version()) or b""
-        headers = tuple(head.headers)
+        headers = tuple(self._headers)
         length, chunked, conn, expect = _validate_head(headers, version, request=True)
         self._events.append(
             RequestReceived(
                 method=parser.get_method(),
-                target=head.url,
+                target=self._url,
                 headers=headers,
                 http_version=version,
                 # RFC 9112 section 6.1: HTTP/1.0 with Transfer-Encoding has faulty framing;
@@ -296,8 +286,8 @@ class ResponseParser(_Parser):
         assert not self._head_request
         self._events.clear()  # a retried response may be left unread; it did end
         self._error = None
-        self._head = None
-        self._in_message = False
+        self._reading_head = self._in_message = False
+        self._trailers = None
         self._pending_head_bytes = 0
         self._final = None
         self._ended = False
@@ -324,13 +314,11 @@ class ResponseParser(_Parser):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        head = self._head
-        assert head is not None
         parser = self._parser
         assert isinstance(parser, httptools.HttpResponseParser)
         status = parser.get_status_code()
         version = _VERSIONS.get(parser.get_http_version()) or b""
-        headers = tuple(head.headers)
+        headers = tuple(self._headers)
         length, chunked, conn, _ = _validate_head(headers, version, request=False)
         if 100 <= status < 200 and not (status == 101 and self._upgrade):
             if status == 101:
@@ -357,7 +345,7 @@ class ResponseParser(_Parser):
 
     def on_message_complete(self) -> None:
         if self._final is None:
-            self._head = None  # a 1xx ended; the final response follows
+            self._reading_head = False  # a 1xx ended; the final response follows
             return
         if not self._ended:
             super().on_message_complete()
@@ -368,8 +356,7 @@ class ResponseParser(_Parser):
     def _finish(self) -> None:
         self._events.append(MessageEnded())
         self._ended = True
-        self._in_message = False
-        self._head = None
+        self._reading_head = self._in_message = False
 
     def _feed(self, data: bytes | bytearray) -> None:
         super()._feed(data)
