@@ -109,6 +109,15 @@ class SocketServer:
             self.handle(conn)
 
     def close(self) -> None:
+        """Stop accepting: shutdown wakes the thread blocked in ``accept``.
+
+        A plain close does not: the thread stays in ``accept`` and, should it
+        retry after the descriptor number went to another test's listening
+        socket, takes that socket's connections (seen: a later fixture's
+        ``serve_forever`` then blocked in its own ``accept`` for good).
+        """
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 

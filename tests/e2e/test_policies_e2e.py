@@ -52,6 +52,7 @@ class _Authelia(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def authelia() -> Iterator[int]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Authelia)
+    server.socket.setblocking(False)  # a connection gone before accept must not block shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
