@@ -87,7 +87,8 @@ class SocketServer:
         self.port = self.sock.getsockname()[1]
         self.connections = 0
         self._concurrent = concurrent
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def handle(self, conn: socket.socket) -> None:
         raise NotImplementedError
@@ -109,15 +110,17 @@ class SocketServer:
             self.handle(conn)
 
     def close(self) -> None:
-        """Stop accepting: shutdown wakes the thread blocked in ``accept``.
+        """Stop accepting, and only then give the descriptor back.
 
-        A plain close does not: the thread stays in ``accept`` and, should it
-        retry after the descriptor number went to another test's listening
-        socket, takes that socket's connections (seen: a later fixture's
-        ``serve_forever`` then blocked in its own ``accept`` for good).
+        Shutdown wakes the thread blocked in ``accept``; the descriptor is
+        closed once that thread is gone. Closed first, its number could go to
+        another test's listening socket while the thread was between reading
+        it and calling ``accept`` (seen under load: the thread took a later
+        fixture's connection, whose ``serve_forever`` then blocked for good).
         """
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
         self.sock.close()
 
 
