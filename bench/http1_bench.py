@@ -411,8 +411,8 @@ def start_edgegw(
     return gw
 
 
-def bench_edgegw_main(run: Run) -> None:
-    """Steps 3, 4, 5, 7 and 8 on one edgegw: HTTP and HTTPS listeners, one route each."""
+def start_main_edgegw(run: Run) -> tuple[Edgegw, int, int]:
+    """edgegw with an HTTP and an HTTPS listener, one route each to the upstream."""
     port, tls_port = run.port(), run.port()
     config = run.workdir / "edgegw-config"
     assert run.cert is not None
@@ -424,7 +424,12 @@ def bench_edgegw_main(run: Run) -> None:
         config / "routes.yaml",
         [route_doc("bench-http", "http", [HOST]), route_doc("bench-https", "https", [])],
     )
-    gw = start_edgegw(run, "edgegw", config, port, (HOST, "/"))
+    return start_edgegw(run, "edgegw", config, port, (HOST, "/")), port, tls_port
+
+
+def bench_edgegw_main(run: Run) -> None:
+    """Steps 3, 4, 5, 7 and 8 on one edgegw: HTTP and HTTPS listeners, one route each."""
+    gw, port, tls_port = start_main_edgegw(run)
     try:
         host = [f"Host: {HOST}"]
         close = [*host, "Connection: close"]

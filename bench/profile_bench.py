@@ -32,14 +32,9 @@ from http1_bench import (
     HOST,
     Run,
     cpu_plan,
-    gateway_docs,
     nginx_proxy_block,
-    route_doc,
-    start_edgegw,
+    start_main_edgegw,
     start_upstream,
-    tls_secret_doc,
-    upstream_docs,
-    write_atomically,
 )
 from lib import (
     BenchError,
@@ -196,18 +191,7 @@ def measure_nginx(run: Run, loads: tuple[Load, ...]) -> None:
 
 
 def measure_edgegw(run: Run, loads: tuple[Load, ...]) -> None:
-    port, tls_port = run.port(), run.port()
-    config = run.workdir / "edgegw-config"
-    assert run.cert is not None
-    write_atomically(config / "gateway.yaml", gateway_docs(port, tls_port))
-    write_atomically(
-        config / "backends.yaml", [*upstream_docs(run.upstream_port), tls_secret_doc(*run.cert)]
-    )
-    write_atomically(
-        config / "routes.yaml",
-        [route_doc("bench-http", "http", [HOST]), route_doc("bench-https", "https", [])],
-    )
-    gw = start_edgegw(run, "edgegw", config, port, (HOST, "/"))
+    gw, port, tls_port = start_main_edgegw(run)
     try:
         for load in loads:
             url = urls(port, tls_port)[load.key]
