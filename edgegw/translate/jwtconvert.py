@@ -105,6 +105,8 @@ class JWTConverter:
         url = urlsplit(spec.uri)
         if url.scheme not in _DEFAULT_PORTS or not url.hostname:
             raise JWTProblem(f"{field}.uri: {spec.uri!r} is not an http or https URI")
+        if "@" in url.netloc:  # never sent, and it would show in logs and metrics
+            raise JWTProblem(f"{field}.uri: user information in the URI is not supported")
         try:
             port = url.port or _DEFAULT_PORTS[url.scheme]
         except ValueError:
@@ -120,7 +122,7 @@ class JWTConverter:
         return ir.RemoteJWKS(
             uri=spec.uri,
             backend=backend,
-            host=url.netloc.rpartition("@")[2],
+            host=url.netloc,
             target=(url.path or "/") + (f"?{url.query}" if url.query else ""),
             cache_duration=float(spec.cache_duration or 300.0),
             failed_refetch=float(spec.failed_refetch_duration or 1.0),

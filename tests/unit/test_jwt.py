@@ -12,11 +12,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from edgegw import ir
+from edgegw.api import Resources
+from edgegw.api.envoyjwt import JWT, JWTProvider, RemoteJWKS
 from edgegw.net.decide import policy_answer
 from edgegw.net.guard import Admission
 from edgegw.policy import jwtverify as jv
 from edgegw.policy.compiled import JWTContext, RuleGuard
 from edgegw.policy.jwt import Authenticator, NoRemoteKeys, Outcome, remote_id
+from edgegw.translate.backendtls import BackendTLSPolicies
+from edgegw.translate.index import Index
+from edgegw.translate.jwtconvert import JWTConverter, JWTProblem
 
 NOW = 1_800_000_000.0
 ISS = "https://issuer.example.com"
@@ -310,3 +315,27 @@ def test_a_verified_token_is_not_verified_again_until_keys_change(
     keys.held = jv.parse_jwks(JWKS)  # a refetch: the same token is verified again
     assert auth.check(good.get, "", keys, NOW).status is jv.OK
     assert len(verified) == 2
+
+
+def test_remote_jwks_uris() -> None:
+    index = Index(Resources())
+    convert = JWTConverter(index, BackendTLSPolicies(index))
+
+    def remote(uri: str) -> ir.RemoteJWKS:
+        spec = JWT(providers=(JWTProvider(name="p", remote_jwks=RemoteJWKS(uri=uri)),))
+        found = convert("default", spec).providers[0].remote_jwks
+        assert found is not None
+        return found
+
+    https = remote("https://idp.example.com/keys?v=2")
+    assert (https.host, https.target) == ("idp.example.com", "/keys?v=2")
+    assert https.backend.endpoints == (
+        ir.Endpoint(kind="fqdn", address="idp.example.com", port=443),
+    )
+    assert https.backend.tls == ir.BackendTLS(hostname="idp.example.com")  # the system trust store
+    plain = remote("http://[::1]:8080")
+    assert (plain.host, plain.target, plain.backend.tls) == ("[::1]:8080", "/", None)
+    assert plain.backend.endpoints[0] == ir.Endpoint(kind="ip", address="::1", port=8080)
+    for bad in ("ftp://idp.example.com/keys", "https://user:pw@idp.example.com/keys", "/keys"):
+        with pytest.raises(JWTProblem, match="uri"):
+            remote(bad)
