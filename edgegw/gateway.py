@@ -56,7 +56,7 @@ from edgegw.cluster.shared import AllocationMap, ClusterLink
 from edgegw.config.store import ConfigStore, LoadResult
 from edgegw.config.watch import serve_reload_triggers
 from edgegw.logsetup import setup_logging
-from edgegw.net import udp
+from edgegw.net import quic, udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.etcd import EtcdClient
 from edgegw.net.jwks import remotes_of
@@ -71,7 +71,7 @@ from edgegw.workers import run_workers, worker_index
 
 log = logging.getLogger("edgegw")
 
-AnyPortServer = PortServer | DatagramPortServer
+AnyPortServer = PortServer | DatagramPortServer | quic.QuicPortServer
 T = TypeVar("T")
 
 
@@ -304,6 +304,7 @@ class Gateway:
             ),
         )
         runtimes = {p.bind_key: compile_runtime(p) for p in result.model.ports}
+        runtimes.update(quic.quic_runtimes(runtimes))  # HTTP/3's UDP sockets
         allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
         statuses = (*result.statuses, *certificate_statuses)
         return Built(loaded, result.model, statuses, runtimes, allocations, replaced)
@@ -385,6 +386,10 @@ class Gateway:
 
     def _new_port_server(self, key: BindKey, runtime: PortRuntime) -> AnyPortServer:
         sock = self.sockets.sockets[key]
+        if key[0] == "udp" and runtime.port.transport == "tcp":  # HTTP/3 beside HTTPS
+            quic_server = quic.QuicPortServer(key, sock, runtime)
+            self.dispatcher.attach_quic(quic_server)
+            return quic_server
         if key[0] == "udp":
             options = udp.UDPOptions(dialer=self.dispatcher.upstreams.dialer)
             self.observer.watch_udp(options.stats)

@@ -291,6 +291,7 @@ class ClientPolicy(IR, frozen=True, kw_only=True):
     alpn: tuple[str, ...] = ()
     idle_timeout: float | None = None  # keep-alive idle time of client connections
     proxy_protocol: bool = False
+    http3: bool = False  # HTTPS listeners also serve HTTP/3 over QUIC on their port
 
 
 # --- HTTP routes ----------------------------------------------------------------------------

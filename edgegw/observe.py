@@ -70,6 +70,13 @@ class Observer:
         self.requests = registry.add(
             Counter("edgegw_http_requests_total", "HTTP requests served.", route_labels)
         )
+        self.protocols = registry.add(
+            Counter(
+                "edgegw_http_requests_by_protocol_total",
+                "HTTP requests served, by the client's protocol (http/1.1, h2, h3).",
+                ("listener", "protocol"),
+            )
+        )
         self.latency = registry.add(
             Histogram(
                 "edgegw_http_request_duration_seconds",
@@ -226,6 +233,7 @@ class Observer:
         listener = record.listener
         route = _route(record)
         self.requests.inc((listener, route, record.backend or "", _status_class(record.status)))
+        self.protocols.inc((listener, record.protocol))
         self.latency.observe((listener, route), record.duration)
         if record.bytes_in:
             self.bytes_in.inc((listener,), record.bytes_in)

@@ -124,6 +124,14 @@ class ProxyProtocolSettings(PolicyModel, kw_only=True, frozen=True):
     """``proxyProtocol: {}``: a PROXY header (v1 or v2) is required (``optional`` is not)."""
 
 
+class HTTP3Settings(PolicyModel, kw_only=True, frozen=True):
+    """``http3: {}``: the HTTPS listener's port also serves HTTP/3 over QUIC (UDP).
+
+    Envoy Gateway's ``HTTP3Settings`` has no fields; its presence turns HTTP/3
+    on, and responses over TCP then advertise it with ``alt-svc``.
+    """
+
+
 class ClientTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     client_ip_detection: ClientIPDetection | None = msgspec.field(
         default=None, name="clientIPDetection"
@@ -133,6 +141,7 @@ class ClientTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     timeout: ClientTimeout | None = None
     enable_proxy_protocol: bool = False
     proxy_protocol: ProxyProtocolSettings | None = None
+    http3: HTTP3Settings | None = None
 
     def __post_init__(self) -> None:
         self.check_targets()

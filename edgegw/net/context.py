@@ -73,6 +73,7 @@ class RequestRecord(msgspec.Struct, gc=False):
     encoding: str = ""  # the response's Content-Encoding when the gateway compressed it
     uncompressed: int = 0  # body bytes before and after compression
     compressed: int = 0
+    protocol: str = ""  # the client's: "http/1.1", "h2" or "h3"
 
 
 class Observer(Protocol):
@@ -146,6 +147,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     challenges: ChallengeAnswers | None = None  # ACME HTTP-01, on plain-HTTP ports only
     via: bytes = VIA  # added to what is forwarded; a request already carrying it gets 508
     jwks: RemoteKeys | None = None  # remote JWKS for SecurityPolicy jwt (``net/jwks.py``)
+    protocol: str = "http/1.1"  # the front end serving it sets "h2" or "h3"
 
 
 class ProxyRequest(msgspec.Struct):

@@ -25,7 +25,8 @@ so a policy added here holds for every protocol at once (STYLE rule 11).
    backendRef's own filters, the same kinds as the rule's (a backend-level
    RequestRedirect is answered here too); 500/503 when there is no usable backend;
 6. the upstream request head: Host, X-Forwarded-*, Via, framing, and for an
-   upgrade ``Connection: Upgrade``; the response gets Via too.
+   upgrade ``Connection: Upgrade``; the response gets Via too, and on an
+   HTTPS listener with HTTP/3 (``routing/http3.py``) ``alt-svc``.
 
 The result is one ``RequestPlan``, which is also the request's state while
 it is served: ``answer`` set means "say this and stop"; otherwise the plan
@@ -183,6 +184,8 @@ def decide(
     if rule.invalid:
         return plan.refuse(500)
     plan.response_extra = [(b"via", ctx.via)]
+    if listener.alt_svc is not None and ctx.scheme == "https":
+        plan.response_extra.append((b"alt-svc", listener.alt_svc))
     if match.guard is not None or listener.client_guard is not None:
         admission = admit(
             listener,

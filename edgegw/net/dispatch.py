@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
 from edgegw import ir, routing
 from edgegw.certificates.challenges import Challenges
-from edgegw.net import h2server, http, tcp, tls
+from edgegw.net import h2server, http, quic, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext, HTTPLimits
 from edgegw.net.jwks import JWKSStore
 from edgegw.net.ports import Peer, PortRuntime, PortServer
@@ -93,10 +95,20 @@ def set_keepalive(sock: trio.socket.SocketType, keepalive: ir.TCPKeepalive) -> N
         log.debug("tcpKeepalive: %s", exc)
 
 
+class ServedPort(Protocol):
+    """A port's server as ``PortServices`` sees it: a TCP ``PortServer`` or a QUIC one."""
+
+    @property
+    def key(self) -> tuple[str, str, int]: ...
+
+    runtime: PortRuntime
+    on_stop: list[Callable[[float], None]]
+
+
 class PortServices:
     """What one port's connections share, across reloads, until the port is removed."""
 
-    def __init__(self, dispatcher: Dispatcher, server: PortServer) -> None:
+    def __init__(self, dispatcher: Dispatcher, server: ServedPort) -> None:
         self.dispatcher = dispatcher
         self.server = server
         _, address, port = server.key
@@ -165,6 +177,26 @@ class Dispatcher:
         """Per-port shared state; ``server.stop`` drains it."""
         services = PortServices(self, server)
         server.on_stop.append(services.drain)
+        return services
+
+    def attach_quic(self, server: quic.QuicPortServer) -> PortServices:
+        """The same for HTTP/3's UDP socket: its connections get HTTPS contexts.
+
+        They are counted in ``edgegw_connections_active`` under the port's
+        label with ``/udp`` after it.
+        """
+        services = PortServices(self, server)
+        server.on_stop.append(services.drain)
+        label = f"{services.label}/udp"
+
+        def counted(delta: int) -> None:
+            if delta > 0:
+                self.observer.connection_opened(label)
+            else:
+                self.observer.connection_closed(label)
+
+        server.contexts = lambda peer, listener: services.http_context(peer, "https", listener)
+        server.on_connection = counted
         return services
 
     async def handle(self, stream: trio.SocketStream, peer: Peer, services: PortServices) -> None:

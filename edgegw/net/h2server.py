@@ -118,6 +118,7 @@ class H2ServerConnection:
     ) -> None:
         self.stream = stream
         self.ctx = ctx
+        ctx.protocol = "h2"
         self.limits = limits
         self.h2 = http2.server_connection(limits)
         self.streams: dict[int, H2Stream] = {}

@@ -109,6 +109,7 @@ async def handle_request(
         ClientAbort: the response broke off after its head was sent.
     """
     record = RequestRecord(req.method, req.path, ctx.client[0] if ctx.client else "")
+    record.protocol = ctx.protocol
     start = trio.current_time()
     try:
         plan = decide(req, ctx, record, upgrade=tunnel is not None)

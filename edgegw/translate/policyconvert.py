@@ -71,6 +71,7 @@ def client_policy(policy: ep.ClientTrafficPolicy) -> ir.ClientPolicy:
         alpn=tuple(p for p in tls.alpn_protocols if p != "http/1.0"),
         idle_timeout=_secs(http.idle_timeout) if http else None,
         proxy_protocol=spec.enable_proxy_protocol or spec.proxy_protocol is not None,
+        http3=spec.http3 is not None,
     )
 
 
