@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from aioquic.h3.connection import H3Connection
@@ -34,7 +35,8 @@ class Response:
 class H3Client:
     """One QUIC connection to ``127.0.0.1:port``; use ``h3_connect``."""
 
-    def __init__(self, sock: trio.socket.SocketType, quic: QuicConnection) -> None:
+    def __init__(self, sock: Any, quic: QuicConnection) -> None:
+        """``sock``: a trio UDP socket, or anything with its ``sendto`` and ``recvfrom``."""
         self.sock = sock
         self.quic = quic
         self.h3 = H3Connection(quic)

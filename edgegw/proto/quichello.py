@@ -78,6 +78,8 @@ class InitialReader:
         buf = Buffer(data=datagram)
         while not buf.eof():
             start = buf.tell()
+            if datagram[start] & 0xC0 != 0xC0:
+                return  # zeros padding the datagram after its packets, or a short header
             header = pull_quic_header(buf)
             if header.packet_type != QuicPacketType.INITIAL:
                 return  # 0-RTT or Handshake packets coalesced after it: not ours to read

@@ -35,7 +35,9 @@ apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: ClientTrafficPolicy
 metadata: {{name: homelab, namespace: default}}
 spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: https}}]
+  targetRefs:
+  - {{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: https}}
+  - {{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: https-b}}
   clientIPDetection:
     xForwardedFor: {{trustedCIDRs: [10.42.0.0/16, 192.168.0.0/16]}}
   tcpKeepalive: {{}}
@@ -97,7 +99,7 @@ def _sha_htpasswd(user: str, password: str) -> str:
 def _setup(
     gateway: Gateway, backend: BodyBackend, ca: trustme.CA, *, http3: bool
 ) -> tuple[int, int]:
-    """An HTTPS listener (with the homelab policy) and a plain-TLS one without it."""
+    """Two HTTPS listeners on one port with the homelab policy, one elsewhere without it."""
     https, other = free_port(), free_port()
     listeners = f"""\
 - name: https
@@ -105,6 +107,11 @@ def _setup(
   port: {https}
   hostname: a.example.com
   tls: {{certificateRefs: [{{name: cert-a}}]}}
+- name: https-b
+  protocol: HTTPS
+  port: {https}
+  hostname: b.example.org
+  tls: {{certificateRefs: [{{name: cert-b}}]}}
 - name: other
   protocol: HTTPS
   port: {other}
@@ -114,6 +121,7 @@ def _setup(
     gateway.service("body", backend)
     gateway.write("gateway.yaml", http_gateway(https, listeners=listeners))
     gateway.write("secret.yaml", tls_secret("cert-a", ca, "a.example.com"))
+    gateway.write("secret-b.yaml", tls_secret("cert-b", ca, "b.example.org"))
     gateway.write(
         "route.yaml",
         f"""\
@@ -122,7 +130,7 @@ kind: HTTPRoute
 metadata: {{name: open, namespace: default}}
 spec:
   parentRefs: [{{name: gw}}]
-  hostnames: [a.example.com]
+  hostnames: [a.example.com, b.example.org]
   rules:
   - matches: [{{path: {{type: PathPrefix, value: /}}}}]
     filters:
@@ -245,6 +253,14 @@ async def test_http3_serves_routes_filters_policies_and_bodies(
             body = json.loads(posted.body)
             assert body["length"] == len(first) + len(rest)
             assert body["sha256"] == hashlib.sha256(first + rest).hexdigest()
+        # the SNI picks the listener and its certificate (the client verifies the name)
+        async with h3_connect(https, "b.example.org", cafile) as other:
+            assert other.terminated is None, other.terminated
+            rsp = await other.request("GET", "/b", f"b.example.org:{https}")
+            assert rsp.status == 200
+            # a name the listener of the SNI does not serve: 421, as over TCP
+            rsp = await other.request("GET", "/b", f"a.example.com:{https}")
+            assert rsp.status == 421
 
     cafile_args = (https, cafile)
     h1_denied = _curl(*cafile_args, "/secure")[0]
