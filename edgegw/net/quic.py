@@ -77,6 +77,7 @@ _PENDING_TIMEOUT = 2.0
 _RECV_BATCH = 64
 _STREAM_WINDOW = 256 * 1024
 _VERSIONS = QuicConfiguration().supported_versions
+_VERSION_BYTES = frozenset(v.to_bytes(4, "big") for v in _VERSIONS)
 
 ContextFactory = Callable[[tuple[str, int], str], HTTPConnectionContext]
 
@@ -181,6 +182,9 @@ class QuicPortServer:
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Route one datagram (see the module docstring); never raises for its content."""
+        if len(data) >= _MIN_INITIAL and data[0] & 0x80 and data[1:5] not in _VERSION_BYTES:
+            self._negotiate_version(data, addr)
+            return
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_LENGTH)
         except Exception:  # garbage: aioquic's parser raises ValueError and buffer errors
@@ -214,18 +218,29 @@ class QuicPortServer:
                 return
             self._open(header.destination_cid, pending, addr)
 
+    def _negotiate_version(self, data: bytes, addr: Any) -> None:
+        """A long header of a version we do not speak: Version Negotiation (RFC 9000 6.1).
+
+        Read by the version-independent invariants (RFC 8999 section 5.1), since
+        the rest of an unknown version's header means nothing; a Version
+        Negotiation packet (version 0) is never answered.
+        """
+        dcid_end = 6 + data[5]
+        if data[1:5] == b"\0\0\0\0" or data[5] > 20 or len(data) <= dcid_end:
+            self.dropped += 1
+            return
+        scid_length = data[dcid_end]
+        if scid_length > 20:
+            self.dropped += 1
+            return
+        dcid, scid = data[6:dcid_end], data[dcid_end + 1 : dcid_end + 1 + scid_length]
+        packet = encode_quic_version_negotiation(
+            source_cid=dcid, destination_cid=scid, supported_versions=_VERSIONS
+        )
+        self.send(packet, addr)
+
     def _admit(self, header: Any, addr: Any) -> _Pending | None:
-        """A first Initial: version, capacity, address validation; a reader for its hello."""
-        if header.version not in _VERSIONS:
-            self.send(
-                encode_quic_version_negotiation(
-                    source_cid=header.destination_cid,
-                    destination_cid=header.source_cid,
-                    supported_versions=_VERSIONS,
-                ),
-                addr,
-            )
-            return None
+        """A first Initial: capacity, address validation; a reader for its hello."""
         if len(self.active) >= self.limits.max_connections or not self._room_to_wait():
             self.dropped += 1
             return None

@@ -171,7 +171,7 @@ spec:
 
 
 def _ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
+    path = tmp_path / f"ca-{id(ca)}.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
 
@@ -303,6 +303,18 @@ async def test_alt_svc_only_where_the_policy_has_http3_and_reload_stops_quic(
             rsp = await client.request("GET", "/again", f"a.example.com:{https}")
             assert rsp.status == 200
 
+    # a new certificate in the Secret reaches HTTP/3 too (the client trusts only its CA)
+    renewed = trustme.CA()
+    generation = gateway.generation()
+    gateway.write("secret.yaml", tls_secret("cert-a", renewed, "a.example.com"))
+    gateway.wait_generation_after(generation)
+    with trio.fail_after(20):
+        async with h3_connect(https, "a.example.com", _ca_file(renewed, tmp_path)) as client:
+            assert client.terminated is None, client.terminated
+            assert (await client.request("GET", "/", f"a.example.com:{https}")).status == 200
+        async with h3_connect(https, "a.example.com", cafile) as client:
+            assert client.terminated is not None  # the old certificate is gone
+
 
 async def test_garbage_datagrams_neither_crash_nor_leak(
     gateway: Gateway, backend: BodyBackend, ca: trustme.CA, tmp_path: Path
@@ -339,3 +351,61 @@ async def test_garbage_datagrams_neither_crash_nor_leak(
     total = gateway.admin("/metrics")[1]
     counted = [ln for ln in total.splitlines() if b"connections_total" in ln and b"/udp" in ln]
     assert counted == [f'edgegw_connections_total{{port="127.0.0.1:{https}/udp"}} 1'.encode()]
+
+
+async def test_listenerset_https_listener_serves_http3_with_a_gateway_policy(
+    gateway: Gateway, backend: BodyBackend, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """The homelab shape: one Gateway-wide policy, listeners added by a ListenerSet."""
+    plain, https = free_port(), free_port()
+    gateway.service("body", backend)
+    gateway.write(
+        "gateway.yaml",
+        http_gateway(plain).replace(
+            "gatewayClassName: edgegw",
+            "gatewayClassName: edgegw\n  allowedListeners: {namespaces: {from: Same}}",
+        ),
+    )
+    gateway.write("secret.yaml", tls_secret("cert-a", ca, "a.example.com"))
+    gateway.write(
+        "listenerset.yaml",
+        f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {{name: apps, namespace: default}}
+spec:
+  parentRef: {{kind: Gateway, group: gateway.networking.k8s.io, name: gw}}
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: {https}
+    hostname: a.example.com
+    tls: {{certificateRefs: [{{name: cert-a}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{kind: ListenerSet, group: gateway.networking.k8s.io, name: apps}}]
+  rules: [{{backendRefs: [{{name: body, port: 80}}]}}]
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: ClientTrafficPolicy
+metadata: {{name: homelab, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  tls: {{minVersion: "1.2"}}
+  http3: {{}}
+""",
+    )
+    gateway.start()
+    cafile = _ca_file(ca, tmp_path)
+    _, headers, _ = _curl(https, cafile, "/")
+    assert headers["alt-svc"] == f'h3=":{https}"; ma=86400'
+    with trio.fail_after(20):
+        async with h3_connect(https, "a.example.com", cafile) as client:
+            assert client.terminated is None, client.terminated
+            rsp = await client.request("GET", "/ls", f"a.example.com:{https}")
+            assert rsp.status == 200
+            assert json.loads(rsp.body)["path"] == "/ls"
+    assert not _udp_bound(plain)  # the plain-HTTP listener gets no QUIC socket
