@@ -290,12 +290,17 @@ class H3ServerConnection:
             return
         st = H3Stream(sid, body_ended=event.stream_ended)
         self.streams[sid] = st
+        headers: HeaderList | None = event.headers
+        limits = self.limits
+        size = sum(len(name) + len(value) for name, value in event.headers)
+        if len(event.headers) > limits.max_headers + 4 or size > limits.max_head_bytes:
+            headers = None  # 431, and the decoded fields are not kept until the task runs
         assert self._nursery is not None
-        self._nursery.start_soon(self._run_stream, st, event.headers)
+        self._nursery.start_soon(self._run_stream, st, headers)
 
     # --- streams ----------------------------------------------------------------------------
 
-    async def _run_stream(self, st: H3Stream, headers: HeaderList) -> None:
+    async def _run_stream(self, st: H3Stream, headers: HeaderList | None) -> None:
         writer = H3Writer(self, st)
         try:
             with st.scope:
@@ -305,11 +310,11 @@ class H3ServerConnection:
         finally:
             self._finish_stream(st, writer)
 
-    async def _serve_stream(self, st: H3Stream, headers: HeaderList, writer: H3Writer) -> None:
-        limits = self.limits
-        size = sum(len(name) + len(value) for name, value in headers)
-        if len(headers) > limits.max_headers + 4 or size > limits.max_head_bytes:
-            return await writer.simple(431)  # (the four pseudo-headers come on top)
+    async def _serve_stream(
+        self, st: H3Stream, headers: HeaderList | None, writer: H3Writer
+    ) -> None:
+        if headers is None:  # too many fields or bytes (the four pseudo-headers come on top)
+            return await writer.simple(431)
         try:
             check_request(st.stream_id, headers, connect_protocol=False)
             head = http2.parse_request(headers)
