@@ -13,9 +13,9 @@ two state machines, so no lock is needed (as ``net/h2server.py``).
 
 Each request stream runs ``proxy.handle_request`` in its own task, like an
 HTTP/2 stream: ``H3Body`` is the request body (DATA as it arrives) and
-``H3Writer`` the response (HEADERS, DATA, trailers), so every HTTP/3 request
-goes through the one decision and the one forward step with its filters and
-policies.
+``H3Writer`` the response (HEADERS, DATA, trailers), both in
+``net/h3stream.py``, so every HTTP/3 request goes through the one decision
+and the one forward step with its filters and policies.
 
 Bounds (an attacker chooses every byte):
 
@@ -52,9 +52,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pylsqpack
@@ -66,9 +65,10 @@ from aioquic.quic import events as qe
 from aioquic.quic.connection import QuicConnection
 
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
+from edgegw.net.h3stream import H3Body, H3Stream, H3Writer
 from edgegw.net.proxy import handle_request
 from edgegw.proto import http2
-from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.events import HeaderList
 from edgegw.proto.h2codec.errors import StreamError
 from edgegw.proto.h2codec.validate import check_request
 
@@ -92,18 +92,6 @@ class H3Limits:
     stall_timeout: float = 30.0  # a response write the client does not acknowledge
     body_buffer: int = 1024 * 1024  # request body bytes queued per connection
     retry_above: int = 64  # handshakes in flight beyond which Initials get a Retry
-
-
-@dataclass(eq=False, slots=True)
-class H3Stream:
-    """Per-request state the connection task fills and the stream task drains."""
-
-    stream_id: int
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    chunks: deque[bytes] = field(default_factory=deque)
-    body_ended: bool = False
-    trailers: Headers = ()
-    body_event: trio.Event = field(default_factory=trio.Event)
 
 
 class H3ServerConnection:
@@ -394,98 +382,3 @@ def _unacknowledged(quic: QuicConnection, stream_id: int) -> int:
     stream = getattr(quic, "_streams", {}).get(stream_id)
     buffer = getattr(getattr(stream, "sender", None), "_buffer", b"")
     return len(buffer)
-
-
-class H3Body:
-    """A request body from DATA frames, as the upstream reads it."""
-
-    def __init__(self, conn: H3ServerConnection, st: H3Stream, length: int | None) -> None:
-        self._conn = conn
-        self._st = st
-        self._timeout = conn.ctx.limits.body_timeout
-        self.length = 0 if st.body_ended and not st.chunks else length
-        self.finished = self.length == 0
-        self.started = False
-        self.received = 0
-
-    async def receive(self) -> bytes:
-        if self.finished:
-            return b""
-        self.started = True
-        st, conn = self._st, self._conn
-        while not st.chunks and not st.body_ended:
-            st.body_event = trio.Event()
-            with trio.move_on_after(self._timeout) as scope:
-                await st.body_event.wait()
-            if scope.cancelled_caught:
-                raise ClientAbort("request body timed out")
-        if not st.chunks:
-            self.finished = True
-            return b""
-        data = st.chunks.popleft()
-        conn.buffered -= len(data)
-        self.received += len(data)
-        return data
-
-    @property
-    def trailers(self) -> Headers:
-        """The request's trailers, once ``receive`` returned the end."""
-        return self._st.trailers
-
-
-class H3Writer:
-    """``ResponseWriter`` on one request stream; the head waits for the body or the end,
-    so a body-less answer leaves as one HEADERS frame with the stream's FIN."""
-
-    def __init__(self, conn: H3ServerConnection, st: H3Stream) -> None:
-        self._conn = conn
-        self._st = st
-        self._head: HeaderList | None = None
-        self._no_body = False
-        self.head_request = False
-        self.head_sent = False
-        self.ended = False
-        self.status = 0
-        self.bytes_sent = 0
-
-    async def send_head(
-        self, status: int, headers: HeaderList, *, content_length: int | None, body: bool
-    ) -> None:
-        self._head = http2.response_headers(status, headers)
-        self._no_body = not body or self.head_request
-        self.head_sent = True
-        self.status = status
-
-    def _send_pending_head(self, *, end: bool = False) -> None:
-        if self._head is not None:
-            self._conn.h3.send_headers(self._st.stream_id, self._head, end_stream=end)
-            self._head = None
-
-    async def send_data(self, data: bytes) -> None:
-        if self._no_body or not data:
-            return
-        self._send_pending_head()
-        self.bytes_sent += len(data)
-        self._conn.h3.send_data(self._st.stream_id, data, end_stream=False)
-        await self._conn.wait_sent(self._st)
-
-    async def flush(self) -> None:
-        self._send_pending_head()
-        self._conn.wake()
-
-    async def end(self, trailers: Headers = ()) -> None:
-        h3, sid = self._conn.h3, self._st.stream_id
-        extra = http2.trailer_headers(trailers)
-        if self._head is not None:
-            self._send_pending_head(end=not extra)
-        elif not extra:
-            h3.send_data(sid, b"", end_stream=True)
-        if extra:
-            h3.send_headers(sid, extra, end_stream=True)
-        self.ended = True
-        self._conn.wake()
-
-    async def simple(self, status: int) -> None:
-        """An answer made here, without body."""
-        await self.send_head(status, [(b"content-length", b"0")], content_length=0, body=False)
-        await self.end()
