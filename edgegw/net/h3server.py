@@ -120,6 +120,7 @@ class H3ServerConnection:
         self.draining = False
         self._wake = trio.Event()
         self._progress = trio.Event()  # set whenever the peer's datagrams were taken
+        self._received = False  # a datagram since the last ``_process_events``
         self._nursery: trio.Nursery | None = None
 
     # --- the socket loop's side -------------------------------------------------------------
@@ -130,6 +131,7 @@ class H3ServerConnection:
             self.dropped += 1  # backpressure: see the module docstring
             return
         self.quic.receive_datagram(data, addr, trio.current_time())
+        self._received = True
         self._wake.set()
 
     def close(self, code: int = ErrorCode.H3_NO_ERROR) -> None:
@@ -196,7 +198,7 @@ class H3ServerConnection:
     # --- events -----------------------------------------------------------------------------
 
     def _process_events(self) -> None:
-        progressed = False
+        progressed, self._received = self._received, False  # ACKs come without an event
         while (event := self.quic.next_event()) is not None:
             progressed = True
             if isinstance(event, qe.StreamDataReceived) and not self._head_ok(event):

@@ -132,6 +132,8 @@ class QuicPortServer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
+                if self._stopping:  # stopped before it started (a reload right after one)
+                    nursery.cancel_scope.cancel()
                 await self._receive_loop(io)
         finally:
             io.close()

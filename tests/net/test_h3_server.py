@@ -59,6 +59,7 @@ class Backend(Dialer):
 
     async def _serve(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER)
+        target = b""
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -70,12 +71,13 @@ class Backend(Dialer):
                 conn.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 self.heads += 1
+                target = event.target
                 if event.target == b"/hold":
                     await trio.sleep_forever()
             elif isinstance(event, h11.Data):
                 self.received += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
-                body = b"%d" % self.received
+                body = b"b" * 1_000_000 if target == b"/big" else b"%d" % self.received
                 head = h11.Response(status_code=200, headers=[("content-length", str(len(body)))])
                 out = (conn.send(head) or b"") + (conn.send(h11.Data(data=body)) or b"")
                 await stream.send_all(out + (conn.send(h11.EndOfMessage()) or b""))
@@ -88,7 +90,7 @@ def _table() -> Any:
     endpoint = ir.Endpoint(address="192.0.2.10", port=80)  # never dialled for real
     rule = ir.HTTPRouteRule(
         index=0,
-        matches=(ir.HTTPMatch(path="/up"), ir.HTTPMatch(path="/hold")),
+        matches=(ir.HTTPMatch(path="/up"), ir.HTTPMatch(path="/hold"), ir.HTTPMatch(path="/big")),
         backends=(ir.Backend(name="default/mem:80", endpoints=(endpoint,)),),
     )
     listener = ir.Listener(
@@ -187,6 +189,9 @@ async def test_a_request_gets_the_decision_and_qpack_has_no_dynamic_table(
             backend.reading.set()
             rsp = await client.request("POST", "/up", HOST, body=b"x" * 5000)
             assert (rsp.status, rsp.body) == (200, b"5000")
+            # a response far past the unacknowledged limit: it waits for ACKs, then goes on
+            big = await client.request("GET", "/big", HOST)
+            assert (big.status, len(big.body)) == (200, 1_000_000)
             settings = client.h3.received_settings
             assert settings is not None
             assert settings[Setting.QPACK_MAX_TABLE_CAPACITY] == 0
