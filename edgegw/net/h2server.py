@@ -395,7 +395,7 @@ class H2ServerConnection:
         request = ProxyRequest(
             head.method, head.path, head.query, head.authority, head.host, head.headers, body
         )
-        timeout = _grpc_deadline(head.headers)
+        timeout = http2.grpc_deadline(head.headers)
         if timeout is None:
             return await handle_request(request, writer, self.ctx)
         with trio.move_on_after(timeout):
@@ -415,17 +415,6 @@ class H2ServerConnection:
         self.wake()
         if self.draining and not self.streams and self._nursery is not None:
             self._nursery.start_soon(self._close_soon)
-
-
-def _grpc_deadline(headers: HeaderList) -> float | None:
-    grpc = False
-    timeout: float | None = None
-    for name, value in headers:
-        if name == b"content-type":
-            grpc = value.startswith(b"application/grpc")
-        elif name == b"grpc-timeout":
-            timeout = http2.grpc_timeout(value)
-    return timeout if grpc else None
 
 
 class H2Body:

@@ -320,7 +320,12 @@ class H3ServerConnection:
         request = ProxyRequest(
             head.method, head.path, head.query, head.authority, head.host, head.headers, body
         )
-        await handle_request(request, writer, self.ctx)
+        timeout = http2.grpc_deadline(head.headers)
+        if timeout is None:
+            return await handle_request(request, writer, self.ctx)
+        with trio.move_on_after(timeout):  # as over HTTP/2: past it, grpc-status 4
+            return await handle_request(request, writer, self.ctx)
+        await writer.grpc_deadline_exceeded()
         return None
 
     def _finish_stream(self, st: H3Stream, writer: H3Writer) -> None:

@@ -144,3 +144,17 @@ class H3Writer:
         """An answer made here, without body."""
         await self.send_head(status, [(b"content-length", b"0")], content_length=0, body=False)
         await self.end()
+
+    async def grpc_deadline_exceeded(self) -> None:
+        """The ``grpc-timeout`` passed: status 4, as trailers-only or as trailers."""
+        if self.ended:
+            return
+        status = [(b"grpc-status", b"4"), (b"grpc-message", b"Deadline Exceeded")]
+        if not self.head_sent:
+            grpc = [(b"content-type", b"application/grpc"), *status]
+            await self.send_head(200, grpc, content_length=0, body=False)
+        else:
+            self._send_pending_head()
+            await self.end(tuple(status))
+            return
+        await self.end()

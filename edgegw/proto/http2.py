@@ -251,6 +251,18 @@ class ResetBudget:
         return len(times) > self.limit
 
 
+def grpc_deadline(headers: HeaderList) -> float | None:
+    """A gRPC request's ``grpc-timeout`` in seconds; None for other requests or none sent."""
+    grpc = False
+    timeout: float | None = None
+    for name, value in headers:
+        if name == b"content-type":
+            grpc = value.startswith(b"application/grpc")
+        elif name == b"grpc-timeout":
+            timeout = grpc_timeout(value)
+    return timeout if grpc else None
+
+
 def grpc_timeout(value: bytes) -> float | None:
     """``grpc-timeout`` (``1S``, ``250m``, at most 8 digits) in seconds; None if malformed."""
     digits, unit = value[:-1], value[-1:]

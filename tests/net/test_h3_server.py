@@ -263,3 +263,19 @@ async def test_a_drain_closes_an_idle_connection_with_no_error(
             await _until(lambda: client.terminated is not None)
             assert isinstance(client.terminated, qe.ConnectionTerminated)
             assert client.terminated.error_code == ErrorCode.H3_NO_ERROR
+
+
+async def test_a_grpc_timeout_ends_the_call_with_deadline_exceeded(
+    files: tuple[str, str, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(CEILING):
+        async with connected(files) as (client, _, _, _):
+            grpc = [
+                ("content-type", "application/grpc"),
+                ("grpc-timeout", "2S"),
+                ("te", "trailers"),
+            ]
+            started = trio.current_time()
+            rsp = await client.request("POST", "/hold", HOST, grpc, body=b"\0\0\0\0\0")
+            assert trio.current_time() - started >= 2
+            assert (rsp.status, rsp.headers["grpc-status"]) == (200, "4")
