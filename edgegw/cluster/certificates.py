@@ -22,8 +22,10 @@ What the orderer learns it writes to etcd, fenced by a comparison on the orderer
   backoff instead of ordering again at once;
 - the ACME account, so orders stay under one account;
 - each pending HTTP-01 / TLS-ALPN-01 answer under ``challenges/``, bound to the orderer's lease.
-  `put` returns only once every reachable etcd member has applied the write: the node the ACME
-  server reaches answers from its own copy of etcd (the session's watch), without waiting.
+  Every gateway registers under ``gateways/`` and, once its copy of etcd (the session's watch)
+  holds an answer, says so under ``seen/``; `put` returns once every registered gateway has
+  (or after `PROPAGATION_DEADLINE`), so whichever node the ACME server reaches answers from its
+  own copy, without waiting.
   With ``--workers N`` only worker 0 has that copy: it mirrors the answers into the files the
   other workers read (`Challenges.mirror`).
 
@@ -68,6 +70,7 @@ class ClusterCertificates:
     challenges: Challenges | None = None
     _copied: dict[bytes, int] = field(default_factory=dict)
     _mirrored: set[bytes] = field(default_factory=set)
+    _registered: int = 0
     _changed: trio.Event = field(default_factory=trio.Event)
 
     # --- the orderer ----------------------------------------------------------------------
@@ -104,12 +107,24 @@ class ClusterCertificates:
     async def step(self) -> None:
         """After any change in etcd: campaign, copy new certificates here, wake waiters."""
         try:
+            await self._register()
             await self._campaign()
-        finally:
-            self._copy()
-            self._mirror_answers()
-            self._changed.set()
-            self._changed = trio.Event()
+        except EtcdError as exc:
+            log.debug("cannot campaign for the certificates: %s", exc)
+        self._copy()
+        fresh = self._mirror_answers()
+        self._changed.set()
+        self._changed = trio.Event()
+        try:
+            await self._acknowledge(fresh)
+        except EtcdError as exc:  # the orderer waits a little, then goes on
+            log.debug("cannot acknowledge a challenge answer: %s", exc)
+
+    async def _register(self) -> None:
+        session = self.session
+        if session.lease and session.lease != self._registered:
+            await session.client.put(keys.gateway_key(session.node), b"", lease=session.lease)
+            self._registered = session.lease
 
     async def _campaign(self) -> None:
         session = self.session
@@ -162,18 +177,25 @@ class ClusterCertificates:
         log.info("certificate for Secret %s received from the cluster", name)
         return True
 
-    def _mirror_answers(self) -> None:
-        if self.challenges is None:
-            return
+    def _mirror_answers(self) -> set[bytes]:
+        """Mirror new and withdrawn answers for the other workers; returns the new ones."""
         kvs = self.session.kvs
         present = {key for key in kvs if key.startswith(keys.CHALLENGES)}
-        for key in present - self._mirrored:
+        fresh = present - self._mirrored
+        for key in fresh | (self._mirrored - present):
             kind, _, ident = key[len(keys.CHALLENGES) :].decode(errors="replace").partition("/")
-            self.challenges.mirror(kind, ident, kvs[key].value)
-        for key in self._mirrored - present:
-            kind, _, ident = key[len(keys.CHALLENGES) :].decode(errors="replace").partition("/")
-            self.challenges.mirror(kind, ident, None)
+            if self.challenges is not None:
+                self.challenges.mirror(kind, ident, kvs[key].value if key in kvs else None)
         self._mirrored = present
+        return fresh
+
+    async def _acknowledge(self, fresh: set[bytes]) -> None:
+        """Tell the orderer this gateway answers these challenges now."""
+        session = self.session
+        for key in fresh if session.lease else ():
+            kind, _, ident = key[len(keys.CHALLENGES) :].decode(errors="replace").partition("/")
+            seen = keys.seen_key(kind, ident, session.node)
+            await session.client.put(seen, b"", lease=session.lease)
 
     def issued(self, namespace: str, secret: str) -> Issued | None:
         shared = _decode(self.session, keys.issued_key(namespace, secret), SharedCertificate)
@@ -212,37 +234,27 @@ class ClusterCertificates:
 
     async def put(self, kind: str, ident: str, value: bytes) -> None:
         key = keys.challenge_key(kind, ident)
-        revision = await self.session.client.put(key, value, lease=self.session.lease)
+        await self.session.client.put(key, value, lease=self.session.lease)
         with trio.move_on_after(PROPAGATION_DEADLINE):
-            await self._applied_everywhere(revision)
+            while missing := self._not_seen(kind, ident):
+                await self._next_change()
+        if missing:
+            log.warning("challenge answer not seen by %s in time", ", ".join(sorted(missing)))
+
+    def _not_seen(self, kind: str, ident: str) -> set[str]:
+        """The live gateways that have not said they hold this answer."""
+        kvs = self.session.kvs
+        gateways = {k[len(keys.GATEWAYS) :].decode() for k in kvs if k.startswith(keys.GATEWAYS)}
+        return {node for node in gateways if keys.seen_key(kind, ident, node) not in kvs}
 
     async def delete(self, kind: str, ident: str) -> None:
+        seen = keys.seen_key(kind, ident, "")
+        acks = [key for key in self.session.kvs if key.startswith(seen)]
         try:
-            await self.session.client.delete(keys.challenge_key(kind, ident))
+            for key in (keys.challenge_key(kind, ident), *acks):
+                await self.session.client.delete(key)
         except EtcdError as exc:  # bound to the lease: it goes with the node at worst
             log.debug("cannot withdraw a challenge answer: %s", exc)
-
-    async def _applied_everywhere(self, revision: int) -> None:
-        """Wait until every etcd member that answers has applied ``revision``.
-
-        A node's watch is served by one of them; once its member has applied the write, the
-        event is on its way (milliseconds), well before the ACME server, told next, connects.
-        """
-        client = self.session.client
-        try:
-            members = await client.members()
-        except EtcdError:
-            return
-        for member in members:
-            for url in member.clientURLs[:1]:
-                while True:
-                    try:
-                        status = await client.status(url, per_try=0.5)
-                    except EtcdError:
-                        break  # a member down serves no watch
-                    if status.header.revision >= revision:
-                        break
-                    await trio.sleep(0.02)
 
 
 def _decode(session: Session, key: bytes, kind: type[S]) -> S | None:

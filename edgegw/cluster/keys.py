@@ -17,6 +17,9 @@ Every key lives under ``edgegw/``:
 - ``edgegw/certificates/accounts/DIGEST``: the ACME account (with its key) per issuer and server.
 - ``edgegw/certificates/challenges/KIND/ID``: a pending HTTP-01 token's or TLS-ALPN-01 name's
   answer, bound to the orderer's lease.
+- ``edgegw/certificates/seen/KIND/ID/NODE``: NODE's gateway can answer that challenge now,
+  bound to NODE's lease.
+- ``edgegw/gateways/NODE``: a live gateway (``edgegw run --cluster``), bound to its lease.
 
 Private keys are stored as they are: etcd must be reachable only by the edgegw nodes
 (``etcds://`` with client certificates, and etcd's own access control), as a Kubernetes
@@ -40,6 +43,8 @@ ISSUED = CERTIFICATES + b"issued/"
 ATTEMPTS = CERTIFICATES + b"attempts/"
 ACCOUNTS = CERTIFICATES + b"accounts/"
 CHALLENGES = CERTIFICATES + b"challenges/"
+SEEN = CERTIFICATES + b"seen/"
+GATEWAYS = PREFIX + b"gateways/"
 
 
 class MemberValue(msgspec.Struct, frozen=True):
@@ -85,3 +90,11 @@ def account_key(issuer: str, server: str) -> bytes:
 
 def challenge_key(kind: str, ident: str) -> bytes:
     return CHALLENGES + f"{kind}/{ident}".encode()
+
+
+def seen_key(kind: str, ident: str, node: str) -> bytes:
+    return SEEN + f"{kind}/{ident}/{node}".encode()
+
+
+def gateway_key(node: str) -> bytes:
+    return GATEWAYS + node.encode()

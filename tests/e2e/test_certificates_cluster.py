@@ -68,6 +68,11 @@ def served(address: str, port: int, root: bytes) -> bytes | None:
         session.close()
 
 
+def listening(address: str, port: int) -> bool:
+    with socket.create_connection((address, port), 0.2):
+        return True
+
+
 @pytest.fixture
 def etcd() -> Iterator[EtcdRig]:
     root = Path(tempfile.mkdtemp(prefix="egw-etcd-"))
@@ -117,13 +122,15 @@ def test_one_orderer_shares_and_the_next_renews(
             node.start(*flags, "--node-name", name)
             # A first: it holds the orderer key before B exists
             wait_for(lambda: cluster(nodes["a"])["certificateOrderer"] == "a", what="orderer")
-        for node in nodes.values():
-            node.write("site.yaml", site)
+        # B serves the site (its port 80 open for pebble) before A, which orders at once, has it
+        nodes["b"].write("site.yaml", site)
+        wait_for(lambda: listening(B, http_port), what="B's HTTP listener")
+        nodes["a"].write("site.yaml", site)
         root = pebble.root_pem()
 
         first = wait_for(lambda: served(A, https_port, root), timeout=30, what="A's certificate")
         wait_for(lambda: served(B, https_port, root) == first, what="B serving A's certificate")
-        assert log(nodes["a"]).count("ordering from") == 1
+        assert log(nodes["a"]).count("ordering from") == 1, log(nodes["a"])
         assert "ordering from" not in log(nodes["b"])
         assert '"GET /.well-known/acme-challenge/' in log(nodes["b"])  # pebble asked B
         assert '"GET /.well-known/acme-challenge/' not in log(nodes["a"])
