@@ -81,7 +81,7 @@ class _Parser:
     the trailers of a chunked body.
     """
 
-    _parser: httptools.HttpRequestParser | httptools.HttpResponseParser
+    _parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None  # None: released
 
     def __init__(self, max_head_bytes: int, max_headers: int) -> None:
         self._events: deque[Event] = deque()
@@ -143,8 +143,10 @@ class _Parser:
     def _feed(self, data: bytes | bytearray) -> None:
         if self._error is not None:
             return
+        parser = self._parser
+        assert parser is not None, "fed after release()"
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._on_upgrade(data, int(upgrade.args[0]))
         except httptools.HttpParserCallbackError as exc:
@@ -174,7 +176,7 @@ class _Parser:
         traffic that collector took a tenth of the CPU. Feeding data after this
         fails; releasing twice does nothing.
         """
-        self.__dict__.pop("_parser", None)
+        self._parser = None
 
     def next_event(self) -> Event | None:
         """The next event, or ``None`` when more data is needed.
@@ -495,7 +497,7 @@ def serialize_last_chunk(trailers: Headers = ()) -> bytes:
     """The zero chunk ending a chunked body, with any trailers."""
     if not trailers:
         return b"0\r\n\r\n"
-    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+    return b"0\r\n" + b"".join([n + b": " + v + b"\r\n" for n, v in trailers]) + b"\r\n"
 
 
 # --- hop-by-hop headers --------------------------------------------------------------------
