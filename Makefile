@@ -7,13 +7,17 @@
 # $SHIV_ROOT (default ~/.shiv; the systemd units point it at their CacheDirectory), instead of a
 # second bundled interpreter. The wheels are those pip picks for the interpreter that runs the
 # build, so build with the same minor Python (CPython 3.11 here) as the target's python3.
+#
+# Where the build has a C compiler and the Python headers, setup.py compiles the per-request
+# parsers with mypyc and the binary carries the extension; elsewhere (or with EDGEGW_NO_MYPYC=1)
+# it carries the pure-Python modules. `dist/edgegw version` says which.
 
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 SHIV ?= $(VENV)/bin/shiv
 SHIV_VERSION ?= 1.0.8
 TARGET_PYTHON ?= /usr/bin/env python3
-SOURCES := pyproject.toml $(shell find edgegw -name '*.py')
+SOURCES := pyproject.toml setup.py $(shell find edgegw -name '*.py')
 
 .PHONY: binary check-binary coverage-all fuzz lint test test-netns clean
 

@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command: str = args.command
     if command == "version":
+        from edgegw.proto.compiled import summary
+
         print(f"edgegw {__version__}")
+        print(summary("edgegw.proto"))
         return 0
     if command == "run":
         from edgegw.gateway import RunOptions, run

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, free_port, request, wait_for
+from tests.unit.test_compiled import build_can_compile
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +109,21 @@ def test_binary_prints_its_version(binary: Path, tmp_path: Path) -> None:
     done = run_binary(binary, tmp_path, "version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("edgegw ")
+
+
+def test_binary_runs_the_parser_mypyc_compiled_where_the_build_could(
+    binary: Path, tmp_path: Path
+) -> None:
+    """make binary builds with this venv's Python: compiled if it has a C compiler and headers."""
+    code = "import edgegw.proto.http1 as m; print(m.__file__)"
+    done = run_binary(binary, tmp_path, "-c", code, SHIV_INTERPRETER="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(tmp_path / ".shiv"))
+    compiled = build_can_compile() and not os.environ.get("EDGEGW_NO_MYPYC")
+    assert done.stdout.strip().endswith(".so" if compiled else ".py")
+    version = run_binary(binary, tmp_path, "version")
+    line = "compiled with mypyc: edgegw.proto.http1" if compiled else "pure Python"
+    assert line in version.stdout, version.stdout + version.stderr
 
 
 def test_binary_carries_the_native_extensions(binary: Path, tmp_path: Path) -> None:

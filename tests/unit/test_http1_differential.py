@@ -3,17 +3,24 @@
 Both must accept the same requests with the same method, target, headers and
 body, and reject the same requests. Where we are deliberately stricter than
 h11, the case is listed in ``STRICTER`` with the reason, and we must reject it.
+
+Every case runs on both variants of the parser: as installed (compiled by mypyc
+where the build had a C compiler, ``setup.py``) and as the Python source.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import h11
 import pytest
 
+from edgegw.proto import compiled, http1
 from edgegw.proto.events import DataReceived, MessageEnded, RequestReceived
-from edgegw.proto.http1 import ProtocolError, RequestParser
 
 Parsed = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]
+VARIANTS = {"installed": http1, "source": compiled.load_source("edgegw.proto", "http1")}
+variants = pytest.mark.parametrize("parser", list(VARIANTS.values()), ids=list(VARIANTS))
 
 VALID = {
     "get": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -90,8 +97,8 @@ STRICTER = {
 }
 
 
-def ours(data: bytes, chunk: int) -> Parsed | None:
-    parser = RequestParser()
+def ours(data: bytes, chunk: int, module: ModuleType = http1) -> Parsed | None:
+    parser = module.RequestParser()
     head: RequestReceived | None = None
     body = b""
     try:
@@ -108,7 +115,7 @@ def ours(data: bytes, chunk: int) -> Parsed | None:
                         (n, v.lower() if n == b"transfer-encoding" else v) for n, v in head.headers
                     ]
                     return head.method, head.target, headers, body
-    except ProtocolError:
+    except module.ProtocolError:
         return None
     raise AssertionError("incomplete")
 
@@ -135,23 +142,28 @@ def reference(data: bytes) -> Parsed | None:
         return None
 
 
+@variants
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
 @pytest.mark.parametrize("name", sorted(VALID))
-def test_valid_requests_parse_exactly_like_h11(name: str, chunk: int) -> None:
+def test_valid_requests_parse_exactly_like_h11(name: str, chunk: int, parser: ModuleType) -> None:
     expected = reference(VALID[name])
     assert expected is not None, "the corpus entry must be valid for h11"
-    assert ours(VALID[name], chunk) == expected
+    assert ours(VALID[name], chunk, parser) == expected
 
 
+@variants
 @pytest.mark.parametrize("chunk", [1, 1 << 20])
 @pytest.mark.parametrize("name", sorted(MALICIOUS))
-def test_malicious_requests_are_rejected_like_h11(name: str, chunk: int) -> None:
+def test_malicious_requests_are_rejected_like_h11(
+    name: str, chunk: int, parser: ModuleType
+) -> None:
     assert reference(MALICIOUS[name]) is None, "the corpus entry must be invalid for h11"
-    assert ours(MALICIOUS[name], chunk) is None
+    assert ours(MALICIOUS[name], chunk, parser) is None
 
 
+@variants
 @pytest.mark.parametrize("name", sorted(STRICTER))
-def test_where_we_are_stricter_than_h11_we_reject(name: str) -> None:
+def test_where_we_are_stricter_than_h11_we_reject(name: str, parser: ModuleType) -> None:
     data, _reason = STRICTER[name]
     assert reference(data) is not None, "h11 accepts it; otherwise move it to MALICIOUS"
-    assert ours(data, 1 << 20) is None
+    assert ours(data, 1 << 20, parser) is None

@@ -4,7 +4,8 @@
 well-formed heads and bodies (Content-Length, chunked, none), then the same with the
 departures attackers use (bare LF, folding, duplicate or conflicting framing headers, control
 characters, odd versions and methods) and random byte edits. The property, for each request
-fed whole and in small pieces:
+fed whole and in small pieces, to the parser as installed (mypyc-compiled where the build had
+a C compiler) and to its Python source:
 
 - h11 accepts it → we parse the same method, target, headers and body, or reject it for one of
   the reasons documented in ``STRICTER`` (``documented_stricter`` recognises them);
@@ -19,11 +20,12 @@ many more.
 from __future__ import annotations
 
 import re
+from types import ModuleType
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.unit.test_http1_differential import STRICTER, Parsed, ours, reference
+from tests.unit.test_http1_differential import STRICTER, Parsed, ours, reference, variants
 
 # llhttp's methods (llhttp/src/llhttp/constants.ts, HTTP methods): any other is a 501.
 LLHTTP_METHODS = frozenset(
@@ -37,9 +39,9 @@ _CHUNK_SIZE_SPACE = re.compile(rb"(?:^|\r?\n)[0-9a-fA-F]+[ \t]")
 Outcome = Parsed | None | str  # a parse, a rejection, or "incomplete"
 
 
-def run_ours(data: bytes, chunk: int) -> Outcome:
+def run_ours(data: bytes, chunk: int, parser: ModuleType) -> Outcome:
     try:
-        return ours(data, chunk)
+        return ours(data, chunk, parser)
     except AssertionError:
         return "incomplete"
 
@@ -153,10 +155,10 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-def check(data: bytes) -> None:
+def check(data: bytes, parser: ModuleType) -> None:
     expected = run_reference(data)
     for chunk in (1 << 20, 3):
-        got = run_ours(data, chunk)
+        got = run_ours(data, chunk, parser)
         if expected == "incomplete":
             assert got in ("incomplete", None), (data, got)
         elif expected is None and got is not None:
@@ -172,16 +174,18 @@ def check(data: bytes) -> None:
             assert documented_stricter(data), f"rejected, not for a documented reason: {data!r}"
 
 
-@given(requests())
-@example(STRICTER["cl-te"][0])
-@example(STRICTER["obs-fold"][0])
-def test_generated_requests_parse_like_h11_or_stricter(data: bytes) -> None:
-    check(data)
+@variants
+@given(data=requests())
+@example(data=STRICTER["cl-te"][0])
+@example(data=STRICTER["obs-fold"][0])
+def test_generated_requests_parse_like_h11_or_stricter(data: bytes, parser: ModuleType) -> None:
+    check(data, parser)
 
 
-@given(mutated())
-def test_mutated_requests_parse_like_h11_or_stricter(data: bytes) -> None:
-    check(data)
+@variants
+@given(data=mutated())
+def test_mutated_requests_parse_like_h11_or_stricter(data: bytes, parser: ModuleType) -> None:
+    check(data, parser)
 
 
 def test_the_documented_reasons_cover_every_stricter_case() -> None:

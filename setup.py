@@ -1,0 +1,93 @@
+"""Build hook: compile the per-request parsers with mypyc where a C compiler is present.
+
+pyproject.toml holds everything else; this file only adds optional extension modules. The
+modules in ``MYPYC_MODULES`` run every request's sans-IO work (``bench/http1_parser.py``
+measures what compiling saves), and each stays importable as pure Python: the build is pure
+when ``EDGEGW_NO_MYPYC=1`` is set, when mypyc is missing, or when mypyc or the C compiler
+fails (no ``cc``, no Python headers), and says why in the build log. ``edgegw version`` says
+which modules an install runs compiled; ``edgegw/proto/compiled.py`` runs the sources where
+an extension is stale or ``EDGEGW_NO_MYPYC=1`` is set at run time.
+
+The mypyc step runs inside ``build_ext`` (not when this file is read), so the metadata steps
+of a ``pip install`` stay fast; the placeholder extension only tells setuptools that the
+wheel is platform-specific.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError, PlatformError
+
+MYPYC_MODULES = ["edgegw/proto/http1.py"]
+_COMPILE_FAILURES = (CCompilerError, CompileError, ExecError, LinkError, PlatformError, OSError)
+
+
+class MypycBuildExt(build_ext):
+    """``build_ext`` that compiles ``MYPYC_MODULES``, or builds nothing and says why."""
+
+    def finalize_options(self) -> None:
+        """Generate the C code with mypyc: the extensions to build, or none."""
+        self.distribution.ext_modules = self._mypycify()
+        super().finalize_options()
+
+    def run(self) -> None:
+        """Compile; on a compiler failure leave no extension behind (pure Python)."""
+        if self.extensions:
+            try:
+                super().run()
+            except _COMPILE_FAILURES as exc:
+                self._remove_outputs()
+                self.extensions = []
+                _pure(f"the C compiler failed: {exc}")
+            else:
+                print(f"edgegw: compiled with mypyc: {', '.join(MYPYC_MODULES)}")
+                return
+        if self.inplace:  # an editable install: an earlier build's extensions would shadow
+            _remove_inplace_extensions()
+
+    def _mypycify(self) -> list[Extension]:
+        if os.environ.get("EDGEGW_NO_MYPYC", "") not in ("", "0"):
+            return _pure("EDGEGW_NO_MYPYC is set")
+        try:
+            from mypyc.build import mypycify
+        except ImportError:
+            return _pure("mypyc is not installed")
+        self.set_undefined_options("build", ("build_temp", "build_temp"))
+        try:
+            return mypycify(MYPYC_MODULES, opt_level="3", target_dir=self._target())
+        except SystemExit:  # mypyc reports type errors and exits
+            return _pure("mypyc failed, see above")
+
+    def _target(self) -> str:
+        return os.path.join(self.build_temp, "mypyc")
+
+    def _remove_outputs(self) -> None:
+        """Drop what a failed build left, so no half of a compiled module is installed."""
+        for ext in self.extensions:
+            path = self.get_ext_fullpath(ext.name)
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(self._target(), ignore_errors=True)
+
+
+def _remove_inplace_extensions() -> None:
+    for module in MYPYC_MODULES:
+        stem = module.removesuffix(".py")
+        for path in glob.glob(f"{stem}.*.so") + glob.glob(f"{stem}__mypyc.*.so"):
+            os.remove(path)
+
+
+def _pure(reason: str) -> list[Extension]:
+    print(f"edgegw: pure-Python build, no mypyc ({reason})")
+    return []
+
+
+setup(
+    ext_modules=[Extension("edgegw.proto.http1", sources=[])],  # replaced in build_ext
+    cmdclass={"build_ext": MypycBuildExt},
+)
