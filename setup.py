@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+from typing import Any
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -49,6 +50,13 @@ class MypycBuildExt(build_ext):
                 return
         if self.inplace:  # an editable install: an earlier build's extensions would shadow
             _remove_inplace_extensions()
+
+    def copy_file(self, infile: str, outfile: str, *args: Any, **kwargs: Any) -> Any:
+        """Replace an extension in the source tree, never rewrite it in place: a running
+        process has the old file mapped, and would crash on the new bytes under it."""
+        if os.path.isfile(outfile):
+            os.remove(outfile)
+        return super().copy_file(infile, outfile, *args, **kwargs)
 
     def _mypycify(self) -> list[Extension]:
         if os.environ.get("EDGEGW_NO_MYPYC", "") not in ("", "0"):

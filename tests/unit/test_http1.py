@@ -1,6 +1,12 @@
-"""The HTTP/1.1 parser's limits, framing and serialisation, as a server and client see them."""
+"""The HTTP/1.1 parser's limits, framing and serialisation, as a server and client see them.
+
+Every test runs twice: on the parser as installed (compiled by mypyc where the build had a C
+compiler) and on its Python source (``parser_variant``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,6 +27,27 @@ from edgegw.proto.http1 import (
     serialize_response_head,
     strip_hop_by_hop,
 )
+from tests.unit.test_http1_differential import VARIANTS
+
+_PARSER_NAMES = (
+    "ProtocolError",
+    "RequestParser",
+    "ResponseParser",
+    "serialize_chunk",
+    "serialize_last_chunk",
+    "serialize_response_head",
+    "strip_hop_by_hop",
+)
+
+
+@pytest.fixture(autouse=True, params=list(VARIANTS))
+def parser_variant(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Rebind the names imported above to one variant's for the test."""
+    module = VARIANTS[request.param]
+    saved = {name: globals()[name] for name in _PARSER_NAMES}
+    globals().update({name: getattr(module, name) for name in _PARSER_NAMES})
+    yield
+    globals().update(saved)
 
 
 def drain(parser: RequestParser | ResponseParser) -> list[Event]:
