@@ -25,11 +25,22 @@ PYTHON = VENV / "bin" / "python"
 STAMP = VENV / ".installed"
 
 
+def _build_inputs() -> list[Path]:
+    """What the install depends on: the build files and each mypyc-compiled module's source
+    (a ``.py`` with an extension beside it: rebuilt, or the bench would run it stale)."""
+    compiled = {
+        source
+        for extension in (ROOT / "edgegw").rglob("*.so")
+        if (source := extension.parent / (extension.name.split(".")[0] + ".py")).is_file()
+    }
+    return [ROOT / "pyproject.toml", ROOT / "setup.py", *sorted(compiled)]
+
+
 def ensure() -> Path:
     """The bench interpreter, made on first use and brought up to date when the project's
-    dependencies changed (pyproject.toml newer than the last install)."""
-    project = ROOT / "pyproject.toml"
-    if not STAMP.exists() or STAMP.stat().st_mtime < project.stat().st_mtime:
+    dependencies or a compiled module changed (newer than the last install)."""
+    newest = max(path.stat().st_mtime for path in _build_inputs())
+    if not STAMP.exists() or STAMP.stat().st_mtime < newest:
         subprocess.run([str(ROOT / "scripts" / "setup"), "bench"], check=True)
         STAMP.touch()
     return PYTHON
