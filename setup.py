@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 from typing import Any
 
 from setuptools import Extension, setup
@@ -42,14 +41,16 @@ class MypycBuildExt(build_ext):
             try:
                 super().run()
             except _COMPILE_FAILURES as exc:
-                self._remove_outputs()
                 self.extensions = []
                 _pure(f"the C compiler failed: {exc}")
             else:
                 print(f"edgegw: compiled with mypyc: {', '.join(MYPYC_MODULES)}")
                 return
-        if self.inplace:  # an editable install: an earlier build's extensions would shadow
-            _remove_inplace_extensions()
+        # An earlier compiled build's extensions would still be installed (from build_lib, as
+        # the wheel packs it whole) or shadow the sources (in place, an editable install).
+        _remove_extensions(self.build_lib)
+        if self.inplace:
+            _remove_extensions(".")
 
     def copy_file(self, infile: str, outfile: str, *args: Any, **kwargs: Any) -> Any:
         """Replace an extension in the source tree, never rewrite it in place: a running
@@ -67,25 +68,15 @@ class MypycBuildExt(build_ext):
             return _pure("mypyc is not installed")
         self.set_undefined_options("build", ("build_temp", "build_temp"))
         try:
-            return mypycify(MYPYC_MODULES, opt_level="3", target_dir=self._target())
+            target = os.path.join(self.build_temp, "mypyc")
+            return mypycify(MYPYC_MODULES, opt_level="3", target_dir=target)
         except SystemExit:  # mypyc reports type errors and exits
             return _pure("mypyc failed, see above")
 
-    def _target(self) -> str:
-        return os.path.join(self.build_temp, "mypyc")
 
-    def _remove_outputs(self) -> None:
-        """Drop what a failed build left, so no half of a compiled module is installed."""
-        for ext in self.extensions:
-            path = self.get_ext_fullpath(ext.name)
-            if os.path.exists(path):
-                os.remove(path)
-        shutil.rmtree(self._target(), ignore_errors=True)
-
-
-def _remove_inplace_extensions() -> None:
+def _remove_extensions(root: str) -> None:
     for module in MYPYC_MODULES:
-        stem = module.removesuffix(".py")
+        stem = os.path.join(root, module.removesuffix(".py"))
         for path in glob.glob(f"{stem}.*.so") + glob.glob(f"{stem}__mypyc.*.so"):
             os.remove(path)
 

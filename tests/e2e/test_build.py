@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,10 @@ def test_without_a_c_compiler_the_build_is_pure_python(tmp_path: Path) -> None:
     assert extensions == []
 
 
-def test_edgegw_no_mypyc_builds_pure_python(tmp_path: Path) -> None:
+def test_edgegw_no_mypyc_builds_pure_python_even_over_a_compiled_build(tmp_path: Path) -> None:
+    earlier = tmp_path / "lib" / "edgegw" / "proto" / f"http1{EXTENSION_SUFFIXES[0]}"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"")  # what a compiled build left: the wheel would pack it
     output, extensions = build_ext(tmp_path, {"PATH": os.environ["PATH"], "EDGEGW_NO_MYPYC": "1"})
     assert "edgegw: pure-Python build, no mypyc (EDGEGW_NO_MYPYC is set)" in output
     assert extensions == []
