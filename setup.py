@@ -24,6 +24,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError, PlatformError
 
 MYPYC_MODULES = ["edgegw/proto/http1.py"]
+_METADATA_ONLY = {"egg_info", "dist_info", "sdist"}
 _COMPILE_FAILURES = (CCompilerError, CompileError, ExecError, LinkError, PlatformError, OSError)
 
 
@@ -31,8 +32,13 @@ class MypycBuildExt(build_ext):
     """``build_ext`` that compiles ``MYPYC_MODULES``, or builds nothing and says why."""
 
     def finalize_options(self) -> None:
-        """Generate the C code with mypyc: the extensions to build, or none."""
-        self.distribution.ext_modules = self._mypycify()
+        """Generate the C code with mypyc: the extensions to build, or none.
+
+        Not for the metadata steps of a build (egg_info lists the extensions' sources):
+        nothing is compiled there.
+        """
+        if not set(self.distribution.commands) <= _METADATA_ONLY:
+            self.distribution.ext_modules = self._mypycify()
         super().finalize_options()
 
     def run(self) -> None:
