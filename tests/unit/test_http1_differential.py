@@ -94,6 +94,10 @@ STRICTER = {
     "http-1.3": (b"GET / HTTP/1.3\r\nHost: a\r\n\r\n", "only 1.0 and 1.1 are HTTP/1"),
     "http-2.0": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", "not an HTTP/1 request (505)"),
     "unknown-method": (b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n", "llhttp knows a fixed set (501)"),
+    "odd-target": (
+        b"OPTIONS ! HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a request-target in none of the forms of RFC 9112 section 3.2",
+    ),
 }
 
 
