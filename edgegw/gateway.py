@@ -59,6 +59,7 @@ from edgegw.logsetup import setup_logging
 from edgegw.net import quic, udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.etcd import EtcdClient
+from edgegw.net.healthcheck import HealthChecks
 from edgegw.net.jwks import remotes_of
 from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.localaddr import local_addresses, static_addresses
@@ -196,6 +197,11 @@ class Gateway:
         _watch_certificates(self.observer, self.certificates)
         self.dispatcher = Dispatcher(self.observer, background=nursery, challenges=self.challenges)
         self.observer.watch_tcp(self.dispatcher.tcp_stats)
+        clusters = self.dispatcher.upstreams.clusters
+        self.observer.watch_clusters(clusters)
+        self.health = HealthChecks(
+            clusters.active, clusters.endpoints, self.dispatcher.upstreams.dialer
+        )
         self.book = StatusBook()
         self.model = ir.Model()
         self.generation = 0
@@ -220,9 +226,13 @@ class Gateway:
         )
 
     def status_document(self) -> dict[str, Any]:
+        document = self.book.document
+        health = self.dispatcher.upstreams.clusters.status()
+        if health:  # endpoints under a BackendTrafficPolicy healthCheck, as this process sees them
+            document = {**document, "backendHealth": health}
         if self.cluster is None:
-            return self.book.document
-        return {**self.book.document, "cluster": self.cluster.status()}
+            return document
+        return {**document, "cluster": self.cluster.status()}
 
     def config_document(self) -> dict[str, Any]:
         return {"generation": self.generation, "model": redacted(self.model)}
@@ -314,6 +324,7 @@ class Gateway:
         if self.dispatcher.jwks is not None:  # before the swap: new JWKS start fetching
             self.dispatcher.jwks.reconcile(remotes_of(built.model))
         self._swap_runtimes(built.runtimes)
+        self.health.reconcile(built.model)  # checkers kept, started or stopped
         self.runtimes = built.runtimes
         self.last_built = built
         if self.bind_errors:
@@ -494,6 +505,7 @@ async def serve_gateway(options: RunOptions) -> None:
             nursery = await stack.enter_async_context(trio.open_nursery())
             gateway = Gateway(options, nursery)
             nursery.start_soon(gateway.observer.access_log.run)
+            nursery.start_soon(gateway.health.serve)
             if options.cluster is not None and client is not None:
                 await _join_cluster(gateway, options.cluster, client)
             if gateway.status_file is not None:

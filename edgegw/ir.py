@@ -59,6 +59,72 @@ class BackendTLS(IR, frozen=True, kw_only=True):
     alpn: tuple[str, ...] = ()
 
 
+class ActiveHealthCheck(IR, frozen=True, kw_only=True):
+    """BackendTrafficPolicy ``healthCheck.active``: probe each endpoint every ``interval``.
+
+    ``kind`` HTTP sends ``method path`` (``host`` as Host) and wants a status
+    in ``expected_statuses`` and, if set, ``receive`` in the first 1 KiB of the
+    body; TCP connects, sends ``send`` and wants ``receive`` back (empty: a
+    connect is enough). ``port``: probe this port instead of the endpoint's.
+    """
+
+    kind: Literal["HTTP", "TCP"]
+    timeout: float = 1.0
+    interval: float = 3.0
+    initial_jitter: float = 0.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 1
+    method: str = "GET"
+    path: str = "/"
+    host: str = ""  # empty: the endpoint's address
+    expected_statuses: tuple[int, ...] = (200,)
+    retriable_statuses: tuple[int, ...] = ()
+    send: bytes = b""
+    receive: bytes = b""
+    port: int = 0
+
+
+class PassiveHealthCheck(IR, frozen=True, kw_only=True):
+    """BackendTrafficPolicy ``healthCheck.passive``: Envoy's outlier detection (0: off)."""
+
+    split_local_origin: bool = False
+    interval: float = 3.0
+    consecutive_local_origin: int = 5
+    consecutive_gateway: int = 0
+    consecutive_5xx: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_percent: int = 10
+    always_eject_one: bool = False
+
+
+class CircuitBreaker(IR, frozen=True, kw_only=True):
+    """BackendTrafficPolicy ``circuitBreaker``, Envoy Gateway's defaults.
+
+    As in Envoy, a limit of 0 lets nothing through; ``max_requests_per_connection``
+    0 means unlimited.
+    """
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_parallel_requests: int = 1024
+    max_parallel_retries: int = 1024
+    max_requests_per_connection: int = 0
+
+
+class ClusterPolicy(IR, frozen=True, kw_only=True):
+    """Health checks and limits of a rule's backend: Envoy Gateway's per-rule cluster.
+
+    ``cluster`` names the state they share across reloads (passive ejections,
+    circuit-breaker counts): ``httproute/namespace/name/rule/N/backend``.
+    """
+
+    cluster: str
+    active: ActiveHealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+    panic_threshold: int = 50
+    circuit_breaker: CircuitBreaker | None = None
+
+
 class Backend(IR, frozen=True, kw_only=True):
     """One resolved ``backendRef``: where a share of a rule's traffic goes.
 
@@ -76,6 +142,7 @@ class Backend(IR, frozen=True, kw_only=True):
     invalid: str | None = None  # why it did not resolve
     proxy_protocol: Literal[0, 1, 2] = 0
     load_balancer: LoadBalancerType | None = None  # None: the pool's default
+    cluster: ClusterPolicy | None = None  # BackendTrafficPolicy healthCheck, circuitBreaker
 
 
 # --- HTTP filters ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgegw.accesslog import AccessLog
 from edgegw.admin.metrics import Counter, Gauge, Histogram, LabelValues, Metric, Registry
+from edgegw.net.clusters import Clusters
 from edgegw.net.context import RequestRecord
 from edgegw.net.tcp import RelayStats
 from edgegw.net.udp import UDPStats
@@ -147,7 +148,9 @@ class Observer:
         self.started.set((), time.time())
         self.tcp_stats: list[RelayStats] = []
         self.udp_stats: list[UDPStats] = []
+        self.clusters: list[Clusters] = []
         self._add_l4_metrics()
+        self._add_cluster_metrics()
         self.access_log = AccessLog()
 
     # --- L4: read from the relays' counters at scrape time ---------------------------------
@@ -159,6 +162,31 @@ class Observer:
     def watch_udp(self, stats: UDPStats) -> None:
         """Export a UDP port's counters (per listener and route) in ``/metrics``."""
         self.udp_stats.append(stats)
+
+    def watch_clusters(self, clusters: Clusters) -> None:
+        """Export BackendTrafficPolicy health and circuit-breaker state in ``/metrics``."""
+        self.clusters.append(clusters)
+
+    def _add_cluster_metrics(self) -> None:
+        """Read from the pool's ``Clusters`` when scraped (labels: cluster names, endpoints)."""
+        each = self.clusters
+        families: list[tuple[str, str, str, Sequence[str], Callable[[], Any]]] = [
+            ("gauge", "edgegw_backend_endpoint_healthy",
+             "1 while an endpoint under a BackendTrafficPolicy healthCheck is in rotation, "
+             "0 while its active check fails or passive health ejected it.",
+             ("cluster", "endpoint"),
+             lambda: (s for c in each for s in c.health_samples())),
+            ("counter", "edgegw_backend_ejections_total",
+             "Passive health check (outlier detection) ejections of an endpoint.",
+             ("cluster", "endpoint"),
+             lambda: (s for c in each for s in c.ejection_samples())),
+            ("counter", "edgegw_circuit_breaker_overflows_total",
+             "Requests refused (503) or retries skipped by a circuitBreaker limit.",
+             ("cluster", "limit"),
+             lambda: (s for c in each for s in c.overflow_samples())),
+        ]  # fmt: skip
+        for kind, name, help_text, labels, samples in families:
+            self.registry.add(Collected(kind, name, help_text, labels, samples))
 
     def _add_l4_metrics(self) -> None:
         route = ("listener", "route")

@@ -282,6 +282,98 @@ class LoadBalancer(PolicyModel, kw_only=True, frozen=True):
             raise FieldError("consistentHash", "set exactly when type is ConsistentHash")
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]  # uint32 in Envoy Gateway
+_Threshold = Annotated[int, msgspec.Meta(ge=1, le=2**32 - 1)]
+
+
+class ActiveHealthCheckPayload(PolicyModel, kw_only=True, frozen=True):
+    """Bytes to send or expect: ``text``, or ``binary`` (base64 in YAML)."""
+
+    type: Literal["Text", "Binary"]
+    text: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    binary: Annotated[bytes, msgspec.Meta(max_length=1024)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.type == "Text") != (self.text is not None):
+            raise FieldError("text", "If payload type is Text, text field needs to be set.")
+        if (self.type == "Binary") != (self.binary is not None):
+            raise FieldError("binary", "If payload type is Binary, binary field needs to be set.")
+
+    def payload(self) -> bytes:
+        return self.text.encode() if self.text is not None else self.binary or b""
+
+
+HTTPStatus = Annotated[int, msgspec.Meta(ge=100, le=599)]
+
+
+class HTTPActiveHealthChecker(PolicyModel, kw_only=True, frozen=True):
+    hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=253)] | None = None
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    method: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    expected_statuses: Annotated[tuple[HTTPStatus, ...], msgspec.Meta(max_length=64)] = ()
+    retriable_statuses: Annotated[tuple[HTTPStatus, ...], msgspec.Meta(max_length=64)] = ()
+    expected_response: ActiveHealthCheckPayload | None = None
+    request_body: ActiveHealthCheckPayload | None = None
+
+
+class TCPActiveHealthChecker(PolicyModel, kw_only=True, frozen=True):
+    send: ActiveHealthCheckPayload | None = None
+    receive: ActiveHealthCheckPayload | None = None
+
+
+class HealthCheckOverrides(PolicyModel, kw_only=True, frozen=True):
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+
+
+class ActiveHealthCheck(PolicyModel, kw_only=True, frozen=True):
+    """Envoy Gateway's defaults: timeout 1s, interval 3s, unhealthy 3, healthy 1."""
+
+    timeout: Duration | None = None
+    interval: Duration | None = None
+    initial_jitter: Duration | None = None
+    unhealthy_threshold: _Threshold = 3
+    healthy_threshold: _Threshold = 1
+    type: Literal["HTTP", "TCP", "GRPC"]
+    http: HTTPActiveHealthChecker | None = None
+    tcp: TCPActiveHealthChecker | None = None
+    overrides: HealthCheckOverrides | None = None
+
+    def __post_init__(self) -> None:
+        if (self.type == "HTTP") != (self.http is not None):
+            raise FieldError("http", "If Health Checker type is HTTP, http field needs to be set.")
+        if (self.type == "TCP") != (self.tcp is not None):
+            raise FieldError("tcp", "If Health Checker type is TCP, tcp field needs to be set.")
+
+
+class PassiveHealthCheck(PolicyModel, kw_only=True, frozen=True):
+    """Outlier detection; Envoy Gateway's defaults (``consecutiveGatewayErrors`` unset: off)."""
+
+    split_external_local_origin_errors: bool = False
+    interval: Duration | None = None
+    consecutive_local_origin_failures: _Count = 5
+    consecutive_gateway_errors: _Count | None = None
+    consecutive5xx_errors: _Count = msgspec.field(default=5, name="consecutive5XxErrors")
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+    always_eject_one_endpoint: bool = False
+
+
+class HealthCheck(PolicyModel, kw_only=True, frozen=True):
+    active: ActiveHealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+    panic_threshold: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+
+
+class CircuitBreaker(PolicyModel, kw_only=True, frozen=True):
+    """Limits per rule backend; plain ints, so a negative one gets Envoy Gateway's message."""
+
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_parallel_requests: int | None = None
+    max_parallel_retries: int | None = None
+    max_requests_per_connection: int | None = None
+
+
 class BackendTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     load_balancer: LoadBalancer | None = None
     compression: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
@@ -289,6 +381,8 @@ class BackendTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     timeout: Timeout | None = None
     retry: Retry | None = None
     rate_limit: RateLimitSpec | None = None
+    health_check: HealthCheck | None = None
+    circuit_breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         self.check_targets()

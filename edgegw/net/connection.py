@@ -6,8 +6,9 @@ dialler's caller, and the exchanges)::
     UpstreamError
     ├── ConnectError      could not connect (refused, unreachable, timeout, DNS) → 503
     ├── UpstreamTimeout   no (complete) answer in time → 504
-    └── UpstreamBroken    the connection failed or the peer broke HTTP → 502
-        └── UpstreamReset closed or reset before any byte of an answer → 503
+    ├── UpstreamBroken    the connection failed or the peer broke HTTP → 502
+    │   └── UpstreamReset closed or reset before any byte of an answer → 503
+    └── Overflow          a circuit-breaker limit refused the request → 503, never retried
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class UpstreamReset(UpstreamBroken):
     status = 503
 
 
+class Overflow(UpstreamError):
+    """A BackendTrafficPolicy circuit-breaker limit was reached: 503 at once (Envoy's overflow)."""
+
+    status = 503
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamLimits:
     connect_timeout: float = 5.0
@@ -72,7 +79,17 @@ class UpstreamConnection:
     through their trio ``Stream`` interface; ``io`` is either.
     """
 
-    __slots__ = ("address", "idle_since", "io", "key", "parser", "reused", "stream")
+    __slots__ = (
+        "address",
+        "idle_since",
+        "io",
+        "key",
+        "max_requests",
+        "parser",
+        "reused",
+        "served",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -89,6 +106,8 @@ class UpstreamConnection:
         self.reused = reused
         self.idle_since = idle_since
         self.parser: ResponseParser | None = None  # kept from the last exchange, for reuse
+        self.served = 0  # exchanges finished on it
+        self.max_requests = 0  # circuitBreaker maxRequestsPerConnection; 0: unlimited
 
     async def send_all(self, data: bytes) -> None:
         """Write, translating transport failures to ``UpstreamBroken``."""

@@ -41,6 +41,7 @@ from typing import Protocol, TypeVar
 import trio
 
 from edgegw import ir
+from edgegw.net.clusters import Breaker
 from edgegw.net.context import (
     ClientAbort,
     HTTPConnectionContext,
@@ -58,6 +59,7 @@ from edgegw.net.decide import (
 )
 from edgegw.net.guard import authorize
 from edgegw.net.upstream import (
+    Overflow,
     UpstreamError,
     UpstreamPool,
     UpstreamReply,
@@ -228,42 +230,68 @@ class _Retrying:
         plan, pool = self.plan, self.ctx.pool
         assert plan.backend is not None
         assert plan.rule is not None
+        breaker = pool.clusters.breaker(plan.backend.cluster) if plan.backend.cluster else None
         tried: set[ir.Endpoint] = set()
         attempt = 1
         retry = plan.rule.retry
         while True:
-            endpoint = plan.pinned or pool.choose(
-                plan.backend, frozenset(tried) if tried else _NOTHING
-            )
-            if endpoint is None:
-                return await send_error(self.writer, 503, plan.grpc)
-            plan.record.upstream = pool.describe(endpoint)
             try:
-                status = await self._try_endpoint(endpoint, attempt)
-            except UpstreamError as exc:
-                _count_failure(plan, self.writer, self.ctx, exc)
-                if not (self._resendable() and f.should_retry(retry, None, attempt)):
-                    return await send_error(self.writer, exc.status, plan.grpc)
-                status = 0
+                status = await self._attempt(tried, attempt, breaker)
+            finally:
+                if attempt > 1 and breaker is not None:
+                    breaker.end_retry()  # the retry this attempt was is over
             if status is None:
                 return None
             assert retry is not None
-            tried.add(endpoint)
             await trio.sleep(f.backoff_delay(retry, attempt, random.random()))
             attempt += 1
 
-    async def _try_endpoint(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
+    async def _attempt(
+        self, tried: set[ir.Endpoint], attempt: int, breaker: Breaker | None
+    ) -> int | None:
+        """One try; a status (0 for a failure) when a retry follows, None when answered."""
+        plan, pool = self.plan, self.ctx.pool
+        retry = plan.rule.retry if plan.rule is not None else None
+        assert plan.backend is not None
+        endpoint = plan.pinned or pool.choose(plan.backend, frozenset(tried) if tried else _NOTHING)
+        if endpoint is None:
+            await send_error(self.writer, 503, plan.grpc)
+            return None
+        plan.record.upstream = pool.describe(endpoint)
+        tried.add(endpoint)
+        try:
+            return await self._try_endpoint(endpoint, attempt, breaker)
+        except UpstreamError as exc:
+            _count_failure(plan, self.writer, self.ctx, exc)
+            if (
+                isinstance(exc, Overflow)
+                or not self._resendable()
+                or not f.should_retry(retry, None, attempt)
+                or (breaker is not None and not breaker.start_retry())
+            ):
+                await send_error(self.writer, exc.status, plan.grpc)
+                return None
+            return 0
+
+    async def _try_endpoint(
+        self, endpoint: ir.Endpoint, attempt: int, breaker: Breaker | None
+    ) -> int | None:
         """One try; returns a status worth retrying, or None once a response was delivered."""
         assert self.plan.rule is not None
         per_try = self.plan.rule.backend_request_timeout
         if not per_try:
-            return await self._send(endpoint, attempt)
+            return await self._send(endpoint, attempt, breaker)
         with trio.CancelScope(deadline=trio.current_time() + per_try) as scope:
-            return await self._send(endpoint, attempt)
+            return await self._send(endpoint, attempt, breaker)
         assert scope.cancelled_caught
-        raise UpstreamTimeout("backend request timeout")
+        timeout = UpstreamTimeout("backend request timeout")
+        assert self.plan.backend is not None
+        self.ctx.pool.report_failure(endpoint, self.plan.backend, timeout)
+        raise timeout
 
-    async def _send(self, endpoint: ir.Endpoint, attempt: int) -> int | None:
+    async def _send(
+        self, endpoint: ir.Endpoint, attempt: int, breaker: Breaker | None
+    ) -> int | None:
         plan = self.plan
         assert plan.backend is not None
         return await self.ctx.pool.exchange(
@@ -271,11 +299,13 @@ class _Retrying:
             plan.backend,
             plan.head,
             plan.req.body,
-            lambda rsp: self._deliver(rsp, endpoint, attempt),
+            lambda rsp: self._deliver(rsp, endpoint, attempt, breaker),
             counted=plan.rule is not None and plan.rule.retry is not None,
         )
 
-    async def _deliver(self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int) -> int | None:
+    async def _deliver(
+        self, rsp: UpstreamReply, endpoint: ir.Endpoint, attempt: int, breaker: Breaker | None
+    ) -> int | None:
         assert rsp.head is not None
         assert self.plan.rule is not None
         status = rsp.head.status_code
@@ -285,6 +315,7 @@ class _Retrying:
             and status in retry.codes
             and self._resendable()
             and f.should_retry(retry, status, attempt)
+            and (breaker is None or breaker.start_retry())  # circuitBreaker maxParallelRetries
         ):
             return status
         await stream_response(rsp, self.writer, self.plan, endpoint)

@@ -51,9 +51,11 @@ import msgspec
 import trio
 
 from edgegw import ir
+from edgegw.net.clusters import Breaker, Clusters
 from edgegw.net.connection import (
     ConnectError,
     EndpointKey,
+    Overflow,
     RequestBody,
     UpstreamBroken,
     UpstreamConnection,
@@ -71,6 +73,7 @@ from edgegw.proto.events import Event, HeaderList, ResponseReceived
 
 __all__ = [
     "ConnectError",
+    "Overflow",
     "RequestBody",
     "UpstreamBroken",
     "UpstreamConnection",
@@ -132,6 +135,7 @@ class UpstreamPool:
         self._states: dict[EndpointKey, _EndpointState] = {}
         self._rr: dict[str, int] = {}
         self._descriptions: dict[ir.Endpoint, str] = {}
+        self.clusters = Clusters(clock)  # BackendTrafficPolicy healthCheck, circuitBreaker
         self.mirrors_in_flight = 0  # request copies running (``proxy.MIRRORS_MAX``)
 
     def describe(self, endpoint: ir.Endpoint) -> str:
@@ -154,12 +158,26 @@ class UpstreamPool:
     def choose(
         self, backend: ir.Backend, exclude: frozenset[ir.Endpoint] = frozenset()
     ) -> ir.Endpoint | None:
-        """The endpoint of ``backend`` the next request should go to, or ``None`` if none."""
+        """The endpoint of ``backend`` the next request should go to, or ``None`` if none.
+
+        A backend under a health check balances over its healthy endpoints
+        only (``Clusters.usable``); None then means "no healthy upstream".
+        """
+        cluster = backend.cluster
+        if cluster is not None and (cluster.active is not None or cluster.passive is not None):
+            healthy = self.clusters.usable(cluster, backend.endpoints, exclude)
+            return self._balance(backend, healthy) if healthy else None
         if len(backend.endpoints) == 1:  # no choice (and an ejected one is tried anyway)
             return backend.endpoints[0]
         endpoints = [e for e in backend.endpoints if e not in exclude] or list(backend.endpoints)
         if not endpoints:
             return None
+        return self._balance(backend, endpoints)
+
+    def _balance(self, backend: ir.Backend, endpoints: list[ir.Endpoint]) -> ir.Endpoint:
+        """The load balancer's pick among ``endpoints`` (not empty)."""
+        if len(endpoints) == 1:
+            return endpoints[0]
         policy = _POLICIES.get(backend.load_balancer or "", self._policy)
         start = self._rr.get(backend.name, 0)
         self._rr[backend.name] = start + 1
@@ -201,6 +219,9 @@ class UpstreamPool:
         """Hand a connection back after an exchange: pooled if clean, else closed."""
         state = self._state(conn.key)
         state.in_flight -= 1
+        conn.served += 1
+        if conn.max_requests and conn.served >= conn.max_requests:
+            reusable = False  # circuitBreaker maxRequestsPerConnection
         if reusable and len(state.idle) < self.limits.max_idle_per_endpoint:
             conn.reused = True
             conn.idle_since = self._clock()
@@ -213,7 +234,10 @@ class UpstreamPool:
         return self._state(_key(endpoint, backend)).in_flight
 
     def is_ejected(self, endpoint: ir.Endpoint, backend: ir.Backend) -> bool:
-        """True while passive health keeps the endpoint out of rotation."""
+        """True while a health check or passive health keeps the endpoint out of rotation."""
+        cluster = backend.cluster
+        if cluster is not None and not self.clusters.is_healthy(cluster, endpoint):
+            return True
         return self._state(_key(endpoint, backend)).ejected_until > self._clock()
 
     def _eject(self, state: _EndpointState) -> None:
@@ -247,6 +271,68 @@ class UpstreamPool:
         Raises:
             UpstreamError: see ``net/connection.py``.
         """
+        if backend.cluster is not None:  # a BackendTrafficPolicy health check or limits
+            return await self._policed(
+                endpoint, backend, backend.cluster, head, body, deliver, counted
+            )
+        return await self._exchange(endpoint, backend, head, body, deliver, counted)
+
+    async def _policed(
+        self,
+        endpoint: ir.Endpoint,
+        backend: ir.Backend,
+        cluster: ir.ClusterPolicy,
+        head: tuple[bytes, bytes, HeaderList],
+        body: RequestBody,
+        deliver: Callable[[UpstreamReply], Awaitable[_R]],
+        counted: bool,
+    ) -> _R:
+        """``exchange`` under the cluster's circuit breaker, reporting to its outlier detector."""
+        breaker = self.clusters.breaker(cluster)
+        connection = backend.app_protocol not in _H2
+        if breaker is not None:
+            await breaker.enter(connection, self.limits.connect_timeout)
+        try:
+            if cluster.passive is None:
+                return await self._exchange(endpoint, backend, head, body, deliver, counted)
+
+            def observed(rsp: UpstreamReply) -> Awaitable[_R]:
+                assert rsp.head is not None
+                self.clusters.report_status(cluster, endpoint, rsp.head.status_code)
+                return deliver(rsp)
+
+            try:
+                return await self._exchange(endpoint, backend, head, body, observed, counted)
+            except UpstreamError as exc:
+                self.report_failure(endpoint, backend, exc)
+                raise
+        finally:
+            if breaker is not None:
+                breaker.leave(connection)
+
+    def report_failure(
+        self, endpoint: ir.Endpoint, backend: ir.Backend, exc: UpstreamError
+    ) -> None:
+        """A failed try, for passive health (connect failure, timeout or reset)."""
+        cluster = backend.cluster
+        if cluster is None or cluster.passive is None or isinstance(exc, Overflow):
+            return
+        kind: Literal["connect", "timeout", "reset"] = "reset"
+        if isinstance(exc, ConnectError):
+            kind = "connect"
+        elif isinstance(exc, UpstreamTimeout):
+            kind = "timeout"
+        self.clusters.report_failure(cluster, endpoint, kind)
+
+    async def _exchange(
+        self,
+        endpoint: ir.Endpoint,
+        backend: ir.Backend,
+        head: tuple[bytes, bytes, HeaderList],
+        body: RequestBody,
+        deliver: Callable[[UpstreamReply], Awaitable[_R]],
+        counted: bool,
+    ) -> _R:
         if backend.app_protocol in _H2:
             async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
                 return await deliver(h2rsp)
@@ -271,12 +357,27 @@ class UpstreamPool:
         Raises:
             ConnectError: no connection could be made.
         """
+        breaker = self.clusters.breaker(backend.cluster) if backend.cluster else None
+        if breaker is not None:
+            await breaker.enter(True, self.limits.connect_timeout)
+        try:
+            return await self._open_tunnel(endpoint, backend, authority, breaker)
+        except BaseException as exc:
+            if breaker is not None:
+                breaker.leave(True)
+            if isinstance(exc, UpstreamError):
+                self.report_failure(endpoint, backend, exc)
+            raise
+
+    async def _open_tunnel(
+        self, endpoint: ir.Endpoint, backend: ir.Backend, authority: str, breaker: Breaker | None
+    ) -> trio.abc.Stream:
         backend = _http1_over_tls(backend)
         wss = backend.app_protocol == "wss"
         plain = msgspec.structs.replace(backend, tls=None) if wss else backend
         conn = await self.acquire(endpoint, plain, fresh=True)
         if not wss:
-            return _Owned(conn.stream, self, conn)
+            return _Owned(conn.stream, self, conn, breaker)
         if backend.tls is not None:
             context, name = client_context(backend.tls), backend.tls.hostname
         else:
@@ -286,7 +387,7 @@ class UpstreamPool:
         except (ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
             self.release(conn, reusable=False)
             raise ConnectError(f"TLS to {name}: {exc}") from exc
-        return _Owned(stream, self, conn)
+        return _Owned(stream, self, conn, breaker)
 
     async def acquire(
         self, endpoint: ir.Endpoint, backend: ir.Backend, *, fresh: bool = False
@@ -309,7 +410,13 @@ class UpstreamPool:
             raise
         state.failures = 0
         state.ejected_until = 0.0
-        return UpstreamConnection(stream, key, describe_endpoint(endpoint))
+        conn = UpstreamConnection(stream, key, describe_endpoint(endpoint))
+        cluster = backend.cluster
+        if cluster is not None:
+            if cluster.circuit_breaker is not None:
+                conn.max_requests = cluster.circuit_breaker.max_requests_per_connection
+            self.clusters.report_connected(cluster, endpoint)
+        return conn
 
     async def _dial(self, endpoint: ir.Endpoint, backend: ir.Backend) -> trio.abc.Stream:
         state = self._state(_key(endpoint, backend))
@@ -317,7 +424,8 @@ class UpstreamPool:
             with trio.fail_after(self.limits.connect_timeout):
                 stream = await self.dialer.open_stream(endpoint)
         except (OSError, ResolveError, trio.TooSlowError) as exc:
-            self._eject(state)
+            if backend.cluster is None or backend.cluster.passive is None:
+                self._eject(state)  # a passive health check policy decides instead
             raise ConnectError(
                 f"connect to {describe_endpoint(endpoint)}: {exc or 'timeout'}"
             ) from exc
@@ -368,11 +476,16 @@ class _Owned(trio.abc.Stream):
     """An upstream stream whose pool accounting ends when it is closed."""
 
     def __init__(
-        self, stream: trio.abc.Stream, pool: UpstreamPool, conn: UpstreamConnection
+        self,
+        stream: trio.abc.Stream,
+        pool: UpstreamPool,
+        conn: UpstreamConnection,
+        breaker: Breaker | None = None,
     ) -> None:
         self.stream = stream
         self._pool = pool
         self._conn = conn
+        self._breaker = breaker
         self._released = False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -393,4 +506,6 @@ class _Owned(trio.abc.Stream):
         if not self._released:
             self._released = True
             self._pool.release(self._conn, reusable=False)
+            if self._breaker is not None:
+                self._breaker.leave(True)
         await trio.aclose_forcefully(self.stream)

@@ -79,7 +79,7 @@ class EnvoyPolicies:
             if security is not None:
                 rule = _with_security(rule, security.name, security.resolved, security.problem)
             if traffic is not None and traffic.resolved is not None:
-                rule = _with_traffic(rule, traffic.resolved)
+                rule = _with_traffic(rule, traffic.resolved, ident)
             out.append(rule)
         return tuple(out)
 
@@ -101,16 +101,15 @@ def _with_security(
     return msgspec.structs.replace(rule, security=resolved.security, filters=filters)
 
 
-def _with_traffic(rule: ir.HTTPRouteRule, traffic: BackendTraffic) -> ir.HTTPRouteRule:
+def _with_traffic(
+    rule: ir.HTTPRouteRule, traffic: BackendTraffic, route: tuple[str, str, str]
+) -> ir.HTTPRouteRule:
     changes: dict[str, Any] = {}
     policy = traffic.traffic
     if policy.compression or policy.rate_limits or policy.hash_on:
         changes["traffic"] = policy
-    if traffic.load_balancer is not None:
-        lb = traffic.load_balancer
-        changes["backends"] = tuple(
-            msgspec.structs.replace(b, load_balancer=lb) for b in rule.backends
-        )
+    if traffic.load_balancer is not None or traffic.cluster is not None:
+        changes["backends"] = tuple(_backend(b, traffic, route, rule.index) for b in rule.backends)
     if rule.request_timeout is None and traffic.timeout_set:
         changes["request_timeout"] = traffic.request_timeout
     if rule.retry is None and traffic.retry is not None:
@@ -118,3 +117,18 @@ def _with_traffic(rule: ir.HTTPRouteRule, traffic: BackendTraffic) -> ir.HTTPRou
         if rule.backend_request_timeout is None and traffic.per_try_timeout:
             changes["backend_request_timeout"] = traffic.per_try_timeout
     return msgspec.structs.replace(rule, **changes)
+
+
+def _backend(
+    backend: ir.Backend, traffic: BackendTraffic, route: tuple[str, str, str], index: int
+) -> ir.Backend:
+    """The backend with the policy's load balancer and its own cluster (Envoy Gateway's
+    cluster is per route rule: ``httproute/namespace/name/rule/N``)."""
+    changes: dict[str, Any] = {}
+    if traffic.load_balancer is not None:
+        changes["load_balancer"] = traffic.load_balancer
+    if traffic.cluster is not None and backend.invalid is None:
+        kind, ns, name = route
+        cluster = f"{kind.lower()}/{ns}/{name}/rule/{index}/{backend.name}"
+        changes["cluster"] = msgspec.structs.replace(traffic.cluster, cluster=cluster)
+    return msgspec.structs.replace(backend, **changes)

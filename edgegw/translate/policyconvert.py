@@ -19,6 +19,7 @@ from edgegw.api.meta import SecretObjectReference
 from edgegw.policy.basicauth import parse_htpasswd
 from edgegw.translate.backends import BackendContext, resolve
 from edgegw.translate.backendtls import BackendTLSPolicies
+from edgegw.translate.clusterconvert import ClusterProblem, cluster_policy
 from edgegw.translate.index import ENVOY_GROUP, Index
 from edgegw.translate.jwtconvert import JWTConverter, JWTProblem
 
@@ -106,6 +107,7 @@ class BackendTraffic:
     timeout_set: bool
     retry: ir.Retry | None
     per_try_timeout: float | None
+    cluster: ir.ClusterPolicy | None = None  # healthCheck, circuitBreaker; named per rule
 
 
 def backend_traffic(policy: ep.BackendTrafficPolicy) -> BackendTraffic:
@@ -138,7 +140,15 @@ def backend_traffic(policy: ep.BackendTrafficPolicy) -> BackendTraffic:
         timeout_set=timeout_set,
         retry=retry,
         per_try_timeout=per_try,
+        cluster=_cluster(spec),
     )
+
+
+def _cluster(spec: ep.BackendTrafficPolicySpec) -> ir.ClusterPolicy | None:
+    try:
+        return cluster_policy(spec)
+    except ClusterProblem as exc:
+        raise Problem(str(exc)) from None
 
 
 def _retry(spec: ep.Retry) -> tuple[ir.Retry, float | None]:
