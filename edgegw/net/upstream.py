@@ -310,6 +310,12 @@ class UpstreamPool:
             if breaker is not None:
                 breaker.leave(connection)
 
+    def report_status(self, endpoint: ir.Endpoint, backend: ir.Backend | None, status: int) -> None:
+        """A status seen outside ``exchange`` (a WebSocket handshake's), for passive health."""
+        cluster = backend.cluster if backend is not None else None
+        if cluster is not None and cluster.passive is not None:
+            self.clusters.report_status(cluster, endpoint, status)
+
     def report_failure(
         self, endpoint: ir.Endpoint, backend: ir.Backend, exc: UpstreamError
     ) -> None:
@@ -424,8 +430,9 @@ class UpstreamPool:
             with trio.fail_after(self.limits.connect_timeout):
                 stream = await self.dialer.open_stream(endpoint)
         except (OSError, ResolveError, trio.TooSlowError) as exc:
-            if backend.cluster is None or backend.cluster.passive is None:
-                self._eject(state)  # a passive health check policy decides instead
+            cluster = backend.cluster
+            if cluster is None or (cluster.passive is None and cluster.active is None):
+                self._eject(state)  # a healthCheck policy decides instead, as in Envoy
             raise ConnectError(
                 f"connect to {describe_endpoint(endpoint)}: {exc or 'timeout'}"
             ) from exc

@@ -198,7 +198,9 @@ async def _open_tunnel(ctx: HTTPConnectionContext, plan: RequestPlan) -> _Opened
         return exc.status if type(exc) is not UpstreamError else 502
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         return 502
-    return _Opened(upstream, endpoint, reply)
+    opened = _Opened(upstream, endpoint, reply)
+    ctx.pool.report_status(endpoint, plan.backend, opened.status)  # passive health
+    return opened
 
 
 # --- HTTP/1.1 clients -----------------------------------------------------------------------
