@@ -124,7 +124,7 @@ class Clusters:
         if config is None:
             return None
         found = self.detectors.get(policy.cluster)
-        if found is None or found.config != config:
+        if found is None or (found.config is not config and found.config != config):
             if len(self.detectors) >= _MAX_CLUSTERS:
                 self.detectors.clear()
             found = self.detectors[policy.cluster] = OutlierDetector(config, self._clock())

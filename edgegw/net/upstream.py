@@ -259,6 +259,7 @@ class UpstreamPool:
         deliver: Callable[[UpstreamReply], Awaitable[_R]],
         *,
         counted: bool = False,
+        policed: bool = False,
     ) -> _R:
         """Send one request to ``endpoint`` in the backend's protocol; ``deliver`` takes the reply.
 
@@ -267,15 +268,26 @@ class UpstreamPool:
         context manager: this is every proxied request's path, and each
         coroutine layer costs about 1 µs. ``counted``: the caller retries by
         its own budget, so a reused connection's failure is not resent for free.
+        ``policed``: ``_policed`` already applied the backend's cluster policy.
 
         Raises:
             UpstreamError: see ``net/connection.py``.
         """
-        if backend.cluster is not None:  # a BackendTrafficPolicy health check or limits
+        if backend.cluster is not None and not policed:  # healthCheck or circuitBreaker
             return await self._policed(
                 endpoint, backend, backend.cluster, head, body, deliver, counted
             )
-        return await self._exchange(endpoint, backend, head, body, deliver, counted)
+        if backend.app_protocol in _H2:
+            async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
+                return await deliver(h2rsp)
+        if body.length == 0:  # no body pump needed, nor its context manager
+            rsp = await send_bodyless(self, endpoint, backend, head, counted=counted)
+            try:
+                return await deliver(rsp)
+            finally:
+                rsp.release()
+        async with open_h1_exchange(self, endpoint, backend, head, body, counted=counted) as rsp:
+            return await deliver(rsp)
 
     async def _policed(
         self,
@@ -294,7 +306,9 @@ class UpstreamPool:
             await breaker.enter(connection, self.limits.connect_timeout)
         try:
             if cluster.passive is None:
-                return await self._exchange(endpoint, backend, head, body, deliver, counted)
+                return await self.exchange(
+                    endpoint, backend, head, body, deliver, counted=counted, policed=True
+                )
 
             def observed(rsp: UpstreamReply) -> Awaitable[_R]:
                 assert rsp.head is not None
@@ -302,7 +316,9 @@ class UpstreamPool:
                 return deliver(rsp)
 
             try:
-                return await self._exchange(endpoint, backend, head, body, observed, counted)
+                return await self.exchange(
+                    endpoint, backend, head, body, observed, counted=counted, policed=True
+                )
             except UpstreamError as exc:
                 self.report_failure(endpoint, backend, exc)
                 raise
@@ -329,27 +345,6 @@ class UpstreamPool:
         elif isinstance(exc, UpstreamTimeout):
             kind = "timeout"
         self.clusters.report_failure(cluster, endpoint, kind)
-
-    async def _exchange(
-        self,
-        endpoint: ir.Endpoint,
-        backend: ir.Backend,
-        head: tuple[bytes, bytes, HeaderList],
-        body: RequestBody,
-        deliver: Callable[[UpstreamReply], Awaitable[_R]],
-        counted: bool,
-    ) -> _R:
-        if backend.app_protocol in _H2:
-            async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
-                return await deliver(h2rsp)
-        if body.length == 0:  # no body pump needed, nor its context manager
-            rsp = await send_bodyless(self, endpoint, backend, head, counted=counted)
-            try:
-                return await deliver(rsp)
-            finally:
-                rsp.release()
-        async with open_h1_exchange(self, endpoint, backend, head, body, counted=counted) as rsp:
-            return await deliver(rsp)
 
     async def open_tunnel(
         self, endpoint: ir.Endpoint, backend: ir.Backend, authority: str
