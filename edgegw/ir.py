@@ -115,7 +115,8 @@ class ClusterPolicy(IR, frozen=True, kw_only=True):
     """Health checks and limits of a rule's backend: Envoy Gateway's per-rule cluster.
 
     ``cluster`` names the state they share across reloads (passive ejections,
-    circuit-breaker counts): ``httproute/namespace/name/rule/N/backend``.
+    circuit-breaker counts): ``httproute/namespace/name/rule/N/backend``, plus
+    ``@namespace/gateway[/listener]`` when the policy is inherited from there.
     """
 
     cluster: str

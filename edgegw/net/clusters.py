@@ -118,8 +118,11 @@ class Clusters:
 
     # --- health ------------------------------------------------------------------------------
 
-    def detector(self, policy: ir.ClusterPolicy, count: int) -> OutlierDetector | None:
-        """The cluster's outlier detector, made anew when its settings change."""
+    def detector(self, policy: ir.ClusterPolicy, count: int | None) -> OutlierDetector | None:
+        """The cluster's outlier detector, made anew when its settings change.
+
+        ``count``: the cluster's endpoints now (None: as last seen).
+        """
         config = policy.passive
         if config is None:
             return None
@@ -128,7 +131,8 @@ class Clusters:
             if len(self.detectors) >= _MAX_CLUSTERS:
                 self.detectors.clear()
             found = self.detectors[policy.cluster] = OutlierDetector(config, self._clock())
-        found.endpoints = count
+        if count is not None:
+            found.endpoints = count
         return found
 
     def usable(
@@ -162,19 +166,19 @@ class Clusters:
         return detector is None or not detector.is_ejected(endpoint, self._clock())
 
     def report_status(self, policy: ir.ClusterPolicy, endpoint: ir.Endpoint, status: int) -> None:
-        detector = self.detectors.get(policy.cluster)
+        detector = self.detector(policy, None)  # a pinned endpoint skips ``usable``
         if detector is not None:
             detector.on_status(endpoint, status, self._clock())
 
     def report_failure(
         self, policy: ir.ClusterPolicy, endpoint: ir.Endpoint, kind: LocalFailure
     ) -> None:
-        detector = self.detectors.get(policy.cluster)
+        detector = self.detector(policy, None)
         if detector is not None:
             detector.on_local_failure(endpoint, kind, self._clock())
 
     def report_connected(self, policy: ir.ClusterPolicy, endpoint: ir.Endpoint) -> None:
-        detector = self.detectors.get(policy.cluster)
+        detector = self.detector(policy, None)
         if detector is not None:
             detector.on_connected(endpoint, self._clock())
 

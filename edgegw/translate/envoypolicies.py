@@ -9,6 +9,7 @@ CORS as the rule's first filter), a listener's ``client_policy``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ from edgegw.api.meta import Object
 from edgegw.translate.backendtls import BackendTLSPolicies
 from edgegw.translate.index import Index, Key
 from edgegw.translate.listeners import ListenerState
-from edgegw.translate.policies import PolicyAttachments
+from edgegw.translate.policies import LISTENER, ROUTE, RULE, PolicyAttachments, PolicyState
 from edgegw.translate.policyconvert import (
     BackendTraffic,
     Problem,
@@ -79,9 +80,34 @@ class EnvoyPolicies:
             if security is not None:
                 rule = _with_security(rule, security.name, security.resolved, security.problem)
             if traffic is not None and traffic.resolved is not None:
-                rule = _with_traffic(rule, traffic.resolved, ident)
+                where = self._cluster_scope(traffic, ident, rule.name, listener)
+                resolved = _with_route_host(traffic.resolved, route)
+                rule = _with_traffic(rule, resolved, ident, where)
             out.append(rule)
         return tuple(out)
+
+    def _cluster_scope(
+        self,
+        traffic: PolicyState[BackendTraffic],
+        route: tuple[str, str, str],
+        rule: str | None,
+        listener: ListenerState,
+    ) -> str:
+        """ "" for a route's own policy; "@gateway" or "@gateway/listener" for one it inherits.
+
+        Envoy Gateway runs one proxy per Gateway, so health and limits inherited from a
+        Gateway or listener are kept apart per Gateway (or listener) here too.
+        """
+        slots = self.backend.slots
+        kind, ns, name = route
+        if slots.get((RULE, kind, ns, name, rule)) is traffic:
+            return ""
+        if slots.get((ROUTE, kind, ns, name, None)) is traffic:
+            return ""
+        gw_ns, gw_name = listener.gateway_key
+        if slots.get((LISTENER, "Gateway", gw_ns, gw_name, listener.spec.name)) is traffic:
+            return f"@{gw_ns}/{gw_name}/{listener.spec.name}"
+        return f"@{gw_ns}/{gw_name}"
 
     def statuses(self, controller: str) -> Iterator[tuple[EnvoyPolicy, dict[str, Any]]]:
         yield from self.client.statuses(controller)
@@ -102,14 +128,16 @@ def _with_security(
 
 
 def _with_traffic(
-    rule: ir.HTTPRouteRule, traffic: BackendTraffic, route: tuple[str, str, str]
+    rule: ir.HTTPRouteRule, traffic: BackendTraffic, route: tuple[str, str, str], where: str
 ) -> ir.HTTPRouteRule:
     changes: dict[str, Any] = {}
     policy = traffic.traffic
     if policy.compression or policy.rate_limits or policy.hash_on:
         changes["traffic"] = policy
     if traffic.load_balancer is not None or traffic.cluster is not None:
-        changes["backends"] = tuple(_backend(b, traffic, route, rule.index) for b in rule.backends)
+        changes["backends"] = tuple(
+            _backend(b, traffic, route, rule.index, where) for b in rule.backends
+        )
     if rule.request_timeout is None and traffic.timeout_set:
         changes["request_timeout"] = traffic.request_timeout
     if rule.retry is None and traffic.retry is not None:
@@ -119,8 +147,26 @@ def _with_traffic(
     return msgspec.structs.replace(rule, **changes)
 
 
+def _with_route_host(traffic: BackendTraffic, route: Object) -> BackendTraffic:
+    """An HTTP health check without ``hostname`` sends the route's hostname, as Envoy Gateway."""
+    cluster = traffic.cluster
+    active = cluster.active if cluster is not None else None
+    if cluster is None or active is None or active.kind != "HTTP" or active.host:
+        return traffic
+    hostnames = getattr(getattr(route, "spec", None), "hostnames", ())
+    host = next((h for h in hostnames if not h.startswith("*")), "")
+    if not host:
+        return traffic
+    active = msgspec.structs.replace(active, host=host)
+    return dataclasses.replace(traffic, cluster=msgspec.structs.replace(cluster, active=active))
+
+
 def _backend(
-    backend: ir.Backend, traffic: BackendTraffic, route: tuple[str, str, str], index: int
+    backend: ir.Backend,
+    traffic: BackendTraffic,
+    route: tuple[str, str, str],
+    index: int,
+    where: str,
 ) -> ir.Backend:
     """The backend with the policy's load balancer and its own cluster (Envoy Gateway's
     cluster is per route rule: ``httproute/namespace/name/rule/N``)."""
@@ -129,6 +175,6 @@ def _backend(
         changes["load_balancer"] = traffic.load_balancer
     if traffic.cluster is not None and backend.invalid is None:
         kind, ns, name = route
-        cluster = f"{kind.lower()}/{ns}/{name}/rule/{index}/{backend.name}"
+        cluster = f"{kind.lower()}/{ns}/{name}/rule/{index}/{backend.name}{where}"
         changes["cluster"] = msgspec.structs.replace(traffic.cluster, cluster=cluster)
     return msgspec.structs.replace(backend, **changes)
