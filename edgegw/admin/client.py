@@ -226,6 +226,19 @@ def render_table(document: dict[str, Any]) -> str:
     if policies:
         header = ["KIND", "NAMESPACE", "NAME", "ANCESTOR", "ACCEPTED", "OVERRIDDEN"]
         out += ["\n", _table(header, policies)]
+    health = [
+        [
+            h["cluster"],
+            h["endpoint"],
+            _yes(h["healthy"]),
+            h.get("active") or "-",
+            _yes(h["ejected"]),
+        ]
+        for h in document.get("backendHealth", ())
+    ]
+    if health:
+        header = ["CLUSTER", "ENDPOINT", "HEALTHY", "ACTIVE", "EJECTED"]
+        out += ["\n", _table(header, health)]
     errors = document.get("errors", [])
     if errors:
         out.append("\nERRORS\n")

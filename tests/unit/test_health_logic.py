@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from edgegw import ir
+from edgegw.admin.client import render_table
 from edgegw.net.clusters import Breaker, Clusters
 from edgegw.net.connection import Overflow
 from edgegw.policy.activehealth import ActiveRecord, apply, http_outcome, tcp_outcome
@@ -239,3 +240,21 @@ def test_breaker_retries() -> None:
     breaker.end_retry()
     assert breaker.start_retry()
     assert breaker.overflows == {"maxParallelRetries": 1}
+
+
+def test_status_table_lists_endpoint_health() -> None:
+    clusters = Clusters(lambda: 0.0)
+    clusters.endpoints["httproute/default/app/rule/0/default/app:80"] = (A, B)
+    clusters.active["httproute/default/app/rule/0/default/app:80"] = {
+        A: ActiveRecord(healthy=False, pending=False)
+    }
+    text = render_table({"backendHealth": clusters.status()})
+    rows = [line.split() for line in text.splitlines()]
+    assert [
+        "httproute/default/app/rule/0/default/app:80",
+        "192.0.2.1:80",
+        "no",
+        "unhealthy",
+        "no",
+    ] in rows
+    assert ["httproute/default/app/rule/0/default/app:80", "192.0.2.2:80", "yes", "-", "no"] in rows
