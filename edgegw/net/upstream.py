@@ -14,6 +14,14 @@ Passive health: a connect that is refused or times out ejects the endpoint for
 When every endpoint of a backend is ejected, the one whose ejection ends first
 is tried anyway: a guess beats a certain 503.
 
+A backend under a BackendTrafficPolicy ``healthCheck`` or ``circuitBreaker``
+carries an ``ir.ClusterPolicy``, and ``clusters`` (``net/clusters.py``) takes
+over: ``choose`` balances over the endpoints its checks keep in rotation (the
+ejection above then stays out of the way, as Envoy has no such default),
+``exchange`` and ``open_tunnel`` pass its circuit breaker first and report
+each status and failure to its outlier detector. Backends without one take
+the unchanged fast path.
+
 Idle connections are kept LIFO (the warmest first) and dropped after
 ``idle_timeout``, or when a non-blocking read shows the peer closed them (read
 once a connection has been idle ``close_check_after``: a connection handed back
