@@ -326,10 +326,21 @@ class RateLimitRule(IR, frozen=True, kw_only=True):
     seconds: float
 
 
+class FaultInjection(IR, frozen=True, kw_only=True):
+    """BackendTrafficPolicy ``faultInjection``: fractions are 0.0 .. 1.0 of requests."""
+
+    delay: float | None = None  # seconds
+    delay_fraction: float = 1.0
+    abort_status: int | None = None  # an HTTP status
+    abort_grpc_status: int | None = None  # a gRPC status, answered as HTTP 200
+    abort_fraction: float = 1.0
+
+
 class TrafficPolicy(IR, frozen=True, kw_only=True):
     """The BackendTrafficPolicy parts enforced per request (timeouts and retries go to the rule)."""
 
     name: str  # "namespace/name"
+    fault: FaultInjection | None = None
     compression: tuple[Compressor, ...] = ()  # server preference order
     rate_limits: tuple[RateLimitRule, ...] = ()
     hash_on: tuple[Literal["SourceIP", "Header", "Cookie"], str] | None = None  # ConsistentHash
@@ -348,6 +359,31 @@ class TCPKeepalive(IR, frozen=True, kw_only=True):
     interval: float | None = None
 
 
+class ClientHeaders(IR, frozen=True, kw_only=True):
+    """ClientTrafficPolicy ``headers``, as they act on each request before routing."""
+
+    with_underscores: Literal["Allow", "RejectRequest", "DropHeader"] = "Allow"
+    request_id: Literal["PreserveOrGenerate", "Preserve", "Generate", "Disable"] | None = None
+    early: HeaderModifier | None = None  # earlyRequestHeaders
+
+
+class PathOptions(IR, frozen=True, kw_only=True):
+    """ClientTrafficPolicy ``path``: what normalisation does beyond its fixed steps."""
+
+    escaped_slashes: Literal[
+        "KeepUnchanged", "RejectRequest", "UnescapeAndRedirect", "UnescapeAndForward"
+    ] = "KeepUnchanged"
+    merge_slashes: bool = True
+
+
+class HTTP2Options(IR, frozen=True, kw_only=True):
+    """ClientTrafficPolicy ``http2``: our SETTINGS; None keeps edgegw's default."""
+
+    initial_stream_window_size: int | None = None
+    initial_connection_window_size: int | None = None
+    max_concurrent_streams: int | None = None
+
+
 class ClientPolicy(IR, frozen=True, kw_only=True):
     """The ClientTrafficPolicy of a listener."""
 
@@ -360,6 +396,16 @@ class ClientPolicy(IR, frozen=True, kw_only=True):
     idle_timeout: float | None = None  # keep-alive idle time of client connections
     proxy_protocol: bool = False
     http3: bool = False  # HTTPS listeners also serve HTTP/3 over QUIC on their port
+    tls_ciphers: str | None = None  # an OpenSSL cipher list, TLS 1.2 and below
+    tls_curves: str | None = None  # an OpenSSL groups list ("X25519:P-256")
+    tls_signature_algorithms: str | None = None  # an OpenSSL sigalgs list
+    headers: ClientHeaders | None = None
+    path: PathOptions | None = None
+    connection_limit: int | None = None
+    close_delay: float | None = None
+    tcp_idle_timeout: float | None = None  # TCP and TLS listeners
+    default_host: str | None = None  # http1.http10.useDefaultHost: the listener's hostname
+    http2: HTTP2Options | None = None
 
 
 # --- HTTP routes ----------------------------------------------------------------------------

@@ -17,14 +17,24 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from edgegw.api.envoyjwt import JWT
+from edgegw.api.envoypolicybase import PolicyModel
+from edgegw.api.envoytraffic import (
+    ClientConnection,
+    ClientTimeout,
+    FaultInjection,
+    HeaderSettings,
+    HTTP1Settings,
+    HTTP2Settings,
+    PathSettings,
+)
 from edgegw.api.meta import (
     BackendObjectReference,
     Duration,
     Group,
     Kind,
+    LabelSelector,
     LabelSelectorRequirement,
     LocalPolicyTargetReferenceWithSectionName,
-    Model,
     Object,
     SecretObjectReference,
 )
@@ -34,18 +44,26 @@ CIDR = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
-class PolicyModel(Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
-    """Base of every policy type: unknown fields are collected, then refused in status."""
-
-
 # --- targets (policy_helpers.go) ------------------------------------------------------------
 
 
+class TargetSelectorNamespaces(PolicyModel, kw_only=True, frozen=True):
+    """Where a selector looks: the policy's namespace, all, or those a label selector picks."""
+
+    from_: Literal["Same", "All", "Selector"] = msgspec.field(default="Same", name="from")
+    selector: LabelSelector | None = None
+
+    def __post_init__(self) -> None:
+        if self.from_ == "Selector" and self.selector is None:
+            raise FieldError("selector", "selector must be specified when from is Selector")
+
+
 class TargetSelector(PolicyModel, kw_only=True, frozen=True):
-    """Targets by label in the policy's namespace (``namespaces`` is not implemented)."""
+    """Targets by label; across namespaces only where a ReferenceGrant there allows it."""
 
     group: Group = "gateway.networking.k8s.io"
     kind: Kind
+    namespaces: TargetSelectorNamespaces | None = None
     match_labels: dict[str, str] = {}
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
 
@@ -66,6 +84,12 @@ class PolicyTargets(PolicyModel, kw_only=True, frozen=True):
     def check_targets(self) -> None:
         if self.target_ref is None and not self.target_refs and not self.target_selectors:
             raise FieldError("targetRefs", "either targetRef, targetRefs or targetSelectors")
+
+    def check_merge(self, merge_type: str | None, kinds: tuple[str, ...]) -> None:
+        """``mergeType`` only on policies that target routes (Envoy Gateway's CEL rule)."""
+        targets = [*(r.kind for r in self.refs()), *(s.kind for s in self.target_selectors)]
+        if merge_type is not None and any(kind not in kinds for kind in targets):
+            raise FieldError("mergeType", "mergeType can only be used with xRoute targets")
 
 
 # --- ClientTrafficPolicy ----------------------------------------------------------------------
@@ -102,21 +126,23 @@ class TCPKeepalive(PolicyModel, kw_only=True, frozen=True):
     interval: Duration | None = None
 
 
-class HTTPClientTimeout(PolicyModel, kw_only=True, frozen=True):
-    idle_timeout: Duration | None = None
-
-
-class ClientTimeout(PolicyModel, kw_only=True, frozen=True):
-    http: HTTPClientTimeout | None = None
-
-
 TLSVersion = Literal["Auto", "1.0", "1.1", "1.2", "1.3"]
 ALPNProtocol = Literal["http/1.0", "http/1.1", "h2"]
+
+
+_TLSName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern="^[A-Za-z0-9_.+-]+$")]
+_TLSNames = Annotated[tuple[_TLSName, ...], msgspec.Meta(max_length=64)]
 
 
 class ClientTLSSettings(PolicyModel, kw_only=True, frozen=True):
     min_version: TLSVersion | None = None
     max_version: TLSVersion | None = None
+    ciphers: Annotated[
+        tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=256)], ...],
+        msgspec.Meta(max_length=64),
+    ] = ()
+    ecdh_curves: _TLSNames = msgspec.field(default=(), name="ecdhCurves")
+    signature_algorithms: _TLSNames = ()
     alpn_protocols: tuple[ALPNProtocol, ...] = msgspec.field(default=(), name="alpnProtocols")
 
 
@@ -142,6 +168,11 @@ class ClientTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     enable_proxy_protocol: bool = False
     proxy_protocol: ProxyProtocolSettings | None = None
     http3: HTTP3Settings | None = None
+    headers: HeaderSettings | None = None
+    path: PathSettings | None = None
+    connection: ClientConnection | None = None
+    http1: HTTP1Settings | None = None
+    http2: HTTP2Settings | None = None
 
     def __post_init__(self) -> None:
         self.check_targets()
@@ -374,7 +405,12 @@ class CircuitBreaker(PolicyModel, kw_only=True, frozen=True):
     max_requests_per_connection: int | None = None
 
 
+MergeType = Literal["StrategicMerge", "JSONMerge"]
+
+
 class BackendTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
+    merge_type: MergeType | None = None
+    fault_injection: FaultInjection | None = None
     load_balancer: LoadBalancer | None = None
     compression: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
     compressor: Annotated[tuple[Compression, ...], msgspec.Meta(max_length=3)] = ()
@@ -386,6 +422,7 @@ class BackendTrafficPolicySpec(PolicyTargets, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         self.check_targets()
+        self.check_merge(self.merge_type, ("HTTPRoute", "GRPCRoute"))
 
 
 # --- SecurityPolicy --------------------------------------------------------------------------
@@ -467,6 +504,7 @@ class CORS(PolicyModel, kw_only=True, frozen=True):
 
 
 class SecurityPolicySpec(PolicyTargets, kw_only=True, frozen=True):
+    merge_type: MergeType | None = None
     cors: CORS | None = None
     basic_auth: BasicAuth | None = None
     api_key_auth: APIKeyAuth | None = None
@@ -476,6 +514,7 @@ class SecurityPolicySpec(PolicyTargets, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         self.check_targets()
+        self.check_merge(self.merge_type, ("HTTPRoute", "GRPCRoute"))
 
 
 # --- the kinds -------------------------------------------------------------------------------
@@ -484,16 +523,19 @@ class SecurityPolicySpec(PolicyTargets, kw_only=True, frozen=True):
 class ClientTrafficPolicy(Object, kw_only=True, frozen=True):
     spec: ClientTrafficPolicySpec
     unimplemented: tuple[str, ...] = ()  # filled by the loader, never read from YAML
+    raw_spec: dict[str, Any] = {}  # the spec as written, for mergeType; filled by the loader
 
 
 class BackendTrafficPolicy(Object, kw_only=True, frozen=True):
     spec: BackendTrafficPolicySpec
     unimplemented: tuple[str, ...] = ()
+    raw_spec: dict[str, Any] = {}
 
 
 class SecurityPolicy(Object, kw_only=True, frozen=True):
     spec: SecurityPolicySpec
     unimplemented: tuple[str, ...] = ()
+    raw_spec: dict[str, Any] = {}
 
 
 EnvoyPolicy = ClientTrafficPolicy | BackendTrafficPolicy | SecurityPolicy

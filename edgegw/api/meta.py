@@ -44,6 +44,30 @@ class Duration(float):
         return cls(sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts))
 
 
+_QUANTITY = re.compile(r"^([0-9]{1,15})([EPTGMK]i|[EPTGMk])?$")
+_QUANTITY_UNITS: dict[str | None, int] = {
+    **{u + "i": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")},
+    **{u: 1000 ** (i + 1) for i, u in enumerate("kMGTPE")},
+    None: 1,
+}
+
+
+class Quantity(int):
+    """A Kubernetes quantity of bytes (``32768``, ``256Ki``, ``20Mi``, ``1G``), held as bytes.
+
+    Whole numbers only: a byte count has no fractions or milli suffix.
+    """
+
+    @classmethod
+    def parse(cls, value: object) -> Quantity:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return cls(value)
+        match = _QUANTITY.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"invalid quantity {value!r}: want e.g. 32768, 256Ki or 20Mi")
+        return cls(int(match.group(1)) * _QUANTITY_UNITS[match.group(2)])
+
+
 class Timestamp(float):
     """An RFC 3339 time (``metadata.creationTimestamp``), held as epoch seconds."""
 
@@ -68,6 +92,8 @@ def dec_hook(type_: type, value: Any) -> Any:
         return Duration.parse(value)
     if type_ is Timestamp:
         return Timestamp.parse(value)
+    if type_ is Quantity:
+        return Quantity.parse(value)
     raise NotImplementedError(f"cannot decode {type_!r}")
 
 
@@ -75,6 +101,8 @@ def enc_hook(value: Any) -> Any:
     """msgspec hook to encode api objects: Duration and Timestamp become plain floats."""
     if isinstance(value, float):
         return float(value)
+    if isinstance(value, int):
+        return int(value)
     raise NotImplementedError(f"cannot encode {type(value)!r}")
 
 

@@ -109,7 +109,10 @@ def decode(doc: Document) -> Object:
         spec_type = msgspec.structs.fields(model)
         spec_model = next(f.type for f in spec_type if f.name == "spec")
         missing = unimplemented_fields(raw.get("spec"), spec_model)
-        obj = msgspec.structs.replace(obj, unimplemented=tuple(missing))
+        spec = raw.get("spec")
+        obj = msgspec.structs.replace(
+            obj, unimplemented=tuple(missing), raw_spec=spec if isinstance(spec, dict) else {}
+        )
     namespace = None if model in CLUSTER_SCOPED else obj.metadata.namespace or "default"
     metadata = msgspec.structs.replace(obj.metadata, namespace=namespace)
     return msgspec.structs.replace(

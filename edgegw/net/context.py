@@ -19,6 +19,7 @@ import trio
 from edgegw.net.upstream import RequestBody, UpstreamPool
 from edgegw.policy.jwt import RemoteKeys
 from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.http2 import H2Limits
 from edgegw.proto.via import instance_via
 from edgegw.routing import PortTable
 
@@ -148,6 +149,8 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     via: bytes = VIA  # added to what is forwarded; a request already carrying it gets 508
     jwks: RemoteKeys | None = None  # remote JWKS for SecurityPolicy jwt (``net/jwks.py``)
     protocol: str = "http/1.1"  # the front end serving it sets "h2" or "h3"
+    h2_limits: H2Limits | None = None  # a ClientTrafficPolicy's http2 settings
+    default_host: str | None = None  # the Host of an HTTP/1.0 request without one
 
 
 class ProxyRequest(msgspec.Struct):

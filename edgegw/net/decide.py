@@ -13,10 +13,13 @@ so a policy added here holds for every protocol at once (STYLE rule 11).
 1. on plain-HTTP ports a pending ACME HTTP-01 token is answered first,
    before any listener or route (``certificates.challenges``); a request
    that already passed through this gateway (its ``Via``, see
-   ``proto/via.py``) is answered 508; then the path is normalized, once
-   (``proto/target.py``: dot segments, unreserved escapes, repeated
-   slashes), so routes match, and the backend gets, the resolved path;
-2. listener by Host; 421 when TLS SNI chose another listener, 404 when none;
+   ``proto/via.py``) is answered 508;
+2. listener by Host (an HTTP/1.0 request without one gets the port's
+   ``useDefaultHost``); 421 when TLS SNI chose another listener, 404 when
+   none; then the path is normalized, once (``proto/target.py``: dot
+   segments, unreserved escapes, repeated slashes), so routes match, and the
+   backend gets, the resolved path; a listener's ClientTrafficPolicy ``path``
+   and ``headers`` apply here, before routing (``policy/clientrequest.py``);
 3. the route match (404) and the rule (500 when it is invalid);
 4. the rule's filters in order: CORS (a preflight is answered here),
    RequestRedirect (answered here), request and response header modifiers,
@@ -57,6 +60,7 @@ from edgegw.net.context import (
     RequestRecord,
 )
 from edgegw.net.guard import Admission, admit
+from edgegw.policy.clientrequest import ClientRequestRules
 from edgegw.policy.compiled import RuleGuard
 from edgegw.policy.lb import consistent_pick, hash_key
 from edgegw.proto.events import HeaderList, Headers
@@ -107,6 +111,7 @@ class RequestPlan:
         client: the client's address as client IP detection found it.
         compression: the encodings a BackendTrafficPolicy offers for the response.
         pending: a rule guard whose external auth the forward step awaits first.
+        delay: seconds a faultInjection delay holds the request before anything else.
     """
 
     __slots__ = (
@@ -114,6 +119,7 @@ class RequestPlan:
         "backend",
         "client",
         "compression",
+        "delay",
         "grpc",
         "head",
         "mirrors",
@@ -143,6 +149,7 @@ class RequestPlan:
         self.client = record.client
         self.compression: tuple[ir.Compressor, ...] = ()
         self.pending: RuleGuard | None = None
+        self.delay = 0.0
 
     def refuse(self, status: int) -> RequestPlan:
         """Answer with an error status (as a gRPC status on gRPC requests)."""
@@ -164,12 +171,17 @@ def decide(
     if passed_through(req.headers, ctx.via):  # a forwarding loop: one hop, then stop
         plan.grpc = looks_grpc(req)
         return plan.refuse(508)
-    req.path = normalize_path(req.path)
+    if not req.authority and ctx.default_host:  # http1.http10.useDefaultHost
+        req.authority = req.host = ctx.default_host
     listener = select_listener(ctx.port_table(), req.host, ctx.sni_listener)
     if isinstance(listener, int):
         plan.grpc = looks_grpc(req)
         return plan.refuse(listener)
     record.listener = listener.listener.key
+    if listener.client_rules is None:
+        req.path = normalize_path(req.path)
+    elif _client_rules(plan, listener.client_rules):
+        return plan
     method = (
         "GET" if upgrade else req.method
     )  # an extended CONNECT is matched as the GET it becomes
@@ -210,6 +222,22 @@ def decide(
     return _pick_backend(plan, ctx, match, request)
 
 
+def _client_rules(plan: RequestPlan, rules: ClientRequestRules) -> bool:
+    """A ClientTrafficPolicy's path and header rules; True when they answer the request."""
+    req = plan.req
+    req.path, refusal = rules.path(req.path, req.query)
+    if refusal is None:
+        req.headers, refusal = rules.headers(req.headers)
+    if refusal is None:
+        return False
+    plan.grpc = looks_grpc(req)
+    if refusal.status == 307 and not plan.grpc:
+        plan.answer = Answer(307, [(b"location", refusal.location.encode("latin-1"))])
+    else:  # gRPC calls get INTERNAL (13) for both, as in Envoy
+        plan.refuse(400)
+    return True
+
+
 class _Request:
     """The request as the filters leave it, and the listener a redirect is made from."""
 
@@ -241,6 +269,10 @@ def _admitted(plan: RequestPlan, admission: Admission) -> Answer | None:
     plan.client = plan.record.client = admission.client
     plan.compression = admission.compression
     plan.pending = admission.pending
+    plan.delay = admission.delay
+    if admission.fault and plan.grpc:  # an httpStatus abort of a gRPC call: a gRPC status
+        plan.answer = Answer(admission.status, [], error=True)
+        return plan.answer
     if admission.status:
         plan.answer = policy_answer(admission, plan.grpc)
         return plan.answer

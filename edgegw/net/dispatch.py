@@ -24,10 +24,11 @@ drain signals, and the contexts that read the port's current runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -40,6 +41,7 @@ from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
 from edgegw.proto import proxyproto
+from edgegw.proto.http2 import H2Limits
 from edgegw.routing import l4
 
 log = logging.getLogger("edgegw.net")
@@ -68,6 +70,7 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
         proxy_protocol=any(listener.proxy_protocol_accept for listener in port.listeners),
         keepalive=next((p.tcp_keepalive for p in policies if p.tcp_keepalive), None),
         http_limits=_http_limits(policies),
+        **_connection_settings(policies),
     )
 
 
@@ -79,6 +82,38 @@ def _http_limits(policies: list[ir.ClientPolicy]) -> HTTPLimits | None:
     """
     idle = next((p.idle_timeout for p in policies if p.idle_timeout), None)
     return HTTPLimits(keepalive_timeout=idle) if idle else None
+
+
+def _connection_settings(policies: list[ir.ClientPolicy]) -> dict[str, Any]:
+    """The port's connection limit, TCP idle time, HTTP/2 settings and default Host.
+
+    Per port, as ``_http_limits``: the first listener's policy that sets each wins.
+    """
+    out: dict[str, Any] = {}
+    limited = next((p for p in policies if p.connection_limit), None)
+    if limited is not None:
+        out["connection_limit"] = limited.connection_limit
+        out["close_delay"] = limited.close_delay or 0.0
+    idle = next((p.tcp_idle_timeout for p in policies if p.tcp_idle_timeout), None)
+    if idle:
+        out["tcp_idle_timeout"] = idle
+    h2 = next((p.http2 for p in policies if p.http2), None)
+    if h2 is not None:
+        out["h2_limits"] = _h2_limits(h2)
+    out["default_host"] = next((p.default_host for p in policies if p.default_host), None)
+    return out
+
+
+def _h2_limits(options: ir.HTTP2Options) -> H2Limits:
+    """ClientTrafficPolicy ``http2``: our SETTINGS and connection window, else edgegw's own."""
+    base = H2Limits()
+    return dataclasses.replace(
+        base,
+        max_concurrent_streams=options.max_concurrent_streams or base.max_concurrent_streams,
+        initial_window_size=options.initial_stream_window_size or base.initial_window_size,
+        connection_window_size=options.initial_connection_window_size
+        or base.connection_window_size,
+    )
 
 
 def set_keepalive(sock: trio.socket.SocketType, keepalive: ir.TCPKeepalive) -> None:
@@ -139,6 +174,7 @@ class PortServices:
     def http_context(
         self, peer: Peer, scheme: str, sni_listener: str | None
     ) -> HTTPConnectionContext:
+        runtime = self.server.runtime
         return HTTPConnectionContext(
             port_table=self._port_table,
             pool=self.dispatcher.upstreams,
@@ -149,9 +185,19 @@ class PortServices:
             observer=self.dispatcher.observer,
             background=self.dispatcher.background,
             challenges=self.dispatcher.challenges if scheme == "http" else None,
-            limits=self.server.runtime.http_limits or _DEFAULT_LIMITS,
+            limits=runtime.http_limits or _DEFAULT_LIMITS,
             jwks=self.dispatcher.jwks,
+            h2_limits=runtime.h2_limits,
+            default_host=runtime.default_host,
         )
+
+    def tcp_context(self) -> tcp.TCPContext:
+        """The TCP relay context, with the port's ClientTrafficPolicy ``timeout.tcp.idleTimeout``.
+
+        A copy only when the policy sets it; the limits, drain and stats stay shared.
+        """
+        idle = self.server.runtime.tcp_idle_timeout
+        return self.tcp if idle is None else dataclasses.replace(self.tcp, idle_timeout=idle)
 
 
 class Dispatcher:
@@ -221,7 +267,7 @@ class Dispatcher:
         elif "HTTP" in protocols:
             await self._serve_http_port(stream, peer, services, runtime)
         elif "TCP" in protocols:
-            await tcp.serve_tcp_connection(stream, services.tcp)
+            await tcp.serve_tcp_connection(stream, services.tcp_context())
 
     async def _serve_http_port(
         self, stream: trio.SocketStream, peer: Peer, services: PortServices, runtime: PortRuntime
@@ -257,7 +303,9 @@ class Dispatcher:
             return await tls.answer_tls_alpn01(stream, alpn, received=sniffed.data)
         listener = runtime.l4.listener_for_sni(sniffed.hello.server_name) if runtime.l4 else None
         if listener is not None and listener.tls is not None and listener.tls.mode == "Passthrough":
-            await tcp.serve_tls_passthrough(stream, services.tcp, sniffed=sniffed, origin=origin)
+            await tcp.serve_tls_passthrough(
+                stream, services.tcp_context(), sniffed=sniffed, origin=origin
+            )
             return
         if runtime.tls is None:
             return
@@ -274,5 +322,5 @@ class Dispatcher:
             return
         match = runtime.l4.route_for_sni(session.server_name) if runtime.l4 else None
         if match is not None:  # TLS Terminate: plain TCP to the TLSRoute's backend
-            await tcp.relay_to_route(session.stream, services.tcp, match, origin=origin)
+            await tcp.relay_to_route(session.stream, services.tcp_context(), match, origin=origin)
         await trio.aclose_forcefully(session.stream)

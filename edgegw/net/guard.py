@@ -13,6 +13,7 @@ checks in ``decide``.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from edgegw.net.context import HTTPConnectionContext, Observer
 from edgegw.net.extauth import ask, check_head
 from edgegw.policy import jwtverify
 from edgegw.policy.compiled import JWTContext, RuleGuard
+from edgegw.policy.fault import inject
 from edgegw.policy.jwt import RemoteKeys
 from edgegw.proto.events import HeaderList
 from edgegw.routing import ListenerTable, RouteMatch
@@ -45,6 +47,8 @@ class Admission:
     remove: frozenset[bytes] = frozenset()
     compression: tuple[ir.Compressor, ...] = ()
     pending: RuleGuard | None = None  # external auth to await before forwarding
+    delay: float = 0.0  # faultInjection: seconds to wait before going on
+    fault: bool = False  # ``status`` is a faultInjection abort
 
     def apply(self, headers: Sequence[tuple[bytes, bytes]]) -> HeaderList:
         """Request headers with the policies' removals and additions."""
@@ -83,6 +87,8 @@ def admit(
     if guard is None:
         return admission
     admission.compression = guard.compression
+    if guard.fault is not None and _inject(guard, admission, observer):
+        return admission
     view = RequestView(method, path, query, headers)
     if guard.is_preflight(method, view.header):
         return admission
@@ -109,6 +115,22 @@ def _jwt_context(
     if keys is not None:
         context.keys = keys
     return context
+
+
+def _inject(guard: RuleGuard, admission: Admission, observer: Observer) -> bool:
+    """faultInjection, before CORS and auth as in Envoy; True when it aborts the request."""
+    assert guard.fault is not None
+    outcome = inject(guard.fault, random.random(), random.random())
+    admission.delay = outcome.delay
+    if outcome.delay:
+        observer.policy_decision("faultDelay", guard.traffic, "delay")
+    if not outcome.status:
+        return False
+    observer.policy_decision("faultAbort", guard.traffic, "deny")
+    admission.status, admission.headers = outcome.status, outcome.answer_headers()
+    admission.fault = outcome.grpc_status is None
+    admission.body = b"fault filter abort" if admission.fault else b""
+    return True
 
 
 async def authorize(

@@ -75,7 +75,7 @@ async def serve_h2_connection(
         limits: HTTP/2 settings and abuse thresholds.
         received: bytes already read from ``stream`` (the h2c preface that chose HTTP/2).
     """
-    conn = H2ServerConnection(stream, ctx, limits or http2.H2Limits())
+    conn = H2ServerConnection(stream, ctx, limits or ctx.h2_limits or http2.H2Limits())
     try:
         await conn.run(received)
     except (trio.BrokenResourceError, trio.ClosedResourceError):

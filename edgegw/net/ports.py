@@ -31,6 +31,7 @@ from edgegw import ir
 from edgegw.net.context import HTTPLimits
 from edgegw.net.fastio import close_now
 from edgegw.net.tls import ServerTLS
+from edgegw.proto.http2 import H2Limits
 from edgegw.routing import PortTable
 from edgegw.routing.l4 import L4Table
 
@@ -63,6 +64,11 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     proxy_protocol: bool = False  # a PROXY header comes first on every connection
     keepalive: ir.TCPKeepalive | None = None  # ClientTrafficPolicy tcpKeepalive
     http_limits: HTTPLimits | None = None  # when a ClientTrafficPolicy changes them
+    h2_limits: H2Limits | None = None  # ClientTrafficPolicy http2
+    connection_limit: int | None = None  # ClientTrafficPolicy connection.connectionLimit
+    close_delay: float = 0.0  # before closing a connection over the limit
+    tcp_idle_timeout: float | None = None  # ClientTrafficPolicy timeout.tcp.idleTimeout
+    default_host: str | None = None  # http1.http10.useDefaultHost
 
 
 Peer = tuple[str, int] | None  # the client's address from accept(2)
@@ -78,6 +84,8 @@ class PortServer:
         self.handler: ConnectionHandler | None = None
         self.on_stop: list[Callable[[float], None]] = []  # drain hooks, given the grace
         self.active = 0
+        self.refused = 0  # connections closed for connectionLimit
+        self._closing = 0
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
         self.done = trio.Event()
@@ -123,8 +131,13 @@ class PortServer:
                     log.warning("accept on %s: %s; retrying", self.key, exc.strerror)
                     await trio.sleep(0.1)
                     continue
+                limit = self.runtime.connection_limit
+                if limit is not None and self.active >= limit:
+                    self._refuse(connections, conn)
+                    continue
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
                 peer = (address[0], address[1]) if isinstance(address, tuple) else None
+                self.active += 1  # counted at accept, so a burst sees the limit at once
                 connections.start_soon(self._run_connection, stream, peer)
                 accepted += 1
                 if accepted % _ACCEPT_BATCH == 0:
@@ -132,8 +145,30 @@ class PortServer:
         finally:
             listening.close()
 
+    def _refuse(self, connections: trio.Nursery, conn: socket.socket) -> None:
+        """Over ``connectionLimit``: close the new connection, after ``closeDelay`` if set.
+
+        As Envoy's connection limit filter: the connection is accepted, then
+        closed. Connections waiting out the delay are bounded by the limit
+        too; past it they are closed at once.
+        """
+        self.refused += 1
+        delay = self.runtime.close_delay
+        limit = self.runtime.connection_limit or 0
+        if delay <= 0 or self._closing >= limit:
+            conn.close()
+            return
+        self._closing += 1
+        connections.start_soon(self._close_later, conn, delay)
+
+    async def _close_later(self, conn: socket.socket, delay: float) -> None:
+        try:
+            await trio.sleep(delay)
+        finally:
+            self._closing -= 1
+            conn.close()
+
     async def _run_connection(self, stream: trio.SocketStream, peer: Peer) -> None:
-        self.active += 1
         try:
             assert self.handler is not None, "PortServer.handler is set before serve()"
             await self.handler(stream, peer)

@@ -78,7 +78,7 @@ from edgegw.routing import filters as f
 MIRRORS_MAX = 256
 _H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
 _R = TypeVar("_R")
-_GRPC_STATUS = {404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
+_GRPC_STATUS = {400: b"13", 404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -115,6 +115,8 @@ async def handle_request(
     start = trio.current_time()
     try:
         plan = decide(req, ctx, record, upgrade=tunnel is not None)
+        if plan.delay:  # faultInjection: before auth, an abort, or the upstream
+            await trio.sleep(plan.delay)
         if plan.pending is not None:
             await _authorize(plan, ctx)
         if plan.answer is not None:

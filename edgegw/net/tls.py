@@ -59,6 +59,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from edgegw import ir
+from edgegw.net import tlsparams
 from edgegw.net.tls_client import cert_name_matches, client_context
 from edgegw.net.tls_stream import TLSStream
 
@@ -77,7 +78,6 @@ log = logging.getLogger("edgegw.net.tls")
 # The installed types-pyOpenSSL stubs lag pyOpenSSL (which ships its own types): what
 # they lack (newer OP_* names, cryptography-typed arguments) goes through this alias.
 _SSL: Any = SSL
-_TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
 _SERVER_OPTIONS = (
     SSL.OP_NO_COMPRESSION
     | _SSL.OP_NO_RENEGOTIATION
@@ -136,14 +136,18 @@ def listener_alpn(listener: ir.Listener, alpn: tuple[str, ...]) -> tuple[str, ..
     return tuple(p for p in policy.alpn if p in alpn)
 
 
-def _base_context(alpn: tuple[str, ...], versions: Versions = DEFAULT_VERSIONS) -> SSL.Context:
+def _base_context(
+    alpn: tuple[str, ...],
+    versions: Versions = DEFAULT_VERSIONS,
+    params: tlsparams.Params = tlsparams.NO_PARAMS,
+) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(_VERSIONS[versions[0]])
     if versions[1] is not None:
         ctx.set_max_proto_version(_VERSIONS[versions[1]])
     ctx.set_options(_SERVER_OPTIONS)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # idle keep-alive connections hold no buffers
-    ctx.set_cipher_list(_TLS12_CIPHERS)
+    tlsparams.apply(ctx, params)
     if alpn:
         ctx.set_alpn_select_callback(_alpn_selector(alpn))
     return ctx
@@ -164,6 +168,7 @@ def _leaf_context(
     validation: ir.FrontendValidation | None,
     alpn: tuple[str, ...],
     versions: Versions = DEFAULT_VERSIONS,
+    params: tlsparams.Params = tlsparams.NO_PARAMS,
 ) -> SSL.Context:
     """One certificate's context; cached so that reloads reuse it while the bytes are unchanged.
 
@@ -172,7 +177,7 @@ def _leaf_context(
     """
     chain = x509.load_pem_x509_certificates(chain_pem)
     key = serialization.load_pem_private_key(key_pem, password=None)
-    ctx = _base_context(alpn, versions)
+    ctx = _base_context(alpn, versions, params)
     loader: Any = ctx
     try:
         loader.use_certificate(chain[0])
@@ -191,7 +196,10 @@ def _leaf_context(
 
 @functools.lru_cache(maxsize=16)
 def _hello_context(
-    alpn: tuple[str, ...], resumable: bool, versions: Versions = DEFAULT_VERSIONS
+    alpn: tuple[str, ...],
+    resumable: bool,
+    versions: Versions = DEFAULT_VERSIONS,
+    params: tlsparams.Params = tlsparams.NO_PARAMS,
 ) -> SSL.Context:
     """The context that reads ClientHellos; it holds no certificate, the callback picks one.
 
@@ -199,7 +207,7 @@ def _hello_context(
     a listener's context, so this one allows the widest range of the port's
     listeners; ``accept_tls`` then holds each listener to its own range.
     """
-    ctx = _base_context(alpn, versions)
+    ctx = _base_context(alpn, versions, params)
     ctx.set_tlsext_servername_callback(_on_client_hello)
     if not resumable:
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
@@ -258,7 +266,8 @@ class ServerTLS:
         self._wildcards.sort(key=lambda pair: len(pair[0]), reverse=True)
         self._fallback = fallback or (served[0] if served else None)
         resumable = all(item.verify is None for item in served)
-        self._hello = _hello_context(alpn, resumable, _widest(served))
+        params = tlsparams.union([tlsparams.listener_params(item.listener) for item in served])
+        self._hello = _hello_context(alpn, resumable, _widest(served), params)
 
     @property
     def listeners(self) -> tuple[ir.Listener, ...]:
@@ -310,6 +319,7 @@ def _serve(listener: ir.Listener, alpn: tuple[str, ...], problems: list[str]) ->
                 validation,
                 listener_alpn(listener, alpn),
                 listener_versions(listener),
+                tlsparams.listener_params(listener),
             )
         except ValueError as exc:
             problems.append(f"{listener.key}: certificate {cert.source or '?'}: {exc}")
@@ -459,6 +469,8 @@ async def accept_tls(
             failure = f"handshake failed: {exc!r}"
     if failure is None and not _version_allowed(conn, state):
         failure = "TLS version below or above the listener's ClientTrafficPolicy"
+    if failure is None and state.served is not None and state.served.listener.client_policy:
+        failure = tlsparams.allowed(conn, tlsparams.listener_params(state.served.listener))
     if failure is None:
         return _session(tls_stream, state)
     log.debug("TLS from %s (SNI %r): %s", _peer(stream), state.server_name, failure)

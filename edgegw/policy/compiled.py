@@ -55,6 +55,7 @@ class RuleGuard:
         "compression",
         "cors",
         "ext_auth",
+        "fault",
         "invalid",
         "jwt",
         "limiter",
@@ -79,6 +80,7 @@ class RuleGuard:
         self.jwt = Authenticator(security.jwt) if security and security.jwt else None
         self.limiter = RateLimiter(traffic.rate_limits) if traffic and traffic.rate_limits else None
         self.compression = traffic.compression if traffic else ()
+        self.fault = traffic.fault if traffic else None
         self.cors = any(isinstance(f, ir.CORSFilter) for f in rule.filters)
         self.invalid = rule.invalid
 

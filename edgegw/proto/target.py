@@ -14,6 +14,10 @@ defaults (Envoy's ``normalize_path`` and ``merge_slashes``):
    rather than refused;
 3. runs of slashes are merged into one.
 
+A ClientTrafficPolicy's ``path`` settings (``normalize_path_with``) may turn
+step 3 off and say what to do with escaped slashes, which are otherwise kept
+as sent.
+
 Field syntax is checked where each protocol is parsed: HTTP/2 heads by the
 codec (``h2codec/validate.py``: pseudo-headers, control characters), HTTP/1.1
 heads by the parser (``proto/http1.py``).
@@ -24,6 +28,7 @@ Pure: no I/O, no trio.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -52,12 +57,13 @@ def _remove_dot_segments(path: str) -> str:
     return result
 
 
-def normalize_path(path: str) -> str:
+def normalize_path(path: str, merge_slashes: bool = True) -> str:
     """The path a route is matched against and the backend receives (see the module docstring).
 
     Args:
         path: the path of a request-target, without its query. A path not
             starting with ``/`` (``*`` of ``OPTIONS *``) is returned unchanged.
+        merge_slashes: step 3; a ClientTrafficPolicy's ``path.disableMergeSlashes`` turns it off.
 
     Returns:
         The normalized path; ``path`` itself (no copy) when there is nothing to do.
@@ -70,6 +76,34 @@ def normalize_path(path: str) -> str:
         path = _ESCAPE.sub(_decode_unreserved, path)
     if "/." in path:
         path = _remove_dot_segments(path)
-    if "//" in path:
+    if merge_slashes and "//" in path:
         path = _SLASHES.sub("/", path)
     return path
+
+
+_ESCAPED_SLASH = re.compile(r"%(?:2[Ff]|5[Cc])")
+EscapedSlashes = Literal[
+    "KeepUnchanged", "RejectRequest", "UnescapeAndRedirect", "UnescapeAndForward"
+]
+
+
+def normalize_path_with(
+    path: str, escaped_slashes: EscapedSlashes, merge_slashes: bool
+) -> tuple[str | None, bool]:
+    """``normalize_path`` under a ClientTrafficPolicy's ``path`` settings, in Envoy's order.
+
+    Escaped slashes (``%2F``, ``%5C``, either case) are handled first: kept,
+    refused, or unescaped to ``/`` (Envoy unescapes ``%5C`` to a backslash,
+    which its normaliser then turns into ``/``); then the steps above.
+
+    Returns:
+        ``(path, redirect)``: path None when the request is to be refused (400);
+        ``redirect`` when the client is to be sent to the unescaped path.
+    """
+    redirect = False
+    if escaped_slashes != "KeepUnchanged" and "%" in path and _ESCAPED_SLASH.search(path):
+        if escaped_slashes == "RejectRequest":
+            return None, False
+        path = _ESCAPED_SLASH.sub("/", path)
+        redirect = escaped_slashes == "UnescapeAndRedirect"
+    return normalize_path(path, merge_slashes), redirect

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from edgegw import ir
+from edgegw.policy.clientrequest import compile_client_rules
 from edgegw.policy.compiled import compile_listener, compile_rule
 from edgegw.routing.hosts import HostIndex, group_by_host, host_matches, normalize_host
 from edgegw.routing.http3 import alt_svc
@@ -126,12 +127,14 @@ def _host_keyed(routes: Iterable[ir.HTTPRoute]) -> Iterator[tuple[str | None, Ca
 class ListenerTable:
     """The routes of one listener, compiled for ``match``."""
 
-    __slots__ = ("_groups", "_hostname", "alt_svc", "client_guard", "listener")
+    __slots__ = ("_groups", "_hostname", "alt_svc", "client_guard", "client_rules", "listener")
 
     def __init__(self, listener: ir.Listener) -> None:
         self.listener = listener
         self.client_guard = compile_listener(listener)
         self.alt_svc = alt_svc(listener)  # the HTTP/3 advertisement of its responses
+        policy = listener.client_policy
+        self.client_rules = compile_client_rules(policy) if policy is not None else None
         self._hostname = normalize_host(listener.hostname) if listener.hostname else None
         grouped = group_by_host(_host_keyed(listener.http_routes))
         self._groups: HostIndex[PathIndex] = grouped.map(PathIndex)

@@ -19,12 +19,12 @@ from edgegw import ir
 from edgegw.api.envoypolicies import EnvoyPolicy
 from edgegw.api.meta import Object
 from edgegw.translate.backendtls import BackendTLSPolicies
+from edgegw.translate.clientconvert import Problem
 from edgegw.translate.index import Index, Key
 from edgegw.translate.listeners import ListenerState
 from edgegw.translate.policies import LISTENER, ROUTE, RULE, PolicyAttachments, PolicyState
 from edgegw.translate.policyconvert import (
     BackendTraffic,
-    Problem,
     Security,
     SecurityConverter,
     backend_traffic,
@@ -61,7 +61,12 @@ class EnvoyPolicies:
 
     def client_policy(self, listener: ListenerState) -> ir.ClientPolicy | None:
         state = self.client.for_listener(listener.gateway_key, listener.spec.name)
-        return state.resolved if state is not None else None
+        policy = state.resolved if state is not None else None
+        if policy is not None and policy.default_host == "":  # http10.useDefaultHost
+            host = listener.spec.hostname
+            default = host if host and not host.startswith("*") else None
+            policy = msgspec.structs.replace(policy, default_host=default)
+        return policy
 
     def rules(
         self,
@@ -132,7 +137,7 @@ def _with_traffic(
 ) -> ir.HTTPRouteRule:
     changes: dict[str, Any] = {}
     policy = traffic.traffic
-    if policy.compression or policy.rate_limits or policy.hash_on:
+    if policy.compression or policy.rate_limits or policy.hash_on or policy.fault:
         changes["traffic"] = policy
     if traffic.load_balancer is not None or traffic.cluster is not None:
         changes["backends"] = tuple(

@@ -14,11 +14,13 @@ from typing import Literal
 
 from edgegw import api, ir
 from edgegw.api import envoypolicies as ep
+from edgegw.api import envoytraffic as et
 from edgegw.api.envoyjwt import JWT
 from edgegw.api.meta import SecretObjectReference
 from edgegw.policy.basicauth import parse_htpasswd
 from edgegw.translate.backends import BackendContext, resolve
 from edgegw.translate.backendtls import BackendTLSPolicies
+from edgegw.translate.clientconvert import Problem, client_fields
 from edgegw.translate.clusterconvert import ClusterProblem, cluster_policy
 from edgegw.translate.index import ENVOY_GROUP, Index
 from edgegw.translate.jwtconvert import JWTConverter, JWTProblem
@@ -29,10 +31,6 @@ _COMPRESSORS: dict[str, ir.Compressor] = {"Gzip": "gzip", "Brotli": "br", "Zstd"
 _STATUS_TRIGGERS = {"5xx": tuple(range(500, 600)), "gateway-error": (502, 503, 504)}
 _CONNECTION_TRIGGERS = {"reset", "reset-before-request", "connect-failure", "refused-stream"}
 _DEFAULT_RETRY_CODES = (503,)
-
-
-class Problem(Exception):
-    """A policy field that cannot be carried out; the message names it."""
 
 
 def _cidr(field: str, value: str) -> str:
@@ -73,6 +71,7 @@ def client_policy(policy: ep.ClientTrafficPolicy) -> ir.ClientPolicy:
         idle_timeout=_secs(http.idle_timeout) if http else None,
         proxy_protocol=spec.enable_proxy_protocol or spec.proxy_protocol is not None,
         http3=spec.http3 is not None,
+        **client_fields(spec),
     )
 
 
@@ -133,7 +132,11 @@ def backend_traffic(policy: ep.BackendTrafficPolicy) -> BackendTraffic:
             hash_on = ("SourceIP", "")
     return BackendTraffic(
         traffic=ir.TrafficPolicy(
-            name=name, compression=compression, rate_limits=limits, hash_on=hash_on
+            name=name,
+            compression=compression,
+            rate_limits=limits,
+            hash_on=hash_on,
+            fault=_fault(spec.fault_injection) if spec.fault_injection else None,
         ),
         load_balancer=None if lb is None or lb.type == "ConsistentHash" else lb.type,
         request_timeout=_secs(http.request_timeout) if http else None,
@@ -149,6 +152,17 @@ def _cluster(spec: ep.BackendTrafficPolicySpec) -> ir.ClusterPolicy | None:
         return cluster_policy(spec)
     except ClusterProblem as exc:
         raise Problem(str(exc)) from None
+
+
+def _fault(spec: et.FaultInjection) -> ir.FaultInjection:
+    delay, abort = spec.delay, spec.abort
+    return ir.FaultInjection(
+        delay=float(delay.fixed_delay) if delay else None,
+        delay_fraction=delay.percentage / 100 if delay else 0.0,
+        abort_status=abort.http_status if abort else None,
+        abort_grpc_status=abort.grpc_status if abort else None,
+        abort_fraction=abort.percentage / 100 if abort else 0.0,
+    )
 
 
 def _retry(spec: ep.Retry) -> tuple[ir.Retry, float | None]:

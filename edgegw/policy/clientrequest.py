@@ -1,0 +1,96 @@
+"""A listener's ClientTrafficPolicy ``path`` and ``headers``, applied before routing.
+
+Envoy applies these in its HTTP connection manager, before any filter or
+route sees the request; ``net/decide.py`` calls ``ClientRequestRules.apply``
+right after it picked the listener, for every request kind alike, in place of
+the plain ``normalize_path``. In order:
+
+1. the path: escaped slashes (``path.escapedSlashesAction``: kept, 400,
+   unescaped and forwarded, or unescaped and answered with a 307 to the
+   unescaped path), then the usual normalisation, slash merging unless
+   ``path.disableMergeSlashes``;
+2. header names with an underscore (``headers.withUnderscoresAction``):
+   allowed, the request refused with 400 (Envoy resets an HTTP/2 stream
+   instead; edgegw answers every request kind the same way), or dropped;
+3. ``headers.earlyRequestHeaders`` (set, add, remove), before routing, so
+   route matches see the result;
+4. ``X-Request-ID`` (``headers.requestID``): Generate replaces what the client
+   sent with a new UUID4, PreserveOrGenerate keeps it or makes one, Preserve
+   keeps it and makes none, Disable removes it.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from edgegw import ir
+from edgegw.proto.events import HeaderList
+from edgegw.proto.target import normalize_path, normalize_path_with
+from edgegw.routing.filters import apply_header_modifier
+
+_REQUEST_ID = b"x-request-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """What the client gets instead: 400, or a 307 to ``location``."""
+
+    status: int
+    location: str = ""
+
+
+class ClientRequestRules:
+    """The pre-routing rules of one listener's ClientTrafficPolicy."""
+
+    __slots__ = ("_early", "_escaped", "_merge", "_request_id", "_underscores")
+
+    def __init__(self, path: ir.PathOptions | None, headers: ir.ClientHeaders | None) -> None:
+        path = path or ir.PathOptions()
+        self._escaped = path.escaped_slashes
+        self._merge = path.merge_slashes
+        self._underscores = headers.with_underscores if headers else "Allow"
+        self._early = headers.early if headers else None
+        self._request_id = headers.request_id if headers else None
+
+    def path(self, path: str, query: str) -> tuple[str, Refusal | None]:
+        """The normalized path, or the refusal the path settings call for."""
+        if self._escaped == "KeepUnchanged":
+            return normalize_path(path, self._merge), None
+        normalized, redirect = normalize_path_with(path, self._escaped, self._merge)
+        if normalized is None:
+            return path, Refusal(400)
+        if redirect:
+            return normalized, Refusal(307, normalized + "?" + query if query else normalized)
+        return normalized, None
+
+    def headers(self, headers: HeaderList) -> tuple[HeaderList, Refusal | None]:
+        """The headers as routing sees them, or a refusal (a name with an underscore)."""
+        if self._underscores != "Allow" and any(b"_" in name for name, _ in headers):
+            if self._underscores == "RejectRequest":
+                return headers, Refusal(400)
+            headers = [item for item in headers if b"_" not in item[0]]
+        if self._early is not None:
+            headers = apply_header_modifier(headers, self._early)
+        if self._request_id is not None:
+            headers = _request_id(headers, self._request_id)
+        return headers, None
+
+
+def _request_id(headers: HeaderList, action: str) -> HeaderList:
+    present = any(name == _REQUEST_ID for name, _ in headers)
+    if action == "Preserve" or (present and action == "PreserveOrGenerate"):
+        return headers
+    kept = [item for item in headers if item[0] != _REQUEST_ID] if present else headers
+    if action == "Disable":
+        return kept
+    return [*kept, (_REQUEST_ID, str(uuid.uuid4()).encode())]
+
+
+def compile_client_rules(policy: ir.ClientPolicy) -> ClientRequestRules | None:
+    """The rules of a policy that sets ``path`` or ``headers``; None leaves the default path."""
+    if policy.path is None and policy.headers is None:
+        return None
+    return ClientRequestRules(policy.path, policy.headers)

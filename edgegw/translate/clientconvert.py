@@ -1,0 +1,168 @@
+"""ClientTrafficPolicy ``headers``, ``path``, ``connection``, ``timeout``, ``http1``, ``http2``
+and the TLS parameter lists → the fields of ``ir.ClientPolicy`` they set.
+
+Pure. A value edgegw cannot carry out is a ``Problem`` naming the field.
+
+TLS names are taken as Envoy takes them: cipher suites by their OpenSSL names
+or IANA aliases, BoringSSL's equal-preference groups ``[A|B]`` flattened in
+order (OpenSSL has no such groups); curves and signature algorithms by the
+names OpenSSL and BoringSSL share. TLS 1.3 suites are not configurable this
+way in Envoy either (``ciphers`` is for TLS 1.0-1.2), so a TLS 1.3 suite name
+is refused rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgegw import ir
+from edgegw.api import envoypolicies as ep
+from edgegw.api import envoytraffic as et
+from edgegw.translate.filters import header_modifier
+
+_IANA = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+}
+_CIPHERS = frozenset(_IANA.values())
+_TLS13_SUITES = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+_CURVES = frozenset({"X25519", "X448", "P-256", "P-384", "P-521"})
+_SIGALGS = frozenset(
+    {
+        "ecdsa_secp256r1_sha256",
+        "ecdsa_secp384r1_sha384",
+        "ecdsa_secp521r1_sha512",
+        "ed25519",
+        "ed448",
+        "rsa_pss_rsae_sha256",
+        "rsa_pss_rsae_sha384",
+        "rsa_pss_rsae_sha512",
+        "rsa_pss_pss_sha256",
+        "rsa_pss_pss_sha384",
+        "rsa_pss_pss_sha512",
+        "rsa_pkcs1_sha256",
+        "rsa_pkcs1_sha384",
+        "rsa_pkcs1_sha512",
+        "rsa_pkcs1_sha1",
+        "ecdsa_sha1",
+    }
+)
+
+
+class Problem(Exception):
+    """A policy field that cannot be carried out; the message names it."""
+
+
+def client_fields(spec: ep.ClientTrafficPolicySpec) -> dict[str, Any]:
+    """The ``ir.ClientPolicy`` fields of the parts this module handles.
+
+    Raises:
+        Problem: a value edgegw cannot honour, naming its field.
+    """
+    out: dict[str, Any] = {}
+    if spec.tls is not None:
+        out |= _tls(spec.tls)
+    if spec.headers is not None:
+        out["headers"] = _headers(spec.headers)
+    if spec.path is not None:
+        out["path"] = ir.PathOptions(
+            escaped_slashes=spec.path.escaped_slashes_action or "KeepUnchanged",
+            merge_slashes=not spec.path.disable_merge_slashes,
+        )
+    if spec.connection is not None:
+        limit = spec.connection.connection_limit
+        if limit is not None:
+            out["connection_limit"] = limit.value
+            out["close_delay"] = float(limit.close_delay) if limit.close_delay else None
+    if spec.timeout is not None:
+        out |= _timeouts(spec.timeout)
+    if spec.http1 is not None and spec.http1.http10 and spec.http1.http10.use_default_host:
+        out["default_host"] = ""  # the listener's hostname, filled in per listener
+    if spec.http2 is not None:
+        h2 = spec.http2
+        out["http2"] = ir.HTTP2Options(
+            initial_stream_window_size=_int(h2.initial_stream_window_size),
+            initial_connection_window_size=_int(h2.initial_connection_window_size),
+            max_concurrent_streams=h2.max_concurrent_streams,
+        )
+    return out
+
+
+def _int(value: int | None) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
+    request_id = spec.request_id
+    if request_id is None and spec.preserve_x_request_id:  # deprecated spelling
+        request_id = "PreserveOrGenerate"
+    early = spec.early_request_headers
+    return ir.ClientHeaders(
+        with_underscores=spec.with_underscores_action or "RejectRequest",
+        request_id=request_id,
+        early=header_modifier(early) if early is not None else None,
+    )
+
+
+def _timeouts(spec: et.ClientTimeout) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.tcp is not None and spec.tcp.idle_timeout:
+        out["tcp_idle_timeout"] = float(spec.tcp.idle_timeout)
+    return out
+
+
+def _tls(spec: ep.ClientTLSSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.ciphers:
+        if spec.min_version == "1.3":
+            raise Problem(
+                "spec.tls.ciphers: setting ciphers has no effect if the minimum possible "
+                "TLS version is 1.3"
+            )
+        out["tls_ciphers"] = ":".join(_ciphers(spec.ciphers))
+    if spec.ecdh_curves:
+        out["tls_curves"] = ":".join(_listed("ecdhCurves", spec.ecdh_curves, _CURVES))
+    if spec.signature_algorithms:
+        out["tls_signature_algorithms"] = ":".join(
+            _listed("signatureAlgorithms", spec.signature_algorithms, _SIGALGS)
+        )
+    return out
+
+
+def _ciphers(entries: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for i, entry in enumerate(entries):
+        group = entry[1:-1].split("|") if entry.startswith("[") and entry.endswith("]") else [entry]
+        for name in group:
+            name = _IANA.get(name.strip(), name.strip())
+            if name in _TLS13_SUITES:
+                raise Problem(
+                    f"spec.tls.ciphers[{i}]: {name} is a TLS 1.3 suite; TLS 1.3 suites are "
+                    "not configurable (ciphers applies to TLS 1.0-1.2)"
+                )
+            if name not in _CIPHERS:
+                raise Problem(f"spec.tls.ciphers[{i}]: unsupported cipher suite {name!r}")
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _listed(field: str, entries: tuple[str, ...], known: frozenset[str]) -> list[str]:
+    for i, name in enumerate(entries):
+        if name not in known:
+            raise Problem(f"spec.tls.{field}[{i}]: unsupported value {name!r}")
+    return list(dict.fromkeys(entries))
