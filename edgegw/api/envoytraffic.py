@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 import msgspec
 
 from edgegw.api.envoypolicybase import PolicyModel
-from edgegw.api.filters import HTTPHeaderFilter
 from edgegw.api.meta import Duration, Quantity
 from edgegw.errors import FieldError
 
@@ -29,6 +28,26 @@ EscapedSlashesAction = Literal[
 ]
 
 
+_TOKEN = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+_FIELD_VALUE = "^[^\x00-\x08\x0a-\x1f\x7f]*$"  # no control characters but HTAB
+
+
+class HeaderValue(PolicyModel, kw_only=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_TOKEN)]
+    value: Annotated[str, msgspec.Meta(max_length=4096, pattern=_FIELD_VALUE)]
+
+
+class HeaderMutation(PolicyModel, kw_only=True, frozen=True):
+    """``earlyRequestHeaders``: Envoy Gateway's header filter (not ``removeOnMatch``)."""
+
+    set: Annotated[tuple[HeaderValue, ...], msgspec.Meta(max_length=64)] = ()
+    add: Annotated[tuple[HeaderValue, ...], msgspec.Meta(max_length=64)] = ()
+    remove: Annotated[
+        tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_TOKEN)], ...],
+        msgspec.Meta(max_length=64),
+    ] = ()
+
+
 class HeaderSettings(PolicyModel, kw_only=True, frozen=True):
     """``headers``: what happens to request headers before routing."""
 
@@ -36,7 +55,7 @@ class HeaderSettings(PolicyModel, kw_only=True, frozen=True):
     with_underscores_action: WithUnderscoresAction | None = None
     preserve_x_request_id: bool | None = msgspec.field(default=None, name="preserveXRequestID")
     request_id: RequestIDAction | None = msgspec.field(default=None, name="requestID")
-    early_request_headers: HTTPHeaderFilter | None = None
+    early_request_headers: HeaderMutation | None = None
 
     def __post_init__(self) -> None:
         if self.preserve_x_request_id is not None and self.request_id is not None:
@@ -97,15 +116,6 @@ class HTTP2Settings(PolicyModel, kw_only=True, frozen=True):
     initial_stream_window_size: Quantity | None = None
     initial_connection_window_size: Quantity | None = None
     max_concurrent_streams: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
-
-    def __post_init__(self) -> None:
-        windows = {
-            "initialStreamWindowSize": self.initial_stream_window_size,
-            "initialConnectionWindowSize": self.initial_connection_window_size,
-        }
-        for name, value in windows.items():
-            if value is not None and not 65535 <= value <= 2**31 - 1:
-                raise FieldError(name, f"{value} is outside 65535..2147483647 (RFC 9113)")
 
 
 # --- BackendTrafficPolicy faultInjection ---------------------------------------------------

@@ -18,7 +18,6 @@ from typing import Any
 from edgegw import ir
 from edgegw.api import envoypolicies as ep
 from edgegw.api import envoytraffic as et
-from edgegw.translate.filters import header_modifier
 
 _IANA = {
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -94,6 +93,7 @@ def client_fields(spec: ep.ClientTrafficPolicySpec) -> dict[str, Any]:
         out["default_host"] = ""  # the listener's hostname, filled in per listener
     if spec.http2 is not None:
         h2 = spec.http2
+        _windows(h2)
         out["http2"] = ir.HTTP2Options(
             initial_stream_window_size=_int(h2.initial_stream_window_size),
             initial_connection_window_size=_int(h2.initial_connection_window_size),
@@ -114,8 +114,31 @@ def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
     return ir.ClientHeaders(
         with_underscores=spec.with_underscores_action or "RejectRequest",
         request_id=request_id,
-        early=header_modifier(early) if early is not None else None,
+        early=_early(early) if early is not None else None,
     )
+
+
+def _early(spec: et.HeaderMutation) -> ir.HeaderModifier:
+    """Set wins by its last value per name; add keeps every value; names lower-case."""
+    sets = {h.name.lower(): h.value for h in spec.set}
+    return ir.HeaderModifier(
+        set=tuple(sets.items()),
+        add=tuple((h.name.lower(), h.value) for h in spec.add),
+        remove=tuple(dict.fromkeys(name.lower() for name in spec.remove)),
+    )
+
+
+def _windows(spec: et.HTTP2Settings) -> None:
+    """Envoy's bounds on the HTTP/2 windows, as Envoy Gateway checks them."""
+    windows = {
+        "initialStreamWindowSize": spec.initial_stream_window_size,
+        "initialConnectionWindowSize": spec.initial_connection_window_size,
+    }
+    for name, value in windows.items():
+        if value is not None and not 65535 <= value <= 2**31 - 1:
+            raise Problem(
+                f"spec.http2.{name}: {value} is out of range, must be between 65535 and 2147483647"
+            )
 
 
 def _timeouts(spec: et.ClientTimeout) -> dict[str, Any]:

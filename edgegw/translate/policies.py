@@ -37,12 +37,24 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from edgegw import api
-from edgegw.api.envoypolicies import EnvoyPolicy, TargetSelector
+from edgegw.api.envoypolicies import EnvoyPolicy, TargetSelector, TargetSelectorNamespaces
 from edgegw.api.meta import LocalPolicyTargetReferenceWithSectionName as TargetRef
 from edgegw.translate.conditions import ACCEPTED, Conditions
-from edgegw.translate.index import GATEWAY_GROUP, Index, precedence, selector_matches
+from edgegw.translate.index import (
+    ENVOY_GROUP,
+    GATEWAY_GROUP,
+    Index,
+    precedence,
+    selector_matches,
+)
+from edgegw.translate.policymerge import merge_policy
 
 OVERRIDDEN = "Overridden"
+MERGED = "Merged"
+_PLURAL = {
+    "BackendTrafficPolicy": "backendTrafficPolicies",
+    "SecurityPolicy": "securityPolicies",
+}
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 # (scope, kind, namespace, name, section); scope orders specificity
 Slot = tuple[int, str, str, str, str | None]
@@ -92,8 +104,11 @@ class PolicyAttachments(Generic[_T]):
         self._index = index
         self._ours = ours
         self._routes = _routes(index, ours) if routes_too else {}
+        self._convert = convert
         self.states: list[PolicyState[_T]] = []
         self.slots: dict[Slot, PolicyState[_T]] = {}
+        self._merged: dict[tuple[str, str], PolicyState[_T]] = {}  # (route's, parent's) names
+        self._merged_into: dict[str, list[str]] = {}  # parent name → "ns/route" merged onto it
         for policy in sorted(policies, key=precedence):
             state: PolicyState[_T] = PolicyState(policy)
             if policy.unimplemented:
@@ -101,13 +116,15 @@ class PolicyAttachments(Generic[_T]):
             else:
                 state.resolved, state.problem = convert(policy)
             self.states.append(state)
-            for target in _targets(index, policy):
-                self._attach(state, target)
+            for ns, target in _targets(index, policy):
+                self._attach(state, ns, target)
+        for state in self.states:
+            if getattr(state.policy.spec, "merge_type", None) is not None:
+                self._merge_parents(state)
 
     # --- attachment --------------------------------------------------------------------
 
-    def _attach(self, state: PolicyState[_T], ref: TargetRef) -> None:
-        ns = state.policy.metadata.namespace or ""
+    def _attach(self, state: PolicyState[_T], ns: str, ref: TargetRef) -> None:
         if ref.group != GATEWAY_GROUP:
             return
         if ref.kind == "Gateway":
@@ -174,12 +191,53 @@ class PolicyAttachments(Generic[_T]):
     ) -> PolicyState[_T] | None:
         """The policy serving one rule of ``route`` (kind, ns, name) on one listener."""
         kind, ns, name = route
-        if rule is not None:
-            found = self.slots.get((RULE, kind, ns, name, rule))
-            if found is not None:
-                return found
-        found = self.slots.get((ROUTE, kind, ns, name, None))
-        return found or self.for_listener(gateway, listener)
+        found = self.slots.get((RULE, kind, ns, name, rule)) if rule is not None else None
+        if found is None:
+            found = self.slots.get((ROUTE, kind, ns, name, None))
+        if found is None:
+            return self.for_listener(gateway, listener)
+        if getattr(found.policy.spec, "merge_type", None) is None:
+            return found
+        parent = self.for_listener(gateway, listener)  # mergeType: onto the closest parent
+        return found if parent is None else self._merge(found, parent)
+
+    # --- mergeType ---------------------------------------------------------------------
+
+    def _merge_parents(self, state: PolicyState[_T]) -> None:
+        """Merge a route policy onto each Gateway-level policy its routes' parents have."""
+        for _, kind, ns, name, _section in state.slots:
+            route = self._routes.get((kind, ns, name))
+            for ancestor in route.ancestors if route else ():
+                gateway = (ancestor[0], ancestor[1])
+                parent = (
+                    self.for_listener(gateway, ancestor[2])
+                    if ancestor[2]
+                    else self.slots.get((GATEWAY, "Gateway", *gateway, None))
+                )
+                if parent is None or parent is state:
+                    continue
+                merged = self._merge(state, parent)
+                conditions = state.conditions(ancestor)
+                if merged.problem is not None:
+                    if state.problem is None:
+                        conditions.fail(ACCEPTED, "Invalid", merged.problem)
+                    continue
+                conditions.set(MERGED, True, MERGED, f"Merged with policy {parent.name}")
+                routes = self._merged_into.setdefault(parent.name, [])
+                routes.append(f"{ns}/{name}")
+
+    def _merge(self, state: PolicyState[_T], parent: PolicyState[_T]) -> PolicyState[_T]:
+        key = (state.name, parent.name)
+        if key not in self._merged:
+            merged: PolicyState[_T] = PolicyState(state.policy, slots=state.slots)
+            policy, merged.problem = merge_policy(state.policy, parent.policy)
+            if state.problem is not None:  # not accepted itself: nothing to merge
+                merged.problem = state.problem
+            elif policy is not None:
+                merged.policy = policy
+                merged.resolved, merged.problem = self._convert(policy)
+            self._merged[key] = merged
+        return self._merged[key]
 
     # --- status ------------------------------------------------------------------------
 
@@ -196,6 +254,12 @@ class PolicyAttachments(Generic[_T]):
                 conditions.default(ACCEPTED, True, "Accepted", "Policy has been accepted.")
                 if overridden and conditions.is_ok(ACCEPTED):
                     conditions.set(OVERRIDDEN, True, "Overridden", overridden)
+                merged_by = sorted(set(self._merged_into.get(state.name, ())))
+                if merged_by and conditions.is_ok(ACCEPTED):
+                    plural = _PLURAL.get(state.policy.kind, "policies")
+                    words = f"these routes: [{', '.join(merged_by)}]"
+                    message = f"This policy is being merged by other {plural} for {words}"
+                    conditions.set(MERGED, True, MERGED, message)
                 ref: dict[str, Any] = {
                     "group": GATEWAY_GROUP,
                     "kind": "Gateway",
@@ -230,6 +294,8 @@ class PolicyAttachments(Generic[_T]):
                         else str(other[4])
                     )
                 elif scope in (GATEWAY, LISTENER) and other[0] == ROUTE:
+                    if f"{other[2]}/{other[3]}" in self._merged_into.get(state.name, ()):
+                        continue  # merged onto this policy, not overriding it
                     route = self._routes.get((other[1], other[2], other[3]))
                     if route and any(
                         a[:2] == (ns, name) and (scope == GATEWAY or a[2] in (None, section))
@@ -250,10 +316,7 @@ def _override_words(kind: str, listeners: list[str], routes: list[str], rules: l
             "There are existing ClientTrafficPolicies that are overriding these "
             f"sections [{sections}]"
         )
-    plural = {
-        "BackendTrafficPolicy": "backendTrafficPolicies",
-        "SecurityPolicy": "securityPolicies",
-    }[kind]
+    plural = _PLURAL[kind]
     if rules:
         singular = "backendTrafficPolicy" if kind == "BackendTrafficPolicy" else plural
         names = ", ".join(rules)
@@ -296,15 +359,23 @@ def _routes(index: Index, ours: set[tuple[str, str]]) -> dict[tuple[str, str, st
     return out
 
 
-def _targets(index: Index, policy: EnvoyPolicy) -> Iterator[TargetRef]:
-    """Explicit targetRefs, then whatever each targetSelector picks (by name order)."""
-    yield from policy.spec.refs()
+def _targets(index: Index, policy: EnvoyPolicy) -> Iterator[tuple[str, TargetRef]]:
+    """Explicit targetRefs (in the policy's namespace), then what each targetSelector picks."""
     ns = policy.metadata.namespace or ""
+    for ref in policy.spec.refs():
+        yield ns, ref
     for selector in policy.spec.target_selectors:
-        yield from _selected(index, ns, selector)
+        yield from _selected(index, policy.kind, ns, selector)
 
 
-def _selected(index: Index, ns: str, selector: TargetSelector) -> Iterator[TargetRef]:
+def _selected(
+    index: Index, kind: str, ns: str, selector: TargetSelector
+) -> Iterator[tuple[str, TargetRef]]:
+    """Targets by label, in ``namespaces`` (the policy's own by default).
+
+    Across namespaces a ReferenceGrant in the target's namespace must allow
+    this policy kind to refer to the target kind, as Envoy Gateway requires.
+    """
     candidates: tuple[api.Object, ...] = ()
     if selector.group == GATEWAY_GROUP:
         candidates = {
@@ -315,6 +386,24 @@ def _selected(index: Index, ns: str, selector: TargetSelector) -> Iterator[Targe
     wanted = api.meta.LabelSelector(
         match_labels=selector.match_labels, match_expressions=selector.match_expressions
     )
+    where = selector.namespaces
     for obj in candidates:
-        if obj.metadata.namespace == ns and selector_matches(wanted, obj.metadata.labels):
-            yield TargetRef(group=selector.group, kind=selector.kind, name=obj.metadata.name)
+        target_ns = obj.metadata.namespace or ""
+        if not _in_namespaces(index, where, ns, target_ns):
+            continue
+        if not selector_matches(wanted, obj.metadata.labels):
+            continue
+        target = (selector.group, selector.kind, target_ns, obj.metadata.name)
+        if index.ref_allowed((ENVOY_GROUP, kind, ns), target):
+            yield target_ns, TargetRef(group=selector.group, kind=selector.kind, name=target[3])
+
+
+def _in_namespaces(
+    index: Index, where: TargetSelectorNamespaces | None, ns: str, target_ns: str
+) -> bool:
+    """``targetSelectors[].namespaces``: Same (the default), All, or Selector."""
+    if where is None or where.from_ == "Same":
+        return target_ns == ns
+    if where.from_ == "Selector":
+        return where.selector is not None and index.namespace_matches(where.selector, target_ns)
+    return True
