@@ -24,14 +24,20 @@ Pure: no I/O.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgegw import ir
 from edgegw.proto.events import HeaderList
 from edgegw.proto.target import normalize_path, normalize_path_with
-from edgegw.routing.filters import apply_header_modifier
 
 _REQUEST_ID = b"x-request-id"
+# ``routing.filters.apply_header_modifier``, handed in by the routing table (no import cycle)
+Modify = Callable[[HeaderList, ir.HeaderModifier], HeaderList]
+
+
+def _unmodified(headers: HeaderList, _modifier: ir.HeaderModifier) -> HeaderList:
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +51,15 @@ class Refusal:
 class ClientRequestRules:
     """The pre-routing rules of one listener's ClientTrafficPolicy."""
 
-    __slots__ = ("_early", "_escaped", "_merge", "_request_id", "_underscores")
+    __slots__ = ("_early", "_escaped", "_merge", "_modify", "_request_id", "_underscores")
 
-    def __init__(self, path: ir.PathOptions | None, headers: ir.ClientHeaders | None) -> None:
+    def __init__(
+        self,
+        path: ir.PathOptions | None,
+        headers: ir.ClientHeaders | None,
+        modify: Modify = _unmodified,
+    ) -> None:
+        self._modify = modify
         path = path or ir.PathOptions()
         self._escaped = path.escaped_slashes
         self._merge = path.merge_slashes
@@ -73,7 +85,7 @@ class ClientRequestRules:
                 return headers, Refusal(400)
             headers = [item for item in headers if b"_" not in item[0]]
         if self._early is not None:
-            headers = apply_header_modifier(headers, self._early)
+            headers = self._modify(headers, self._early)
         if self._request_id is not None:
             headers = _request_id(headers, self._request_id)
         return headers, None
@@ -89,8 +101,11 @@ def _request_id(headers: HeaderList, action: str) -> HeaderList:
     return [*kept, (_REQUEST_ID, str(uuid.uuid4()).encode())]
 
 
-def compile_client_rules(policy: ir.ClientPolicy) -> ClientRequestRules | None:
-    """The rules of a policy that sets ``path`` or ``headers``; None leaves the default path."""
+def compile_client_rules(policy: ir.ClientPolicy, modify: Modify) -> ClientRequestRules | None:
+    """The rules of a policy that sets ``path`` or ``headers``; None leaves the default path.
+
+    ``modify`` applies ``earlyRequestHeaders`` (the routing table passes its header modifier).
+    """
     if policy.path is None and policy.headers is None:
         return None
-    return ClientRequestRules(policy.path, policy.headers)
+    return ClientRequestRules(policy.path, policy.headers, modify)

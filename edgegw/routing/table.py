@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from edgegw import ir
 from edgegw.policy.clientrequest import compile_client_rules
 from edgegw.policy.compiled import compile_listener, compile_rule
+from edgegw.routing.filters import apply_header_modifier
 from edgegw.routing.hosts import HostIndex, group_by_host, host_matches, normalize_host
 from edgegw.routing.http3 import alt_svc
 from edgegw.routing.matchers import (
@@ -134,7 +135,9 @@ class ListenerTable:
         self.client_guard = compile_listener(listener)
         self.alt_svc = alt_svc(listener)  # the HTTP/3 advertisement of its responses
         policy = listener.client_policy
-        self.client_rules = compile_client_rules(policy) if policy is not None else None
+        self.client_rules = (
+            compile_client_rules(policy, apply_header_modifier) if policy is not None else None
+        )
         self._hostname = normalize_host(listener.hostname) if listener.hostname else None
         grouped = group_by_host(_host_keyed(listener.http_routes))
         self._groups: HostIndex[PathIndex] = grouped.map(PathIndex)
