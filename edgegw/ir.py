@@ -365,6 +365,7 @@ class ClientHeaders(IR, frozen=True, kw_only=True):
     with_underscores: Literal["Allow", "RejectRequest", "DropHeader"] = "Allow"
     request_id: Literal["PreserveOrGenerate", "Preserve", "Generate", "Disable"] | None = None
     early: HeaderModifier | None = None  # earlyRequestHeaders
+    sanitize_xfcc: bool = True  # xForwardedClientCert Sanitize: the client's XFCC is removed
 
 
 class PathOptions(IR, frozen=True, kw_only=True):
@@ -404,7 +405,9 @@ class ClientPolicy(IR, frozen=True, kw_only=True):
     connection_limit: int | None = None
     close_delay: float | None = None
     tcp_idle_timeout: float | None = None  # TCP and TLS listeners
+    request_received_timeout: float | None = None  # head and body of a request by then
     default_host: str | None = None  # http1.http10.useDefaultHost: the listener's hostname
+    http1_trailers: bool | None = None  # http1.enableTrailers; None: edgegw's default (on)
     http2: HTTP2Options | None = None
 
 

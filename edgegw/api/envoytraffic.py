@@ -48,10 +48,23 @@ class HeaderMutation(PolicyModel, kw_only=True, frozen=True):
     ] = ()
 
 
+XFCCForwardMode = Literal[
+    "Sanitize", "ForwardOnly", "AppendForward", "SanitizeSet", "AlwaysForwardOnly"
+]
+
+
+class XForwardedClientCert(PolicyModel, kw_only=True, frozen=True):
+    mode: XFCCForwardMode | None = None
+    cert_details_to_add: Annotated[
+        tuple[Literal["Subject", "Cert", "Chain", "DNS", "URI"], ...], msgspec.Meta(max_length=8)
+    ] = ()
+
+
 class HeaderSettings(PolicyModel, kw_only=True, frozen=True):
     """``headers``: what happens to request headers before routing."""
 
     enable_envoy_headers: bool | None = None
+    x_forwarded_client_cert: XForwardedClientCert | None = None
     with_underscores_action: WithUnderscoresAction | None = None
     preserve_x_request_id: bool | None = msgspec.field(default=None, name="preserveXRequestID")
     request_id: RequestIDAction | None = msgspec.field(default=None, name="requestID")
@@ -89,6 +102,7 @@ class TCPClientTimeout(PolicyModel, kw_only=True, frozen=True):
 
 class HTTPClientTimeout(PolicyModel, kw_only=True, frozen=True):
     idle_timeout: Duration | None = None
+    request_received_timeout: Duration | None = None
 
 
 class ClientTimeout(PolicyModel, kw_only=True, frozen=True):
@@ -111,9 +125,10 @@ class HTTP1Settings(PolicyModel, kw_only=True, frozen=True):
 
 
 class HTTP2Settings(PolicyModel, kw_only=True, frozen=True):
-    """``http2``: our SETTINGS and window sizes (``onInvalidMessage`` is not modelled)."""
+    """``http2``: our SETTINGS and window sizes, and what a malformed request ends."""
 
     initial_stream_window_size: Quantity | None = None
+    on_invalid_message: Literal["TerminateConnection", "TerminateStream"] | None = None
     initial_connection_window_size: Quantity | None = None
     max_concurrent_streams: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
 

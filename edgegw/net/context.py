@@ -53,6 +53,8 @@ class HTTPLimits:
     body_min_rate: float = 240.0  # bytes/s a body must average while we wait; 0: none
     body_grace: float = 5.0  # seconds before the rate applies
     send_timeout: float = 60.0  # one response write the client does not read
+    trailers: bool = True  # HTTP/1.1 trailers forwarded (ClientTrafficPolicy http1.enableTrailers)
+    request_timeout: float = 0.0  # the whole request body by then; 0: none (requestReceivedTimeout)
 
 
 class RequestRecord(msgspec.Struct, gc=False):

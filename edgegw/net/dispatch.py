@@ -75,13 +75,23 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
 
 
 def _http_limits(policies: list[ir.ClientPolicy]) -> HTTPLimits | None:
-    """ClientTrafficPolicy ``timeout.http.idleTimeout``: the keep-alive idle time of the port.
+    """ClientTrafficPolicy ``timeout.http`` (idle, requestReceived), ``http1.enableTrailers``.
 
     Envoy Gateway merges the listeners of one port into one Envoy listener,
     so connection settings are per port; the first listener's policy wins.
     """
     idle = next((p.idle_timeout for p in policies if p.idle_timeout), None)
-    return HTTPLimits(keepalive_timeout=idle) if idle else None
+    trailers = next((p.http1_trailers for p in policies if p.http1_trailers is not None), None)
+    whole = next((p.request_received_timeout for p in policies if p.request_received_timeout), 0.0)
+    if not idle and trailers is None and not whole:
+        return None
+    limits = HTTPLimits(keepalive_timeout=idle) if idle else _DEFAULT_LIMITS
+    if trailers is not None:
+        limits = dataclasses.replace(limits, trailers=trailers)
+    if whole:  # the head too must come by then
+        head = min(limits.header_timeout, whole)
+        limits = dataclasses.replace(limits, request_timeout=whole, header_timeout=head)
+    return limits
 
 
 def _connection_settings(policies: list[ir.ClientPolicy]) -> dict[str, Any]:

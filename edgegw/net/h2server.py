@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -430,6 +431,8 @@ class H2Body:
     ) -> None:
         self._conn = conn
         self._timeout = conn.ctx.limits.body_timeout if timeout is None else timeout
+        whole = conn.ctx.limits.request_timeout if timeout is None else 0.0
+        self._deadline = trio.current_time() + whole if whole else math.inf
         self._st = st
         self.length = 0 if st.body_ended and not st.chunks else length
         self.finished = self.length == 0
@@ -443,7 +446,7 @@ class H2Body:
         st, conn = self._st, self._conn
         while not st.chunks and not st.body_ended:
             st.body_event = trio.Event()
-            with trio.move_on_after(self._timeout) as scope:
+            with trio.move_on_at(min(trio.current_time() + self._timeout, self._deadline)) as scope:
                 await st.body_event.wait()
             if scope.cancelled_caught:
                 raise ClientAbort("request body timed out")

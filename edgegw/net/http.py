@@ -30,6 +30,7 @@ parser queues any requests that arrived early.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Protocol
 
 import trio
@@ -132,7 +133,7 @@ class _Connection:
         # Body and writer hold what they use, not the connection: no reference cycle, so
         # a closed connection goes with reference counting, not the cyclic collector.
         self.body = _Body(self.io, self.parser, ctx.limits)
-        self.writer = _Writer(self.io, self.body, ctx.drain, limits.send_timeout)
+        self.writer = _Writer(self.io, self.body, ctx.drain, limits)
 
     async def run(self) -> None:
         parser = self.parser
@@ -288,10 +289,13 @@ class _Body:
     """
 
     __slots__ = (
+        "_deadline",
         "_expect",
         "_floor",
         "_io",
         "_parser",
+        "_request_timeout",
+        "_trailers",
         "finished",
         "head_sent",
         "length",
@@ -303,6 +307,9 @@ class _Body:
     def __init__(self, io: ByteIO, parser: RequestParser, limits: HTTPLimits) -> None:
         self._io = io
         self._parser = parser
+        self._trailers = limits.trailers
+        self._request_timeout = limits.request_timeout
+        self._deadline = math.inf
         self._floor = RateFloor(limits.body_min_rate, limits.body_grace, limits.body_timeout)
         self.length: int | None = 0
         self.finished = True
@@ -321,6 +328,8 @@ class _Body:
         self.head_sent = False
         self.trailers = ()
         self._floor.reset()
+        if self._request_timeout:  # ClientTrafficPolicy requestReceivedTimeout
+            self._deadline = trio.current_time() + self._request_timeout
 
     async def receive(self) -> bytes:
         if self.finished:
@@ -341,14 +350,15 @@ class _Body:
                 return event.data
             if isinstance(event, MessageEnded):
                 self.finished = True
-                self.trailers = tuple(strip_hop_by_hop(event.trailers))  # as a head's fields
+                if self._trailers:  # ClientTrafficPolicy http1.enableTrailers: false drops them
+                    self.trailers = tuple(strip_hop_by_hop(event.trailers))  # as head fields
                 return b""
             if event is not None:
                 raise ClientAbort("unexpected event in a request body")
             floor = self._floor
             start = trio.current_time()
             try:
-                data = await io.recv(start + floor.wait_limit())
+                data = await io.recv(min(start + floor.wait_limit(), self._deadline))
             except TimedOut:
                 raise ClientAbort("request body timed out or too slow") from None
             floor.record(trio.current_time() - start, len(data))
@@ -370,6 +380,7 @@ class _Writer:
         "_io",
         "_no_body",
         "_send_timeout",
+        "_trailers",
         "bytes_sent",
         "ended",
         "head_sent",
@@ -377,9 +388,10 @@ class _Writer:
         "status",
     )
 
-    def __init__(self, io: ByteIO, body: _Body, drain: DrainSignal, send_timeout: float) -> None:
+    def __init__(self, io: ByteIO, body: _Body, drain: DrainSignal, limits: HTTPLimits) -> None:
         self._io = io
-        self._send_timeout = send_timeout
+        self._send_timeout = limits.send_timeout
+        self._trailers = limits.trailers
         self._drain = drain
         self._body = body
         self._buffer: list[bytes] = []
@@ -448,6 +460,6 @@ class _Writer:
 
     async def end(self, trailers: Headers = ()) -> None:
         if self._chunked:
-            self._buffer.append(serialize_last_chunk(trailers))
+            self._buffer.append(serialize_last_chunk(trailers if self._trailers else ()))
         await self.flush()
         self.ended = True

@@ -12,7 +12,9 @@ the plain ``normalize_path``. In order:
 2. header names with an underscore (``headers.withUnderscoresAction``):
    allowed, the request refused with 400 (Envoy resets an HTTP/2 stream
    instead; edgegw answers every request kind the same way), or dropped;
-3. ``headers.earlyRequestHeaders`` (set, add, remove), before routing, so
+3. ``x-forwarded-client-cert`` removed (``xForwardedClientCert`` mode
+   Sanitize, Envoy's default; AlwaysForwardOnly keeps it), then
+   ``headers.earlyRequestHeaders`` (set, add, remove), before routing, so
    route matches see the result;
 4. ``X-Request-ID`` (``headers.requestID``): Generate replaces what the client
    sent with a new UUID4, PreserveOrGenerate keeps it or makes one, Preserve
@@ -32,6 +34,7 @@ from edgegw.proto.events import HeaderList
 from edgegw.proto.target import normalize_path, normalize_path_with
 
 _REQUEST_ID = b"x-request-id"
+_XFCC = b"x-forwarded-client-cert"
 # ``routing.filters.apply_header_modifier``, handed in by the routing table (no import cycle)
 Modify = Callable[[HeaderList, ir.HeaderModifier], HeaderList]
 
@@ -51,7 +54,15 @@ class Refusal:
 class ClientRequestRules:
     """The pre-routing rules of one listener's ClientTrafficPolicy."""
 
-    __slots__ = ("_early", "_escaped", "_merge", "_modify", "_request_id", "_underscores")
+    __slots__ = (
+        "_early",
+        "_escaped",
+        "_merge",
+        "_modify",
+        "_request_id",
+        "_underscores",
+        "_xfcc",
+    )
 
     def __init__(
         self,
@@ -66,6 +77,7 @@ class ClientRequestRules:
         self._underscores = headers.with_underscores if headers else "Allow"
         self._early = headers.early if headers else None
         self._request_id = headers.request_id if headers else None
+        self._xfcc = headers is not None and headers.sanitize_xfcc
 
     def path(self, path: str, query: str) -> tuple[str, Refusal | None]:
         """The normalized path, or the refusal the path settings call for."""
@@ -84,6 +96,8 @@ class ClientRequestRules:
             if self._underscores == "RejectRequest":
                 return headers, Refusal(400)
             headers = [item for item in headers if b"_" not in item[0]]
+        if self._xfcc:
+            headers = [item for item in headers if item[0] != _XFCC]
         if self._early is not None:
             headers = self._modify(headers, self._early)
         if self._request_id is not None:

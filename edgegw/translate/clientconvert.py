@@ -89,11 +89,16 @@ def client_fields(spec: ep.ClientTrafficPolicySpec) -> dict[str, Any]:
             out["close_delay"] = float(limit.close_delay) if limit.close_delay else None
     if spec.timeout is not None:
         out |= _timeouts(spec.timeout)
-    if spec.http1 is not None and spec.http1.http10 and spec.http1.http10.use_default_host:
-        out["default_host"] = ""  # the listener's hostname, filled in per listener
+    if spec.http1 is not None:
+        out |= _http1(spec.http1)
     if spec.http2 is not None:
         h2 = spec.http2
         _windows(h2)
+        if h2.on_invalid_message == "TerminateConnection":
+            raise Problem(
+                "spec.http2.onInvalidMessage: TerminateConnection is not implemented: edgegw "
+                "resets only the offending stream (TerminateStream), as RFC 9113 allows"
+            )
         out["http2"] = ir.HTTP2Options(
             initial_stream_window_size=_int(h2.initial_stream_window_size),
             initial_connection_window_size=_int(h2.initial_connection_window_size),
@@ -113,8 +118,31 @@ def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
     early = spec.early_request_headers
     return ir.ClientHeaders(
         with_underscores=spec.with_underscores_action or "RejectRequest",
+        sanitize_xfcc=_xfcc(spec.x_forwarded_client_cert),
         request_id=request_id,
         early=_early(early) if early is not None else None,
+    )
+
+
+def _http1(spec: et.HTTP1Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if spec.enable_trailers is not None:
+        out["http1_trailers"] = spec.enable_trailers
+    if spec.http10 is not None and spec.http10.use_default_host:
+        out["default_host"] = ""  # the listener's hostname, filled in per listener
+    return out
+
+
+def _xfcc(spec: et.XForwardedClientCert | None) -> bool:
+    """Whether ``x-forwarded-client-cert`` is removed from requests (Envoy's Sanitize)."""
+    mode = spec.mode if spec is not None else None
+    if mode in (None, "Sanitize"):
+        return True
+    if mode == "AlwaysForwardOnly":
+        return False
+    raise Problem(
+        f"spec.headers.xForwardedClientCert.mode: {mode} is not implemented "
+        "(Sanitize and AlwaysForwardOnly are)"
     )
 
 
@@ -145,6 +173,8 @@ def _timeouts(spec: et.ClientTimeout) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if spec.tcp is not None and spec.tcp.idle_timeout:
         out["tcp_idle_timeout"] = float(spec.tcp.idle_timeout)
+    if spec.http is not None and spec.http.request_received_timeout:
+        out["request_received_timeout"] = float(spec.http.request_received_timeout)
     return out
 
 

@@ -15,6 +15,7 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 from tests.e2e.conftest import Gateway, curl, echoed, free_port, http_gateway, wait_for
+from tests.e2e.h2wire import Wire
 
 pytestmark = pytest.mark.e2e
 
@@ -48,11 +49,12 @@ spec:
 
 
 @pytest.fixture
-def ports(gateway: Gateway, echoes: Any) -> tuple[int, int]:
-    strict, redirect = free_port(), free_port()
+def ports(gateway: Gateway, echoes: Any) -> tuple[int, int, int]:
+    strict, redirect, legacy = free_port(), free_port(), free_port()
     listeners = f"""\
 - {{name: strict, protocol: HTTP, port: {strict}}}
 - {{name: redirect, protocol: HTTP, port: {redirect}}}
+- {{name: legacy, protocol: HTTP, port: {legacy}, hostname: legacy.example.com}}
 """
     gateway.service("echo", echoes["a"])
     gateway.write("gateway.yaml", http_gateway(strict, listeners=listeners))
@@ -78,7 +80,14 @@ def ports(gateway: Gateway, echoes: Any) -> tuple[int, int]:
   headers: {withUnderscoresAction: DropHeader, requestID: PreserveOrGenerate}
   path: {escapedSlashesAction: UnescapeAndRedirect, disableMergeSlashes: true}
   connection: {connectionLimit: {value: 2}}
+  http2: {maxConcurrentStreams: 7, initialStreamWindowSize: 128Ki}
 """,
+        )
+        + _policy(
+            "ClientTrafficPolicy",
+            "legacy",
+            "kind: Gateway, name: gw, sectionName: legacy",
+            "  http1: {http10: {useDefaultHost: true}}\n",
         )
         + _policy(
             "BackendTrafficPolicy",
@@ -104,7 +113,7 @@ def ports(gateway: Gateway, echoes: Any) -> tuple[int, int]:
     for kind, name in (("ClientTrafficPolicy", "strict"), ("BackendTrafficPolicy", "slow")):
         conditions = gateway.resource(kind, name)["status"]["ancestors"][0]["conditions"]
         assert {c["type"]: c["status"] for c in conditions}["Accepted"] == "True", conditions
-    return strict, redirect
+    return strict, redirect, legacy
 
 
 def _code(*args: str) -> int:
@@ -112,8 +121,8 @@ def _code(*args: str) -> int:
 
 
 @pytest.mark.parametrize("proto", PROTOS)
-def test_headers_before_routing(ports: tuple[int, int], proto: str) -> None:
-    strict, redirect = ports
+def test_headers_before_routing(ports: tuple[int, int, int], proto: str) -> None:
+    strict, redirect, _ = ports
     url = f"http://127.0.0.1:{strict}/x"
     assert _code(proto, "-H", "x_user: mallory", url) == 400
     got = echoed(curl(proto, "-H", "X-Request-ID: mine", "-H", "X-Drop: 1", url).stdout)
@@ -122,6 +131,8 @@ def test_headers_before_routing(ports: tuple[int, int], proto: str) -> None:
     (generated,) = got["headers"]["x-request-id"]
     assert generated != "mine"
     assert len(generated) == 36  # a fresh UUID
+    sent = curl(proto, "-H", "X-Forwarded-Client-Cert: Hash=forged", url).stdout
+    assert "x-forwarded-client-cert" not in echoed(sent)["headers"]  # sanitized
     # on the other listener, underscored names are dropped and the client's ID kept
     other = f"http://127.0.0.1:{redirect}/x"
     got = echoed(curl(proto, "-H", "x_user: mallory", "-H", "X-Request-ID: mine", other).stdout)
@@ -130,8 +141,8 @@ def test_headers_before_routing(ports: tuple[int, int], proto: str) -> None:
 
 
 @pytest.mark.parametrize("proto", PROTOS)
-def test_escaped_slashes(ports: tuple[int, int], proto: str) -> None:
-    strict, redirect = ports
+def test_escaped_slashes(ports: tuple[int, int, int], proto: str) -> None:
+    strict, redirect, _ = ports
     assert _code(proto, f"http://127.0.0.1:{strict}/a%2Fb") == 400
     assert echoed(curl(proto, f"http://127.0.0.1:{strict}/a%2Cb").stdout)["path"] == "/a%2Cb"
     out = curl(proto, "-D", "-", "-o", "/dev/null", f"http://127.0.0.1:{redirect}/a%2fb//c?q=1")
@@ -139,8 +150,8 @@ def test_escaped_slashes(ports: tuple[int, int], proto: str) -> None:
     assert "location: /a/b//c?q=1" in out.stdout.lower()  # unescaped, slashes not merged
 
 
-def test_connection_limit(ports: tuple[int, int]) -> None:
-    _, redirect = ports
+def test_connection_limit(ports: tuple[int, int, int]) -> None:
+    _, redirect, _ = ports
     held = [socket.create_connection(("127.0.0.1", redirect)) for _ in range(2)]
     try:
         for conn in held:  # both served, so both are counted
@@ -163,8 +174,10 @@ def _read_or_reset(conn: socket.socket) -> bytes:
 
 
 @pytest.mark.parametrize("proto", PROTOS)
-def test_fault_injection_merged_onto_gateway_policy(ports: tuple[int, int], proto: str) -> None:
-    strict, _ = ports
+def test_fault_injection_merged_onto_gateway_policy(
+    ports: tuple[int, int, int], proto: str
+) -> None:
+    strict, _, _ = ports
     base = f"http://127.0.0.1:{strict}"
     out = curl(proto, "-w", "\n%{http_code}", f"{base}/fault")
     assert out.stdout.split("\n") == ["fault filter abort", "503"]
@@ -200,10 +213,31 @@ async def _ws_status(url: str, headers: list[tuple[bytes, bytes]]) -> int:
             return exc.status_code
 
 
-async def test_websocket_upgrade_under_the_same_rules(ports: tuple[int, int]) -> None:
-    strict, _ = ports
+async def test_websocket_upgrade_under_the_same_rules(ports: tuple[int, int, int]) -> None:
+    strict, _, _ = ports
     base = f"ws://127.0.0.1:{strict}"
     assert await _ws_status(f"{base}/chat", [(b"x_user", b"mallory")]) == 400
     assert await _ws_status(f"{base}/a%2Fb", []) == 400
     assert await _ws_status(f"{base}/fault", []) == 503
     assert await _ws_status(f"{base}/chat", []) == 101
+
+
+def test_http2_settings(ports: tuple[int, int, int]) -> None:
+    _, redirect, _ = ports
+    with socket.create_connection(("127.0.0.1", redirect)) as sock:
+        wire = Wire(sock, f"127.0.0.1:{redirect}", "http")
+        wire.handshake()
+        assert wire.server_settings[0x3] == 7  # SETTINGS_MAX_CONCURRENT_STREAMS
+        assert wire.server_settings[0x4] == 128 * 1024  # SETTINGS_INITIAL_WINDOW_SIZE
+
+
+def test_http10_default_host(ports: tuple[int, int, int]) -> None:
+    *_, legacy = ports
+    with socket.create_connection(("127.0.0.1", legacy), timeout=10) as conn:
+        conn.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200"), head
+    assert echoed(body)["host"] == "legacy.example.com"
