@@ -135,6 +135,13 @@ class Observer:
         self.connections_total = registry.add(
             Counter("edgegw_connections_total", "Client connections accepted.", ("port",))
         )
+        self.connections_refused = registry.add(
+            Counter(
+                "edgegw_connections_refused_total",
+                "Client connections closed over a ClientTrafficPolicy connectionLimit.",
+                ("port",),
+            )
+        )
         self.reloads = registry.add(
             Counter("edgegw_config_reloads_total", "Config reloads by result.", ("result",))
         )
@@ -289,6 +296,9 @@ class Observer:
 
     def connection_closed(self, port: str) -> None:
         self.connections.dec((port,))
+
+    def connection_refused(self, port: str) -> None:
+        self.connections_refused.inc((port,))
 
     # --- the control plane's calls ------------------------------------------------------------
 

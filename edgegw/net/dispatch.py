@@ -25,6 +25,7 @@ drain signals, and the contexts that read the port's current runtime.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -233,6 +234,7 @@ class Dispatcher:
         """Per-port shared state; ``server.stop`` drains it."""
         services = PortServices(self, server)
         server.on_stop.append(services.drain)
+        server.on_refused = functools.partial(self.observer.connection_refused, services.label)
         return services
 
     def attach_quic(self, server: quic.QuicPortServer) -> PortServices:

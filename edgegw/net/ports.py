@@ -85,6 +85,7 @@ class PortServer:
         self.on_stop: list[Callable[[float], None]] = []  # drain hooks, given the grace
         self.active = 0
         self.refused = 0  # connections closed for connectionLimit
+        self.on_refused: Callable[[], None] | None = None  # counts them in metrics
         self._closing = 0
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
@@ -153,6 +154,8 @@ class PortServer:
         too; past it they are closed at once.
         """
         self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
         delay = self.runtime.close_delay
         limit = self.runtime.connection_limit or 0
         if delay <= 0 or self._closing >= limit:

@@ -150,7 +150,7 @@ def test_escaped_slashes(ports: tuple[int, int, int], proto: str) -> None:
     assert "location: /a/b//c?q=1" in out.stdout.lower()  # unescaped, slashes not merged
 
 
-def test_connection_limit(ports: tuple[int, int, int]) -> None:
+def test_connection_limit(ports: tuple[int, int, int], gateway: Gateway) -> None:
     _, redirect, _ = ports
     held = [socket.create_connection(("127.0.0.1", redirect)) for _ in range(2)]
     try:
@@ -164,6 +164,8 @@ def test_connection_limit(ports: tuple[int, int, int]) -> None:
         for conn in held:
             conn.close()
     wait_for(lambda: _code(f"http://127.0.0.1:{redirect}/x") == 200, what="a free slot")
+    _, metrics = gateway.admin("/metrics")
+    assert f'edgegw_connections_refused_total{{port="127.0.0.1:{redirect}"}} 1'.encode() in metrics
 
 
 def _read_or_reset(conn: socket.socket) -> bytes:
