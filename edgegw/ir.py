@@ -365,6 +365,8 @@ class ClientHeaders(IR, frozen=True, kw_only=True):
     with_underscores: Literal["Allow", "RejectRequest", "DropHeader"] = "Allow"
     request_id: Literal["PreserveOrGenerate", "Preserve", "Generate", "Disable"] | None = None
     early: HeaderModifier | None = None  # earlyRequestHeaders
+    # earlyRequestHeaders.removeOnMatch: (Exact | Prefix | Suffix | RegularExpression, value)
+    remove_on_match: tuple[tuple[str, str], ...] = ()
     sanitize_xfcc: bool = True  # xForwardedClientCert Sanitize: the client's XFCC is removed
 
 

@@ -37,8 +37,13 @@ class HeaderValue(PolicyModel, kw_only=True, frozen=True):
     value: Annotated[str, msgspec.Meta(max_length=4096, pattern=_FIELD_VALUE)]
 
 
+class StringMatch(PolicyModel, kw_only=True, frozen=True):
+    type: Literal["Exact", "Prefix", "Suffix", "RegularExpression"] = "Exact"
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
 class HeaderMutation(PolicyModel, kw_only=True, frozen=True):
-    """``earlyRequestHeaders``: Envoy Gateway's header filter (not ``removeOnMatch``)."""
+    """``earlyRequestHeaders``: Envoy Gateway's header filter."""
 
     set: Annotated[tuple[HeaderValue, ...], msgspec.Meta(max_length=64)] = ()
     add: Annotated[tuple[HeaderValue, ...], msgspec.Meta(max_length=64)] = ()
@@ -46,6 +51,7 @@ class HeaderMutation(PolicyModel, kw_only=True, frozen=True):
         tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_TOKEN)], ...],
         msgspec.Meta(max_length=64),
     ] = ()
+    remove_on_match: Annotated[tuple[StringMatch, ...], msgspec.Meta(max_length=64)] = ()
 
 
 XFCCForwardMode = Literal[

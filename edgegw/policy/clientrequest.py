@@ -14,8 +14,8 @@ the plain ``normalize_path``. In order:
    instead; edgegw answers every request kind the same way), or dropped;
 3. ``x-forwarded-client-cert`` removed (``xForwardedClientCert`` mode
    Sanitize, Envoy's default; AlwaysForwardOnly keeps it), then
-   ``headers.earlyRequestHeaders`` (set, add, remove), before routing, so
-   route matches see the result;
+   ``headers.earlyRequestHeaders`` (set, add, remove, ``removeOnMatch`` by
+   name), before routing, so route matches see the result;
 4. ``X-Request-ID`` (``headers.requestID``): Generate replaces what the client
    sent with a new UUID4, PreserveOrGenerate keeps it or makes one, Preserve
    keeps it and makes none, Disable removes it.
@@ -25,6 +25,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class ClientRequestRules:
         "_escaped",
         "_merge",
         "_modify",
+        "_removes",
         "_request_id",
         "_underscores",
         "_xfcc",
@@ -78,6 +80,8 @@ class ClientRequestRules:
         self._early = headers.early if headers else None
         self._request_id = headers.request_id if headers else None
         self._xfcc = headers is not None and headers.sanitize_xfcc
+        removes = _NameMatcher(headers.remove_on_match) if headers else None
+        self._removes = removes if removes else None
 
     def path(self, path: str, query: str) -> tuple[str, Refusal | None]:
         """The normalized path, or the refusal the path settings call for."""
@@ -92,7 +96,7 @@ class ClientRequestRules:
 
     def headers(self, headers: HeaderList) -> tuple[HeaderList, Refusal | None]:
         """The headers as routing sees them, or a refusal (a name with an underscore)."""
-        if self._underscores != "Allow" and any(b"_" in name for name, _ in headers):
+        if self._underscores != "Allow" and _underscored(headers):
             if self._underscores == "RejectRequest":
                 return headers, Refusal(400)
             headers = [item for item in headers if b"_" not in item[0]]
@@ -100,9 +104,48 @@ class ClientRequestRules:
             headers = [item for item in headers if item[0] != _XFCC]
         if self._early is not None:
             headers = self._modify(headers, self._early)
+        if self._removes is not None:
+            matches = self._removes.matches
+            headers = [item for item in headers if not matches(item[0])]
         if self._request_id is not None:
             headers = _request_id(headers, self._request_id)
         return headers, None
+
+
+class _NameMatcher:
+    """``removeOnMatch``: header names by Exact, Prefix, Suffix or RegularExpression."""
+
+    __slots__ = ("_exact", "_patterns", "_prefixes", "_suffixes")
+
+    def __init__(self, matches: tuple[tuple[str, str], ...]) -> None:
+        by_type: dict[str, list[bytes]] = {}
+        for kind, value in matches:
+            by_type.setdefault(kind, []).append(value.encode("latin-1"))
+        self._exact = frozenset(by_type.get("Exact", ()))
+        self._prefixes = tuple(by_type.get("Prefix", ()))
+        self._suffixes = tuple(by_type.get("Suffix", ()))
+        self._patterns = tuple(
+            re.compile(v, re.IGNORECASE) for v in by_type.get("RegularExpression", ())
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._prefixes or self._suffixes or self._patterns)
+
+    def matches(self, name: bytes) -> bool:
+        """``name`` is lower-case, as every front end gives it."""
+        return (
+            name in self._exact
+            or (bool(self._prefixes) and name.startswith(self._prefixes))
+            or (bool(self._suffixes) and name.endswith(self._suffixes))
+            or any(p.fullmatch(name) for p in self._patterns)
+        )
+
+
+def _underscored(headers: HeaderList) -> bool:
+    for name, _ in headers:  # noqa: SIM110 - a plain loop: cheaper than any() over a generator
+        if b"_" in name:
+            return True
+    return False
 
 
 def _request_id(headers: HeaderList, action: str) -> HeaderList:

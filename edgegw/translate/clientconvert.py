@@ -13,6 +13,7 @@ is refused rather than silently ignored.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from edgegw import ir
@@ -121,6 +122,7 @@ def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
         sanitize_xfcc=_xfcc(spec.x_forwarded_client_cert),
         request_id=request_id,
         early=_early(early) if early is not None else None,
+        remove_on_match=_remove_on_match(early.remove_on_match) if early is not None else (),
     )
 
 
@@ -154,6 +156,22 @@ def _early(spec: et.HeaderMutation) -> ir.HeaderModifier:
         add=tuple((h.name.lower(), h.value) for h in spec.add),
         remove=tuple(dict.fromkeys(name.lower() for name in spec.remove)),
     )
+
+
+def _remove_on_match(matches: tuple[et.StringMatch, ...]) -> tuple[tuple[str, str], ...]:
+    """Header names compare case-insensitively: literal values lower-cased, patterns checked."""
+    out: list[tuple[str, str]] = []
+    for i, match in enumerate(matches):
+        if match.type == "RegularExpression":
+            try:
+                re.compile(match.value)
+            except re.error as exc:
+                field = f"spec.headers.earlyRequestHeaders.removeOnMatch[{i}].value"
+                raise Problem(f"{field}: invalid regular expression: {exc}") from None
+            out.append((match.type, match.value))
+        else:
+            out.append((match.type, match.value.lower()))
+    return tuple(out)
 
 
 def _windows(spec: et.HTTP2Settings) -> None:

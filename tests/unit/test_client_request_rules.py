@@ -100,3 +100,16 @@ def test_quantity(text: str, value: int) -> None:
 def test_quantity_refuses_fractions() -> None:
     with pytest.raises(ValueError, match="invalid quantity"):
         Quantity.parse("1.5Gi")
+
+
+def test_remove_on_match() -> None:
+    matches = (
+        ("Exact", "x-exact"),
+        ("Prefix", "x-pre-"),
+        ("Suffix", "-suf"),
+        ("RegularExpression", "x-re-[0-9]+"),
+    )
+    rules = _rules(remove_on_match=matches)
+    names = [b"x-exact", b"x-pre-a", b"a-suf", b"x-re-12", b"x-re-a", b"keep"]
+    got, _ = rules.headers([(n, b"v") for n in names])
+    assert [n for n, _ in got] == [b"x-re-a", b"keep"]
