@@ -15,7 +15,15 @@ Envoy Gateway's provider sorts them); a later policy naming a taken slot gets
 specific slot that holds a policy: route rule, route, listener, Gateway, and
 a more specific policy *replaces* a less specific one (Envoy Gateway's default
 without ``mergeType``). The less specific one gets ``Overridden=True`` naming
-the scopes that displace it, as Envoy Gateway words it.
+the scopes that displace it, as Envoy Gateway words it. A route or rule
+policy with ``mergeType`` is instead merged onto the closest Gateway-level
+one (listener, then Gateway; ``translate.policymerge``), converted anew per
+pair; it reports ``Merged`` ("Merged with policy ns/name"), the parent
+``Merged`` naming the routes merged onto it rather than ``Overridden``.
+
+``targetSelectors`` pick by label in the policy's namespace, or with
+``namespaces`` (All, Selector) in others where a ReferenceGrant there lets the
+policy kind refer to the target kind.
 
 Status ancestors are the Gateways: for a Gateway target the Gateway itself
 (with the sectionName it named), for a route target each of the route's
