@@ -69,7 +69,8 @@ class XForwardedClientCert(PolicyModel, kw_only=True, frozen=True):
 class HeaderSettings(PolicyModel, kw_only=True, frozen=True):
     """``headers``: what happens to request headers before routing."""
 
-    enable_envoy_headers: bool | None = None
+    enable_envoy_headers: bool | None = None  # edgegw adds no x-envoy-* headers either way
+    disable_rate_limit_headers: bool | None = None
     x_forwarded_client_cert: XForwardedClientCert | None = None
     with_underscores_action: WithUnderscoresAction | None = None
     preserve_x_request_id: bool | None = msgspec.field(default=None, name="preserveXRequestID")

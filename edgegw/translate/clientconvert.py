@@ -113,6 +113,11 @@ def _int(value: int | None) -> int | None:
 
 
 def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
+    if spec.disable_rate_limit_headers is False:
+        raise Problem(
+            "spec.headers.disableRateLimitHeaders: false is not implemented: edgegw sends no "
+            "X-RateLimit headers"
+        )
     request_id = spec.request_id
     if request_id is None and spec.preserve_x_request_id:  # deprecated spelling
         request_id = "PreserveOrGenerate"
