@@ -100,7 +100,7 @@ class ClientRequestRules:
             if self._underscores == "RejectRequest":
                 return headers, Refusal(400)
             headers = [item for item in headers if b"_" not in item[0]]
-        if self._xfcc:
+        if self._xfcc and _has(headers, _XFCC):
             headers = [item for item in headers if item[0] != _XFCC]
         if self._early is not None:
             headers = self._modify(headers, self._early)
@@ -148,8 +148,15 @@ def _underscored(headers: HeaderList) -> bool:
     return False
 
 
+def _has(headers: HeaderList, wanted: bytes) -> bool:
+    for name, _ in headers:  # noqa: SIM110 - as _underscored
+        if name == wanted:
+            return True
+    return False
+
+
 def _request_id(headers: HeaderList, action: str) -> HeaderList:
-    present = any(name == _REQUEST_ID for name, _ in headers)
+    present = _has(headers, _REQUEST_ID)
     if action == "Preserve" or (present and action == "PreserveOrGenerate"):
         return headers
     kept = [item for item in headers if item[0] != _REQUEST_ID] if present else headers
