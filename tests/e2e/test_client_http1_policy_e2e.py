@@ -5,6 +5,7 @@ that does not arrive in time ends the request (HTTP/1.1 connection, HTTP/2 strea
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -13,7 +14,6 @@ from hyperframe.frame import RstStreamFrame
 
 from tests.e2e.conftest import Gateway, Port, free_port, http_gateway
 from tests.e2e.h2wire import Wire
-from tests.e2e.test_request_trailers import RawHTTP1Backend
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +34,49 @@ spec:
   http1: {enableTrailers: false}
   timeout: {http: {requestReceivedTimeout: 1s}}
 """
+
+
+class RawHTTP1Backend:
+    """Records each chunked request as the bytes it received; answers 200.
+
+    Its accept loop wakes every 0.2 s to see whether it is to stop, so ``close``
+    ends it: a thread left blocked in accept(2) on a closed socket stalled
+    in-process servers of later tests.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n0\r\n" not in data or not data.endswith(b"\r\n\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        self.requests.append(data)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
 
 
 @pytest.fixture
