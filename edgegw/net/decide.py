@@ -270,8 +270,8 @@ def _admitted(plan: RequestPlan, admission: Admission) -> Answer | None:
     plan.compression = admission.compression
     plan.pending = admission.pending
     plan.delay = admission.delay
-    if admission.fault and plan.grpc:  # an httpStatus abort of a gRPC call: a gRPC status
-        plan.answer = Answer(admission.status, [], error=True)
+    if admission.fault:
+        plan.answer = _fault_answer(admission, plan.grpc)
         return plan.answer
     if admission.status:
         plan.answer = policy_answer(admission, plan.grpc)
@@ -279,6 +279,18 @@ def _admitted(plan: RequestPlan, admission: Admission) -> Answer | None:
     if admission.add or admission.remove:
         plan.req.headers = admission.apply(plan.req.headers)
     return None
+
+
+def _fault_answer(admission: Admission, grpc: bool) -> Answer:
+    """A faultInjection abort: its ``grpcStatus`` as given, an ``httpStatus`` as Envoy sends it.
+
+    An HTTP status to a gRPC client becomes the gRPC status Envoy maps it to.
+    """
+    if admission.headers:  # grpcStatus: HTTP 200 carrying it
+        return Answer(200, admission.headers)
+    if grpc:
+        return Answer(admission.status, [], error=True)
+    return Answer(admission.status, [], body=admission.body)
 
 
 # Envoy's mapping of a local reply's HTTP status to a gRPC status (Grpc::Utility)

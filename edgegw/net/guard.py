@@ -128,8 +128,8 @@ def _inject(guard: RuleGuard, admission: Admission, observer: Observer) -> bool:
         return False
     observer.policy_decision("faultAbort", guard.traffic, "deny")
     admission.status, admission.headers = outcome.status, outcome.answer_headers()
-    admission.fault = outcome.grpc_status is None
-    admission.body = b"fault filter abort" if admission.fault else b""
+    admission.fault = True
+    admission.body = b"fault filter abort" if outcome.grpc_status is None else b""
     return True
 
 
