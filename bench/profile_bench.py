@@ -230,7 +230,10 @@ def results(run: Run, loads: tuple[Load, ...]) -> str:
         f"{info.get('cpu', '?')}, python {info.get('python', '?')}. {run.args.duration:g} s "
         "per run after a 1 s warm-up; CPU per request from the process's utime+stime in a "
         "run without the profiler; shares from py-spy (250 Hz) in a second run. A sample "
-        "counts for the innermost frame that names a layer (`layer_of`)."
+        "counts for the innermost frame that names a layer (`layer_of`). Modules compiled "
+        "with mypyc (`edgegw version` names them) run as C, which py-spy does not see: "
+        "their time counts for the layer that calls them (the HTTP/1.1 parser's for the "
+        "front-end loop and the upstream exchange)."
     )
     return "\n\n".join([head, *(table(load) for load in loads if load.layers)])
 
