@@ -8,6 +8,7 @@ backend a connection or a datagram reached.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import socketserver
 import ssl
@@ -249,11 +250,19 @@ def exchange(port: int, payload: bytes, *, timeout: float = 10) -> bytes:
 
 
 def closed_unserved(port: int, payload: bytes = b"x") -> bool:
-    """True when the gateway closes (EOF or reset) without sending a byte."""
+    """True when the gateway closes (EOF or reset) without sending a byte.
+
+    A reset can arrive before the half-close: the socket is then no longer
+    connected (ENOTCONN) or the send finds it broken, which is the same answer.
+    """
     try:
         return exchange(port, payload) == b""
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
         return True
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            return True
+        raise
 
 
 def recv_all(sock: socket.socket) -> bytes:
