@@ -14,7 +14,6 @@ HTTP/2 path, which does all the work this skips.
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import sys
 
@@ -77,8 +76,10 @@ class _Connection:
 async def _serve_all(upstream_port: int, port: int, tls: ssl.SSLContext) -> None:
     async def handler(sock: trio.SocketStream) -> None:
         stream = trio.SSLStream(sock, tls, server_side=True)
-        with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+        try:
             await _Connection(stream, upstream_port).serve()
+        except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away (or was a bare TCP probe): its tasks are done
         sock.socket.close()
 
     await trio.serve_tcp(handler, port, host="127.0.0.1", backlog=4096)
