@@ -47,10 +47,11 @@ from hyperframe.frame import GoAwayFrame
 from edgegw.net import websocket
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
 from edgegw.net.fastio import FastSocket, NonBlockingIO, TimedOut, close_now, open_io
+from edgegw.net.heldhead import HeldHeadWriter
 from edgegw.net.proxy import handle_request
 from edgegw.net.tls_stream import TLSIO
 from edgegw.proto import http2
-from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.events import Headers
 from edgegw.proto.h2codec import ErrorCode, H2Error, ProtocolError
 from edgegw.proto.h2codec import events as ev
 
@@ -485,7 +486,7 @@ class H2Body:
         return data
 
 
-class H2Writer:
+class H2Writer(HeldHeadWriter):
     """``ResponseWriter`` on one stream: the head waits for the first DATA or the end,
     and each piece of body waits for the next one, a flush or the end.
 
@@ -496,29 +497,10 @@ class H2Writer:
     """
 
     def __init__(self, conn: H2ServerConnection, st: H2Stream) -> None:
+        super().__init__()
         self._conn = conn
         self._st = st
-        self._head: HeaderList | None = None
         self._held = b""  # body not handed to h2 yet
-        self._no_body = False
-        self.head_request = False
-        self.head_sent = False
-        self.ended = False
-        self.status = 0
-        self.bytes_sent = 0
-
-    async def send_head(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        *,
-        content_length: int | None,
-        body: bool,
-    ) -> None:
-        self._head = http2.response_headers(status, headers)
-        self._no_body = not body or self.head_request
-        self.head_sent = True
-        self.status = status
 
     def _send_pending_head(self, *, end: bool = False) -> None:
         if self._head is not None:
@@ -560,25 +542,3 @@ class H2Writer:
             h2conn.end_stream(stream_id)
         self.ended = True
         await self._conn.flush()
-
-    async def simple(self, status: int, headers: HeaderList | None = None) -> None:
-        """An answer made here, without body."""
-        await self.send_head(
-            status, [*(headers or []), (b"content-length", b"0")], content_length=0, body=False
-        )
-        await self.end()
-
-    async def grpc_deadline_exceeded(self) -> None:
-        """The ``grpc-timeout`` passed: status 4, as trailers-only or as trailers."""
-        if self.ended:
-            return
-        status = [(b"grpc-status", b"4"), (b"grpc-message", b"Deadline Exceeded")]
-        if not self.head_sent:
-            await self.send_head(
-                200, [(b"content-type", b"application/grpc"), *status], content_length=0, body=False
-            )
-            return await self.end()
-        if self._head is not None:
-            self._send_pending_head()
-        await self.end(tuple(status))
-        return None

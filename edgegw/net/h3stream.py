@@ -19,8 +19,9 @@ import trio
 from aioquic.h3.connection import H3Connection
 
 from edgegw.net.context import ClientAbort, HTTPConnectionContext
+from edgegw.net.heldhead import HeldHeadWriter
 from edgegw.proto import http2
-from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.events import Headers
 
 
 class StreamOwner(Protocol):
@@ -88,28 +89,14 @@ class H3Body:
         return self._st.trailers
 
 
-class H3Writer:
+class H3Writer(HeldHeadWriter):
     """``ResponseWriter`` on one request stream; the head waits for the body or the end,
     so a body-less answer leaves as one HEADERS frame with the stream's FIN."""
 
     def __init__(self, conn: StreamOwner, st: H3Stream) -> None:
+        super().__init__()
         self._conn = conn
         self._st = st
-        self._head: HeaderList | None = None
-        self._no_body = False
-        self.head_request = False
-        self.head_sent = False
-        self.ended = False
-        self.status = 0
-        self.bytes_sent = 0
-
-    async def send_head(
-        self, status: int, headers: HeaderList, *, content_length: int | None, body: bool
-    ) -> None:
-        self._head = http2.response_headers(status, headers)
-        self._no_body = not body or self.head_request
-        self.head_sent = True
-        self.status = status
 
     def _send_pending_head(self, *, end: bool = False) -> None:
         if self._head is not None:
@@ -139,22 +126,3 @@ class H3Writer:
             h3.send_headers(sid, extra, end_stream=True)
         self.ended = True
         self._conn.wake()
-
-    async def simple(self, status: int) -> None:
-        """An answer made here, without body."""
-        await self.send_head(status, [(b"content-length", b"0")], content_length=0, body=False)
-        await self.end()
-
-    async def grpc_deadline_exceeded(self) -> None:
-        """The ``grpc-timeout`` passed: status 4, as trailers-only or as trailers."""
-        if self.ended:
-            return
-        status = [(b"grpc-status", b"4"), (b"grpc-message", b"Deadline Exceeded")]
-        if not self.head_sent:
-            grpc = [(b"content-type", b"application/grpc"), *status]
-            await self.send_head(200, grpc, content_length=0, body=False)
-        else:
-            self._send_pending_head()
-            await self.end(tuple(status))
-            return
-        await self.end()
