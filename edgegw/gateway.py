@@ -37,7 +37,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar
 
 import msgspec
 import trio
@@ -56,23 +56,26 @@ from edgegw.cluster.shared import AllocationMap, ClusterLink
 from edgegw.config.store import ConfigStore, LoadResult
 from edgegw.config.watch import serve_reload_triggers
 from edgegw.logsetup import setup_logging
-from edgegw.net import quic, udp
+from edgegw.net import udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.etcd import EtcdClient
 from edgegw.net.healthcheck import HealthChecks
 from edgegw.net.jwks import remotes_of
 from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.localaddr import local_addresses, static_addresses
-from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer
+from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer, quic_runtimes
 from edgegw.observe import Collected, Observer
 from edgegw.rebind import RebindSignal, serve_rebinds
 from edgegw.status import StatusBook
 from edgegw.translate import ResourceStatus, TranslateOptions, translate
 from edgegw.workers import run_workers, worker_index
 
+if TYPE_CHECKING:
+    from edgegw.net.quic import QuicPortServer
+
 log = logging.getLogger("edgegw")
 
-AnyPortServer = PortServer | DatagramPortServer | quic.QuicPortServer
+AnyPortServer: TypeAlias = "PortServer | DatagramPortServer | QuicPortServer"
 T = TypeVar("T")
 
 
@@ -314,7 +317,7 @@ class Gateway:
             ),
         )
         runtimes = {p.bind_key: compile_runtime(p) for p in result.model.ports}
-        runtimes.update(quic.quic_runtimes(runtimes))  # HTTP/3's UDP sockets
+        runtimes.update(quic_runtimes(runtimes))  # HTTP/3's UDP sockets
         allocations = {k: a.addresses for k, a in assignments.items() if a.addresses}
         statuses = (*result.statuses, *certificate_statuses)
         return Built(loaded, result.model, statuses, runtimes, allocations, replaced)
@@ -398,7 +401,9 @@ class Gateway:
     def _new_port_server(self, key: BindKey, runtime: PortRuntime) -> AnyPortServer:
         sock = self.sockets.sockets[key]
         if key[0] == "udp" and runtime.port.transport == "tcp":  # HTTP/3 beside HTTPS
-            quic_server = quic.QuicPortServer(key, sock, runtime)
+            from edgegw.net.quic import QuicPortServer  # aioquic loads only for HTTP/3
+
+            quic_server = QuicPortServer(key, sock, runtime)
             self.dispatcher.attach_quic(quic_server)
             return quic_server
         if key[0] == "udp":

@@ -29,13 +29,13 @@ import functools
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from edgegw import ir, routing
 from edgegw.certificates.challenges import Challenges
-from edgegw.net import h2server, http, quic, tcp, tls
+from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext, HTTPLimits
 from edgegw.net.jwks import JWKSStore
 from edgegw.net.ports import Peer, PortRuntime, PortServer
@@ -44,6 +44,9 @@ from edgegw.observe import Observer
 from edgegw.proto import proxyproto
 from edgegw.proto.http2 import H2Limits
 from edgegw.routing import l4
+
+if TYPE_CHECKING:
+    from edgegw.net.quic import QuicPortServer
 
 log = logging.getLogger("edgegw.net")
 
@@ -237,7 +240,7 @@ class Dispatcher:
         server.on_refused = functools.partial(self.observer.connection_refused, services.label)
         return services
 
-    def attach_quic(self, server: quic.QuicPortServer) -> PortServices:
+    def attach_quic(self, server: QuicPortServer) -> PortServices:
         """The same for HTTP/3's UDP socket: its connections get HTTPS contexts.
 
         They are counted in ``edgegw_connections_active`` under the port's

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import trio
@@ -33,6 +34,7 @@ from edgegw.net.fastio import close_now
 from edgegw.net.tls import ServerTLS
 from edgegw.proto.http2 import H2Limits
 from edgegw.routing import PortTable
+from edgegw.routing.http3 import serves_http3
 from edgegw.routing.l4 import L4Table
 
 log = logging.getLogger("edgegw.net")
@@ -228,3 +230,23 @@ class DatagramPortServer:
     def stop(self, grace: float) -> None:
         del grace
         self._scope.cancel()
+
+
+def quic_runtimes(runtimes: dict[tuple[str, str, int], PortRuntime]) -> dict[Any, PortRuntime]:
+    """The UDP bind keys HTTP/3 needs, for the TCP ports with a listener that serves it.
+
+    A UDP listener (UDPRoute) on the same address and port keeps the socket;
+    HTTP/3 is then not served there.
+    """
+    extra: dict[Any, PortRuntime] = {}
+    for (transport, address, number), runtime in runtimes.items():
+        if transport != "tcp" or runtime.tls is None or runtime.http is None:
+            continue
+        if not any(serves_http3(ln) for ln in runtime.port.listeners):
+            continue
+        key = ("udp", address, number)
+        if key in runtimes:
+            log.warning("HTTP/3 on %s:%d: a UDP listener holds the port", address, number)
+            continue
+        extra[key] = runtime
+    return extra

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``QuicPortServer`` owns the serving of one UDP socket bound to the same
-address and port as an HTTPS listener's TCP socket (``quic_runtimes`` adds
+address and port as an HTTPS listener's TCP socket (``ports.quic_runtimes`` adds
 its bind key at reload, so the socket set binds and releases it like any
 other, and a live reload that removes the policy stops it). One task reads
 datagrams without blocking and routes each by its Destination Connection ID:
@@ -394,23 +394,3 @@ def _configuration(
         max_stream_data=_STREAM_WINDOW,
         connection_id_length=_CID_LENGTH,
     )
-
-
-def quic_runtimes(runtimes: dict[tuple[str, str, int], PortRuntime]) -> dict[Any, PortRuntime]:
-    """The UDP bind keys HTTP/3 needs, for the TCP ports with a listener that serves it.
-
-    A UDP listener (UDPRoute) on the same address and port keeps the socket;
-    HTTP/3 is then not served there.
-    """
-    extra: dict[Any, PortRuntime] = {}
-    for (transport, address, number), runtime in runtimes.items():
-        if transport != "tcp" or runtime.tls is None or runtime.http is None:
-            continue
-        if not any(serves_http3(ln) for ln in runtime.port.listeners):
-            continue
-        key = ("udp", address, number)
-        if key in runtimes:
-            log.warning("HTTP/3 on %s:%d: a UDP listener holds the port", address, number)
-            continue
-        extra[key] = runtime
-    return extra

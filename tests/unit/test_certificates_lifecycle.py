@@ -18,7 +18,8 @@ from edgegw.certificates import pki
 from edgegw.certificates.acme import ACMEError
 from edgegw.certificates.challenges import Challenges
 from edgegw.certificates.manager import CertificateManager
-from edgegw.certificates.solvers import HTTP01, RFC2136, TLSALPN01, choose
+from edgegw.certificates.rfc2136 import RFC2136
+from edgegw.certificates.solvers import HTTP01, TLSALPN01, choose
 from edgegw.certificates.state import CertificateState, renewal_time
 from edgegw.certificates.store import CertificateStore, Issued, request_digest
 from edgegw.certs import KeyPair
