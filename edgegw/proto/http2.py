@@ -58,6 +58,7 @@ class H2Limits:
     max_resets: int = 200
     reset_window: float = 10.0
     stall_timeout: float = 30.0
+    malformed_ends_connection: bool = False  # onInvalidMessage: TerminateConnection
 
 
 def _connection(limits: H2Limits, *, server: bool) -> H2Codec:
@@ -75,6 +76,7 @@ def _connection(limits: H2Limits, *, server: bool) -> H2Codec:
             max_frame_size=limits.max_frame_size,
             max_header_list_size=limits.max_header_list_size,
             enable_connect_protocol=server,  # RFC 8441 WebSocket
+            malformed_ends_connection=limits.malformed_ends_connection and server,
         )
     )
     conn.initiate_connection()

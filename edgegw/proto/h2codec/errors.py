@@ -9,7 +9,10 @@ Exception tree::
     └── FlowControlError        we tried to send more than the peer's window allows
 
 Stream-level faults of the peer are not exceptions: the stream is reset and a
-``StreamReset`` event (``remote_reset=False``) says so.
+``StreamReset`` event (``remote_reset=False``) says so. A malformed message
+(RFC 9113 section 8.1.1) is such a fault, unless ``CodecConfig.malformed_ends_connection``
+makes it a connection error (Envoy's ``override_stream_error_on_invalid_http_message:
+false``): RST_STREAM then GOAWAY, both PROTOCOL_ERROR, and ``ProtocolError`` raised.
 """
 
 from __future__ import annotations
@@ -67,3 +70,7 @@ class StreamError(Exception):
         super().__init__(message)
         self.stream_id = stream_id
         self.error_code = error_code
+
+
+class MalformedMessage(StreamError):
+    """Internal: a malformed request or response head or body (RFC 9113 section 8.1.1)."""

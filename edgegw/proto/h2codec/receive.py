@@ -12,6 +12,7 @@ from edgegw.proto.h2codec import framing as fr
 from edgegw.proto.h2codec import hpackfast, validate
 from edgegw.proto.h2codec.errors import (
     ErrorCode,
+    MalformedMessage,
     ProtocolError,
     StreamClosedError,
     StreamError,
@@ -266,7 +267,9 @@ class FrameReceiver:
         status = validate.check_response(sid, headers)
         if status < 200:
             if end:
-                raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "1xx response ends the stream")
+                raise MalformedMessage(
+                    sid, ErrorCode.PROTOCOL_ERROR, "1xx response ends the stream"
+                )
             events.append(ev.InformationalResponseReceived(sid, headers))
             return
         stream.response_seen = True
@@ -282,7 +285,7 @@ class FrameReceiver:
         sid = stream.stream_id
         self._advance(stream, Input.RECV_HEADERS)
         if not end:
-            raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
+            raise MalformedMessage(sid, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
         validate.check_trailers(sid, headers)
         events.append(ev.TrailersReceived(sid, headers))
         self._peer_ended(stream, events)
@@ -304,13 +307,15 @@ class FrameReceiver:
             return self._late_frame(stream_id, headers_frame=False)
         if self.client_side and not stream.response_seen:
             self._give_back(length)
-            raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR, "DATA before the response")
+            raise MalformedMessage(stream_id, ErrorCode.PROTOCOL_ERROR, "DATA before the response")
         if not stream.inbound.receive(length):
             self._give_back(length)
             raise StreamError(stream_id, ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the window")
         stream.received += len(data)
         if stream.expected is not None and stream.received > stream.expected:
-            raise StreamError(stream_id, ErrorCode.PROTOCOL_ERROR, "body exceeds content-length")
+            raise MalformedMessage(
+                stream_id, ErrorCode.PROTOCOL_ERROR, "body exceeds content-length"
+            )
         if length:
             events.append(ev.DataReceived(stream_id, data, length))
         if flags & fr.END_STREAM:
@@ -320,7 +325,9 @@ class FrameReceiver:
     def _peer_ended(self, stream: Stream, events: list[ev.Event]) -> None:
         sid = stream.stream_id
         if stream.expected is not None and stream.received != stream.expected:
-            raise StreamError(sid, ErrorCode.PROTOCOL_ERROR, "body shorter than content-length")
+            raise MalformedMessage(
+                sid, ErrorCode.PROTOCOL_ERROR, "body shorter than content-length"
+            )
         stream.peer_ended = True
         self._advance(stream, Input.RECV_END_STREAM)
         events.append(ev.StreamEnded(sid))
@@ -469,6 +476,12 @@ class FrameReceiver:
             del closed[next(iter(closed))]
 
     def _stream_fault(self, exc: StreamError, events: list[ev.Event]) -> None:
+        """RST_STREAM for the peer's fault on one stream; GOAWAY too, when it was a
+        malformed message and ``malformed_ends_connection`` (Envoy's order: RST, GOAWAY).
+
+        Raises:
+            ProtocolError: the connection ends (GOAWAY PROTOCOL_ERROR follows the RST).
+        """
         sid = exc.stream_id
         stream = self.streams.get(sid)
         if stream is not None:
@@ -477,6 +490,8 @@ class FrameReceiver:
         else:
             self._closed.setdefault(sid, _WE_RESET)
         self._answer(fr.rst_stream_frame(sid, exc.error_code))
+        if self.config.malformed_ends_connection and isinstance(exc, MalformedMessage):
+            raise ProtocolError(f"malformed message on stream {sid}: {exc}")
 
     def _answer(self, frame: bytes) -> None:
         """Queue an answer the peer provoked, within the flood limit."""

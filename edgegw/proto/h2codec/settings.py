@@ -28,7 +28,8 @@ class CodecConfig:
     SETTINGS acknowledgements, our RST_STREAMs) queued while the caller has not
     taken our output: a peer that floods and never reads gets GOAWAY
     ENHANCE_YOUR_CALM instead of our memory. ``max_continuation`` bounds the
-    frames of one header block.
+    frames of one header block. ``malformed_ends_connection``: a malformed
+    message (section 8.1.1) ends the connection, not only its stream.
     """
 
     client_side: bool
@@ -42,6 +43,7 @@ class CodecConfig:
     max_pending_control: int = 1000
     max_continuation: int = 64
     max_closed_streams: int = 1024
+    malformed_ends_connection: bool = False
 
     def local_settings(self) -> dict[int, int]:
         """The SETTINGS frame we open with."""

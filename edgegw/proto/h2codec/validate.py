@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from edgegw.proto.h2codec.errors import ErrorCode, StreamError
+from edgegw.proto.h2codec.errors import ErrorCode, MalformedMessage
 
 HeaderList = list[tuple[bytes, bytes]]
 
@@ -71,8 +71,8 @@ def _check_field(name: bytes, value: bytes) -> str | None:
 _cached_check = lru_cache(maxsize=4096)(_check_field)
 
 
-def _bad(stream_id: int, why: str) -> StreamError:
-    return StreamError(stream_id, ErrorCode.PROTOCOL_ERROR, why)
+def _bad(stream_id: int, why: str) -> MalformedMessage:
+    return MalformedMessage(stream_id, ErrorCode.PROTOCOL_ERROR, why)
 
 
 def _split(
@@ -105,7 +105,7 @@ def check_request(stream_id: int, headers: HeaderList, *, connect_protocol: bool
     ``connect_protocol``: we advertised SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441).
 
     Raises:
-        StreamError: the head is malformed.
+        MalformedMessage: the head is malformed.
     """
     pseudo, length = _split(stream_id, headers, _REQUEST_PSEUDO)
     method = pseudo.get(b":method")
@@ -151,7 +151,7 @@ def check_response(stream_id: int, headers: HeaderList) -> int:
     """Validate a response head; returns its status.
 
     Raises:
-        StreamError: the head is malformed (101 included: no upgrades in HTTP/2).
+        MalformedMessage: the head is malformed (101 included: no upgrades in HTTP/2).
     """
     pseudo, _length = _split(stream_id, headers, frozenset({b":status"}))
     status = pseudo.get(b":status")
@@ -164,7 +164,7 @@ def check_trailers(stream_id: int, headers: HeaderList) -> None:
     """Validate trailers: regular fields only.
 
     Raises:
-        StreamError: a pseudo-header or a forbidden field.
+        MalformedMessage: a pseudo-header or a forbidden field.
     """
     _split(stream_id, headers, frozenset())
 
