@@ -385,6 +385,7 @@ class HTTP2Options(IR, frozen=True, kw_only=True):
     initial_stream_window_size: int | None = None
     initial_connection_window_size: int | None = None
     max_concurrent_streams: int | None = None
+    terminate_connection: bool = False  # onInvalidMessage: a malformed request ends the connection
 
 
 class ClientPolicy(IR, frozen=True, kw_only=True):
@@ -410,6 +411,7 @@ class ClientPolicy(IR, frozen=True, kw_only=True):
     request_received_timeout: float | None = None  # head and body of a request by then
     default_host: str | None = None  # http1.http10.useDefaultHost: the listener's hostname
     http1_trailers: bool | None = None  # http1.enableTrailers; None: edgegw's default (on)
+    preserve_header_case: bool = False  # http1.preserveHeaderCase: names as received, HTTP/1.1
     http2: HTTP2Options | None = None
 
 

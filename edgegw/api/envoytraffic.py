@@ -125,9 +125,10 @@ class HTTP10Settings(PolicyModel, kw_only=True, frozen=True):
 
 
 class HTTP1Settings(PolicyModel, kw_only=True, frozen=True):
-    """``http1``: ``preserveHeaderCase`` is not modelled (edgegw sends names lower-case)."""
+    """``http1``: trailers, header name case, HTTP/1.0."""
 
     enable_trailers: bool | None = None
+    preserve_header_case: bool | None = None
     http10: HTTP10Settings | None = None
 
 

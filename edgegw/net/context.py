@@ -55,6 +55,7 @@ class HTTPLimits:
     send_timeout: float = 60.0  # one response write the client does not read
     trailers: bool = True  # HTTP/1.1 trailers forwarded (ClientTrafficPolicy http1.enableTrailers)
     request_timeout: float = 0.0  # the whole request body by then; 0: none (requestReceivedTimeout)
+    preserve_case: bool = False  # header names as received (http1.preserveHeaderCase)
 
 
 class RequestRecord(msgspec.Struct, gc=False):
@@ -156,7 +157,11 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
 
 
 class ProxyRequest(msgspec.Struct):
-    """A client request as every front end presents it; ``headers`` exclude Host."""
+    """A client request as every front end presents it; ``headers`` exclude Host.
+
+    ``header_case``: the names' spellings an HTTP/1.1 backend gets back
+    (``http1.preserveHeaderCase``; see ``proto/http1.py``), None without the policy.
+    """
 
     method: str
     path: str
@@ -165,6 +170,7 @@ class ProxyRequest(msgspec.Struct):
     host: str  # lower-case, without port
     headers: HeaderList
     body: RequestBody
+    header_case: dict[bytes, bytes] | None = None
 
 
 class ResponseWriter(Protocol):

@@ -79,7 +79,8 @@ def compile_runtime(port: ir.Port) -> PortRuntime:
 
 
 def _http_limits(policies: list[ir.ClientPolicy]) -> HTTPLimits | None:
-    """ClientTrafficPolicy ``timeout.http`` (idle, requestReceived), ``http1.enableTrailers``.
+    """ClientTrafficPolicy ``timeout.http`` (idle, requestReceived), ``http1.enableTrailers``,
+    ``http1.preserveHeaderCase``.
 
     Envoy Gateway merges the listeners of one port into one Envoy listener,
     so connection settings are per port; the first listener's policy wins.
@@ -87,11 +88,14 @@ def _http_limits(policies: list[ir.ClientPolicy]) -> HTTPLimits | None:
     idle = next((p.idle_timeout for p in policies if p.idle_timeout), None)
     trailers = next((p.http1_trailers for p in policies if p.http1_trailers is not None), None)
     whole = next((p.request_received_timeout for p in policies if p.request_received_timeout), 0.0)
-    if not idle and trailers is None and not whole:
+    case = any(p.preserve_header_case for p in policies)
+    if not idle and trailers is None and not whole and not case:
         return None
     limits = HTTPLimits(keepalive_timeout=idle) if idle else _DEFAULT_LIMITS
     if trailers is not None:
         limits = dataclasses.replace(limits, trailers=trailers)
+    if case:
+        limits = dataclasses.replace(limits, preserve_case=True)
     if whole:  # the head too must come by then
         head = min(limits.header_timeout, whole)
         limits = dataclasses.replace(limits, request_timeout=whole, header_timeout=head)
@@ -119,7 +123,8 @@ def _connection_settings(policies: list[ir.ClientPolicy]) -> dict[str, Any]:
 
 
 def _h2_limits(options: ir.HTTP2Options) -> H2Limits:
-    """ClientTrafficPolicy ``http2``: our SETTINGS and connection window, else edgegw's own."""
+    """ClientTrafficPolicy ``http2``: our SETTINGS and connection window, else edgegw's own;
+    ``onInvalidMessage``."""
     base = H2Limits()
     return dataclasses.replace(
         base,
@@ -127,6 +132,7 @@ def _h2_limits(options: ir.HTTP2Options) -> H2Limits:
         initial_window_size=options.initial_stream_window_size or base.initial_window_size,
         connection_window_size=options.initial_connection_window_size
         or base.connection_window_size,
+        malformed_ends_connection=options.terminate_connection,
     )
 
 

@@ -26,6 +26,7 @@ from edgegw.net.connection import (
 )
 from edgegw.proto.events import Event, Headers, InformationalResponseReceived, ResponseReceived
 from edgegw.proto.http1 import (
+    CaseKeepingResponseParser,
     ProtocolError,
     ResponseParser,
     serialize_chunk,
@@ -106,11 +107,13 @@ async def send_bodyless(
     head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
     *,
     counted: bool = False,
+    keep_case: bool = False,
 ) -> UpstreamResponse:
     """``open_h1_exchange`` for a body-less request, without a context manager (the hot path).
 
     The caller must call ``release()`` on the result once done with it, even on
     errors; the connection is pooled only if the response was read to its end.
+    ``keep_case``: the response notes its header names' spelling (a parser of its own).
 
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
@@ -121,7 +124,9 @@ async def send_bodyless(
     while True:
         conn = await pool.acquire(endpoint, backend, fresh=fresh)
         parser = conn.parser
-        if parser is None or method == b"HEAD":
+        if keep_case:
+            parser = _case_keeping(conn, method)
+        elif parser is None or method == b"HEAD":
             parser = ResponseParser(method)
         else:
             conn.parser = None
@@ -156,6 +161,7 @@ async def open_h1_exchange(
     body: RequestBody,
     *,
     counted: bool = False,
+    keep_case: bool = False,
 ) -> AsyncIterator[UpstreamResponse]:
     """Send a request to ``endpoint`` and yield the response once its head arrived.
 
@@ -169,13 +175,16 @@ async def open_h1_exchange(
     is replaced once by a fresh one, when the body allows resending, unless
     ``counted``: then the caller has a retry budget (``retry.attempts``) and
     the failure is its to count. (One seen closed before the request was
-    written never gets this far: the pool drops it.)
+    written never gets this far: the pool drops it.) ``keep_case``: as
+    ``send_bodyless``.
 
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
     if body.length == 0:
-        plain = await send_bodyless(pool, endpoint, backend, head, counted=counted)
+        plain = await send_bodyless(
+            pool, endpoint, backend, head, counted=counted, keep_case=keep_case
+        )
         try:
             yield plain
         finally:
@@ -186,7 +195,8 @@ async def open_h1_exchange(
     fresh = False
     while True:
         conn = await pool.acquire(endpoint, backend, fresh=fresh)
-        response = UpstreamResponse(conn, ResponseParser(method), pool.limits.read_timeout)
+        kind = CaseKeepingResponseParser if keep_case else ResponseParser
+        response = UpstreamResponse(conn, kind(method), pool.limits.read_timeout)
         reusable = False
         try:
             failure: list[BaseException] = []
@@ -216,6 +226,18 @@ async def open_h1_exchange(
         finally:
             response._parser.release()  # a fresh parser per body exchange: never kept
             pool.release(conn, reusable=reusable)
+
+
+def _case_keeping(conn: UpstreamConnection, method: bytes) -> ResponseParser:
+    """A fresh parser that notes the response's header names; the pooled one is let go.
+
+    Pooled again after the exchange, it serves later requests without noting
+    anything (``CaseKeepingResponseParser.reset``).
+    """
+    pooled, conn.parser = conn.parser, None
+    if pooled is not None:
+        pooled.release()
+    return CaseKeepingResponseParser(method)
 
 
 async def _read_head(response: UpstreamResponse, *, wait_first: bool = False) -> ResponseReceived:

@@ -56,6 +56,7 @@ from edgegw.proto.events import (
     RequestReceived,
 )
 from edgegw.proto.http1 import (
+    CaseKeepingRequestParser,
     ProtocolError,
     RequestParser,
     reason_phrase,
@@ -127,9 +128,8 @@ class _Connection:
         self.io = open_io(stream)
         self.ctx = ctx
         limits = ctx.limits
-        self.parser = RequestParser(
-            max_head_bytes=limits.max_head_bytes, max_headers=limits.max_headers
-        )
+        kind = CaseKeepingRequestParser if limits.preserve_case else RequestParser
+        self.parser = kind(max_head_bytes=limits.max_head_bytes, max_headers=limits.max_headers)
         # Body and writer hold what they use, not the connection: no reference cycle, so
         # a closed connection goes with reference counting, not the cyclic collector.
         self.body = _Body(self.io, self.parser, ctx.limits)
@@ -277,9 +277,12 @@ def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
             authority = authority or item[1].decode("latin-1")
         else:
             headers.append(item)
-    return ProxyRequest(
+    request = ProxyRequest(
         event.method.decode("ascii"), path, query, authority, _split_host(authority), headers, body
     )
+    if event.header_case is not None:  # ClientTrafficPolicy http1.preserveHeaderCase
+        request.header_case = event.header_case
+    return request
 
 
 class _Body:

@@ -72,7 +72,7 @@ from edgegw.proto.events import (
     Headers,
     MessageEnded,
 )
-from edgegw.proto.http1 import reason_phrase
+from edgegw.proto.http1 import reason_phrase, recase
 from edgegw.routing import filters as f
 
 MIRRORS_MAX = 256
@@ -207,6 +207,7 @@ async def _once(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionCo
             plan.head,
             plan.req.body,
             lambda rsp: stream_response(rsp, writer, plan, endpoint),
+            header_case=plan.req.header_case,
         )
     except UpstreamError as exc:
         _count_failure(plan, writer, ctx, exc)
@@ -303,6 +304,7 @@ class _Retrying:
             plan.req.body,
             lambda rsp: self._deliver(rsp, endpoint, attempt, breaker),
             counted=plan.rule is not None and plan.rule.retry is not None,
+            header_case=plan.req.header_case,
         )
 
     async def _deliver(
@@ -337,6 +339,8 @@ async def stream_response(
         if encoding is not None:
             return await _stream_compressed(rsp, writer, plan, fields, encoding)
         fields.append((b"vary", b"Accept-Encoding"))
+    if head.header_case is not None:  # http1.preserveHeaderCase, HTTP/1.1 on both sides
+        fields = recase(fields, head.header_case)
     await writer.send_head(
         head.status_code, fields, content_length=head.content_length, body=head.body_expected
     )
@@ -362,6 +366,8 @@ async def _stream_compressed(
     assert head is not None
     encoder = compress.Encoder(encoding)
     fields = compress.encoded_headers(fields, encoding)
+    if head.header_case is not None:
+        fields = recase(fields, head.header_case)
     await writer.send_head(head.status_code, fields, content_length=None, body=True)
     try:
         while True:

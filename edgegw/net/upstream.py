@@ -78,6 +78,7 @@ from edgegw.net.h1upstream import open_h1_exchange, send_bodyless
 from edgegw.net.h2upstream import H2Pool, open_h2_exchange
 from edgegw.net.tls_client import client_context
 from edgegw.proto.events import Event, HeaderList, ResponseReceived
+from edgegw.proto.http1 import recase
 
 __all__ = [
     "ConnectError",
@@ -268,6 +269,7 @@ class UpstreamPool:
         *,
         counted: bool = False,
         policed: bool = False,
+        header_case: dict[bytes, bytes] | None = None,
     ) -> _R:
         """Send one request to ``endpoint`` in the backend's protocol; ``deliver`` takes the reply.
 
@@ -277,17 +279,21 @@ class UpstreamPool:
         coroutine layer costs about 1 µs. ``counted``: the caller retries by
         its own budget, so a reused connection's failure is not resent for free.
         ``policed``: ``_policed`` already applied the backend's cluster policy.
+        ``header_case``: the client's header names (``http1.preserveHeaderCase``): an
+        HTTP/1.1 backend gets them so, and its response's are noted in ``header_case``.
 
         Raises:
             UpstreamError: see ``net/connection.py``.
         """
         if backend.cluster is not None and not policed:  # healthCheck or circuitBreaker
             return await self._policed(
-                endpoint, backend, backend.cluster, head, body, deliver, counted
+                endpoint, backend, backend.cluster, head, body, deliver, counted, header_case
             )
         if backend.app_protocol in _H2:
             async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
                 return await deliver(h2rsp)
+        if header_case is not None:
+            return await self._cased(endpoint, backend, head, body, deliver, counted, header_case)
         if body.length == 0:  # no body pump needed, nor its context manager
             rsp = await send_bodyless(self, endpoint, backend, head, counted=counted)
             try:
@@ -295,6 +301,24 @@ class UpstreamPool:
             finally:
                 rsp.release()
         async with open_h1_exchange(self, endpoint, backend, head, body, counted=counted) as rsp:
+            return await deliver(rsp)
+
+    async def _cased(
+        self,
+        endpoint: ir.Endpoint,
+        backend: ir.Backend,
+        head: tuple[bytes, bytes, HeaderList],
+        body: RequestBody,
+        deliver: Callable[[UpstreamReply], Awaitable[_R]],
+        counted: bool,
+        case: dict[bytes, bytes],
+    ) -> _R:
+        """``exchange`` over HTTP/1.1 with the client's header names (``preserveHeaderCase``)."""
+        method, target, fields = head
+        cased = (method, target, recase(fields, case))
+        async with open_h1_exchange(
+            self, endpoint, backend, cased, body, counted=counted, keep_case=True
+        ) as rsp:
             return await deliver(rsp)
 
     async def _policed(
@@ -306,6 +330,7 @@ class UpstreamPool:
         body: RequestBody,
         deliver: Callable[[UpstreamReply], Awaitable[_R]],
         counted: bool,
+        case: dict[bytes, bytes] | None,
     ) -> _R:
         """``exchange`` under the cluster's circuit breaker, reporting to its outlier detector."""
         breaker = self.clusters.breaker(cluster)
@@ -315,7 +340,14 @@ class UpstreamPool:
         try:
             if cluster.passive is None:
                 return await self.exchange(
-                    endpoint, backend, head, body, deliver, counted=counted, policed=True
+                    endpoint,
+                    backend,
+                    head,
+                    body,
+                    deliver,
+                    counted=counted,
+                    policed=True,
+                    header_case=case,
                 )
 
             def observed(rsp: UpstreamReply) -> Awaitable[_R]:
@@ -325,7 +357,14 @@ class UpstreamPool:
 
             try:
                 return await self.exchange(
-                    endpoint, backend, head, body, observed, counted=counted, policed=True
+                    endpoint,
+                    backend,
+                    head,
+                    body,
+                    observed,
+                    counted=counted,
+                    policed=True,
+                    header_case=case,
                 )
             except UpstreamError as exc:
                 self.report_failure(endpoint, backend, exc)

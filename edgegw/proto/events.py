@@ -4,7 +4,10 @@ The HTTP/1.1 parsers (``proto.http1``) and the HTTP/2 mapping
 (``proto.http2``) turn bytes and h2 events into these, so code above the
 framing layer never learns which protocol carried a message.
 Header names are lower-case ``bytes``; values are ``bytes`` with surrounding
-whitespace removed. Events are frozen ``msgspec.Struct``s (built in C: a frozen dataclass
+whitespace removed. Where names are to keep their case (ClientTrafficPolicy
+``http1.preserveHeaderCase``), ``header_case`` maps a lower-case name to its
+first spelling in the message, for the names that had capitals; otherwise it is
+``None``. Events are frozen ``msgspec.Struct``s (built in C: a frozen dataclass
 costs fifteen times as much, twice per proxied request), and nothing subclasses them.
 """
 
@@ -32,6 +35,7 @@ class RequestReceived(msgspec.Struct, frozen=True, gc=False):
     chunked: bool
     expect_continue: bool
     upgrade: bool = False
+    header_case: dict[bytes, bytes] | None = None
 
 
 class InformationalResponseReceived(msgspec.Struct, frozen=True, gc=False):
@@ -56,6 +60,7 @@ class ResponseReceived(msgspec.Struct, frozen=True, gc=False):
     content_length: int | None
     chunked: bool
     body_expected: bool
+    header_case: dict[bytes, bytes] | None = None
 
 
 class DataReceived(msgspec.Struct, frozen=True, gc=False):

@@ -29,6 +29,13 @@ connection is not reused (see ``ResponseParser.reusable``).
 
 Serialisation is plain byte joins: heads from ``(name, value)`` pairs, chunks.
 This module imports no trio.
+
+Header names are lower-cased as they are read. ClientTrafficPolicy
+``http1.preserveHeaderCase`` wants them forwarded as they were spelled (Envoy's
+``preserve_case`` formatter): the ``CaseKeeping*`` subclasses also note each
+name's first spelling in the message's ``header_case``, and ``recase`` puts it
+back when the head is written to the other side. Everything in between keeps
+matching lower-case names; parsers without the policy run no extra code.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 from collections import deque
 
 import httptools
+import msgspec
 
 from edgegw.proto.events import (
     ConnectionClosed,
@@ -369,6 +377,102 @@ class ResponseParser(_Parser):
     def ended(self) -> bool:
         """True once the final response has been read to its end."""
         return self._ended
+
+
+# --- header name case (ClientTrafficPolicy http1.preserveHeaderCase) ---------------------------
+
+
+class CaseKeepingRequestParser(RequestParser):
+    """A ``RequestParser`` whose requests carry ``header_case``; trailers stay lower-case.
+
+    A subclass, so that connections without the policy run the parent's callbacks as
+    they are: the per-field work exists only here.
+    """
+
+    def __init__(
+        self, *, max_head_bytes: int = MAX_HEAD_BYTES, max_headers: int = MAX_HEADERS
+    ) -> None:
+        super().__init__(max_head_bytes=max_head_bytes, max_headers=max_headers)
+        self._case: dict[bytes, bytes] = {}
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._case = {}
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        _remember(self._case, name)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        events = self._events  # the request is the last event queued
+        events[-1] = msgspec.structs.replace(events[-1], header_case=self._case)
+        self._case = {}  # the trailers' names go nowhere
+
+
+class CaseKeepingResponseParser(ResponseParser):
+    """A ``ResponseParser`` whose final response carries ``header_case``.
+
+    ``reset`` (a pooled connection reused for a request without the policy)
+    turns the noting off for good.
+    """
+
+    def __init__(
+        self,
+        request_method: bytes,
+        *,
+        upgrade: bool = False,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
+        super().__init__(
+            request_method, upgrade=upgrade, max_head_bytes=max_head_bytes, max_headers=max_headers
+        )
+        self._case: dict[bytes, bytes] | None = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self._case = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._case is not None:
+            self._case = {}  # a 1xx's names are not the final response's
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        case = self._case
+        if case is not None:
+            _remember(case, name)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        at = len(self._events)
+        try:
+            super().on_headers_complete()
+        finally:  # a HEAD response stops llhttp with an exception after queueing its events
+            self._stamp(at)
+
+    def _stamp(self, at: int) -> None:
+        events, case = self._events, self._case
+        if case is None or len(events) <= at:
+            return
+        head = events[at]
+        if isinstance(head, ResponseReceived):
+            events[at] = self._final = msgspec.structs.replace(head, header_case=case)
+
+
+def _remember(case: dict[bytes, bytes], name: bytes) -> None:
+    """Note ``name``'s spelling unless its name was seen already (the first one wins, as
+    in Envoy: ``Foo`` then ``foo`` both leave as ``Foo``)."""
+    lower = name.lower()
+    if lower not in case:
+        case[lower] = name
+
+
+def recase(headers: Headers | HeaderList, case: dict[bytes, bytes]) -> HeaderList:
+    """``headers`` with each name spelled as ``case`` says; names it lacks stay lower-case."""
+    get = case.get
+    return [(get(name, name), value) for name, value in headers]
 
 
 # --- validation, where llhttp is more lenient than h11 -----------------------------------------

@@ -95,15 +95,11 @@ def client_fields(spec: ep.ClientTrafficPolicySpec) -> dict[str, Any]:
     if spec.http2 is not None:
         h2 = spec.http2
         _windows(h2)
-        if h2.on_invalid_message == "TerminateConnection":
-            raise Problem(
-                "spec.http2.onInvalidMessage: TerminateConnection is not implemented: edgegw "
-                "resets only the offending stream (TerminateStream), as RFC 9113 allows"
-            )
         out["http2"] = ir.HTTP2Options(
             initial_stream_window_size=_int(h2.initial_stream_window_size),
             initial_connection_window_size=_int(h2.initial_connection_window_size),
             max_concurrent_streams=h2.max_concurrent_streams,
+            terminate_connection=h2.on_invalid_message == "TerminateConnection",
         )
     return out
 
@@ -135,6 +131,8 @@ def _http1(spec: et.HTTP1Settings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if spec.enable_trailers is not None:
         out["http1_trailers"] = spec.enable_trailers
+    if spec.preserve_header_case:
+        out["preserve_header_case"] = True
     if spec.http10 is not None and spec.http10.use_default_host:
         out["default_host"] = ""  # the listener's hostname, filled in per listener
     return out
