@@ -56,13 +56,14 @@ from edgegw.cluster.shared import AllocationMap, ClusterLink
 from edgegw.config.store import ConfigStore, LoadResult
 from edgegw.config.watch import serve_reload_triggers
 from edgegw.logsetup import setup_logging
-from edgegw.net import udp
+from edgegw.net import oidckey, udp
 from edgegw.net.dispatch import Dispatcher, compile_runtime
 from edgegw.net.etcd import EtcdClient
 from edgegw.net.healthcheck import HealthChecks
 from edgegw.net.jwks import remotes_of
 from edgegw.net.listeners import BindError, BindKey, SocketSet
 from edgegw.net.localaddr import local_addresses, static_addresses
+from edgegw.net.oidc import providers_of
 from edgegw.net.ports import DatagramPortServer, PortRuntime, PortServer, quic_runtimes
 from edgegw.observe import Collected, Observer
 from edgegw.rebind import RebindSignal, serve_rebinds
@@ -198,7 +199,14 @@ class Gateway:
             may_order=state_dir is not None,  # worker 0 orders, the others serve its files
         )
         _watch_certificates(self.observer, self.certificates)
-        self.dispatcher = Dispatcher(self.observer, background=nursery, challenges=self.challenges)
+        self.dispatcher = Dispatcher(
+            self.observer,
+            background=nursery,
+            challenges=self.challenges,
+            oidc_key=oidckey.load_or_create(
+                certificates_dir.parent if certificates_dir else state_dir
+            ),
+        )
         self.observer.watch_tcp(self.dispatcher.tcp_stats)
         clusters = self.dispatcher.upstreams.clusters
         self.observer.watch_clusters(clusters)
@@ -326,6 +334,8 @@ class Gateway:
         """Swap the built generation in: on the event loop, and quick."""
         if self.dispatcher.jwks is not None:  # before the swap: new JWKS start fetching
             self.dispatcher.jwks.reconcile(remotes_of(built.model))
+        if self.dispatcher.oidc is not None:  # new providers start their discovery
+            self.dispatcher.oidc.reconcile(providers_of(built.model))
         self._swap_runtimes(built.runtimes)
         self.health.reconcile(built.model)  # checkers kept, started or stopped
         self.runtimes = built.runtimes

@@ -293,6 +293,54 @@ class JWT(IR, frozen=True, kw_only=True):
     fail_open: bool = False  # a missing or invalid token is admitted
 
 
+class OIDCProvider(IR, frozen=True, kw_only=True):
+    """Where the provider is; an endpoint left empty is discovered (``net/oidc.py``).
+
+    ``backend`` is the ``backendRefs`` one, which then carries every request to
+    the provider (discovery, token, JWKS); None: each URL's own host and port.
+    """
+
+    issuer: str
+    authorization_endpoint: str = ""
+    token_endpoint: str = ""
+    end_session_endpoint: str = ""
+    backend: Backend | None = None
+    timeout: float = 5.0  # each request to the provider
+
+
+class OIDC(IR, frozen=True, kw_only=True):
+    """SecurityPolicy ``oidc``: the authorization code flow, sessions in signed cookies.
+
+    ``client_secret`` is Secret data: bytes, so admin answers redact it. The
+    per-policy HMAC key is not here: the data plane derives it from the key
+    edgegw keeps in its state directory and ``name``.
+    """
+
+    name: str  # "namespace/name" of the policy; keys the HMAC key
+    provider: OIDCProvider
+    client_id: str
+    client_secret: bytes
+    scopes: tuple[str, ...] = ("openid",)
+    resources: tuple[str, ...] = ()
+    redirect_url: str = "%REQ(x-forwarded-proto)%://%REQ(:authority)%/oauth2/callback"
+    redirect_path: str = "/oauth2/callback"
+    logout_path: str = "/logout"
+    forward_access_token: bool = False
+    forward_id_token_header: str = ""  # lower-case; empty: not forwarded
+    refresh_token: bool = True
+    cookie_suffix: str = ""
+    access_token_cookie: str = ""
+    id_token_cookie: str = ""
+    cookie_domain: str = ""
+    same_site: str = ""  # "Lax", "Strict", "None" or "" (no attribute)
+    default_token_ttl: float = 0.0  # 0: the provider must send expires_in
+    default_refresh_token_ttl: float = 604800.0
+    csrf_token_ttl: float = 600.0
+    encrypt_tokens: bool = True
+    pass_through: tuple[tuple[str, str], ...] = ()  # (lower-case header, value prefix)
+    deny_redirect: tuple[tuple[str, str, str], ...] = ()  # (lower-case header, type, value)
+
+
 class SecurityPolicy(IR, frozen=True, kw_only=True):
     """The SecurityPolicy a rule is under, in the order its checks run."""
 
@@ -302,6 +350,7 @@ class SecurityPolicy(IR, frozen=True, kw_only=True):
     api_key_auth: APIKeyAuth | None = None
     ext_auth: ExtAuth | None = None
     jwt: JWT | None = None
+    oidc: OIDC | None = None
 
 
 class RateLimitHeaderMatch(IR, frozen=True, kw_only=True):

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from edgegw.api.envoyjwt import JWT
+from edgegw.api.envoyoidc import OIDC
 from edgegw.api.envoypolicybase import PolicyModel
 from edgegw.api.envoytraffic import (
     ClientConnection,
@@ -511,6 +512,7 @@ class SecurityPolicySpec(PolicyTargets, kw_only=True, frozen=True):
     ext_auth: ExtAuth | None = None
     authorization: Authorization | None = None
     jwt: JWT | None = None
+    oidc: OIDC | None = None
 
     def __post_init__(self) -> None:
         self.check_targets()

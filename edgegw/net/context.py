@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import msgspec
 import trio
 
+from edgegw.net.oidc import OIDCProviders
 from edgegw.net.upstream import RequestBody, UpstreamPool
 from edgegw.policy.jwt import RemoteKeys
 from edgegw.proto.events import HeaderList, Headers
@@ -151,6 +152,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     challenges: ChallengeAnswers | None = None  # ACME HTTP-01, on plain-HTTP ports only
     via: bytes = VIA  # added to what is forwarded; a request already carrying it gets 508
     jwks: RemoteKeys | None = None  # remote JWKS for SecurityPolicy jwt (``net/jwks.py``)
+    oidc: OIDCProviders | None = None  # SecurityPolicy oidc providers and key (``net/oidc.py``)
     protocol: str = "http/1.1"  # the front end serving it sets "h2" or "h3"
     h2_limits: H2Limits | None = None  # a ClientTrafficPolicy's http2 settings
     default_host: str | None = None  # the Host of an HTTP/1.0 request without one

@@ -38,6 +38,8 @@ from edgegw.certificates.challenges import Challenges
 from edgegw.net import h2server, http, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext, HTTPLimits
 from edgegw.net.jwks import JWKSStore
+from edgegw.net.oidc import OIDCProviders
+from edgegw.net.oidckey import load_or_create
 from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
@@ -207,6 +209,7 @@ class PortServices:
             challenges=self.dispatcher.challenges if scheme == "http" else None,
             limits=runtime.http_limits or _DEFAULT_LIMITS,
             jwks=self.dispatcher.jwks,
+            oidc=self.dispatcher.oidc,
             h2_limits=runtime.h2_limits,
             default_host=runtime.default_host,
         )
@@ -228,6 +231,7 @@ class Dispatcher:
         observer: Observer,
         background: trio.Nursery | None = None,
         challenges: Challenges | None = None,
+        oidc_key: bytes = b"",
     ) -> None:
         self.observer = observer
         self.background = background
@@ -235,6 +239,11 @@ class Dispatcher:
         self.upstreams = UpstreamPool()
         self.jwks = (
             JWKSStore(self.upstreams, background, observer.jwks_fetched) if background else None
+        )
+        self.oidc = (
+            OIDCProviders(self.upstreams, background, oidc_key or load_or_create(None))
+            if background
+            else None
         )
         self.tcp_limits = tcp.ConnectionLimits()
         self.tcp_stats = tcp.RelayStats()

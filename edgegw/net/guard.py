@@ -4,11 +4,12 @@
 and WebSocket requests alike: a listener's ClientTrafficPolicy says who the
 client is, a rule's SecurityPolicy and rate limits (``policy.compiled``) say
 whether it may pass. Everything here is synchronous except external auth,
-which needs a round trip: ``admit`` then leaves the rule's guard ``pending``
-on the plan, and the forward step awaits ``authorize`` (the external check,
-then the same synchronous checks, in Envoy Gateway's filter order) before
-anything is sent upstream. A request under no policy costs two attribute
-checks in ``decide``.
+which needs a round trip, and OIDC, whose callback and token refresh do:
+``admit`` then leaves the rule's guard ``pending`` on the plan, and the
+forward step awaits ``authorize`` (the external check, then the same
+synchronous checks in Envoy Gateway's filter order, then the OIDC token
+request when the OIDC step asked for one) before anything is sent upstream.
+A request under no policy costs two attribute checks in ``decide``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import trio
 from edgegw import ir
 from edgegw.net.context import HTTPConnectionContext, Observer
 from edgegw.net.extauth import ask, check_head
+from edgegw.net.oidc import OIDCProviders, complete
 from edgegw.policy import jwtverify
-from edgegw.policy.compiled import JWTContext, RuleGuard
+from edgegw.policy.compiled import JWTContext, OIDCContext, RuleGuard
 from edgegw.policy.fault import inject
 from edgegw.policy.jwt import RemoteKeys
+from edgegw.policy.oidc import Exchange, OIDCRequest
 from edgegw.proto.events import HeaderList
 from edgegw.routing import ListenerTable, RouteMatch
 from edgegw.routing.matchers import RequestView
@@ -46,7 +49,8 @@ class Admission:
     add: HeaderList = field(default_factory=list)
     remove: frozenset[bytes] = frozenset()
     compression: tuple[ir.Compressor, ...] = ()
-    pending: RuleGuard | None = None  # external auth to await before forwarding
+    pending: RuleGuard | None = None  # external auth or OIDC to await before forwarding
+    response: HeaderList = field(default_factory=list)  # added to the response (OIDC cookies)
     delay: float = 0.0  # faultInjection: seconds to wait before going on
     fault: bool = False  # ``status`` is a faultInjection abort
 
@@ -92,7 +96,7 @@ def admit(
     view = RequestView(method, path, query, headers)
     if guard.is_preflight(method, view.header):
         return admission
-    if guard.ext_auth is not None:
+    if guard.ext_auth is not None or guard.oidc is not None:
         admission.pending = guard
         return admission
     jwt = _jwt_context(guard, keys, scheme, authority, path, query)
@@ -143,13 +147,42 @@ async def authorize(
     query: str,
     headers: HeaderList,
 ) -> Admission:
-    """External auth, then the synchronous checks; ``guard.ext_auth`` is set."""
-    ext = guard.ext_auth
-    assert ext is not None
+    """External auth, then the synchronous checks, then an OIDC exchange they asked for."""
     admission = Admission(client=client, compression=guard.compression)
+    ext = guard.ext_auth
+    if ext is not None and not await _ext_auth(
+        ctx, guard, ext, admission, method, authority, path, query, headers
+    ):
+        return admission
+    view = RequestView(method, path, query, headers)
+    jwt = _jwt_context(guard, ctx.jwks, ctx.scheme, authority, path, query)
+    oidc = None
+    if guard.oidc is not None:
+        request = OIDCRequest(ctx.scheme, authority, path, query, view.header, time.time())
+        oidc = OIDCContext(request, ctx.oidc)
+    exchange = _check(guard, admission, method, view, query, ctx.observer, jwt, oidc)
+    if exchange is not None and oidc is not None and ctx.oidc is not None:
+        await _exchange(ctx.oidc, guard, admission, oidc.request, exchange, ctx.observer)
+        if not admission.status and exchange.grant == "refresh_token":  # the rest of the checks
+            _check(guard, admission, method, view, query, ctx.observer, jwt, None)
+    return admission
+
+
+async def _ext_auth(
+    ctx: HTTPConnectionContext,
+    guard: RuleGuard,
+    ext: ir.ExtAuth,
+    admission: Admission,
+    method: str,
+    authority: str,
+    path: str,
+    query: str,
+    headers: HeaderList,
+) -> bool:
+    """External auth; False when its answer goes to the client."""
     admission.remove = frozenset(h.encode() for h in ext.headers_to_backend)
     target = path + "?" + query if query else path
-    head = check_head(ext, method, authority, target, headers, client, ctx.scheme)
+    head = check_head(ext, method, authority, target, headers, admission.client, ctx.scheme)
     result = await ask(ctx.pool, ext, head)
     outcome = "error" if result.error else ("deny" if result.status else "allow")
     ctx.observer.policy_decision("extAuth", guard.security, outcome)
@@ -159,12 +192,34 @@ async def authorize(
             result.headers,
             result.body,
         )
-        return admission
+        return False
     admission.add += result.headers
-    view = RequestView(method, path, query, headers)
-    jwt = _jwt_context(guard, ctx.jwks, ctx.scheme, authority, path, query)
-    _check(guard, admission, method, view, query, ctx.observer, jwt)
-    return admission
+    return True
+
+
+async def _exchange(
+    providers: OIDCProviders,
+    guard: RuleGuard,
+    admission: Admission,
+    request: OIDCRequest,
+    exchange: Exchange,
+    observer: Observer,
+) -> None:
+    """The token request the OIDC step asked for: a login's answer, or a refreshed session."""
+    assert guard.oidc is not None
+    outcome = await complete(providers, guard.oidc, exchange, request)
+    if outcome.status:
+        result = "allow" if outcome.status == 302 and exchange.grant != "refresh_token" else "deny"
+        observer.policy_decision("oidc", guard.security, result)
+        admission.status, admission.headers, admission.body = (
+            outcome.status,
+            outcome.headers,
+            outcome.body,
+        )
+        return
+    admission.response += outcome.set_cookies
+    admission.add += outcome.add
+    admission.remove |= {n for n, _ in outcome.add}
 
 
 def _check(
@@ -175,8 +230,13 @@ def _check(
     query: str,
     observer: Observer,
     jwt: JWTContext | None = None,
-) -> None:
-    verdict = guard.check(method, admission.client, view.header, query, trio.current_time(), jwt)
+    oidc: OIDCContext | None = None,
+) -> Exchange | None:
+    """The synchronous checks into ``admission``; the OIDC exchange they ask for, if any."""
+    now = trio.current_time()
+    verdict = guard.check(method, admission.client, view.header, query, now, jwt, oidc)
+    if verdict.exchange is not None:
+        return verdict.exchange
     if verdict.reason:
         kind = "rateLimit" if verdict.reason == "ratelimit" else verdict.reason
         name = guard.traffic if kind == "rateLimit" else guard.security
@@ -187,6 +247,7 @@ def _check(
     if verdict.status:
         admission.status, admission.headers = verdict.status, verdict.headers
         admission.body = _TOO_MANY if verdict.status == 429 else verdict.body
-        return
+        return None
     admission.add += verdict.add
     admission.remove |= frozenset(verdict.remove) | {n for n, _ in verdict.add}
+    return None

@@ -135,7 +135,7 @@ async def handle_request(
 
 
 async def _authorize(plan: RequestPlan, ctx: HTTPConnectionContext) -> None:
-    """External auth the plan left pending: an answer, or headers for the upstream request."""
+    """External auth or OIDC the plan left pending: an answer, or headers for the upstream."""
     guard, req = plan.pending, plan.req
     assert guard is not None
     method = "GET" if plan.upgrade else req.method
@@ -147,6 +147,8 @@ async def _authorize(plan: RequestPlan, ctx: HTTPConnectionContext) -> None:
         return
     verb, target, fields = plan.head
     plan.head = (verb, target, admission.apply(fields))
+    if admission.response:  # a refreshed OIDC session's cookies
+        plan.response_extra = plan.response_extra + admission.response
 
 
 async def _forward(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:

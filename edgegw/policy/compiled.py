@@ -6,8 +6,9 @@ a ``ClientGuard``. The routing tables hold them next to each match, so the one
 decide step of the data plane finds them with the route, for every request
 kind alike. Checks run in Envoy Gateway's filter order: CORS preflights pass
 untouched (the CORS filter answers them), external auth (asynchronous: the
-data plane calls ``ext_auth`` first), API key, basic auth, JWT (``policy.jwt``),
-authorization, local rate limit; compression is chosen when the response head
+data plane calls ``ext_auth`` first), API key, basic auth, OIDC (``policy.oidc``,
+whose callback and refresh the data plane completes asynchronously), JWT
+(``policy.jwt``), authorization, local rate limit; compression is chosen when the response head
 arrives.
 """
 
@@ -24,6 +25,7 @@ from edgegw.policy.authz import Authorizer
 from edgegw.policy.basicauth import BasicAuthVerifier
 from edgegw.policy.clientip import ClientIPDetector
 from edgegw.policy.jwt import Authenticator, NoRemoteKeys, RemoteKeys
+from edgegw.policy.oidc import Exchange, OIDCFlow, OIDCRequest, Providers
 from edgegw.policy.ratelimit import RateLimiter
 
 HeaderLookup = Callable[[bytes], str | None]
@@ -38,11 +40,12 @@ class Verdict:
     """What the checks decided: an answer for the client, or headers for the backend."""
 
     status: int = 0  # 0: pass on
-    reason: str = ""  # "basic", "apikey", "jwt", "authorization", "ratelimit"
+    reason: str = ""  # "basic", "apikey", "oidc", "jwt", "authorization", "ratelimit"
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # on the answer
     body: bytes = b""  # of the answer
     add: list[tuple[bytes, bytes]] = field(default_factory=list)  # to the forwarded request
     remove: tuple[bytes, ...] = ()  # from the forwarded request
+    exchange: Exchange | None = None  # an OIDC token request to make, then check again
 
 
 class RuleGuard:
@@ -59,6 +62,7 @@ class RuleGuard:
         "invalid",
         "jwt",
         "limiter",
+        "oidc",
         "security",
         "traffic",
     )
@@ -78,6 +82,7 @@ class RuleGuard:
         )
         self.ext_auth = security.ext_auth if security else None
         self.jwt = Authenticator(security.jwt) if security and security.jwt else None
+        self.oidc = OIDCFlow(security.oidc) if security and security.oidc else None
         self.limiter = RateLimiter(traffic.rate_limits) if traffic and traffic.rate_limits else None
         self.compression = traffic.compression if traffic else ()
         self.fault = traffic.fault if traffic else None
@@ -92,11 +97,13 @@ class RuleGuard:
         query: str,
         now: float,
         jwt: JWTContext | None = None,
+        oidc: OIDCContext | None = None,
     ) -> Verdict:
         """The synchronous checks, after external auth allowed the request.
 
         ``now`` is monotonic (rate limits); ``jwt`` carries the wall clock, the
-        remote keys and the realm a JWT check needs.
+        remote keys and the realm a JWT check needs; ``oidc`` the request and
+        the providers an OIDC check needs (None: OIDC was settled already).
         """
         verdict = Verdict()
         if self.api_keys is not None and not self.api_keys.check(header, query, verdict):
@@ -110,6 +117,8 @@ class RuleGuard:
             name = self.basic.config.forward_username_header
             if name:
                 verdict.add.append((name.lower().encode(), user.encode()))
+        if self.oidc is not None and oidc is not None and not _check_oidc(self.oidc, oidc, verdict):
+            return verdict
         if self.jwt is not None and not self._check_jwt(self.jwt, header, query, jwt, verdict):
             return verdict
         if self.authorizer is not None:
@@ -157,6 +166,32 @@ class JWTContext:
     keys: RemoteKeys = NO_REMOTE_KEYS
     wall: float = 0.0  # 0: time.time()
     realm: str = ""  # scheme://host/path?query, as the client asked for it
+
+
+@dataclass
+class OIDCContext:
+    """What an OIDC check needs beyond the headers: the request's URL parts, the providers."""
+
+    request: OIDCRequest
+    providers: Providers | None  # None: the data plane cannot reach providers (fail closed)
+
+
+def _check_oidc(flow: OIDCFlow, context: OIDCContext, verdict: Verdict) -> bool:
+    """The OIDC step; False when it answers, or leaves an exchange to make."""
+    if context.providers is None:
+        verdict.status, verdict.reason = 503, "oidc"
+        return False
+    outcome = flow.check(context.request, context.providers)
+    if outcome.exchange is not None:
+        verdict.exchange = outcome.exchange
+        return False
+    if outcome.status:
+        verdict.status, verdict.reason = outcome.status, "oidc"
+        verdict.headers, verdict.body = outcome.headers, outcome.body
+        return False
+    verdict.add += outcome.add
+    verdict.remove = (*verdict.remove, *outcome.remove)
+    return True
 
 
 def _bearer(realm: str, status: jwtverify.Status) -> bytes:

@@ -16,6 +16,7 @@ from edgegw import api, ir
 from edgegw.api import envoypolicies as ep
 from edgegw.api import envoytraffic as et
 from edgegw.api.envoyjwt import JWT
+from edgegw.api.envoyoidc import OIDC
 from edgegw.api.meta import SecretObjectReference
 from edgegw.policy.basicauth import parse_htpasswd
 from edgegw.translate.backends import BackendContext, resolve
@@ -24,6 +25,7 @@ from edgegw.translate.clientconvert import Problem, client_fields
 from edgegw.translate.clusterconvert import ClusterProblem, cluster_policy
 from edgegw.translate.index import ENVOY_GROUP, Index
 from edgegw.translate.jwtconvert import JWTConverter, JWTProblem
+from edgegw.translate.oidcconvert import OIDCConverter, OIDCProblem
 
 _UNIT_SECONDS = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0, "Day": 86400.0}
 _COMPRESSORS: dict[str, ir.Compressor] = {"Gzip": "gzip", "Brotli": "br", "Zstd": "zstd"}
@@ -247,18 +249,21 @@ class SecurityConverter:
         self._index = index
         self._tls = tls_policies
         self._jwt = JWTConverter(index, tls_policies)
+        self._oidc = OIDCConverter(index, tls_policies, self._secret)
 
     def __call__(self, policy: ep.SecurityPolicy) -> Security:
         """Raises: Problem."""
         spec = policy.spec
         ns = policy.metadata.namespace or ""
+        jwt = self._jwt_auth(ns, spec.jwt) if spec.jwt else None
         security = ir.SecurityPolicy(
             name=f"{ns}/{policy.metadata.name}",
             authorization=_authorization(spec.authorization) if spec.authorization else None,
             basic_auth=self._basic_auth(ns, spec.basic_auth) if spec.basic_auth else None,
             api_key_auth=self._api_keys(ns, spec.api_key_auth) if spec.api_key_auth else None,
             ext_auth=self._ext_auth(ns, spec.ext_auth) if spec.ext_auth else None,
-            jwt=self._jwt_auth(ns, spec.jwt) if spec.jwt else None,
+            jwt=jwt,
+            oidc=self._oidc_auth(ns, policy.metadata.name, spec.oidc, jwt) if spec.oidc else None,
         )
         return Security(security=security, cors=_cors(spec.cors) if spec.cors else None)
 
@@ -266,6 +271,12 @@ class SecurityConverter:
         try:
             return self._jwt(ns, spec)
         except JWTProblem as exc:
+            raise Problem(str(exc)) from None
+
+    def _oidc_auth(self, ns: str, name: str, spec: OIDC, jwt: ir.JWT | None) -> ir.OIDC:
+        try:
+            return self._oidc(ns, name, spec, jwt)
+        except OIDCProblem as exc:
             raise Problem(str(exc)) from None
 
     def _secret(self, ns: str, ref: SecretObjectReference, field: str) -> api.Secret:
