@@ -249,8 +249,13 @@ async def complete(
         return Outcome(status=401, body=FAILED)
     if exchange.grant == "authorization_code":
         return flow.finish_login(keys, exchange, tokens, now)
+    names = flow.names
+    fresh = {names.access: tokens.access_token, names.id: tokens.id_token}
+    if tokens.refresh_token:
+        fresh[names.refresh] = tokens.refresh_token
+    cookie = flow.backend_cookie(req.header(b"cookie") or "", fresh)
     return Outcome(
-        add=flow.forward_headers(tokens.access_token, tokens.id_token),
+        add=[cookie, *flow.forward_headers(tokens.access_token, tokens.id_token)],
         set_cookies=flow.session_set_cookies(keys, exchange.host, tokens, now),
     )
 
@@ -274,7 +279,7 @@ def _why(exc: Exception) -> str:
 
 
 class _Body:
-    """A small request body sent at once."""
+    """A small request body, sent in one piece."""
 
     started = False
     finished = False
@@ -288,8 +293,6 @@ class _Body:
     async def receive(self) -> bytes:
         data, self._data = self._data, b""
         self.started = True
-        self.finished = not data or self.finished
+        self.finished = not data
         self.received += len(data)
-        if not data:
-            self.finished = True
         return data

@@ -174,20 +174,22 @@ class OIDCFlow:
     def _pass(self, req: OIDCRequest, keys: oc.Keys, cookies: dict[str, str]) -> Outcome:
         """A valid session: token cookies decrypted for the backend, the login cookie dropped."""
         config, names = self.config, self.names
-        outcome = Outcome()
         plain = {
             name: oc.unseal(keys, value, config.encrypt_tokens) or ""
             for name, value in cookies.items()
             if name in (names.access, names.id, names.refresh)
         }
-        raw = req.header(b"cookie") or ""
-        rest = oc.strip_cookies(raw, self.session_cookies)
-        parts = [rest] if rest else []
-        parts += [f"{k}={v}" for k, v in plain.items()]
-        parts += [f"{k}={cookies[k]}" for k in (names.expires, names.hmac) if k in cookies]
-        outcome.add.append((b"cookie", "; ".join(parts).encode("latin-1", "replace")))
+        kept = {k: cookies[k] for k in (names.expires, names.hmac) if k in cookies}
+        outcome = Outcome(add=[self.backend_cookie(req.header(b"cookie") or "", plain | kept)])
         outcome.add += self.forward_headers(plain.get(names.access, ""), plain.get(names.id, ""))
         return outcome
+
+    def backend_cookie(self, raw: str, session: dict[str, str]) -> tuple[bytes, bytes]:
+        """The Cookie header the backend gets: the client's others, the session's ``session``."""
+        rest = oc.strip_cookies(raw, self.session_cookies)
+        parts = [rest] if rest else []
+        parts += [f"{k}={v}" for k, v in session.items()]
+        return b"cookie", "; ".join(parts).encode("latin-1", "replace")
 
     def forward_headers(self, access: str, id_token: str) -> HeaderList:
         """``forwardAccessToken`` and ``forwardIDToken``: the tokens as the backend gets them."""

@@ -3,7 +3,7 @@
 One gateway and one provider serve every case (the module's fixture). An HTTP
 client follows the login over HTTP/1.1 and over HTTP/2 (prior knowledge):
 gateway → provider's authorization endpoint → gateway's callback → the page,
-then logs out; WebSocket upgrades with and without a session; tampered
+then logs out; WebSocket upgrades and gRPC calls with and without a session; tampered
 sessions, forged callbacks and ``denyRedirect``; a token refresh; and the
 client secret in no admin answer and no log line.
 """
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
 import httpx
 import pytest
 import trio
@@ -24,7 +26,8 @@ from edgegw.policy import oidccookies as oc
 from edgegw.translate.oidcconvert import cookie_suffix
 from tests.e2e.conftest import ROOT, Echo, Gateway, echoed, free_port, http_gateway
 from tests.e2e.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
-from tests.e2e.test_h2_e2e import route
+from tests.e2e.test_grpc_e2e import Backend, _handlers
+from tests.e2e.test_h2_e2e import route, service
 from tests.e2e.test_policies_e2e import _ws_status
 
 pytestmark = pytest.mark.e2e
@@ -43,15 +46,29 @@ apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: SecurityPolicy
 metadata: {{name: sso, namespace: default}}
 spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app}}]
+  targetRefs:
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: app}}
+  - {{group: gateway.networking.k8s.io, kind: GRPCRoute, name: grpc}}
   oidc:
     provider: {{issuer: "{issuer}"}}
     clientID: {CLIENT_ID}
     clientSecret: {{name: oidc-client}}
     scopes: [email]
+    redirectURL: "%REQ(x-forwarded-proto)%://%REQ(:authority)%/app/oauth2/callback"
+    logoutPath: /app/logout
     forwardAccessToken: true
     denyRedirect:
       headers: [{{name: X-Requested-With, type: Exact, value: XMLHttpRequest}}]
+"""
+
+
+GRPC_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: grpc-backend, port: 80}]}]
 """
 
 
@@ -64,14 +81,20 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("oidc")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((_handlers(Backend()),))
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
     with pytest.MonkeyPatch.context() as mp, Provider() as provider:
         mp.setenv("PYTHONPATH", str(ROOT))
         echo = Echo("a", tmp)
         gateway = Gateway(tmp)
         port = free_port()
         gateway.service("echo", echo)
+        service(gateway, "grpc-backend", grpc_port, "kubernetes.io/h2c")
         gateway.write("gateway.yaml", http_gateway(port))
-        gateway.write("route-app.yaml", route("app", "echo", "/"))
+        gateway.write("route-app.yaml", route("app", "echo", "/app"))
+        gateway.write("route-grpc.yaml", GRPC_ROUTE)
         gateway.write("policy.yaml", _policy(provider.issuer))
         try:
             gateway.start()
@@ -80,6 +103,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             if gateway.process is not None:
                 gateway.stop()
             echo.process.stop()
+            server.stop(None)
 
 
 def _client(http2: bool) -> httpx.Client:
@@ -133,7 +157,7 @@ def test_login_then_logout(env: Env, http2: bool) -> None:
         params = {k: v[0] for k, v in parse_qs(location.query).items()}
         assert params["client_id"] == CLIENT_ID
         assert params["scope"] == "email openid"
-        assert params["redirect_uri"] == f"{env.base}/oauth2/callback"
+        assert params["redirect_uri"] == f"{env.base}/app/oauth2/callback"
         assert params["code_challenge_method"] == "S256"
         assert params["nonce"]
         assert oc.decode_state(params["state"]) is not None
@@ -162,7 +186,7 @@ def test_login_then_logout(env: Env, http2: bool) -> None:
             "RefreshToken": "604800",
         }
 
-        out = _get(client, f"{env.base}/logout", _cookie_header(session))
+        out = _get(client, f"{env.base}/app/logout", _cookie_header(session))
         assert out.status_code == 302
         end = urlsplit(out.headers["location"])
         assert f"{end.scheme}://{end.netloc}{end.path}" == f"{env.provider.issuer}/logout"
@@ -183,7 +207,7 @@ def test_forged_sessions_and_callbacks(env: Env) -> None:
         tampered = cookie.replace(f"{expires}={value}", f"{expires}={int(value) + 3600}")
         assert tampered != cookie
         assert _get(client, f"{env.base}/app", tampered).status_code == 302
-        callback = f"{env.base}/oauth2/callback"
+        callback = f"{env.base}/app/oauth2/callback"
         assert _get(client, f"{callback}?code=x&state=y").text == "OAuth flow failed."
         forged = oc.encode_state(f"{env.base}/app", "abc.def")
         rsp = _get(client, f"{callback}?code=x&state={forged}", "")
@@ -216,7 +240,9 @@ def test_an_expired_session_is_refreshed(env: Env) -> None:
     with _client(True) as client:
         rsp = _get(client, f"{env.base}/app/r", _forged_expired_session(env))
         assert rsp.status_code == 200, rsp.text
-        assert echoed(rsp.content)["headers"]["authorization"][0].startswith("Bearer at-")
+        seen = echoed(rsp.content)["headers"]
+        assert seen["authorization"][0].startswith("Bearer at-")
+        assert f"IdToken-{_suffix()}=eyJ" in seen["cookie"][0]  # the new tokens, decrypted
         renewed = _set_cookies(rsp)
         assert any(k.startswith("OauthHMAC-") for k in renewed)
         again = _get(client, f"{env.base}/app/r", _cookie_header(renewed))
@@ -232,6 +258,23 @@ async def test_websocket_upgrade_needs_a_session(env: Env) -> None:
             session, _ = await trio.to_thread.run_sync(_login, env, client, f"{env.base}/app")
         cookie = _cookie_header(session).encode()
         assert await _ws_status(url, [(b"Cookie", cookie)]) == 101
+
+
+def test_grpc_calls_get_no_login_page(env: Env) -> None:
+    """As Envoy answers them: the 302 becomes UNKNOWN, a denyRedirect 401 UNAUTHENTICATED."""
+    with _client(False) as client:
+        session, _ = _login(env, client, f"{env.base}/app")
+    cookie = ("cookie", _cookie_header(session))
+    with grpc.insecure_channel(f"127.0.0.1:{env.port}") as channel:
+        unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Echo/Unary")
+        with pytest.raises(grpc.RpcError) as info:
+            unary(b"hi", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
+        ajax = (("x-requested-with", "XMLHttpRequest"),)
+        with pytest.raises(grpc.RpcError) as info:
+            unary(b"hi", timeout=10, metadata=ajax)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert unary(b"hi", timeout=10, metadata=(cookie,)) == b"hi|"
 
 
 def test_secrets_stay_secret(env: Env, tmp_path: Path) -> None:
