@@ -456,6 +456,7 @@ class ClientPolicy(IR, frozen=True, kw_only=True):
     path: PathOptions | None = None
     connection_limit: int | None = None
     close_delay: float | None = None
+    buffer_limit: int | None = None  # connection.bufferLimit: bytes held per client connection
     tcp_idle_timeout: float | None = None  # TCP and TLS listeners
     request_received_timeout: float | None = None  # head and body of a request by then
     default_host: str | None = None  # http1.http10.useDefaultHost: the listener's hostname

@@ -98,9 +98,10 @@ class ConnectionLimit(PolicyModel, kw_only=True, frozen=True):
 
 
 class ClientConnection(PolicyModel, kw_only=True, frozen=True):
-    """``connection``: ``bufferLimit`` is not modelled (edgegw streams with fixed-size reads)."""
+    """``connection``: the connection limit and the per-connection buffer limit."""
 
     connection_limit: ConnectionLimit | None = None
+    buffer_limit: Quantity | None = None
 
 
 class TCPClientTimeout(PolicyModel, kw_only=True, frozen=True):

@@ -156,6 +156,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     protocol: str = "http/1.1"  # the front end serving it sets "h2" or "h3"
     h2_limits: H2Limits | None = None  # a ClientTrafficPolicy's http2 settings
     default_host: str | None = None  # the Host of an HTTP/1.0 request without one
+    read_size: int | None = None  # bytes per read, from a ClientTrafficPolicy bufferLimit
 
 
 class ProxyRequest(msgspec.Struct):

@@ -35,7 +35,7 @@ import trio
 
 from edgegw import ir, routing
 from edgegw.certificates.challenges import Challenges
-from edgegw.net import h2server, http, tcp, tls
+from edgegw.net import bufferlimit, h2server, http, tcp, tls
 from edgegw.net.context import DrainSignal, HTTPConnectionContext, HTTPLimits
 from edgegw.net.jwks import JWKSStore
 from edgegw.net.oidc import OIDCProviders
@@ -105,7 +105,8 @@ def _http_limits(policies: list[ir.ClientPolicy]) -> HTTPLimits | None:
 
 
 def _connection_settings(policies: list[ir.ClientPolicy]) -> dict[str, Any]:
-    """The port's connection limit, TCP idle time, HTTP/2 settings and default Host.
+    """The port's connection limit, buffer limit, TCP idle time, HTTP/2 settings and default
+    Host.
 
     Per port, as ``_http_limits``: the first listener's policy that sets each wins.
     """
@@ -118,23 +119,34 @@ def _connection_settings(policies: list[ir.ClientPolicy]) -> dict[str, Any]:
     if idle:
         out["tcp_idle_timeout"] = idle
     h2 = next((p.http2 for p in policies if p.http2), None)
-    if h2 is not None:
-        out["h2_limits"] = _h2_limits(h2)
+    buffered = next((p.buffer_limit for p in policies if p.buffer_limit), None)
+    if buffered:
+        out["read_size"] = bufferlimit.read_size(buffered)
+    if h2 is not None or buffered:
+        out["h2_limits"] = _h2_limits(h2 or ir.HTTP2Options(), buffered)
     out["default_host"] = next((p.default_host for p in policies if p.default_host), None)
     return out
 
 
-def _h2_limits(options: ir.HTTP2Options) -> H2Limits:
-    """ClientTrafficPolicy ``http2``: our SETTINGS and connection window, else edgegw's own;
-    ``onInvalidMessage``."""
+def _h2_limits(options: ir.HTTP2Options, buffer_limit: int | None) -> H2Limits:
+    """ClientTrafficPolicy ``http2``: our SETTINGS and connection window, else edgegw's own
+    (windows bounded by ``connection.bufferLimit`` where one is set); ``onInvalidMessage``."""
     base = H2Limits()
-    return dataclasses.replace(
+    base = dataclasses.replace(
         base,
         max_concurrent_streams=options.max_concurrent_streams or base.max_concurrent_streams,
-        initial_window_size=options.initial_stream_window_size or base.initial_window_size,
-        connection_window_size=options.initial_connection_window_size
-        or base.connection_window_size,
         malformed_ends_connection=options.terminate_connection,
+    )
+    stream = options.initial_stream_window_size
+    connection = options.initial_connection_window_size
+    if buffer_limit:
+        return bufferlimit.h2_limits(
+            base, buffer_limit, stream_window=stream, connection_window=connection
+        )
+    return dataclasses.replace(
+        base,
+        initial_window_size=stream or base.initial_window_size,
+        connection_window_size=connection or base.connection_window_size,
     )
 
 
@@ -212,6 +224,7 @@ class PortServices:
             oidc=self.dispatcher.oidc,
             h2_limits=runtime.h2_limits,
             default_host=runtime.default_host,
+            read_size=runtime.read_size,
         )
 
     def tcp_context(self) -> tcp.TCPContext:

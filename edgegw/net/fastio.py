@@ -38,6 +38,7 @@ from typing import Protocol
 import trio
 
 __all__ = [
+    "READ_SIZE",
     "TICK",
     "ByteIO",
     "FastSocket",
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 TICK = 0.1
-_READ = 65536
+READ_SIZE = 65536  # bytes per read unless a connection asks for fewer
 _read = os.read
 _write = os.write
 _wait_readable = trio.lowlevel.wait_readable
@@ -105,14 +106,15 @@ def _watchdog() -> _Watchdog:
 class FastSocket:
     """Direct non-blocking I/O on the socket of a ``trio.SocketStream``."""
 
-    __slots__ = ("_dog", "_sock", "deadline", "expired", "fd")
+    __slots__ = ("_dog", "_sock", "deadline", "expired", "fd", "read_size")
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: trio.socket.SocketType, read_size: int = READ_SIZE) -> None:
         self._sock = sock
         self.fd = sock.fileno()
         self._dog = _watchdog()
         self.deadline = math.inf
         self.expired = False
+        self.read_size = read_size  # at most this much per read (ClientTrafficPolicy bufferLimit)
 
     def recv_nowait(self) -> bytes | None:
         """What the kernel holds now (``b""`` at EOF), or ``None`` if nothing yet.
@@ -121,7 +123,7 @@ class FastSocket:
             trio.BrokenResourceError: the connection failed.
         """
         try:
-            return _read(self.fd, _READ)
+            return _read(self.fd, self.read_size)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -142,7 +144,7 @@ class FastSocket:
             await self._wait(_wait_readable, deadline)
         while True:
             try:
-                return _read(self.fd, _READ)
+                return _read(self.fd, self.read_size)
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -228,25 +230,26 @@ class FastSocket:
 class StreamIO:
     """The same interface over any ``trio.abc.Stream`` (TLS, memory streams in tests)."""
 
-    __slots__ = ("_scope", "expired", "stream")
+    __slots__ = ("_scope", "expired", "read_size", "stream")
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, read_size: int = READ_SIZE) -> None:
         self.stream = stream
         self._scope: trio.CancelScope | None = None
         self.expired = False
+        self.read_size = read_size
 
     async def recv(self, deadline: float = math.inf, *, wait_first: bool = False) -> bytes:
         """As ``FastSocket.recv``."""
         del wait_first
         if deadline == math.inf and not self.expired:
-            return bytes(await self.stream.receive_some(_READ))
+            return bytes(await self.stream.receive_some(self.read_size))
         receive_before = getattr(self.stream, "receive_before", None)  # TLS keeps deadlines
         if receive_before is not None:
             if self.expired:
                 raise TimedOut("timed out")
-            return bytes(await receive_before(_READ, deadline))
+            return bytes(await receive_before(self.read_size, deadline))
         with self._timeout(deadline):
-            return bytes(await self.stream.receive_some(_READ))
+            return bytes(await self.stream.receive_some(self.read_size))
         raise TimedOut("timed out")
 
     async def send_all(self, data: bytes, deadline: float = math.inf) -> None:
@@ -291,14 +294,18 @@ class NonBlockingIO(ByteIO, Protocol):
     def recv_nowait(self) -> bytes | None: ...
 
 
-def open_io(stream: trio.abc.Stream) -> ByteIO:
+def open_io(stream: trio.abc.Stream, read_size: int | None = None) -> ByteIO:
     """A ``FastSocket`` for a plain ``trio.SocketStream``; what a stream offers as its own
-    fast ``byte_io()`` (TLS inline, ``net/tls_stream.py``); else a ``StreamIO``."""
+    fast ``byte_io()`` (TLS inline, ``net/tls_stream.py``); else a ``StreamIO``.
+
+    ``read_size`` bounds every read on the connection, the TLS layer's included
+    (ClientTrafficPolicy ``connection.bufferLimit``); None keeps ``READ_SIZE``.
+    """
     if type(stream) is trio.SocketStream:
-        return FastSocket(stream.socket)
+        return FastSocket(stream.socket, read_size or READ_SIZE)
     byte_io = getattr(stream, "byte_io", None)
-    fast = byte_io() if byte_io is not None else None
-    return fast if fast is not None else StreamIO(stream)
+    fast = byte_io(read_size) if byte_io is not None else None
+    return fast if fast is not None else StreamIO(stream, read_size or READ_SIZE)
 
 
 async def close_now(stream: trio.abc.Stream) -> None:

@@ -46,7 +46,14 @@ from hyperframe.frame import GoAwayFrame
 
 from edgegw.net import websocket
 from edgegw.net.context import ClientAbort, HTTPConnectionContext, ProxyRequest
-from edgegw.net.fastio import FastSocket, NonBlockingIO, TimedOut, close_now, open_io
+from edgegw.net.fastio import (
+    READ_SIZE,
+    FastSocket,
+    NonBlockingIO,
+    TimedOut,
+    close_now,
+    open_io,
+)
 from edgegw.net.heldhead import HeldHeadWriter
 from edgegw.net.proxy import handle_request
 from edgegw.net.tls_stream import TLSIO
@@ -57,7 +64,7 @@ from edgegw.proto.h2codec import events as ev
 
 log = logging.getLogger("edgegw.net.h2")
 
-_READ = 65536
+_READ = READ_SIZE
 _HIGH_WATER = 256 * 1024
 _H2Error = (H2Error,)
 
@@ -134,7 +141,10 @@ class H2ServerConnection:
         self._closing = False
         self._drain_hook = _GoawayOnDrain(self)
         self._raw_out = b""  # frames built here, not by h2 (the graceful GOAWAY)
-        self._io = open_io(stream)
+        # ClientTrafficPolicy bufferLimit: smaller reads, and less queued for the writer
+        self._read_size = ctx.read_size or _READ
+        self._high_water = min(_HIGH_WATER, ctx.read_size) if ctx.read_size else _HIGH_WATER
+        self._io = open_io(stream, ctx.read_size)
         io = self._io  # reads and writes that need no Stream round trip (plain socket, TLS)
         self._fast: NonBlockingIO | None = io if isinstance(io, FastSocket | TLSIO) else None
 
@@ -182,7 +192,7 @@ class H2ServerConnection:
                 with trio.CancelScope(deadline=deadline) as scope:
                     drain.idle.add(scope)
                     try:
-                        data = await self.stream.receive_some(_READ)
+                        data = await self.stream.receive_some(self._read_size)
                     finally:
                         drain.idle.discard(scope)
                 if scope.cancelled_caught:
@@ -200,7 +210,7 @@ class H2ServerConnection:
         even when a client keeps the socket full (a PING flood would otherwise pile up)."""
         io = self._fast
         if io is None:
-            return await self.stream.receive_some(_READ)
+            return await self.stream.receive_some(self._read_size)
         data = io.recv_nowait()
         if data is None:
             return await io.recv()  # it waits: a checkpoint
@@ -331,7 +341,7 @@ class H2ServerConnection:
     async def flush(self) -> None:
         """Wake the writer; wait for it while too much is queued."""
         self._wake.set()
-        while self._queued > _HIGH_WATER:
+        while self._queued > self._high_water:
             await self._written.wait()
 
     def _ack(self, stream_id: int, length: int) -> None:
@@ -391,7 +401,8 @@ class H2ServerConnection:
             request = ProxyRequest(
                 "CONNECT", head.path, head.query, head.authority, head.host, head.headers, body
             )
-            return await handle_request(request, writer, self.ctx, websocket.H2Tunnel())
+            tunnel = websocket.H2Tunnel(self._read_size)
+            return await handle_request(request, writer, self.ctx, tunnel)
         writer.head_request = head.method == "HEAD"
         body = H2Body(self, st, head.content_length)
         request = ProxyRequest(

@@ -125,7 +125,7 @@ async def serve_http_connection(
 class _Connection:
     def __init__(self, stream: trio.abc.Stream, ctx: HTTPConnectionContext) -> None:
         self.stream = stream  # for protocols that take the connection over (WebSocket)
-        self.io = open_io(stream)
+        self.io = open_io(stream, ctx.read_size)
         self.ctx = ctx
         limits = ctx.limits
         kind = CaseKeepingRequestParser if limits.preserve_case else RequestParser
@@ -223,7 +223,9 @@ class _Connection:
         tunnel = None
         if event.upgrade:
             if websocket.is_websocket_upgrade(event):
-                tunnel = websocket.H1Tunnel(self.stream, self.parser.trailing_data)
+                tunnel = websocket.H1Tunnel(
+                    self.stream, self.parser.trailing_data, self.ctx.read_size
+                )
             elif event.method == b"CONNECT" or event.content_length != 0:
                 await self.send_error(501)
                 return False

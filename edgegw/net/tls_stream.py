@@ -133,9 +133,17 @@ class TLSStream(trio.abc.Stream):
             self.connection.shutdown()
             await self._flush()
 
-    def byte_io(self) -> TLSIO | None:
-        """The inline reader/writer over this connection, when a plain socket is underneath."""
-        return TLSIO(self) if self._fast is not None else None
+    def byte_io(self, read_size: int | None = None) -> TLSIO | None:
+        """The inline reader/writer over this connection, when a plain socket is underneath.
+
+        ``read_size`` bounds each read of ciphertext from the socket and of
+        plaintext from OpenSSL, from now on (``fastio.open_io``).
+        """
+        if self._fast is None:
+            return None
+        if read_size:
+            self._fast.read_size = read_size
+        return TLSIO(self, read_size or _RECV_CHUNK)
 
     # --- the Stream interface --------------------------------------------------------------
 
@@ -308,13 +316,14 @@ class TLSIO:
     hand, as ``FastSocket.recv`` does; callers that loop add their own.
     """
 
-    __slots__ = ("_conn", "_fast", "_tls")
+    __slots__ = ("_conn", "_fast", "_tls", "read_size")
 
-    def __init__(self, tls: TLSStream) -> None:
+    def __init__(self, tls: TLSStream, read_size: int = _RECV_CHUNK) -> None:
         assert tls._fast is not None
         self._tls = tls
         self._conn = tls.connection
         self._fast = tls._fast
+        self.read_size = read_size
 
     @property
     def expired(self) -> bool:
@@ -334,7 +343,7 @@ class TLSIO:
         if tls._starved and not conn.pending():
             return None
         try:
-            data = conn.recv(_RECV_CHUNK)
+            data = conn.recv(self.read_size)
         except SSL.WantReadError:
             tls._starved = True
             return None

@@ -209,12 +209,16 @@ async def _open_tunnel(ctx: HTTPConnectionContext, plan: RequestPlan) -> _Opened
 class H1Tunnel:
     """The tunnel for an HTTP/1.1 Upgrade; the client connection is done afterwards."""
 
-    __slots__ = ("_received", "_stream")
+    __slots__ = ("_read_size", "_received", "_stream")
 
-    def __init__(self, stream: trio.abc.Stream, received: bytes = b"") -> None:
-        """Args: the client connection (head already read) and early bytes after the head."""
+    def __init__(
+        self, stream: trio.abc.Stream, received: bytes = b"", read_size: int | None = None
+    ) -> None:
+        """Args: the client connection (head already read), early bytes after the head, and
+        the most one read may take from either side (ClientTrafficPolicy bufferLimit)."""
         self._stream = stream
         self._received = received
+        self._read_size = read_size or _READ
 
     async def forward(
         self, plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext
@@ -233,7 +237,7 @@ class H1Tunnel:
             await client.send_all(serialize_response_head(101, fields) + opened.reply.rest)
             if self._received:
                 await upstream.send_all(self._received)
-            await _relay(client, upstream)
+            await _relay(client, upstream, self._read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError, UpstreamError):
             pass
         finally:
@@ -241,14 +245,15 @@ class H1Tunnel:
         return None
 
 
-async def _relay(client: trio.abc.Stream, upstream: trio.abc.Stream) -> None:
-    """Copy both ways until either side closes or both are idle for ``IDLE_TIMEOUT``."""
+async def _relay(client: trio.abc.Stream, upstream: trio.abc.Stream, read_size: int) -> None:
+    """Copy both ways, ``read_size`` bytes at most at a time, until either side closes or
+    both are idle for ``IDLE_TIMEOUT``."""
     async with trio.open_nursery() as nursery:
         idle = trio.CancelScope(deadline=trio.current_time() + IDLE_TIMEOUT)
 
         async def copy(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
             try:
-                while data := await source.receive_some(_READ):
+                while data := await source.receive_some(read_size):
                     idle.deadline = trio.current_time() + IDLE_TIMEOUT
                     await sink.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -268,7 +273,12 @@ async def _relay(client: trio.abc.Stream, upstream: trio.abc.Stream) -> None:
 class H2Tunnel:
     """The tunnel for an extended CONNECT stream; the plan's body is the stream's DATA."""
 
-    __slots__ = ()
+    __slots__ = ("_read_size",)
+
+    def __init__(self, read_size: int | None = None) -> None:
+        """Args: the most one read from the backend may take (ClientTrafficPolicy bufferLimit);
+        the client's side is bounded by the stream's flow-control window."""
+        self._read_size = read_size or _READ
 
     async def forward(
         self, plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext
@@ -293,7 +303,7 @@ class H2Tunnel:
             if opened.reply.rest:
                 await writer.send_data(opened.reply.rest)
                 await writer.flush()
-            await _relay_h2(plan.req.body, writer, upstream)
+            await _relay_h2(plan.req.body, writer, upstream, self._read_size)
         except UpstreamError:
             pass
         finally:
@@ -301,7 +311,9 @@ class H2Tunnel:
         return None
 
 
-async def _relay_h2(body: RequestBody, writer: ResponseWriter, upstream: trio.abc.Stream) -> None:
+async def _relay_h2(
+    body: RequestBody, writer: ResponseWriter, upstream: trio.abc.Stream, read_size: int
+) -> None:
     async with trio.open_nursery() as nursery:
         idle = trio.CancelScope(deadline=trio.current_time() + IDLE_TIMEOUT)
 
@@ -316,7 +328,7 @@ async def _relay_h2(body: RequestBody, writer: ResponseWriter, upstream: trio.ab
 
         async def from_backend() -> None:
             try:
-                while data := await upstream.receive_some(_READ):
+                while data := await upstream.receive_some(read_size):
                     idle.deadline = trio.current_time() + IDLE_TIMEOUT
                     await writer.send_data(bytes(data))
                     await writer.flush()  # a frame must not wait for the next one

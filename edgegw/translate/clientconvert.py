@@ -88,6 +88,8 @@ def client_fields(spec: ep.ClientTrafficPolicySpec) -> dict[str, Any]:
         if limit is not None:
             out["connection_limit"] = limit.value
             out["close_delay"] = float(limit.close_delay) if limit.close_delay else None
+        if spec.connection.buffer_limit is not None:  # 0: no limit, as in Envoy
+            out["buffer_limit"] = _buffer_limit(spec.connection.buffer_limit) or None
     if spec.timeout is not None:
         out |= _timeouts(spec.timeout)
     if spec.http1 is not None:
@@ -102,6 +104,16 @@ def client_fields(spec: ep.ClientTrafficPolicySpec) -> dict[str, Any]:
             terminate_connection=h2.on_invalid_message == "TerminateConnection",
         )
     return out
+
+
+def _buffer_limit(value: int) -> int:
+    """``connection.bufferLimit`` in bytes, in the range Envoy Gateway accepts (0 to 2^32-1)."""
+    if value > 2**32 - 1:
+        raise Problem(
+            f"spec.connection.bufferLimit: {value} is out of range, must be between 0 and "
+            f"{2**32 - 1}"
+        )
+    return int(value)
 
 
 def _int(value: int | None) -> int | None:
