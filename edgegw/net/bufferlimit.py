@@ -10,9 +10,10 @@ the client hold the rest. HTTP/1.1 streams inherit it as their body buffer;
 HTTP/2 streams are bounded by the HTTP/2 windows instead. A body that a filter
 must hold whole and that passes the limit gets 413.
 
-edgegw holds no body whole (bodies stream; retries happen only before a body
-was sent; extAuth gets no body), so only the streaming half applies, and
-edgegw reaches it by bounding every userspace buffer of the connection:
+edgegw has no filter that holds a body whole (extAuth gets no body); what
+it keeps for retries is bounded by the limit too (``net/replay.py``). The
+streaming half it reaches by bounding every userspace buffer of the
+connection:
 
 - each read from the client (plain, TLS ciphertext and plaintext, h2c, the
   client side of a WebSocket tunnel) takes at most ``read_size(limit)``

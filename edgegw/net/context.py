@@ -157,6 +157,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     h2_limits: H2Limits | None = None  # a ClientTrafficPolicy's http2 settings
     default_host: str | None = None  # the Host of an HTTP/1.0 request without one
     read_size: int | None = None  # bytes per read, from a ClientTrafficPolicy bufferLimit
+    buffer_limit: int | None = None  # that bufferLimit: also the most a retry keeps of a body
 
 
 class ProxyRequest(msgspec.Struct):

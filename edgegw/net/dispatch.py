@@ -121,6 +121,7 @@ def _connection_settings(policies: list[ir.ClientPolicy]) -> dict[str, Any]:
     h2 = next((p.http2 for p in policies if p.http2), None)
     buffered = next((p.buffer_limit for p in policies if p.buffer_limit), None)
     if buffered:
+        out["buffer_limit"] = buffered
         out["read_size"] = bufferlimit.read_size(buffered)
     if h2 is not None or buffered:
         out["h2_limits"] = _h2_limits(h2 or ir.HTTP2Options(), buffered)
@@ -225,6 +226,7 @@ class PortServices:
             h2_limits=runtime.h2_limits,
             default_host=runtime.default_host,
             read_size=runtime.read_size,
+            buffer_limit=runtime.buffer_limit,
         )
 
     def tcp_context(self) -> tcp.TCPContext:

@@ -69,7 +69,8 @@ class PortRuntime(msgspec.Struct, frozen=True, kw_only=True):
     h2_limits: H2Limits | None = None  # ClientTrafficPolicy http2
     connection_limit: int | None = None  # ClientTrafficPolicy connection.connectionLimit
     close_delay: float = 0.0  # before closing a connection over the limit
-    read_size: int | None = None  # per read from a client (connection.bufferLimit)
+    buffer_limit: int | None = None  # ClientTrafficPolicy connection.bufferLimit
+    read_size: int | None = None  # per read from a client, from buffer_limit
     tcp_idle_timeout: float | None = None  # ClientTrafficPolicy timeout.tcp.idleTimeout
     default_host: str | None = None  # http1.http10.useDefaultHost
 

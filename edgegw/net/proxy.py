@@ -14,7 +14,8 @@ here on it is the spec's behaviour, with no framing in sight:
 3. an upgrade goes to its tunnel, which moves bytes (``net/websocket.py``);
 4. otherwise the upstream exchange with the rule's retries: connect
    failures → 503, broken upstreams → 502, timeouts → 504; a retry only
-   while the body can still be sent again;
+   while the body can still be sent again (``net/replay.py`` keeps a copy
+   up to the connection's buffer limit);
 5. the response, its fields from ``decide.response_fields`` (hop-by-hop
    removed, response modifiers, CORS, session token), streamed as it arrives
    (flushed only when the upstream has nothing more queued, so a small
@@ -58,6 +59,8 @@ from edgegw.net.decide import (
     response_fields,
 )
 from edgegw.net.guard import authorize
+from edgegw.net.replay import DEFAULT_LIMIT as REPLAY_LIMIT
+from edgegw.net.replay import ReplayBody
 from edgegw.net.upstream import (
     Overflow,
     UpstreamError,
@@ -226,10 +229,15 @@ class _Retrying:
         self, plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext
     ) -> None:
         self.plan, self.writer, self.ctx = plan, writer, ctx
+        req = plan.req
+        if plan.rule is not None and plan.rule.retry is not None and req.body.length != 0:
+            req.body = ReplayBody(req.body, ctx.buffer_limit or REPLAY_LIMIT)
 
     def _resendable(self) -> bool:
         body = self.plan.req.body
-        return body.length == 0 or not body.started
+        if body.length == 0 or not body.started:
+            return True
+        return isinstance(body, ReplayBody) and body.replayable
 
     async def run(self) -> None:
         plan, pool = self.plan, self.ctx.pool
@@ -250,6 +258,8 @@ class _Retrying:
             assert retry is not None
             await trio.sleep(f.backoff_delay(retry, attempt, random.random()))
             attempt += 1
+            if isinstance(plan.req.body, ReplayBody) and plan.req.body.started:
+                plan.req.body.rewind()
 
     async def _attempt(
         self, tried: set[ir.Endpoint], attempt: int, breaker: Breaker | None

@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +40,18 @@ HOST = "up.example.com"
 
 class PieceBackend(SocketServer):
     """Reads a request body slowly and answers what it got: length, SHA-256 and, for a
-    chunked body, the largest chunk (one chunk per piece the gateway read)."""
+    chunked body, the largest chunk (one chunk per piece the gateway read). The first try
+    of a request to ``/retry/<id>`` gets 503 once its body was read whole."""
 
     def __init__(self) -> None:
         super().__init__(concurrent=True)
+        self.tries: Counter[str] = Counter()
 
     def handle(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         reader = _Reader(conn)
         head = reader.until(b"\r\n\r\n").decode("latin-1").lower()
+        target = head.split(" ", 2)[1]
         fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
         digest, length, largest = hashlib.sha256(), 0, 0
         if fields.get("transfer-encoding") == "chunked":
@@ -58,6 +64,11 @@ class PieceBackend(SocketServer):
         else:
             length = int(fields.get("content-length", "0"))
             digest.update(reader.exactly(length))
+        if target.startswith("/retry/"):
+            self.tries[target] += 1
+            if self.tries[target] == 1:
+                conn.sendall(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                return
         body = json.dumps({"length": length, "sha256": digest.hexdigest(), "largest": largest})
         conn.sendall(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
@@ -94,6 +105,7 @@ class _Reader:
 
 @dataclass
 class Env:
+    backend: PieceBackend
     limited: int  # HTTP, bufferLimit 16Ki
     unlimited: int  # HTTP, no policy
     secure: int  # HTTPS, bufferLimit 8Ki (below a TLS record, which is read whole otherwise)
@@ -123,6 +135,9 @@ spec:
   parentRefs: [{name: gw}]
   rules:
   - backendRefs: [{name: pieces, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /retry}}]
+    retry: {codes: [503], attempts: 2, backoff: 1ms}
+    backendRefs: [{name: pieces, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /ws}}]
     backendRefs: [{name: echo, port: 80}]
 """
@@ -159,6 +174,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             conditions = {c["type"]: c["status"] for c in status["ancestors"][0]["conditions"]}
             assert conditions["Accepted"] == "True", status
         yield Env(
+            backend,
             limited,
             unlimited,
             secure,
@@ -234,3 +250,43 @@ async def test_websocket_large_messages_relay(env: Env) -> None:
             for _ in range(2):
                 await ws.send_message(message)
                 assert await ws.get_message() == message
+
+
+@pytest.mark.parametrize(
+    ("port", "size", "retried"),
+    [
+        ("limited", 12 * 1024, True),  # kept whole within the 16 KiB limit: sent again
+        ("limited", 40 * 1024, False),  # past it: no retry, the first answer (as Envoy)
+        ("unlimited", 24 * 1024, True),  # Envoy Gateway's default limit, 32 KiB, applies
+        ("unlimited", 40 * 1024, False),
+    ],
+)
+def test_a_retry_sends_a_body_again_while_it_fits_the_limit(
+    env: Env, port: str, size: int, retried: bool
+) -> None:
+    target = f"/retry/{uuid.uuid4().hex}"
+    data = bytes(range(256)) * (size // 256)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--data-binary",
+            "@-",
+            f"http://127.0.0.1:{getattr(env, port)}{target}",
+        ],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=20,
+    )
+    body, _, code = out.stdout.rpartition(b"\n")
+    assert env.backend.tries[target] == (2 if retried else 1)
+    if retried:
+        assert code == b"200"
+        assert json.loads(body)["sha256"] == hashlib.sha256(data).hexdigest()
+    else:
+        assert code == b"503"
