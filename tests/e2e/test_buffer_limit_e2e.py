@@ -1,10 +1,11 @@
 """ClientTrafficPolicy ``connection.bufferLimit`` through ``edgegw run``, with curl (HTTP/1.1,
-HTTPS, h2c, h2), a raw HTTP/2 client and trio-websocket: large uploads stream through, and
-what the gateway holds of a connection at a time stays within the limit.
+HTTPS, h2c, h2), a raw HTTP/2 client, grpcio and trio-websocket: large uploads stream
+through, and what the gateway holds of a connection at a time stays within the limit.
 
-The backend reads slowly, so the gateway always waits for it and the client's bytes pile
-up in the kernel: each read the gateway makes is then as large as it allows itself. A
-chunked upload is forwarded one chunk per read, so the backend sees those sizes.
+The backend reads slowly, so the gateway
+always waits for it and the client's bytes pile up in the kernel: each read the gateway
+makes is then as large as it allows itself. A chunked upload is forwarded one chunk per
+read, so the backend sees those sizes.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 import trio
 import trustme
@@ -28,6 +31,9 @@ from trio_websocket import open_websocket_url
 
 from tests.e2e.conftest import Echo, Gateway, SocketServer, curl, free_port, http_gateway
 from tests.e2e.h2wire import PING, PREFACE, SETTINGS, Wire, raw_frame
+from tests.e2e.test_grpc_e2e import GRPC_ROUTE, OPTIONS, _handlers
+from tests.e2e.test_grpc_e2e import Backend as GrpcBackend
+from tests.e2e.test_h2_e2e import service
 from tests.e2e.test_https import tls_secret
 
 pytestmark = pytest.mark.e2e
@@ -147,6 +153,12 @@ spec:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = Path(tmp_path_factory.mktemp("bufferlimit"))
     backend, echo, gateway = PieceBackend(), Echo("ws", tmp), Gateway(tmp)
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=OPTIONS)
+    grpc_server.add_generic_rpc_handlers((_handlers(GrpcBackend()),))
+    service(
+        gateway, "grpc-backend", grpc_server.add_insecure_port("127.0.0.1:0"), "kubernetes.io/h2c"
+    )
+    grpc_server.start()
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     upload = tmp / "upload.bin"
@@ -167,6 +179,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     gateway.write("gateway.yaml", http_gateway(limited, listeners=listeners))
     policies = _policy("limited", "limited", "16Ki") + _policy("tls", "secure", "8Ki")
     gateway.write("routes.yaml", ROUTES + policies)
+    gateway.write("grpcroute.yaml", GRPC_ROUTE)
     try:
         gateway.start()
         for name in ("limited", "tls"):
@@ -187,6 +200,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             gateway.stop()
         echo.process.stop()
         backend.close()
+        grpc_server.stop(None)
 
 
 def _upload(env: Env, url: str, *args: str) -> dict[str, int | str]:
@@ -239,6 +253,18 @@ def test_h2c_windows_bound_what_a_client_sends_ahead(env: Env) -> None:
     assert stream > 65535
     assert connection > 65535
     _upload(env, f"http://127.0.0.1:{env.limited}/up", "--http2-prior-knowledge")
+
+
+def test_grpc_large_messages_stream_through_small_windows(env: Env) -> None:
+    payload = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+    with grpc.insecure_channel(f"127.0.0.1:{env.limited}", options=OPTIONS) as channel:
+        big: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/test.Echo/Big")
+        assert big(payload, timeout=20) == payload[::-1]
+        parts = iter([payload[i : i + 100_000] for i in range(0, len(payload), 100_000)])
+        upload: grpc.StreamUnaryMultiCallable[bytes, bytes]
+        upload = channel.stream_unary("/test.Echo/ClientStream")
+        sent = upload(parts, timeout=20)
+        assert sent == b"%d" % len(payload)
 
 
 async def test_websocket_large_messages_relay(env: Env) -> None:
