@@ -65,10 +65,12 @@ class ActiveHealthCheck(IR, frozen=True, kw_only=True):
     ``kind`` HTTP sends ``method path`` (``host`` as Host) and wants a status
     in ``expected_statuses`` and, if set, ``receive`` in the first 1 KiB of the
     body; TCP connects, sends ``send`` and wants ``receive`` back (empty: a
-    connect is enough). ``port``: probe this port instead of the endpoint's.
+    connect is enough). GRPC calls ``grpc.health.v1.Health/Check`` over HTTP/2
+    for ``grpc_service`` (empty: the whole server) and wants ``SERVING``.
+    ``port``: probe this port instead of the endpoint's.
     """
 
-    kind: Literal["HTTP", "TCP"]
+    kind: Literal["HTTP", "TCP", "GRPC"]
     timeout: float = 1.0
     interval: float = 3.0
     initial_jitter: float = 0.0
@@ -81,6 +83,7 @@ class ActiveHealthCheck(IR, frozen=True, kw_only=True):
     retriable_statuses: tuple[int, ...] = ()
     send: bytes = b""
     receive: bytes = b""
+    grpc_service: str = ""
     port: int = 0
 
 

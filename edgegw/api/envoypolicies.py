@@ -353,6 +353,12 @@ class TCPActiveHealthChecker(PolicyModel, kw_only=True, frozen=True):
     receive: ActiveHealthCheckPayload | None = None
 
 
+class GRPCActiveHealthChecker(PolicyModel, kw_only=True, frozen=True):
+    """``grpc``: the service to ask about (unset: the server as a whole)."""
+
+    service: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
 class HealthCheckOverrides(PolicyModel, kw_only=True, frozen=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
 
@@ -368,6 +374,7 @@ class ActiveHealthCheck(PolicyModel, kw_only=True, frozen=True):
     type: Literal["HTTP", "TCP", "GRPC"]
     http: HTTPActiveHealthChecker | None = None
     tcp: TCPActiveHealthChecker | None = None
+    grpc: GRPCActiveHealthChecker | None = None
     overrides: HealthCheckOverrides | None = None
 
     def __post_init__(self) -> None:
@@ -375,6 +382,10 @@ class ActiveHealthCheck(PolicyModel, kw_only=True, frozen=True):
             raise FieldError("http", "If Health Checker type is HTTP, http field needs to be set.")
         if (self.type == "TCP") != (self.tcp is not None):
             raise FieldError("tcp", "If Health Checker type is TCP, tcp field needs to be set.")
+        if self.grpc is not None and self.type != "GRPC":
+            raise FieldError(
+                "grpc", "The grpc field can only be set if the Health Checker type is GRPC."
+            )
 
 
 class PassiveHealthCheck(PolicyModel, kw_only=True, frozen=True):

@@ -17,8 +17,10 @@ own connections, never the pool's.
 A checker probes all its endpoints at once, each under ``timeout``, then
 sleeps ``interval`` (Envoy arms its interval timer when the previous probe
 ends), after an initial random delay of up to ``initial_jitter``. Probes are
-HTTP/1.1 (``Connection: close``, as Envoy's default HTTP/1 health checker) or
-TCP (connect, send, read until the expected bytes came); their outcomes go to
+HTTP/1.1 (``Connection: close``, as Envoy's default HTTP/1 health checker),
+TCP (connect, send, read until the expected bytes came) or gRPC (one
+``Health/Check`` call on an HTTP/2 connection of its own, TLS with ALPN h2
+where the backend has TLS; ``proto/grpchealth.py``); their outcomes go to
 ``policy.activehealth``. A probe never touches request traffic: the load
 balancer reads the results table and nothing else.
 """
@@ -42,6 +44,7 @@ from edgegw.net.dns import ResolveError
 from edgegw.net.tls_client import client_context
 from edgegw.policy.activehealth import ActiveRecord, Outcome, apply, http_outcome, tcp_outcome
 from edgegw.proto.events import DataReceived, MessageEnded, ResponseReceived
+from edgegw.proto.grpchealth import HealthCall
 from edgegw.proto.http1 import ProtocolError, ResponseParser, serialize_request_head
 
 log = logging.getLogger("edgegw.health")
@@ -206,9 +209,11 @@ async def probe(
             return "network"
         try:
             if tls is not None:
-                stream = await dialer.start_tls(stream, client_context(tls), tls.hostname)
+                stream = await dialer.start_tls(stream, _context(config, tls), tls.hostname)
             if config.kind == "TCP":
                 return await _tcp(stream, config)
+            if config.kind == "GRPC":
+                return await _grpc(stream, config, target, tls is not None)
             return await _http(stream, config, target)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
             return "network"
@@ -217,6 +222,34 @@ async def probe(
         finally:
             await trio.aclose_forcefully(stream)
     return "network"  # timed out
+
+
+def _context(config: ir.ActiveHealthCheck, tls: ir.BackendTLS) -> ssl.SSLContext:
+    """The backend's TLS context; a gRPC check offers ALPN h2 only, as gRPC needs."""
+    if config.kind == "GRPC" and tls.alpn != ("h2",):
+        tls = msgspec.structs.replace(tls, alpn=("h2",))
+    return client_context(tls)
+
+
+def _authority(config: ir.ActiveHealthCheck, target: ir.Endpoint) -> str:
+    if config.host:
+        return config.host
+    if ":" in target.address:
+        return f"[{target.address}]:{target.port}"
+    return f"{target.address}:{target.port}"
+
+
+async def _grpc(
+    stream: trio.abc.Stream, config: ir.ActiveHealthCheck, target: ir.Endpoint, tls: bool
+) -> Outcome:
+    call = HealthCall(_authority(config, target), tls=tls, service=config.grpc_service)
+    while True:
+        out = call.data_to_send()
+        if out:
+            await stream.send_all(out)
+        verdict = call.receive_data(bytes(await stream.receive_some(_READ)))
+        if verdict is not None:
+            return verdict
 
 
 async def _tcp(stream: trio.abc.Stream, config: ir.ActiveHealthCheck) -> Outcome:
@@ -236,11 +269,7 @@ async def _tcp(stream: trio.abc.Stream, config: ir.ActiveHealthCheck) -> Outcome
 async def _http(
     stream: trio.abc.Stream, config: ir.ActiveHealthCheck, target: ir.Endpoint
 ) -> Outcome:
-    host = config.host or (
-        f"[{target.address}]:{target.port}"
-        if ":" in target.address
-        else f"{target.address}:{target.port}"
-    )
+    host = _authority(config, target)
     fields = [
         (b"host", host.encode()),
         (b"user-agent", b"edgegw-health-check"),

@@ -45,8 +45,6 @@ def cluster_policy(spec: ep.BackendTrafficPolicySpec) -> ir.ClusterPolicy | None
 
 
 def _active(spec: ep.ActiveHealthCheck) -> ir.ActiveHealthCheck:
-    if spec.type == "GRPC":
-        raise ClusterProblem("spec.healthCheck.active.type: GRPC is not implemented by edgegw")
     common: dict[str, Any] = {
         "timeout": _secs(spec.timeout, 1.0),
         "interval": max(_secs(spec.interval, 3.0), MIN_INTERVAL),
@@ -63,6 +61,9 @@ def _active(spec: ep.ActiveHealthCheck) -> ir.ActiveHealthCheck:
             receive=tcp.receive.payload() if tcp.receive else b"",
             **common,
         )
+    if spec.type == "GRPC":
+        service = spec.grpc.service if spec.grpc is not None else None
+        return ir.ActiveHealthCheck(kind="GRPC", grpc_service=service or "", **common)
     http = spec.http
     assert http is not None  # the model checks type against http and tcp
     method = (http.method or "GET").upper()
