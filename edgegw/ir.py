@@ -98,13 +98,18 @@ class PassiveHealthCheck(IR, frozen=True, kw_only=True):
     base_ejection_time: float = 30.0
     max_ejection_percent: int = 10
     always_eject_one: bool = False
+    failure_percentage_threshold: int | None = None  # None: no failure-percentage ejection
 
 
 class CircuitBreaker(IR, frozen=True, kw_only=True):
     """BackendTrafficPolicy ``circuitBreaker``, Envoy Gateway's defaults.
 
     As in Envoy, a limit of 0 lets nothing through; ``max_requests_per_connection``
-    0 means unlimited.
+    0 means unlimited. ``per_endpoint_max_connections`` (``perEndpoint``; None:
+    no such limit) bounds each endpoint's connections as ``max_connections``
+    bounds the cluster's. ``retry_budget_percent`` (``retryBudget``; None: off)
+    replaces ``max_parallel_retries`` by that share of the requests in flight
+    and pending, never below ``retry_budget_min_concurrency``.
     """
 
     max_connections: int = 1024
@@ -112,6 +117,9 @@ class CircuitBreaker(IR, frozen=True, kw_only=True):
     max_parallel_requests: int = 1024
     max_parallel_retries: int = 1024
     max_requests_per_connection: int = 0
+    per_endpoint_max_connections: int | None = None
+    retry_budget_percent: float | None = None
+    retry_budget_min_concurrency: int = 3
 
 
 class ClusterPolicy(IR, frozen=True, kw_only=True):

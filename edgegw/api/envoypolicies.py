@@ -398,6 +398,7 @@ class PassiveHealthCheck(PolicyModel, kw_only=True, frozen=True):
     consecutive5xx_errors: _Count = msgspec.field(default=5, name="consecutive5XxErrors")
     base_ejection_time: Duration | None = None
     max_ejection_percent: Annotated[int, msgspec.Meta(ge=0, le=100)] = 10
+    failure_percentage_threshold: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     always_eject_one_endpoint: bool = False
 
 
@@ -405,6 +406,30 @@ class HealthCheck(PolicyModel, kw_only=True, frozen=True):
     active: ActiveHealthCheck | None = None
     passive: PassiveHealthCheck | None = None
     panic_threshold: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+
+
+class PerEndpointCircuitBreakers(PolicyModel, kw_only=True, frozen=True):
+    """``perEndpoint``: limits that apply to each endpoint of the rule backend."""
+
+    max_connections: int | None = None
+
+
+class Fraction(PolicyModel, kw_only=True, frozen=True):
+    """Gateway API's ``Fraction``: ``numerator / denominator`` (denominator 100 by default)."""
+
+    numerator: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    denominator: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] = 100
+
+    def __post_init__(self) -> None:
+        if self.numerator > self.denominator:
+            raise FieldError("numerator", "numerator must be less than or equal to denominator")
+
+
+class RetryBudget(PolicyModel, kw_only=True, frozen=True):
+    """``retryBudget``: retries in flight as a share of the requests (Envoy's retry_budget)."""
+
+    percent: Fraction
+    min_retry_concurrency: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 3
 
 
 class CircuitBreaker(PolicyModel, kw_only=True, frozen=True):
@@ -415,6 +440,8 @@ class CircuitBreaker(PolicyModel, kw_only=True, frozen=True):
     max_parallel_requests: int | None = None
     max_parallel_retries: int | None = None
     max_requests_per_connection: int | None = None
+    per_endpoint: PerEndpointCircuitBreakers | None = None
+    retry_budget: RetryBudget | None = None
 
 
 MergeType = Literal["StrategicMerge", "JSONMerge"]

@@ -17,16 +17,21 @@ with ``panicThreshold: 0`` an all-unhealthy backend gets none, and the
 request is answered 503, Envoy's "no healthy upstream".
 
 ``Breaker`` counts a cluster's requests in flight, its HTTP/1.1 connections
-and WebSocket tunnels (each holds one connection), the requests waiting for
-one of those, and its retries in flight. Over a limit the request fails at
-once with ``Overflow`` (503); a request that finds ``max_connections`` busy
-waits, one of at most ``max_pending_requests``, for a connection to be handed
-back, but never longer than the pool's connect timeout.
+and WebSocket tunnels (each holds one connection; per endpoint too when
+``perEndpoint.maxConnections`` is set), the requests waiting for one of
+those, and its retries in flight. Over a limit the request fails at once
+with ``Overflow`` (503); a request that finds ``max_connections`` (or its
+endpoint's share) busy waits, one of at most ``max_pending_requests``, for a
+connection to be handed back, but never longer than the pool's connect
+timeout. With a ``retryBudget``, a retry may start while the retries in
+flight are fewer than that percentage of the requests in flight and pending
+(at least ``minRetryConcurrency``), Envoy's ``retry_budget``, instead of
+``max_parallel_retries``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import trio
 
@@ -42,11 +47,21 @@ _MAX_CLUSTERS = 4096
 class Breaker:
     """One cluster's circuit-breaker counts."""
 
-    __slots__ = ("_lot", "connections", "limits", "overflows", "pending", "requests", "retries")
+    __slots__ = (
+        "_lot",
+        "connections",
+        "limits",
+        "overflows",
+        "pending",
+        "per_endpoint",
+        "requests",
+        "retries",
+    )
 
     def __init__(self, limits: ir.CircuitBreaker) -> None:
         self.limits = limits
         self.requests = self.connections = self.pending = self.retries = 0
+        self.per_endpoint: dict[Hashable, int] = {}  # connections by endpoint (perEndpoint)
         self.overflows: dict[str, int] = {}
         self._lot = trio.lowlevel.ParkingLot()
 
@@ -54,8 +69,10 @@ class Breaker:
         self.overflows[limit] = self.overflows.get(limit, 0) + 1
         return Overflow(f"circuit breaker: {limit} reached")
 
-    async def enter(self, connection: bool, wait_limit: float) -> None:
-        """Count a request (and its connection); wait for a connection if allowed.
+    async def enter(
+        self, connection: bool, wait_limit: float, endpoint: Hashable | None = None
+    ) -> None:
+        """Count a request (and its connection to ``endpoint``); wait for one if allowed.
 
         Raises:
             Overflow: a limit is reached.
@@ -67,36 +84,63 @@ class Breaker:
         if not connection:
             return
         try:
-            if self.connections >= limits.max_connections:
-                await self._wait(wait_limit)
+            if self._full(endpoint):
+                await self._wait(wait_limit, endpoint)
         except BaseException:
             self.requests -= 1
             raise
         self.connections += 1
+        if limits.per_endpoint_max_connections is not None:
+            self.per_endpoint[endpoint] = self.per_endpoint.get(endpoint, 0) + 1
 
-    async def _wait(self, wait_limit: float) -> None:
+    def _full(self, endpoint: Hashable | None) -> bool:
         limits = self.limits
-        if self.pending >= limits.max_pending_requests:
+        if self.connections >= limits.max_connections:
+            return True
+        per_endpoint = limits.per_endpoint_max_connections
+        return per_endpoint is not None and self.per_endpoint.get(endpoint, 0) >= per_endpoint
+
+    async def _wait(self, wait_limit: float, endpoint: Hashable | None) -> None:
+        if self.pending >= self.limits.max_pending_requests:
             raise self._overflow("maxPendingRequests")
         self.pending += 1
         try:
             with trio.move_on_after(wait_limit):
-                while self.connections >= limits.max_connections:
+                while self._full(endpoint):
                     await self._lot.park()
                 return
         finally:
             self.pending -= 1
         raise self._overflow("maxPendingRequests")
 
-    def leave(self, connection: bool) -> None:
+    def leave(self, connection: bool, endpoint: Hashable | None = None) -> None:
         self.requests -= 1
         if connection:
             self.connections -= 1
-            self._lot.unpark()
+            count = self.per_endpoint.get(endpoint)
+            if count is not None:  # counted when it entered (perEndpoint was set then)
+                if count > 1:
+                    self.per_endpoint[endpoint] = count - 1
+                else:
+                    del self.per_endpoint[endpoint]
+            if self.limits.per_endpoint_max_connections is None:
+                self._lot.unpark()
+            else:  # the waiter first in line may be waiting for another endpoint
+                self._lot.unpark_all()
 
     def start_retry(self) -> bool:
-        """Count a retry in flight; False (and an overflow) over ``max_parallel_retries``."""
-        if self.retries >= self.limits.max_parallel_retries:
+        """Count a retry in flight; False (and an overflow) over the retry limit or budget."""
+        limits = self.limits
+        if limits.retry_budget_percent is not None:
+            active = self.requests + self.pending
+            allowed = max(
+                int(limits.retry_budget_percent / 100.0 * active),
+                limits.retry_budget_min_concurrency,
+            )
+            if self.retries >= allowed:
+                self._overflow("retryBudget")
+                return False
+        elif self.retries >= limits.max_parallel_retries:
             self._overflow("maxParallelRetries")
             return False
         self.retries += 1

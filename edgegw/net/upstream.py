@@ -336,7 +336,7 @@ class UpstreamPool:
         breaker = self.clusters.breaker(cluster)
         connection = backend.app_protocol not in _H2
         if breaker is not None:
-            await breaker.enter(connection, self.limits.connect_timeout)
+            await breaker.enter(connection, self.limits.connect_timeout, endpoint)
         try:
             if cluster.passive is None:
                 return await self.exchange(
@@ -371,7 +371,7 @@ class UpstreamPool:
                 raise
         finally:
             if breaker is not None:
-                breaker.leave(connection)
+                breaker.leave(connection, endpoint)
 
     def report_status(self, endpoint: ir.Endpoint, backend: ir.Backend | None, status: int) -> None:
         """A status seen outside ``exchange`` (a WebSocket handshake's), for passive health."""
@@ -407,12 +407,12 @@ class UpstreamPool:
         """
         breaker = self.clusters.breaker(backend.cluster) if backend.cluster else None
         if breaker is not None:
-            await breaker.enter(True, self.limits.connect_timeout)
+            await breaker.enter(True, self.limits.connect_timeout, endpoint)
         try:
             return await self._open_tunnel(endpoint, backend, authority, breaker)
         except BaseException as exc:
             if breaker is not None:
-                breaker.leave(True)
+                breaker.leave(True, endpoint)
             if isinstance(exc, UpstreamError):
                 self.report_failure(endpoint, backend, exc)
             raise
@@ -425,7 +425,7 @@ class UpstreamPool:
         plain = msgspec.structs.replace(backend, tls=None) if wss else backend
         conn = await self.acquire(endpoint, plain, fresh=True)
         if not wss:
-            return _Owned(conn.stream, self, conn, breaker)
+            return _Owned(conn.stream, self, conn, breaker, endpoint)
         if backend.tls is not None:
             context, name = client_context(backend.tls), backend.tls.hostname
         else:
@@ -435,7 +435,7 @@ class UpstreamPool:
         except (ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
             self.release(conn, reusable=False)
             raise ConnectError(f"TLS to {name}: {exc}") from exc
-        return _Owned(stream, self, conn, breaker)
+        return _Owned(stream, self, conn, breaker, endpoint)
 
     async def acquire(
         self, endpoint: ir.Endpoint, backend: ir.Backend, *, fresh: bool = False
@@ -530,11 +530,13 @@ class _Owned(trio.abc.Stream):
         pool: UpstreamPool,
         conn: UpstreamConnection,
         breaker: Breaker | None = None,
+        endpoint: ir.Endpoint | None = None,
     ) -> None:
         self.stream = stream
         self._pool = pool
         self._conn = conn
         self._breaker = breaker
+        self._endpoint = endpoint
         self._released = False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -556,5 +558,5 @@ class _Owned(trio.abc.Stream):
             self._released = True
             self._pool.release(self._conn, reusable=False)
             if self._breaker is not None:
-                self._breaker.leave(True)
+                self._breaker.leave(True, self._endpoint)
         await trio.aclose_forcefully(self.stream)

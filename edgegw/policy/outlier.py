@@ -16,6 +16,16 @@ the moment a count reaches its threshold, as Envoy does:
 A threshold of 0 never fires (Envoy Gateway sets ``consecutiveGatewayErrors``
 to 0 in its own examples, and leaves gateway errors unenforced when unset).
 
+``failure_percentage_threshold`` (Envoy's failure-percentage ejection, which
+Envoy Gateway enforces at 100 % when the field is set) looks at whole
+intervals instead: every response is counted per endpoint (a 5xx, and without
+``split_local_origin`` a local-origin failure, as a failure); at each interval
+tick, if at least ``FAILURE_PERCENTAGE_MINIMUM_HOSTS`` endpoints in rotation
+had ``FAILURE_PERCENTAGE_REQUEST_VOLUME`` requests or more during the interval
+(Envoy's defaults, which Envoy Gateway does not expose), each of those whose
+failures were at least the threshold percent of its requests is ejected;
+then the counts start again.
+
 An ejection is refused when it would take the ejected share of the cluster
 over ``max_ejection_percent`` ((ejected + 1) / endpoints), unless
 ``always_eject_one`` and none is ejected. An ejected endpoint stays out for
@@ -41,6 +51,8 @@ from typing import Literal
 from edgegw import ir
 
 MAX_EJECTION_TIME = 300.0  # Envoy's max_ejection_time default
+FAILURE_PERCENTAGE_MINIMUM_HOSTS = 5  # Envoy's failure_percentage_minimum_hosts default
+FAILURE_PERCENTAGE_REQUEST_VOLUME = 50  # Envoy's failure_percentage_request_volume default
 _GATEWAY_ERRORS = frozenset({502, 503, 504})
 LocalFailure = Literal["connect", "timeout", "reset"]
 
@@ -56,6 +68,8 @@ class EndpointRecord:
     ejected_at: float | None = None  # None: in rotation
     settled: float = 0.0  # the time up to which ticks were applied
     ejections: int = 0  # total, for the metrics
+    requests: int = 0  # in the current interval, for failure_percentage_threshold
+    failures: int = 0
 
 
 class OutlierDetector:
@@ -66,6 +80,10 @@ class OutlierDetector:
         self.origin = origin
         self.records: dict[Hashable, EndpointRecord] = {}
         self.endpoints = 0  # how many the cluster has, for max_ejection_percent
+        # the tick at which the current interval's counts are judged (None: not counted)
+        self._judge_at = (
+            None if config.failure_percentage_threshold is None else origin + config.interval
+        )
 
     def record(self, endpoint: Hashable, now: float) -> EndpointRecord:
         found = self.records.get(endpoint)
@@ -79,6 +97,8 @@ class OutlierDetector:
 
     def on_status(self, endpoint: Hashable, status: int, now: float) -> bool:
         """A response with ``status``; True when it ejected the endpoint."""
+        if self._judge_at is not None:
+            self._count(endpoint, status >= 500, now)
         rec = self.record(endpoint, now)
         self._settle(rec, now)
         if status < 500:
@@ -116,6 +136,8 @@ class OutlierDetector:
     # --- what the load balancer asks ---------------------------------------------------------
 
     def is_ejected(self, endpoint: Hashable, now: float) -> bool:
+        if self._judge_at is not None and now >= self._judge_at:
+            self._judge(now)
         rec = self.records.get(endpoint)
         if rec is None or rec.ejected_at is None:
             return False
@@ -123,12 +145,45 @@ class OutlierDetector:
         return rec.ejected_at is not None
 
     def ejected_count(self, now: float) -> int:
+        if self._judge_at is not None and now >= self._judge_at:
+            self._judge(now)
         count = 0
         for rec in self.records.values():
             if rec.ejected_at is not None:
                 self._settle(rec, now)
                 count += rec.ejected_at is not None
         return count
+
+    # --- failure percentage ------------------------------------------------------------------
+
+    def _count(self, endpoint: Hashable, failed: bool, now: float) -> None:
+        assert self._judge_at is not None
+        if now >= self._judge_at:
+            self._judge(now)  # the interval this falls into begins after the tick
+        rec = self.record(endpoint, now)
+        rec.requests += 1
+        rec.failures += failed
+
+    def _judge(self, now: float) -> None:
+        """The tick at ``_judge_at`` has passed: judge its interval's counts, start anew."""
+        tick = self._judge_at
+        assert tick is not None
+        assert self.config.failure_percentage_threshold is not None
+        threshold = self.config.failure_percentage_threshold
+        interval = self.config.interval
+        self._judge_at = tick + interval * (1 + math.floor((now - tick) / interval + 1e-9))
+        counted = []
+        for rec in self.records.values():
+            if rec.requests >= FAILURE_PERCENTAGE_REQUEST_VOLUME:
+                self._settle(rec, tick)
+                if rec.ejected_at is None:
+                    counted.append(rec)
+        if len(counted) >= FAILURE_PERCENTAGE_MINIMUM_HOSTS:
+            for rec in counted:
+                if 100.0 * rec.failures / rec.requests >= threshold:
+                    self._eject(rec, tick)
+        for rec in self.records.values():
+            rec.requests = rec.failures = 0
 
     # --- the rules ---------------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ def _passive(spec: ep.PassiveHealthCheck) -> ir.PassiveHealthCheck:
         base_ejection_time=_secs(spec.base_ejection_time, 30.0),
         max_ejection_percent=spec.max_ejection_percent,
         always_eject_one=spec.always_eject_one_endpoint,
+        failure_percentage_threshold=spec.failure_percentage_threshold,
     )
 
 
@@ -116,7 +117,18 @@ def _breaker(spec: ep.CircuitBreaker) -> ir.CircuitBreaker:
         if value is not None and not 0 <= value <= _UINT32:
             raise ClusterProblem(f"CircuitBreaker: invalid {name} value {value}.")
         values[field] = default if value is None else value
-    return ir.CircuitBreaker(**values)
+    per_endpoint = spec.per_endpoint.max_connections if spec.per_endpoint else None
+    if per_endpoint is not None and not 0 <= per_endpoint <= _UINT32:
+        raise ClusterProblem(f"CircuitBreaker: invalid PerEndpoint.MaxConnections {per_endpoint}.")
+    budget = spec.retry_budget
+    return ir.CircuitBreaker(
+        **values,
+        per_endpoint_max_connections=per_endpoint,
+        retry_budget_percent=(
+            100.0 * budget.percent.numerator / budget.percent.denominator if budget else None
+        ),
+        retry_budget_min_concurrency=budget.min_retry_concurrency if budget else 3,
+    )
 
 
 def _secs(value: float | None, default: float) -> float:
