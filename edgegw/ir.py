@@ -428,6 +428,10 @@ class ClientHeaders(IR, frozen=True, kw_only=True):
     # earlyRequestHeaders.removeOnMatch: (Exact | Prefix | Suffix | RegularExpression, value)
     remove_on_match: tuple[tuple[str, str], ...] = ()
     sanitize_xfcc: bool = True  # xForwardedClientCert Sanitize: the client's XFCC is removed
+    # xForwardedClientCert modes that depend on a client certificate (None: Sanitize or
+    # AlwaysForwardOnly, as ``sanitize_xfcc`` says); without one the client's XFCC is removed
+    xfcc_forward: Literal["ForwardOnly", "AppendForward", "SanitizeSet"] | None = None
+    xfcc_details: tuple[str, ...] = ()  # certDetailsToAdd, in Envoy's order
 
 
 class PathOptions(IR, frozen=True, kw_only=True):

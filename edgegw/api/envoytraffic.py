@@ -62,8 +62,15 @@ XFCCForwardMode = Literal[
 class XForwardedClientCert(PolicyModel, kw_only=True, frozen=True):
     mode: XFCCForwardMode | None = None
     cert_details_to_add: Annotated[
-        tuple[Literal["Subject", "Cert", "Chain", "DNS", "URI"], ...], msgspec.Meta(max_length=8)
+        tuple[Literal["Subject", "Cert", "Chain", "DNS", "URI"], ...], msgspec.Meta(max_length=5)
     ] = ()
+
+    def __post_init__(self) -> None:
+        if self.cert_details_to_add and self.mode not in ("AppendForward", "SanitizeSet"):
+            raise FieldError(
+                "certDetailsToAdd",
+                "certDetailsToAdd can only be set when mode is AppendForward or SanitizeSet",
+            )
 
 
 class HeaderSettings(PolicyModel, kw_only=True, frozen=True):

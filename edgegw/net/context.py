@@ -19,6 +19,7 @@ import trio
 from edgegw.net.oidc import OIDCProviders
 from edgegw.net.upstream import RequestBody, UpstreamPool
 from edgegw.policy.jwt import RemoteKeys
+from edgegw.policy.xfcc import PeerCertificate
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http2 import H2Limits
 from edgegw.proto.via import instance_via
@@ -158,6 +159,7 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     default_host: str | None = None  # the Host of an HTTP/1.0 request without one
     read_size: int | None = None  # bytes per read, from a ClientTrafficPolicy bufferLimit
     buffer_limit: int | None = None  # that bufferLimit: also the most a retry keeps of a body
+    client_cert: PeerCertificate | None = None  # a mutual-TLS client's, for XFCC
 
 
 class ProxyRequest(msgspec.Struct):

@@ -63,6 +63,7 @@ from edgegw.net.guard import Admission, admit
 from edgegw.policy.clientrequest import ClientRequestRules
 from edgegw.policy.compiled import RuleGuard
 from edgegw.policy.lb import consistent_pick, hash_key
+from edgegw.policy.xfcc import PeerCertificate
 from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.http1 import reason_phrase, strip_hop_by_hop
 from edgegw.proto.target import normalize_path
@@ -180,7 +181,7 @@ def decide(
     record.listener = listener.listener.key
     if listener.client_rules is None:
         req.path = normalize_path(req.path)
-    elif _client_rules(plan, listener.client_rules):
+    elif _client_rules(plan, listener.client_rules, ctx.client_cert):
         return plan
     method = (
         "GET" if upgrade else req.method
@@ -222,12 +223,14 @@ def decide(
     return _pick_backend(plan, ctx, match, request)
 
 
-def _client_rules(plan: RequestPlan, rules: ClientRequestRules) -> bool:
+def _client_rules(
+    plan: RequestPlan, rules: ClientRequestRules, peer: PeerCertificate | None
+) -> bool:
     """A ClientTrafficPolicy's path and header rules; True when they answer the request."""
     req = plan.req
     req.path, refusal = rules.path(req.path, req.query)
     if refusal is None:
-        req.headers, refusal = rules.headers(req.headers)
+        req.headers, refusal = rules.headers(req.headers, peer)
     if refusal is None:
         return False
     plan.grpc = looks_grpc(req)

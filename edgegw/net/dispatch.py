@@ -43,6 +43,7 @@ from edgegw.net.oidckey import load_or_create
 from edgegw.net.ports import Peer, PortRuntime, PortServer
 from edgegw.net.upstream import UpstreamPool
 from edgegw.observe import Observer
+from edgegw.policy.xfcc import PeerCertificate
 from edgegw.proto import proxyproto
 from edgegw.proto.http2 import H2Limits
 from edgegw.routing import l4
@@ -360,6 +361,10 @@ class Dispatcher:
         if session.listener.protocol == "HTTPS":
             client = origin[0] if origin else peer  # the PROXY header's, where accepted
             ctx = services.http_context(client, "https", session.listener.key)
+            if session.peer_certificate is not None:
+                ctx.client_cert = PeerCertificate(
+                    session.peer_certificate, session.peer_chain, session.local_certificate
+                )
             if session.alpn == "h2":
                 await h2server.serve_h2_connection(session.stream, ctx)
             else:

@@ -414,12 +414,20 @@ class TLSSession:
     peer_verified: bool
     version: str
     cipher: str | None
+    peer_chain: tuple[x509.Certificate, ...] = ()  # as the client sent it, leaf first
+    local_certificate: x509.Certificate | None = None  # ours, when the client sent one
 
 
 def _session(stream: TLSStream, state: _Handshake) -> TLSSession:
     conn = stream.connection
     assert state.served is not None
     peer: x509.Certificate | None = cast(Any, conn).get_peer_certificate(as_cryptography=True)
+    chain: tuple[x509.Certificate, ...] = ()
+    local: x509.Certificate | None = None
+    if peer is not None:  # a server's peer chain leaves the leaf out: put it first
+        sent = cast(Any, conn).get_peer_cert_chain(as_cryptography=True) or []
+        chain = (peer, *(c for c in sent if c != peer))
+        local = cast(Any, conn).get_certificate(as_cryptography=True)
     alpn = conn.get_alpn_proto_negotiated()
     return TLSSession(
         stream=stream,
@@ -430,6 +438,8 @@ def _session(stream: TLSStream, state: _Handshake) -> TLSSession:
         peer_verified=peer is not None and not state.peer_invalid,
         version=conn.get_protocol_version_name(),
         cipher=conn.get_cipher_name(),
+        peer_chain=chain,
+        local_certificate=local,
     )
 
 

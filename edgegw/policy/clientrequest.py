@@ -12,8 +12,11 @@ the plain ``normalize_path``. In order:
 2. header names with an underscore (``headers.withUnderscoresAction``):
    allowed, the request refused with 400 (Envoy resets an HTTP/2 stream
    instead; edgegw answers every request kind the same way), or dropped;
-3. ``x-forwarded-client-cert`` removed (``xForwardedClientCert`` mode
-   Sanitize, Envoy's default; AlwaysForwardOnly keeps it), then
+3. ``x-forwarded-client-cert`` (``xForwardedClientCert``): Sanitize, Envoy's
+   default, removes it; AlwaysForwardOnly keeps it; on a connection without a
+   client certificate the other modes remove it, and with one ForwardOnly
+   keeps it, AppendForward appends this hop's element (``policy/xfcc.py``)
+   and SanitizeSet replaces it with that element; then
    ``headers.earlyRequestHeaders`` (set, add, remove, ``removeOnMatch`` by
    name), before routing, so route matches see the result;
 4. ``X-Request-ID`` (``headers.requestID``): Generate replaces what the client
@@ -31,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgegw import ir
+from edgegw.policy.xfcc import PeerCertificate
 from edgegw.proto.events import HeaderList
 from edgegw.proto.target import normalize_path, normalize_path_with
 
@@ -64,6 +68,8 @@ class ClientRequestRules:
         "_request_id",
         "_underscores",
         "_xfcc",
+        "_xfcc_details",
+        "_xfcc_forward",
     )
 
     def __init__(
@@ -80,6 +86,8 @@ class ClientRequestRules:
         self._early = headers.early if headers else None
         self._request_id = headers.request_id if headers else None
         self._xfcc = headers is not None and headers.sanitize_xfcc
+        self._xfcc_forward = headers.xfcc_forward if headers else None
+        self._xfcc_details = headers.xfcc_details if headers else ()
         removes = _NameMatcher(headers.remove_on_match) if headers else None
         self._removes = removes if removes else None
 
@@ -94,13 +102,20 @@ class ClientRequestRules:
             return normalized, Refusal(307, normalized + "?" + query if query else normalized)
         return normalized, None
 
-    def headers(self, headers: HeaderList) -> tuple[HeaderList, Refusal | None]:
-        """The headers as routing sees them, or a refusal (a name with an underscore)."""
+    def headers(
+        self, headers: HeaderList, peer: PeerCertificate | None = None
+    ) -> tuple[HeaderList, Refusal | None]:
+        """The headers as routing sees them, or a refusal (a name with an underscore).
+
+        ``peer``: the connection's client certificate, if it presented one.
+        """
         if self._underscores != "Allow" and _underscored(headers):
             if self._underscores == "RejectRequest":
                 return headers, Refusal(400)
             headers = [item for item in headers if b"_" not in item[0]]
-        if self._xfcc and _has(headers, _XFCC):
+        if self._xfcc_forward is not None and peer is not None:
+            headers = self._forward_xfcc(headers, peer)
+        elif self._xfcc and _has(headers, _XFCC):
             headers = [item for item in headers if item[0] != _XFCC]
         if self._early is not None:
             headers = self._modify(headers, self._early)
@@ -110,6 +125,18 @@ class ClientRequestRules:
         if self._request_id is not None:
             headers = _request_id(headers, self._request_id)
         return headers, None
+
+    def _forward_xfcc(self, headers: HeaderList, peer: PeerCertificate) -> HeaderList:
+        """ForwardOnly, AppendForward or SanitizeSet on a mutual-TLS connection."""
+        if self._xfcc_forward == "ForwardOnly":
+            return headers
+        element = peer.element(self._xfcc_details)
+        sent = [value for name, value in headers if name == _XFCC]
+        if sent:
+            headers = [item for item in headers if item[0] != _XFCC]
+        if sent and self._xfcc_forward == "AppendForward":
+            element = b",".join([*sent, element])
+        return [*headers, (_XFCC, element)]
 
 
 class _NameMatcher:

@@ -14,11 +14,12 @@ is refused rather than silently ignored.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from edgegw import ir
 from edgegw.api import envoypolicies as ep
 from edgegw.api import envoytraffic as et
+from edgegw.policy.xfcc import DETAIL_ORDER
 
 _IANA = {
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -130,9 +131,12 @@ def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
     if request_id is None and spec.preserve_x_request_id:  # deprecated spelling
         request_id = "PreserveOrGenerate"
     early = spec.early_request_headers
+    xfcc = spec.x_forwarded_client_cert
     return ir.ClientHeaders(
         with_underscores=spec.with_underscores_action or "RejectRequest",
-        sanitize_xfcc=_xfcc(spec.x_forwarded_client_cert),
+        sanitize_xfcc=_xfcc(xfcc),
+        xfcc_forward=_xfcc_forward(xfcc),
+        xfcc_details=_xfcc_details(xfcc),
         request_id=request_id,
         early=_early(early) if early is not None else None,
         remove_on_match=_remove_on_match(early.remove_on_match) if early is not None else (),
@@ -151,16 +155,24 @@ def _http1(spec: et.HTTP1Settings) -> dict[str, Any]:
 
 
 def _xfcc(spec: et.XForwardedClientCert | None) -> bool:
-    """Whether ``x-forwarded-client-cert`` is removed from requests (Envoy's Sanitize)."""
+    """Whether a client's ``x-forwarded-client-cert`` may be removed (all but AlwaysForwardOnly)."""
+    return spec is None or spec.mode != "AlwaysForwardOnly"
+
+
+def _xfcc_forward(
+    spec: et.XForwardedClientCert | None,
+) -> Literal["ForwardOnly", "AppendForward", "SanitizeSet"] | None:
+    """The modes that keep or write the header on mutual-TLS connections."""
     mode = spec.mode if spec is not None else None
-    if mode in (None, "Sanitize"):
-        return True
-    if mode == "AlwaysForwardOnly":
-        return False
-    raise Problem(
-        f"spec.headers.xForwardedClientCert.mode: {mode} is not implemented "
-        "(Sanitize and AlwaysForwardOnly are)"
-    )
+    if mode in ("ForwardOnly", "AppendForward", "SanitizeSet"):
+        return mode
+    return None
+
+
+def _xfcc_details(spec: et.XForwardedClientCert | None) -> tuple[str, ...]:
+    """``certDetailsToAdd`` in the order Envoy writes them, whatever order they were listed in."""
+    wanted = set(spec.cert_details_to_add) if spec is not None else set()
+    return tuple(detail for detail in DETAIL_ORDER if detail in wanted)
 
 
 def _early(spec: et.HeaderMutation) -> ir.HeaderModifier:
