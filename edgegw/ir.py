@@ -432,6 +432,8 @@ class ClientHeaders(IR, frozen=True, kw_only=True):
     # AlwaysForwardOnly, as ``sanitize_xfcc`` says); without one the client's XFCC is removed
     xfcc_forward: Literal["ForwardOnly", "AppendForward", "SanitizeSet"] | None = None
     xfcc_details: tuple[str, ...] = ()  # certDetailsToAdd, in Envoy's order
+    late: HeaderModifier | None = None  # lateResponseHeaders, on every forwarded response
+    late_remove_on_match: tuple[tuple[str, str], ...] = ()  # its removeOnMatch, as above
 
 
 class PathOptions(IR, frozen=True, kw_only=True):

@@ -43,7 +43,7 @@ class StringMatch(PolicyModel, kw_only=True, frozen=True):
 
 
 class HeaderMutation(PolicyModel, kw_only=True, frozen=True):
-    """``earlyRequestHeaders``: Envoy Gateway's header filter."""
+    """``earlyRequestHeaders`` and ``lateResponseHeaders``: Envoy Gateway's header filter."""
 
     set: Annotated[tuple[HeaderValue, ...], msgspec.Meta(max_length=64)] = ()
     add: Annotated[tuple[HeaderValue, ...], msgspec.Meta(max_length=64)] = ()
@@ -83,6 +83,7 @@ class HeaderSettings(PolicyModel, kw_only=True, frozen=True):
     preserve_x_request_id: bool | None = msgspec.field(default=None, name="preserveXRequestID")
     request_id: RequestIDAction | None = msgspec.field(default=None, name="requestID")
     early_request_headers: HeaderMutation | None = None
+    late_response_headers: HeaderMutation | None = None
 
     def __post_init__(self) -> None:
         if self.preserve_x_request_id is not None and self.request_id is not None:

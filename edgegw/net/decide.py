@@ -60,7 +60,7 @@ from edgegw.net.context import (
     RequestRecord,
 )
 from edgegw.net.guard import Admission, admit
-from edgegw.policy.clientrequest import ClientRequestRules
+from edgegw.policy.clientrequest import ClientRequestRules, LateResponse
 from edgegw.policy.compiled import RuleGuard
 from edgegw.policy.lb import consistent_pick, hash_key
 from edgegw.policy.xfcc import PeerCertificate
@@ -123,6 +123,7 @@ class RequestPlan:
         "delay",
         "grpc",
         "head",
+        "late_response",
         "mirrors",
         "pending",
         "pinned",
@@ -146,6 +147,7 @@ class RequestPlan:
         self.head: tuple[bytes, bytes, HeaderList] = (b"", b"", _NO_FIELDS)
         self.response_modifiers = _NO_MODIFIERS
         self.response_extra = _NO_FIELDS
+        self.late_response: LateResponse | None = None  # ClientTrafficPolicy lateResponseHeaders
         self.mirrors = _NO_MIRRORS
         self.client = record.client
         self.compression: tuple[ir.Compressor, ...] = ()
@@ -183,6 +185,8 @@ def decide(
         req.path = normalize_path(req.path)
     elif _client_rules(plan, listener.client_rules, ctx.client_cert):
         return plan
+    else:
+        plan.late_response = listener.client_rules.late_response
     method = (
         "GET" if upgrade else req.method
     )  # an extended CONNECT is matched as the GET it becomes
@@ -467,13 +471,17 @@ def response_fields(
 ) -> HeaderList:
     """The response head's fields as the client gets them, for every kind of response.
 
-    Hop-by-hop fields removed, the response header modifiers applied, CORS
-    fields and a session token (for ``endpoint``, unless a token pinned it)
-    added. A 101's ``Connection``/``Upgrade`` are the tunnel's to add back.
+    Hop-by-hop fields removed, the response header modifiers applied, then
+    the listener's ``lateResponseHeaders`` (Envoy runs that header mutation
+    after the router's), CORS fields and a session token (for ``endpoint``,
+    unless a token pinned it) added. A 101's ``Connection``/``Upgrade`` are the
+    tunnel's to add back.
     """
     fields = strip_hop_by_hop(headers)
     for modifier in plan.response_modifiers:
         fields = f.apply_header_modifier(fields, modifier)
+    if plan.late_response is not None:
+        fields = plan.late_response.apply(fields)
     if plan.response_extra:
         fields += plan.response_extra
     if plan.rule is not None and plan.rule.session_persistence:

@@ -23,6 +23,10 @@ the plain ``normalize_path``. In order:
    sent with a new UUID4, PreserveOrGenerate keeps it or makes one, Preserve
    keeps it and makes none, Disable removes it.
 
+``LateResponse`` is ``headers.lateResponseHeaders``: the same set / add /
+remove / ``removeOnMatch`` on every response the listener forwards, after the
+route's own response header modifiers (``net/decide.response_fields``).
+
 Pure: no I/O.
 """
 
@@ -70,6 +74,7 @@ class ClientRequestRules:
         "_xfcc",
         "_xfcc_details",
         "_xfcc_forward",
+        "late_response",
     )
 
     def __init__(
@@ -90,6 +95,11 @@ class ClientRequestRules:
         self._xfcc_details = headers.xfcc_details if headers else ()
         removes = _NameMatcher(headers.remove_on_match) if headers else None
         self._removes = removes if removes else None
+        late = headers.late if headers else None
+        late_removes = headers.late_remove_on_match if headers else ()
+        self.late_response = (
+            LateResponse(late, late_removes, modify) if late is not None or late_removes else None
+        )
 
     def path(self, path: str, query: str) -> tuple[str, Refusal | None]:
         """The normalized path, or the refusal the path settings call for."""
@@ -137,6 +147,30 @@ class ClientRequestRules:
         if sent and self._xfcc_forward == "AppendForward":
             element = b",".join([*sent, element])
         return [*headers, (_XFCC, element)]
+
+
+class LateResponse:
+    """``lateResponseHeaders``: one listener's mutation of every forwarded response."""
+
+    __slots__ = ("_modifier", "_modify", "_removes")
+
+    def __init__(
+        self,
+        modifier: ir.HeaderModifier | None,
+        remove_on_match: tuple[tuple[str, str], ...],
+        modify: Modify,
+    ) -> None:
+        self._modifier, self._modify = modifier, modify
+        removes = _NameMatcher(remove_on_match)
+        self._removes = removes if removes else None
+
+    def apply(self, fields: HeaderList) -> HeaderList:
+        if self._modifier is not None:
+            fields = self._modify(fields, self._modifier)
+        if self._removes is not None:
+            matches = self._removes.matches
+            fields = [item for item in fields if not matches(item[0].lower())]
+        return fields
 
 
 class _NameMatcher:

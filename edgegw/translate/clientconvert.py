@@ -130,7 +130,7 @@ def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
     request_id = spec.request_id
     if request_id is None and spec.preserve_x_request_id:  # deprecated spelling
         request_id = "PreserveOrGenerate"
-    early = spec.early_request_headers
+    early, late = spec.early_request_headers, spec.late_response_headers
     xfcc = spec.x_forwarded_client_cert
     return ir.ClientHeaders(
         with_underscores=spec.with_underscores_action or "RejectRequest",
@@ -139,7 +139,17 @@ def _headers(spec: et.HeaderSettings) -> ir.ClientHeaders:
         xfcc_details=_xfcc_details(xfcc),
         request_id=request_id,
         early=_early(early) if early is not None else None,
-        remove_on_match=_remove_on_match(early.remove_on_match) if early is not None else (),
+        remove_on_match=(
+            _remove_on_match(early.remove_on_match, "earlyRequestHeaders")
+            if early is not None
+            else ()
+        ),
+        late=_early(late) if late is not None else None,
+        late_remove_on_match=(
+            _remove_on_match(late.remove_on_match, "lateResponseHeaders")
+            if late is not None
+            else ()
+        ),
     )
 
 
@@ -185,7 +195,9 @@ def _early(spec: et.HeaderMutation) -> ir.HeaderModifier:
     )
 
 
-def _remove_on_match(matches: tuple[et.StringMatch, ...]) -> tuple[tuple[str, str], ...]:
+def _remove_on_match(
+    matches: tuple[et.StringMatch, ...], where: str
+) -> tuple[tuple[str, str], ...]:
     """Header names compare case-insensitively: literal values lower-cased, patterns checked."""
     out: list[tuple[str, str]] = []
     for i, match in enumerate(matches):
@@ -193,7 +205,7 @@ def _remove_on_match(matches: tuple[et.StringMatch, ...]) -> tuple[tuple[str, st
             try:
                 re.compile(match.value)
             except re.error as exc:
-                field = f"spec.headers.earlyRequestHeaders.removeOnMatch[{i}].value"
+                field = f"spec.headers.{where}.removeOnMatch[{i}].value"
                 raise Problem(f"{field}: invalid regular expression: {exc}") from None
             out.append((match.type, match.value))
         else:

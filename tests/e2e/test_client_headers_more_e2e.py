@@ -1,8 +1,8 @@
 """ClientTrafficPolicy ``headers.xForwardedClientCert`` modes that add the client certificate,
-through ``edgegw run`` with curl over HTTP/1.1 and HTTP/2, with and without a client
-certificate (AllowInsecureFallback lets both in). The certificate's hash, subject and
-PEM are checked against what ``openssl`` says of the file curl sent, not against
-edgegw's own code.
+and ``headers.lateResponseHeaders``, through ``edgegw run`` with curl over HTTP/1.1 and
+HTTP/2, with and without a client certificate (AllowInsecureFallback lets both in). The
+certificate's hash, subject and PEM are checked against what ``openssl`` says of the file
+curl sent, not against edgegw's own code.
 """
 
 from __future__ import annotations
@@ -21,10 +21,16 @@ from tests.e2e.test_https import tls_secret
 
 pytestmark = pytest.mark.e2e
 
-MODES = {  # listener → xForwardedClientCert
-    "append": "{mode: AppendForward, certDetailsToAdd: [DNS, Subject, Chain, Cert, URI]}",
-    "set": "{mode: SanitizeSet}",
-    "fwd": "{mode: ForwardOnly}",
+LATE = (
+    "lateResponseHeaders: {set: [{name: X-Frame-Options, value: DENY}],"
+    " add: [{name: X-Route, value: late}], remove: [content-type],"
+    " removeOnMatch: [{type: Prefix, value: x-debug-}]}"
+)
+MODES = {  # listener → its ClientTrafficPolicy's headers
+    "append": "xForwardedClientCert: "
+    "{mode: AppendForward, certDetailsToAdd: [DNS, Subject, Chain, Cert, URI]}",
+    "set": "xForwardedClientCert: {mode: SanitizeSet}, " + LATE,
+    "fwd": "xForwardedClientCert: {mode: ForwardOnly}",
 }
 
 
@@ -61,7 +67,12 @@ kind: HTTPRoute
 metadata: {name: echo, namespace: default}
 spec:
   parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{name: echo, port: 80}]}]
+  rules:
+  - backendRefs: [{name: echo, port: 80}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        add: [{name: X-Route, value: route}, {name: X-Debug-Token, value: secret}]
 """,
     ]
     docs += [
@@ -71,7 +82,7 @@ kind: ClientTrafficPolicy
 metadata: {{name: {name}, namespace: default}}
 spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: {name}}}]
-  headers: {{xForwardedClientCert: {mode}}}
+  headers: {{{mode}}}
 """
         for name, mode in MODES.items()
     ]
@@ -155,3 +166,30 @@ def test_xfcc_modes_with_and_without_a_client_certificate(
     assert unquote(pairs[1][6:-1]) == leaf
     assert pairs[2].startswith('Chain="')
     assert unquote(pairs[2][7:-1]) == sent
+
+
+def _head(port: int, args: list[str], host: str, protocol: str) -> dict[str, list[str]]:
+    result = curl(*args, protocol, "-o", "/dev/null", "-D", "-", f"https://{host}:{port}/")
+    assert result.returncode == 0, result.stderr
+    fields: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines()[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(name.strip().lower(), []).append(value.strip())
+    return fields
+
+
+@pytest.mark.parametrize("protocol", ["--http1.1", "--http2"])
+def test_late_response_headers_after_the_routes_own(
+    rig: tuple[int, list[str], Path], protocol: str
+) -> None:
+    port, args, _ = rig
+    late = _head(port, args, "set.example", protocol)
+    assert late["x-frame-options"] == ["DENY"]
+    assert late["x-route"] == ["route", "late"]  # added after the route's modifier ran
+    assert "x-debug-token" not in late  # removeOnMatch sees what the route added
+    assert "content-type" not in late
+    other = _head(port, args, "fwd.example", protocol)  # a listener without the setting
+    assert other["x-debug-token"] == ["secret"]
+    assert "x-frame-options" not in other
+    assert other["content-type"] == ["application/json"]
