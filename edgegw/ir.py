@@ -294,6 +294,7 @@ class JWTProvider(IR, frozen=True, kw_only=True):
     headers: tuple[tuple[str, str], ...] = (("authorization", "Bearer "),)  # (name, prefix)
     params: tuple[str, ...] = ("access_token",)
     cookies: tuple[str, ...] = ()
+    recompute_route: bool = False  # route again once its claims are headers
 
 
 class JWT(IR, frozen=True, kw_only=True):

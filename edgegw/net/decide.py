@@ -59,7 +59,7 @@ from edgegw.net.context import (
     ProxyRequest,
     RequestRecord,
 )
-from edgegw.net.guard import Admission, admit
+from edgegw.net.guard import Admission, admit, readmit
 from edgegw.policy.clientrequest import ClientRequestRules, LateResponse
 from edgegw.policy.compiled import RuleGuard
 from edgegw.policy.lb import consistent_pick, hash_key
@@ -185,8 +185,6 @@ def decide(
         req.path = normalize_path(req.path)
     elif _client_rules(plan, listener.client_rules, ctx.client_cert):
         return plan
-    else:
-        plan.late_response = listener.client_rules.late_response
     method = (
         "GET" if upgrade else req.method
     )  # an extended CONNECT is matched as the GET it becomes
@@ -204,21 +202,10 @@ def decide(
     if listener.alt_svc is not None and ctx.scheme == "https":
         plan.response_extra.append((b"alt-svc", listener.alt_svc))
     if match.guard is not None or listener.client_guard is not None:
-        admission = admit(
-            listener,
-            match,
-            method,
-            req.path,
-            req.query,
-            req.headers,
-            record.client,
-            ctx.observer,
-            keys=ctx.jwks,
-            scheme=ctx.scheme,
-            authority=req.authority,
-        )
-        if admission is not None and _admitted(plan, admission) is not None:
+        guarded = _guarded(plan, ctx, listener, match, method)
+        if guarded is None:
             return plan
+        match, rule = guarded, guarded.rule
     request = _Request(req.headers, req.authority, req.path, ctx.scheme, listener)
     if rule.filters:
         _apply_filters(plan, match, request, rule.filters)
@@ -232,6 +219,7 @@ def _client_rules(
 ) -> bool:
     """A ClientTrafficPolicy's path and header rules; True when they answer the request."""
     req = plan.req
+    plan.late_response = rules.late_response
     req.path, refusal = rules.path(req.path, req.query)
     if refusal is None:
         req.headers, refusal = rules.headers(req.headers, peer)
@@ -286,6 +274,80 @@ def _admitted(plan: RequestPlan, admission: Admission) -> Answer | None:
     if admission.add or admission.remove:
         plan.req.headers = admission.apply(plan.req.headers)
     return None
+
+
+def _guarded(
+    plan: RequestPlan,
+    ctx: HTTPConnectionContext,
+    listener: ListenerTable,
+    match: RouteMatch,
+    method: str,
+) -> RouteMatch | None:
+    """The policies of the matched rule; the match to go on with, None when they answered."""
+    req = plan.req
+    admission = admit(
+        listener,
+        match,
+        method,
+        req.path,
+        req.query,
+        req.headers,
+        plan.record.client,
+        ctx.observer,
+        keys=ctx.jwks,
+        scheme=ctx.scheme,
+        authority=req.authority,
+    )
+    if admission is None:
+        return match
+    if _admitted(plan, admission) is not None:
+        return None
+    if admission.recompute:
+        return _rematch(plan, ctx, listener, match, method)
+    return match
+
+
+def _rematch(
+    plan: RequestPlan,
+    ctx: HTTPConnectionContext,
+    listener: ListenerTable,
+    match: RouteMatch,
+    method: str,
+) -> RouteMatch | None:
+    """jwt ``recomputeRoute``: the route chosen again with the claim headers; None if answered.
+
+    As in Envoy, which clears its route cache after jwt_authn: another rule
+    brings its own filters and backends and the policies its filter chain runs
+    after jwt_authn (authorization, rate limits); CORS, faults, external,
+    basic, API-key and JWT auth already ran, for the first. No route: 404.
+    """
+    req = plan.req
+    again = listener.match(req.host, method, req.path, req.query, req.headers)
+    if again is None:
+        plan.refuse(404)
+        return None
+    if again.rule is match.rule:
+        return match
+    record = plan.record
+    rule = plan.rule = again.rule
+    record.route_namespace, record.route_name = again.route.namespace, again.route.name
+    record.rule_index = rule.index
+    plan.grpc = again.grpc
+    if rule.invalid:
+        plan.refuse(500)
+        return None
+    guard = again.guard
+    if guard is None:
+        plan.compression = ()
+        return again
+    readmission = readmit(
+        guard, plan.client, method, req.path, req.query, req.headers, ctx.observer
+    )
+    plan.compression = readmission.compression
+    if readmission.status:
+        plan.answer = policy_answer(readmission, plan.grpc)
+        return None
+    return again
 
 
 def _fault_answer(admission: Admission, grpc: bool) -> Answer:

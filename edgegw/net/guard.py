@@ -26,7 +26,7 @@ from edgegw.net.context import HTTPConnectionContext, Observer
 from edgegw.net.extauth import ask, check_head
 from edgegw.net.oidc import OIDCProviders, complete
 from edgegw.policy import jwtverify
-from edgegw.policy.compiled import JWTContext, OIDCContext, RuleGuard
+from edgegw.policy.compiled import JWTContext, OIDCContext, RuleGuard, Verdict
 from edgegw.policy.fault import inject
 from edgegw.policy.jwt import RemoteKeys
 from edgegw.policy.oidc import Exchange, OIDCRequest
@@ -53,6 +53,7 @@ class Admission:
     response: HeaderList = field(default_factory=list)  # added to the response (OIDC cookies)
     delay: float = 0.0  # faultInjection: seconds to wait before going on
     fault: bool = False  # ``status`` is a faultInjection abort
+    recompute: bool = False  # jwt recomputeRoute: route again once ``add`` is applied
 
     def apply(self, headers: Sequence[tuple[bytes, bytes]]) -> HeaderList:
         """Request headers with the policies' removals and additions."""
@@ -237,6 +238,30 @@ def _check(
     verdict = guard.check(method, admission.client, view.header, query, now, jwt, oidc)
     if verdict.exchange is not None:
         return verdict.exchange
+    _take(guard, admission, verdict, observer)
+    return None
+
+
+def readmit(
+    guard: RuleGuard,
+    client: str,
+    method: str,
+    path: str,
+    query: str,
+    headers: HeaderList,
+    observer: Observer,
+) -> Admission:
+    """The rule a request was routed to again (jwt ``recomputeRoute``): what Envoy's filter
+    chain still runs for it after jwt_authn, its authorization and rate limits."""
+    admission = Admission(client=client, compression=guard.compression)
+    view = RequestView(method, path, query, headers)
+    verdict = guard.check_after_jwt(client, view.header, trio.current_time())
+    _take(guard, admission, verdict, observer)
+    return admission
+
+
+def _take(guard: RuleGuard, admission: Admission, verdict: Verdict, observer: Observer) -> None:
+    """The checks' verdict into the admission, and into the decision counters."""
     if verdict.reason:
         kind = "rateLimit" if verdict.reason == "ratelimit" else verdict.reason
         name = guard.traffic if kind == "rateLimit" else guard.security
@@ -247,7 +272,7 @@ def _check(
     if verdict.status:
         admission.status, admission.headers = verdict.status, verdict.headers
         admission.body = _TOO_MANY if verdict.status == 429 else verdict.body
-        return None
+        return
     admission.add += verdict.add
     admission.remove |= frozenset(verdict.remove) | {n for n, _ in verdict.add}
-    return None
+    admission.recompute = verdict.recompute

@@ -46,6 +46,7 @@ class Verdict:
     add: list[tuple[bytes, bytes]] = field(default_factory=list)  # to the forwarded request
     remove: tuple[bytes, ...] = ()  # from the forwarded request
     exchange: Exchange | None = None  # an OIDC token request to make, then check again
+    recompute: bool = False  # jwt recomputeRoute: route again with ``add`` applied
 
 
 class RuleGuard:
@@ -121,6 +122,16 @@ class RuleGuard:
             return verdict
         if self.jwt is not None and not self._check_jwt(self.jwt, header, query, jwt, verdict):
             return verdict
+        return self.check_after_jwt(client, header, now, verdict)
+
+    def check_after_jwt(
+        self, client: str, header: HeaderLookup, now: float, verdict: Verdict | None = None
+    ) -> Verdict:
+        """What Envoy's filter chain runs after jwt_authn: authorization, then rate limits.
+
+        Alone, these are what a route chosen again (``recomputeRoute``) adds.
+        """
+        verdict = verdict if verdict is not None else Verdict()
         if self.authorizer is not None:
             allowed, _ = self.authorizer.allows(client, header)
             if not allowed:
@@ -147,6 +158,7 @@ class RuleGuard:
             verdict.body = outcome.status.message.encode()
             return False
         verdict.add += outcome.add
+        verdict.recompute = outcome.recompute
         return True
 
     def is_preflight(self, method: str, header: HeaderLookup) -> bool:

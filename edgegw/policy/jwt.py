@@ -76,10 +76,15 @@ def remote_id(remote: ir.RemoteJWKS) -> str:
 
 @dataclass
 class Outcome:
-    """``status.code`` 0: admitted, with ``add`` for the forwarded request."""
+    """``status.code`` 0: admitted, with ``add`` for the forwarded request.
+
+    ``recompute``: the provider that verified asks for the route to be chosen
+    again with those headers (``recomputeRoute``).
+    """
 
     status: jv.Status
     add: list[tuple[bytes, bytes]] = field(default_factory=list)
+    recompute: bool = False
 
 
 class _Request:
@@ -217,7 +222,7 @@ class Authenticator:
         for provider in self.providers:
             status, add = self._provider(provider, request, remote, now)
             if not status.code:
-                return Outcome(status, add)
+                return Outcome(status, add, provider.config.recompute_route and bool(add))
         if self.config.fail_open:
             return Outcome(jv.OK)
         if self.config.optional:
@@ -240,6 +245,7 @@ class Authenticator:
     def _allow_missing(self, request: _Request, remote: RemoteKeys, now: float) -> Outcome:
         """Envoy's "allow missing": no token anywhere passes; a token present must verify."""
         add: list[tuple[bytes, bytes]] = []
+        recompute = False
         for location, issuers in self.readers.items():
             token = _extract(request, location)
             if token is None:
@@ -254,7 +260,8 @@ class Authenticator:
             if isinstance(verified, jv.Status):
                 return Outcome(verified)
             add += owner.claim_headers(verified)
-        return Outcome(jv.OK, add)
+            recompute = recompute or owner.config.recompute_route
+        return Outcome(jv.OK, add, recompute and bool(add))
 
     def _by_issuer(self, issuer: str) -> Provider | None:
         for provider in self.providers:

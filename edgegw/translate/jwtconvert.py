@@ -76,6 +76,7 @@ class JWTConverter:
             ),
             params=("access_token",) if defaults else extract.params,
             cookies=extract.cookies,
+            recompute_route=bool(spec.recompute_route),
         )
 
     def _local(self, ns: str, field: str, spec: ej.LocalJWKS) -> bytes:
@@ -171,5 +172,3 @@ def _check_provider(field: str, spec: ej.JWTProvider, names: set[str]) -> None:
         raise JWTProblem(f"{field}.issuer: when issuer contains ':', it must be a valid URI")
     if ":" not in issuer and "@" in issuer and "@" not in parseaddr(issuer)[1]:
         raise JWTProblem(f"{field}.issuer: when issuer contains '@', it must be an email address")
-    if spec.recompute_route:
-        raise JWTProblem(f"{field}.recomputeRoute: not implemented by edgegw (see README)")

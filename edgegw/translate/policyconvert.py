@@ -255,6 +255,14 @@ class SecurityConverter:
         """Raises: Problem."""
         spec = policy.spec
         ns = policy.metadata.namespace or ""
+        if (
+            (spec.ext_auth or spec.oidc)
+            and spec.jwt
+            and any(p.recompute_route for p in spec.jwt.providers)
+        ):
+            raise Problem(  # the JWT check may then run after the asynchronous step
+                "spec.jwt.providers.recomputeRoute: not implemented together with extAuth or oidc"
+            )
         jwt = self._jwt_auth(ns, spec.jwt) if spec.jwt else None
         security = ir.SecurityPolicy(
             name=f"{ns}/{policy.metadata.name}",
