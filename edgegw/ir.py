@@ -59,6 +59,18 @@ class BackendTLS(IR, frozen=True, kw_only=True):
     alpn: tuple[str, ...] = ()
 
 
+class HealthCheckLog(IR, frozen=True, kw_only=True):
+    """``healthCheck.active.healthCheckLog``: Envoy's health check event log, to ``path``.
+
+    ``failures``: every failed probe (else only a first check's); ``success``:
+    every successful probe (else only those that make an endpoint healthy).
+    """
+
+    path: str = "/dev/stdout"
+    failures: bool = True
+    success: bool = True
+
+
 class ActiveHealthCheck(IR, frozen=True, kw_only=True):
     """BackendTrafficPolicy ``healthCheck.active``: probe each endpoint every ``interval``.
 
@@ -85,6 +97,7 @@ class ActiveHealthCheck(IR, frozen=True, kw_only=True):
     receive: bytes = b""
     grpc_service: str = ""
     port: int = 0
+    log: HealthCheckLog | None = None
 
 
 class PassiveHealthCheck(IR, frozen=True, kw_only=True):

@@ -359,6 +359,43 @@ class GRPCActiveHealthChecker(PolicyModel, kw_only=True, frozen=True):
     service: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
 
 
+class HealthCheckLogFile(PolicyModel, kw_only=True, frozen=True):
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class HealthCheckLogSink(PolicyModel, kw_only=True, frozen=True):
+    """``healthCheckLog.sinks[]``: only ``type: File`` exists."""
+
+    type: Literal["File"]
+    file: HealthCheckLogFile | None = None
+
+    def __post_init__(self) -> None:
+        if self.file is None:
+            raise FieldError(
+                "file", "If ProxyHealthCheckLogSink type is File, file field needs to be set."
+            )
+
+
+HealthCheckLogEvent = Literal["Failure", "FailureSeriesStart", "Success", "HealthyTransition"]
+
+
+class HealthCheckLog(PolicyModel, kw_only=True, frozen=True):
+    """``healthCheckLog``: probe outcomes as JSON lines, Envoy's health check event log."""
+
+    sinks: Annotated[tuple[HealthCheckLogSink, ...], msgspec.Meta(max_length=1)] = ()
+    matches: Annotated[tuple[HealthCheckLogEvent, ...], msgspec.Meta(max_length=4)] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.matches)) != len(self.matches):
+            raise FieldError("matches", "each value must be unique")
+        failure = any(m in ("Failure", "FailureSeriesStart") for m in self.matches)
+        success = any(m in ("Success", "HealthyTransition") for m in self.matches)
+        if failure != success:
+            raise FieldError(
+                "matches", "a failure type and a success type must both be specified together"
+            )
+
+
 class HealthCheckOverrides(PolicyModel, kw_only=True, frozen=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
 
@@ -376,6 +413,7 @@ class ActiveHealthCheck(PolicyModel, kw_only=True, frozen=True):
     tcp: TCPActiveHealthChecker | None = None
     grpc: GRPCActiveHealthChecker | None = None
     overrides: HealthCheckOverrides | None = None
+    health_check_log: HealthCheckLog | None = None
 
     def __post_init__(self) -> None:
         if (self.type == "HTTP") != (self.http is not None):

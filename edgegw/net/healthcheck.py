@@ -22,12 +22,17 @@ TCP (connect, send, read until the expected bytes came) or gRPC (one
 ``Health/Check`` call on an HTTP/2 connection of its own, TLS with ALPN h2
 where the backend has TLS; ``proto/grpchealth.py``); their outcomes go to
 ``policy.activehealth``. A probe never touches request traffic: the load
-balancer reads the results table and nothing else.
+balancer reads the results table and nothing else. With a ``healthCheckLog``
+the probe's events (``policy/healthlog.py``) are appended to its file, one
+line per cluster the checker serves, through a non-blocking descriptor kept
+open while a check names the file: a full pipe loses lines, never stalls a
+probe.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import ssl
 from collections.abc import Iterator
@@ -42,6 +47,7 @@ from edgegw.net.clusters import ActiveTable
 from edgegw.net.dial import Dialer
 from edgegw.net.dns import ResolveError
 from edgegw.net.tls_client import client_context
+from edgegw.policy import healthlog
 from edgegw.policy.activehealth import ActiveRecord, Outcome, apply, http_outcome, tcp_outcome
 from edgegw.proto.events import DataReceived, MessageEnded, ResponseReceived
 from edgegw.proto.grpchealth import HealthCall
@@ -85,6 +91,7 @@ def _backends(model: ir.Model) -> Iterator[ir.Backend]:
 class _Checker:
     table: ActiveTable
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    clusters: tuple[str, ...] = ()  # the clusters it checks for, named in its log lines
 
 
 class HealthChecks:
@@ -102,6 +109,8 @@ class HealthChecks:
         self._checkers: dict[CheckerKey, _Checker] = {}
         self._nursery: trio.Nursery | None = None
         self._waiting: dict[str, ClusterCheck] | None = None
+        self._logs: dict[str, int] = {}  # healthCheckLog path → open descriptor
+        self._log_failed: set[str] = set()  # paths already warned about
         self.probes = 0  # probes made, for tests
 
     async def serve(
@@ -142,6 +151,9 @@ class HealthChecks:
         for key, checker in old.items():
             if key not in new:
                 checker.scope.cancel()
+        for key, checker in new.items():
+            checker.clusters = tuple(sorted(name for name, k in keys.items() if k == key))
+        self._close_logs({key[0].log.path for key in new if key[0].log is not None})
         self._checkers = new
         self._point(wanted, {name: new[key].table for name, key in keys.items()})
 
@@ -159,7 +171,7 @@ class HealthChecks:
             while True:
                 async with trio.open_nursery() as nursery:
                     for endpoint in endpoints:
-                        nursery.start_soon(self._check, config, endpoint, tls, checker.table)
+                        nursery.start_soon(self._check, config, endpoint, tls, checker)
                 await trio.sleep(config.interval)
 
     async def _check(
@@ -167,18 +179,48 @@ class HealthChecks:
         config: ir.ActiveHealthCheck,
         endpoint: ir.Endpoint,
         tls: ir.BackendTLS | None,
-        table: ActiveTable,
+        checker: _Checker,
     ) -> None:
         outcome = await probe(self._dialer, config, endpoint, tls)
         self.probes += 1
+        table = checker.table
         record = table.get(endpoint)
         if record is None:
             record = table[endpoint] = ActiveRecord()
-        if apply(record, outcome, config):
+        first = record.pending
+        changed = apply(record, outcome, config)
+        if changed:
             state = "healthy" if record.healthy else "unhealthy"
             log.info(
                 "health check: %s:%s is %s (%s)", endpoint.address, endpoint.port, state, outcome
             )
+        if config.log is not None:
+            made = healthlog.events(config.log, outcome, first=first, changed=changed)
+            lines = [
+                healthlog.line(event, body, config.kind, cluster, endpoint)
+                for event, body in made
+                for cluster in checker.clusters
+            ]
+            if lines:
+                self._write_log(config.log.path, b"".join(lines))
+
+    def _write_log(self, path: str, data: bytes) -> None:
+        """Append to a healthCheckLog file; a failure is logged, never raised."""
+        fd = self._logs.get(path)
+        try:
+            if fd is None:
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+                fd = self._logs[path] = os.open(path, flags, 0o644)
+            os.write(fd, data)
+        except OSError as exc:
+            if path not in self._log_failed:  # once, not once per probe
+                self._log_failed.add(path)
+                log.warning("healthCheckLog %s: %s", path, exc)
+
+    def _close_logs(self, keep: set[str]) -> None:
+        self._log_failed &= keep
+        for path in [p for p in self._logs if p not in keep]:
+            os.close(self._logs.pop(path))
 
 
 def _seeded(key: CheckerKey, old: dict[CheckerKey, _Checker]) -> ActiveTable:

@@ -52,6 +52,7 @@ def _active(spec: ep.ActiveHealthCheck) -> ir.ActiveHealthCheck:
         "unhealthy_threshold": spec.unhealthy_threshold,
         "healthy_threshold": spec.healthy_threshold,
         "port": (spec.overrides.port or 0) if spec.overrides else 0,
+        "log": _log(spec.health_check_log) if spec.health_check_log else None,
     }
     if spec.tcp is not None:
         tcp = spec.tcp
@@ -83,6 +84,17 @@ def _active(spec: ep.ActiveHealthCheck) -> ir.ActiveHealthCheck:
         send=body,
         receive=http.expected_response.payload() if http.expected_response else b"",
         **common,
+    )
+
+
+def _log(spec: ep.HealthCheckLog) -> ir.HealthCheckLog:
+    """Envoy Gateway's mapping: Failure / Success log every probe of that outcome,
+    FailureSeriesStart / HealthyTransition only Envoy's default events; no matches: all."""
+    sink = spec.sinks[0].file if spec.sinks else None
+    return ir.HealthCheckLog(
+        path=sink.path if sink is not None else "/dev/stdout",
+        failures=not spec.matches or "Failure" in spec.matches,
+        success=not spec.matches or "Success" in spec.matches,
     )
 
 

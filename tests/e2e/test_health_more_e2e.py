@@ -10,9 +10,11 @@ backends' own counts).
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -152,11 +154,15 @@ ROUTES = {  # HTTPRoute → (Service, BackendTrafficPolicy body)
         "  circuitBreaker: {retryBudget: {percent: {numerator: 50}}}\n",
     ),
 }
-POLICIES = "".join(_btp(name, "HTTPRoute", body) for name, (_, body) in ROUTES.items())
-POLICIES += _btp(
-    "grpchc",
-    "GRPCRoute",
-    f"""\
+
+
+def _policies(log: Path) -> str:
+    """Every route's policy; the gRPC check logs its transitions to ``log``."""
+    policies = "".join(_btp(name, "HTTPRoute", body) for name, (_, body) in ROUTES.items())
+    return policies + _btp(
+        "grpchc",
+        "GRPCRoute",
+        f"""\
   healthCheck:
     active:
       timeout: 500ms
@@ -164,8 +170,11 @@ POLICIES += _btp(
       unhealthyThreshold: 2
       type: GRPC
       grpc: {{service: {GRPC_SERVICE}}}
+      healthCheckLog:
+        matches: [FailureSeriesStart, HealthyTransition]
+        sinks: [{{type: File, file: {{path: "{log}"}}}}]
 """,
-)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +214,7 @@ def rig(
     gateway.write("gateway.yaml", http_gateway(port))
     routes = [route(name, svc, f"/{name}") for name, (svc, _) in ROUTES.items()]
     gateway.write("routes.yaml", "---\n".join([GRPC_ROUTE, *routes]))
-    gateway.write("policies.yaml", POLICIES)
+    gateway.write("policies.yaml", _policies(gateway.tmp / "health-events.log"))
     gateway.start()
     try:
         for name in ["grpchc", *ROUTES]:
@@ -249,6 +258,17 @@ def test_grpc_health_check_follows_the_servicer(
     a.serving(True)
     wait_for(lambda: _health(gateway, "grpchc")[a.port] is True, what="a SERVING again")
     assert _names(port, 8) == {"a", "b"}
+    # healthCheckLog: Envoy's events for the transitions only (no Failure / Success match)
+    events = [json.loads(line) for line in (gateway.tmp / "health-events.log").open()]
+    of_a = [e for e in events if e["host"]["socket_address"]["port_value"] == a.port]
+    kinds = [next(k for k in e if k.endswith("_event")) for e in of_a]
+    assert kinds == ["add_healthy_event", "eject_unhealthy_event", "add_healthy_event"]
+    assert of_a[0]["add_healthy_event"] == {"first_check": True}
+    assert of_a[1]["eject_unhealthy_event"] == {"failure_type": "ACTIVE"}
+    assert {e["health_checker_type"] for e in events} == {"GRPC"}
+    assert {e["cluster_name"] for e in events} == {
+        "grpcroute/default/grpchc/rule/0/default/grpcpair:80"
+    }
 
 
 # --- passive: failure percentage ----------------------------------------------------------------
