@@ -249,6 +249,8 @@ async def complete(
         return Outcome(status=401, body=FAILED)
     if exchange.grant == "authorization_code":
         return flow.finish_login(keys, exchange, tokens, now)
+    if not tokens.refresh_token:  # not rotated: the one the session had stays good
+        tokens = tokens._replace(refresh_token=exchange.refresh)
     names = flow.names
     fresh = {names.access: tokens.access_token, names.id: tokens.id_token}
     if tokens.refresh_token:

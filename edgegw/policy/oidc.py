@@ -309,11 +309,11 @@ class OIDCFlow:
             oc.set_cookie(names.expires, expires, ttl, domain, same_site),
             oc.set_cookie(names.access, access, ttl, domain, same_site),
         ]
-        if id_:
-            cookies.append(oc.set_cookie(names.id, id_, ttl, domain, same_site))
-        if refresh:
-            refresh_ttl = int(config.default_refresh_token_ttl)
-            cookies.append(oc.set_cookie(names.refresh, refresh, refresh_ttl, domain, same_site))
+        # a token the provider did not send is deleted: the HMAC was made without it
+        refresh_ttl = int(config.default_refresh_token_ttl)
+        for name, value, max_age in ((names.id, id_, ttl), (names.refresh, refresh, refresh_ttl)):
+            cookie = oc.set_cookie(name, value, max_age, domain, same_site)
+            cookies.append(cookie if value else oc.delete_cookie(name))
         return [(b"set-cookie", c) for c in cookies]
 
     def finish_login(

@@ -24,7 +24,7 @@ import trio
 
 from edgegw.policy import oidccookies as oc
 from edgegw.translate.oidcconvert import cookie_suffix
-from tests.e2e.conftest import ROOT, Echo, Gateway, echoed, free_port, http_gateway
+from tests.e2e.conftest import ROOT, Echo, Gateway, echoed, free_port, http_gateway, wait_for
 from tests.e2e.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
 from tests.e2e.test_grpc_e2e import Backend, _handlers
 from tests.e2e.test_h2_e2e import route, service
@@ -72,6 +72,22 @@ spec:
 """
 
 
+def _down(port: int) -> str:
+    """A policy whose provider never answers: its discovery keeps failing."""
+    return f"""\
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: down, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: down}}]
+  oidc:
+    provider: {{issuer: "http://127.0.0.1:{port}"}}
+    clientID: {CLIENT_ID}
+    clientSecret: {{name: oidc-client}}
+"""
+
+
 class Env:
     def __init__(self, port: int, gateway: Gateway, provider: Provider) -> None:
         self.port, self.gateway, self.provider = port, gateway, provider
@@ -95,7 +111,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         gateway.write("gateway.yaml", http_gateway(port))
         gateway.write("route-app.yaml", route("app", "echo", "/app"))
         gateway.write("route-grpc.yaml", GRPC_ROUTE)
-        gateway.write("policy.yaml", _policy(provider.issuer))
+        gateway.write("route-down.yaml", route("down", "echo", "/down"))
+        gateway.write("policy.yaml", _policy(provider.issuer) + _down(free_port()))
         try:
             gateway.start()
             yield Env(port, gateway, provider)
@@ -258,6 +275,15 @@ async def test_websocket_upgrade_needs_a_session(env: Env) -> None:
             session, _ = await trio.to_thread.run_sync(_login, env, client, f"{env.base}/app")
         cookie = _cookie_header(session).encode()
         assert await _ws_status(url, [(b"Cookie", cookie)]) == 101
+
+
+def test_an_unreachable_provider_fails_closed(env: Env) -> None:
+    with _client(False) as client:
+        rsp = _get(client, f"{env.base}/down/x")
+    assert (rsp.status_code, rsp.text) == (503, "OIDC provider not ready\n")
+    process = env.gateway.process
+    assert process is not None
+    wait_for(lambda: "OIDC discovery http://127.0.0.1:" in process.output(), what="a warning")
 
 
 def test_grpc_calls_get_no_login_page(env: Env) -> None:

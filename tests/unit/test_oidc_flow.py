@@ -207,6 +207,14 @@ def test_tampered_or_expired_sessions() -> None:
     assert flow.check(_req(cookie=expired), _Providers()).status == 302
 
 
+def test_a_new_session_deletes_the_cookies_of_tokens_not_sent() -> None:
+    flow = OIDCFlow(_config())
+    tokens = of.Tokens("at-2", "", "", 60)
+    cookies = [v.decode() for _, v in flow.session_set_cookies(flow.keys(ROOT), "h", tokens, NOW)]
+    assert any(c.startswith("IdToken-abcd1234=deleted;") for c in cookies)
+    assert any(c.startswith("RefreshToken-abcd1234=deleted;") for c in cookies)
+
+
 def test_an_expired_session_with_a_refresh_token_asks_for_a_refresh() -> None:
     flow = OIDCFlow(_config())
     outcome = flow.check(_req(cookie=_session(flow, expires_in=10, now=NOW - 60)), _Providers())
