@@ -185,3 +185,45 @@ def test_the_fast_path_keeps_the_header_list_limit() -> None:
     decoder.max_header_list_size = 1000
     with pytest.raises(OversizedHeaderListError):
         hpackfast.decode(decoder, repeated)
+
+
+def _request_frame(stream_id: int, block: bytes) -> bytes:
+    return fr.header_frames(stream_id, block, 1 << 14, end=True)
+
+
+def test_a_repeated_indexed_request_block_is_read_against_the_table_as_it_is_now() -> None:
+    _, srv = pair()
+    encoder, reference = Encoder(), Decoder()
+    head = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.example")]
+    head.append((b":path", b"/x"))
+    first = bytes(encoder.encode(head))  # literals: both fields enter the dynamic table
+    repeated = bytes(encoder.encode(head))  # only indexed fields now: remembered once valid
+    assert hpackfast.all_indexed(repeated)
+    for sid, block in ((1, first), (3, repeated), (5, repeated)):
+        assert [(bytes(n), bytes(v)) for n, v in reference.decode(block, raw=True)] == head
+        assert srv.receive_data(_request_frame(sid, block)) == [
+            ev.RequestReceived(sid, head, True),
+            ev.StreamEnded(sid),
+        ]
+    other = bytes(encoder.encode([*head[:3], (b":path", b"/y")]))  # every index moves by one
+    reference.decode(other, raw=True)
+    srv.receive_data(_request_frame(7, other))
+    # The same bytes as before now say ":path" twice and no ":authority" (the reference
+    # decoder agrees): malformed, where the remembered block would have been a valid request.
+    now = [(bytes(n), bytes(v)) for n, v in reference.decode(repeated, raw=True)]
+    assert [n for n, _ in now].count(b":path") == 2
+    srv.data_to_send()
+    assert srv.receive_data(_request_frame(9, repeated)) == []
+    assert srv.data_to_send() == fr.rst_stream_frame(9, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_a_repeated_malformed_indexed_block_is_refused_every_time() -> None:
+    _, srv = pair()
+    encoder = Encoder()
+    head = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/x"), (b"te", b"gzip")]
+    blocks = [bytes(encoder.encode(head)) for _ in range(3)]
+    assert hpackfast.all_indexed(blocks[2])
+    srv.data_to_send()
+    for sid, block in zip((1, 3, 5), blocks, strict=True):
+        assert srv.receive_data(_request_frame(sid, block)) == []
+        assert srv.data_to_send() == fr.rst_stream_frame(sid, ErrorCode.PROTOCOL_ERROR)

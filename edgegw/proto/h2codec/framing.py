@@ -31,7 +31,8 @@ PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x
 
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 
-_HEAD = struct.Struct(">HBBBL")
+HEAD = struct.Struct(">HBBBL")  # length (16 + 8 bits), type, flags, stream id (and R)
+_HEAD = HEAD
 _L = struct.Struct(">L")
 
 

@@ -78,13 +78,31 @@ def decode(decoder: Decoder, block: bytes) -> HeaderList:
     Raises:
         hpack.exceptions.HPACKError: as ``Decoder.decode`` (and IndexError, ValueError).
     """
-    fast = _decode_indexed(decoder, block)
+    fast = decode_indexed(decoder, block)
     if fast is not None:
         return fast
+    return decode_library(decoder, block)
+
+
+def decode_library(decoder: Decoder, block: bytes) -> HeaderList:
+    """``block`` decoded by the library (which may change the decoder's dynamic table).
+
+    Raises:
+        hpack.exceptions.HPACKError: as ``Decoder.decode`` (and IndexError, ValueError).
+    """
     return [(bytes(n), bytes(v)) for n, v in decoder.decode(block, raw=True)]
 
 
-def _decode_indexed(decoder: Decoder, block: bytes) -> HeaderList | None:
+def all_indexed(block: bytes) -> bool:
+    """Whether ``block`` is only one-byte indexed fields, which change no table."""
+    return not block.translate(None, _INDEXED_BYTES)
+
+
+_INDEXED_BYTES = bytes(range(0x81, 0xFF))  # indices 1-126 (0xFF starts a longer one)
+
+
+def decode_indexed(decoder: Decoder, block: bytes) -> HeaderList | None:
+    """``block`` decoded when it is all one-byte indexed fields within the limit, else None."""
     table = decoder.header_table
     dynamic = table.dynamic_entries
     static_length = len(_STATIC)
@@ -107,4 +125,12 @@ def _decode_indexed(decoder: Decoder, block: bytes) -> HeaderList | None:
     return out
 
 
-__all__ = ["TABLE_OFF", "decode", "encode", "encode_field"]
+__all__ = [
+    "TABLE_OFF",
+    "all_indexed",
+    "decode",
+    "decode_indexed",
+    "decode_library",
+    "encode",
+    "encode_field",
+]

@@ -24,10 +24,13 @@ from edgegw.proto.h2codec.settings import (
     CodecConfig,
     PeerSettings,
 )
-from edgegw.proto.h2codec.streams import Input, State, is_received, next_state
+from edgegw.proto.h2codec.streams import FLAT, Input, State, is_received
 
 HeaderList = list[tuple[bytes, bytes]]
 _WE_RESET, _PEER_RESET, _ENDED = 0, 1, 2  # how a stream closed
+_KNOWN_BLOCKS = 32  # repeated request blocks remembered per connection (see _known)
+_HEAD = fr.HEAD
+_CLOSED = State.CLOSED
 
 
 class FrameReceiver:
@@ -51,6 +54,11 @@ class FrameReceiver:
         self._block_stream = 0
         self._block_end = False
         self._decoder = Decoder(max_header_list_size=config.max_header_list_size)
+        # Request header blocks made only of indexed fields (a client repeating a
+        # request), already decoded and valid, with their content-length: such a
+        # block changes no HPACK table, so the same bytes mean the same head until
+        # a block goes through the library decoder, which clears this.
+        self._known: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int | None]] = {}
         self._table_off_sent = False  # see hpackfast
         self._send_window = DEFAULT_WINDOW
         self._inbound = InboundWindow(DEFAULT_WINDOW)
@@ -122,16 +130,19 @@ class FrameReceiver:
                 if at < 0:
                     return events
             limit = self.config.max_frame_size
-            while len(buf) - at >= fr.HEADER_SIZE:
-                length, kind, flags, stream_id = fr.parse_header(buf, at)
+            size = len(buf)
+            while size - at >= 9:  # a frame header (fr.parse_header, inlined)
+                hi, lo, kind, flags, stream_id = _HEAD.unpack_from(buf, at)
+                length = (hi << 8) | lo
                 if length > limit:
                     raise ProtocolError("frame too large", ErrorCode.FRAME_SIZE_ERROR)
-                end = at + fr.HEADER_SIZE + length
-                if end > len(buf):
+                end = at + 9 + length
+                if end > size:
                     break
-                body = bytes(buf[at + fr.HEADER_SIZE : end])
+                body = bytes(buf[at + 9 : end])
                 at = end
-                self._frame(kind, flags, stream_id, body, events)
+                self._frame(kind, flags, stream_id & 0x7FFFFFFF, body, events)
+                size = len(buf)
             del buf[:at]
         except ProtocolError as exc:
             self._fail(exc)
@@ -217,8 +228,12 @@ class FrameReceiver:
         raise ProtocolError("CONTINUATION outside a header block")
 
     def _decode(self, block: bytes) -> HeaderList:
+        fast = hpackfast.decode_indexed(self._decoder, block)
+        if fast is not None:
+            return fast
+        self._known.clear()  # the dynamic table may change: remembered blocks may not hold
         try:
-            return hpackfast.decode(self._decoder, block)
+            return hpackfast.decode_library(self._decoder, block)
         except OversizedHeaderListError as exc:
             raise ProtocolError(
                 f"header list too large: {exc}", ErrorCode.ENHANCE_YOUR_CALM
@@ -230,19 +245,25 @@ class FrameReceiver:
         self, stream_id: int, end: int | bool, block: bytes, events: list[ev.Event], *,
         check: bool = True,
     ) -> None:  # fmt: skip
+        known = self._known.get(block) if check else None
+        if known is not None and stream_id not in self.streams:
+            return self._new_stream(stream_id, list(known[0]), bool(end), events, known[1])
         headers = self._decode(block)
         if not check:
             return None
         stream = self.streams.get(stream_id)
         if stream is None:
-            return self._new_stream(stream_id, headers, bool(end), events)
+            return self._new_stream(stream_id, headers, bool(end), events, block=block)
         if self.client_side and not stream.response_seen:
             return self._response(stream, headers, bool(end), events)
         return self._trailers(stream, headers, bool(end), events)
 
     def _new_stream(
-        self, stream_id: int, headers: HeaderList, end: bool, events: list[ev.Event]
-    ) -> None:
+        self, stream_id: int, headers: HeaderList, end: bool, events: list[ev.Event],
+        expected: int | bool | None = False, block: bytes = b"",
+    ) -> None:  # fmt: skip
+        """A request opens ``stream_id``; ``expected`` is its content-length when the block
+        is a known valid one (``_known``), False when it must be validated here."""
         if stream_id in self._closed or stream_id <= self.highest_inbound_stream_id:
             return self._late_frame(stream_id, headers_frame=True)
         if self.client_side or not stream_id & 1:
@@ -250,15 +271,25 @@ class FrameReceiver:
         self.highest_inbound_stream_id = stream_id
         if len(self.streams) >= self.config.max_concurrent_streams:
             raise StreamError(stream_id, ErrorCode.REFUSED_STREAM, "too many streams")
-        expected = validate.check_request(
-            stream_id, headers, connect_protocol=self.config.enable_connect_protocol
-        )
+        if expected is False:
+            expected = validate.check_request(
+                stream_id, headers, connect_protocol=self.config.enable_connect_protocol
+            )
+            self._remember(block, headers, expected)
         stream = self._open(stream_id)
         stream.expected = expected
         self._advance(stream, Input.RECV_HEADERS)
         events.append(ev.RequestReceived(stream_id, headers, end))
         if end:
             self._peer_ended(stream, events)
+
+    def _remember(self, block: bytes, headers: HeaderList, expected: int | None) -> None:
+        """Keep a valid request block that is all indexed fields (see ``_known``)."""
+        if block and hpackfast.all_indexed(block):
+            known = self._known
+            if len(known) >= _KNOWN_BLOCKS:
+                known.clear()
+            known[block] = (tuple(headers), expected)
 
     def _response(
         self, stream: Stream, headers: HeaderList, end: bool, events: list[ev.Event]
@@ -300,7 +331,7 @@ class FrameReceiver:
             raise ProtocolError("DATA beyond the connection window", ErrorCode.FLOW_CONTROL_ERROR)
         data = fr.unpad(body, flags)
         stream = self.streams.get(stream_id)
-        if stream is None or next_state(stream.state, Input.RECV_DATA) is None:
+        if stream is None or FLAT[stream.state * 16 + Input.RECV_DATA] is None:
             self._give_back(length)
             if stream is not None:
                 raise StreamError(stream_id, ErrorCode.STREAM_CLOSED, "DATA after END_STREAM")
@@ -458,13 +489,13 @@ class FrameReceiver:
         return stream
 
     def _advance(self, stream: Stream, event: int) -> None:
-        state = next_state(stream.state, event)
+        state = FLAT[stream.state * 16 + event]  # streams.next_state, inlined
         if state is None:
             if is_received(event):
                 raise StreamError(stream.stream_id, ErrorCode.STREAM_CLOSED, "stream is closed")
             raise StreamClosedError(stream.stream_id)
         stream.state = state
-        if state is State.CLOSED:
+        if state == _CLOSED:
             self._forget(stream, _ENDED)
 
     def _forget(self, stream: Stream, how: int) -> None:

@@ -9,6 +9,8 @@ states do not exist here.
 
 States and inputs are plain ints, not ``enum`` members: the table is looked
 up several times per request, and an enum member hashes in Python code.
+``FLAT`` is the same table as a list indexed by ``state * 16 + input``, which
+the codec's hot paths read without a call or a tuple.
 """
 
 from __future__ import annotations
@@ -68,9 +70,14 @@ TRANSITIONS: dict[tuple[int, int], int] = {
 }
 
 
+FLAT: list[int | None] = [None] * (16 * (_S.CLOSED + 1))
+for (_state, _input), _next in TRANSITIONS.items():
+    FLAT[_state * 16 + _input] = _next
+
+
 def next_state(state: int, event: int) -> int | None:
     """The state after ``event``, or None when the stream cannot take it."""
-    return TRANSITIONS.get((state, event))
+    return FLAT[state * 16 + event]
 
 
-__all__ = ["TRANSITIONS", "Input", "State", "is_received", "next_state"]
+__all__ = ["FLAT", "TRANSITIONS", "Input", "State", "is_received", "next_state"]
