@@ -9,10 +9,14 @@ only synchronous code between checkpoints touches it, so no lock is needed):
   and turns events into per-stream state: a new request starts a stream
   task, DATA is queued for that stream's body, a client RST_STREAM cancels
   the stream's task, WINDOW_UPDATE wakes streams waiting for window;
-- one *stream task* per request runs ``proxy.handle_request`` with an
-  ``H2Body`` (DATA frames, acknowledged for flow control only as the
+- a *stream worker* per request in flight runs ``proxy.handle_request`` with
+  an ``H2Body`` (DATA frames, acknowledged for flow control only as the
   upstream takes them, which is the request-side backpressure) and an
-  ``H2Writer`` (response → HEADERS/DATA/trailers);
+  ``H2Writer`` (response → HEADERS/DATA/trailers). Workers are pooled
+  (``net/workers.py``): a stream costs a wake-up of a parked task instead of
+  a new task and a cancel scope of its own, and a client's RST_STREAM
+  cancels the worker serving that stream. Parked workers end once the
+  connection has been idle for ``_WORKER_LINGER`` seconds;
 - the *writer* is the only task that writes to the socket. Stream tasks put
   frames into ``h2`` and wake it, so frames of many streams leave in one
   write. A stream that has queued more than ``_HIGH_WATER`` bytes waits for
@@ -38,7 +42,6 @@ import contextlib
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -57,8 +60,9 @@ from edgegw.net.fastio import (
 from edgegw.net.heldhead import HeldHeadWriter
 from edgegw.net.proxy import handle_request
 from edgegw.net.tls_stream import TLSIO
+from edgegw.net.workers import Worker, WorkerPool
 from edgegw.proto import http2
-from edgegw.proto.events import Headers
+from edgegw.proto.events import HeaderList, Headers
 from edgegw.proto.h2codec import ErrorCode, H2Error, ProtocolError
 from edgegw.proto.h2codec import events as ev
 
@@ -66,6 +70,8 @@ log = logging.getLogger("edgegw.net.h2")
 
 _READ = READ_SIZE
 _HIGH_WATER = 256 * 1024
+_IDLE_WORKERS = 16  # parked stream workers kept per connection
+_WORKER_LINGER = 1.0  # idle seconds after which a connection's parked workers end
 _H2Error = (H2Error,)
 
 
@@ -106,17 +112,32 @@ class _GoawayOnDrain:
             self._conn._goaway()
 
 
-@dataclass(eq=False, slots=True)
 class H2Stream:
-    """Per-stream state the reader fills and the stream task drains."""
+    """Per-stream state the reader fills and the stream worker drains.
 
-    stream_id: int
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    chunks: deque[tuple[bytes, int]] = field(default_factory=deque)
-    body_ended: bool = False
-    trailers: Headers = ()  # request trailers, once the body ended with them
-    body_event: trio.Event = field(default_factory=trio.Event)
-    window_event: trio.Event = field(default_factory=trio.Event)
+    The events exist only while the worker waits on them (each wait makes its own).
+    """
+
+    __slots__ = (
+        "body_ended",
+        "body_event",
+        "chunks",
+        "headers",
+        "stream_id",
+        "trailers",
+        "window_event",
+        "worker",
+    )
+
+    def __init__(self, stream_id: int, headers: HeaderList, body_ended: bool) -> None:
+        self.stream_id = stream_id
+        self.headers = headers  # the request head, as the codec validated it
+        self.body_ended = body_ended
+        self.chunks: deque[tuple[bytes, int]] = deque()
+        self.trailers: Headers = ()  # request trailers, once the body ended with them
+        self.body_event: trio.Event | None = None
+        self.window_event: trio.Event | None = None
+        self.worker: Worker[H2Stream] | None = None
 
 
 class H2ServerConnection:
@@ -134,6 +155,7 @@ class H2ServerConnection:
         self.resets = http2.ResetBudget(limits.max_resets, limits.reset_window)
         self.draining = False
         self._nursery: trio.Nursery | None = None
+        self._workers: WorkerPool[H2Stream] | None = None
         self._wake = trio.Event()
         self._queued = 0  # bytes handed to h2 since the writer last took them
         self._written = trio.Event()
@@ -153,6 +175,7 @@ class H2ServerConnection:
     async def run(self, received: bytes = b"") -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._workers = WorkerPool(nursery, self._run_stream, _IDLE_WORKERS)
             nursery.start_soon(self._writer)
             try:
                 if not received or self._receive(received):
@@ -188,22 +211,38 @@ class H2ServerConnection:
                 finally:
                     drain.idle.discard(self._drain_hook)
             else:  # idle: the keep-alive timeout or a drain ends the wait
-                deadline = trio.current_time() + self.ctx.limits.keepalive_timeout
-                with trio.CancelScope(deadline=deadline) as scope:
-                    drain.idle.add(scope)
-                    try:
-                        data = await self.stream.receive_some(self._read_size)
-                    finally:
-                        drain.idle.discard(scope)
-                if scope.cancelled_caught:
+                received = await self._receive_idle()
+                if received is None:
                     if not drain.draining:
                         self._goaway()
                         return
                     continue
+                data = received
             if not data:
                 return
             if not self._receive(data):
                 return
+
+    async def _receive_idle(self) -> bytes | bytearray | None:
+        """One read while no stream is open; None when the keep-alive time or a drain ended
+        the wait. Parked stream workers end once ``_WORKER_LINGER`` of it has passed."""
+        drain, workers = self.ctx.drain, self._workers
+        now = trio.current_time()
+        keepalive = now + self.ctx.limits.keepalive_timeout
+        while True:
+            deadline = keepalive
+            if workers is not None and workers.idle:
+                deadline = min(keepalive, now + _WORKER_LINGER)
+            with trio.CancelScope(deadline=deadline) as scope:
+                drain.idle.add(scope)
+                try:
+                    return await self.stream.receive_some(self._read_size)
+                finally:
+                    drain.idle.discard(scope)
+            now = trio.current_time()
+            if drain.draining or now >= keepalive or workers is None:
+                return None
+            workers.release_idle()
 
     async def _receive_busy(self) -> bytes | bytearray:
         """One read, always a checkpoint: the stream tasks and the writer must get their turn
@@ -227,28 +266,32 @@ class H2ServerConnection:
         return True
 
     def _on_event(self, event: Any) -> bool:
-        if isinstance(event, ev.RequestReceived):
+        kind = type(event)
+        if kind is ev.RequestReceived:
             self._start_stream(event)
-        elif isinstance(event, ev.DataReceived):
+        elif kind is ev.StreamEnded:
+            st = self.streams.get(event.stream_id)
+            if st is not None and not st.body_ended:
+                _body_ended(st)
+        elif kind is ev.DataReceived:
             st = self.streams.get(event.stream_id)
             if st is None:
                 self._ack(event.stream_id, event.flow_controlled_length)
             else:
                 st.chunks.append((event.data, event.flow_controlled_length))
-                st.body_event.set()
-        elif isinstance(event, ev.StreamEnded | ev.TrailersReceived):
+                if st.body_event is not None:
+                    st.body_event.set()
+        elif kind is ev.TrailersReceived:
             st = self.streams.get(event.stream_id)
             if st is not None:
-                if isinstance(event, ev.TrailersReceived):
-                    st.trailers = tuple(http2.trailer_headers(event.headers))
-                st.body_ended = True
-                st.body_event.set()
-        elif isinstance(event, ev.StreamReset):
+                st.trailers = tuple(http2.trailer_headers(event.headers))
+                _body_ended(st)
+        elif kind is ev.StreamReset:
             return self._on_reset(event)
         elif isinstance(event, ev.WindowUpdated | ev.RemoteSettingsChanged):
             stream_id = getattr(event, "stream_id", 0)
             for st in self.streams.values() if not stream_id else [self.streams.get(stream_id)]:
-                if st is not None:
+                if st is not None and st.window_event is not None:
                     st.window_event.set()
         elif isinstance(event, ev.ConnectionTerminated):
             self.draining = True
@@ -257,8 +300,8 @@ class H2ServerConnection:
 
     def _on_reset(self, event: ev.StreamReset) -> bool:
         st = self.streams.get(event.stream_id)
-        if st is not None:
-            st.scope.cancel()
+        if st is not None and st.worker is not None:
+            st.worker.cancel()
         if event.remote_reset and self.resets.spend(trio.current_time()):
             log.warning("HTTP/2 client %s: too many stream resets; closing", self.ctx.client)
             self.h2.close_connection(ErrorCode.ENHANCE_YOUR_CALM)
@@ -285,10 +328,10 @@ class H2ServerConnection:
         if self.draining:
             self.h2.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
             return
-        st = H2Stream(stream_id, body_ended=event.ended)
+        st = H2Stream(stream_id, event.headers, event.ended)
         self.streams[stream_id] = st
-        assert self._nursery is not None
-        self._nursery.start_soon(self._run_stream, st, tuple(event.headers))
+        assert self._workers is not None
+        st.worker = self._workers.submit(st)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -351,9 +394,9 @@ class H2ServerConnection:
 
     async def wait_window(self, st: H2Stream) -> None:
         """Wait until the stream may send; a stall past ``stall_timeout`` ends the connection."""
-        st.window_event = trio.Event()
+        st.window_event = event = trio.Event()
         with trio.move_on_after(self.limits.stall_timeout) as scope:
-            await st.window_event.wait()
+            await event.wait()
         if scope.cancelled_caught:
             log.info("HTTP/2 client %s: flow-control stall; closing", self.ctx.client)
             self.h2.close_connection(ErrorCode.FLOW_CONTROL_ERROR)
@@ -379,19 +422,19 @@ class H2ServerConnection:
 
     # --- streams ----------------------------------------------------------------------------
 
-    async def _run_stream(self, st: H2Stream, headers: Headers) -> None:
+    async def _run_stream(self, st: H2Stream) -> None:
+        """Serve one stream (on a pooled worker: a client's reset cancels it from outside)."""
         writer = H2Writer(self, st)
         try:
-            with st.scope:
-                await self._serve_stream(st, headers, writer)
+            await self._serve_stream(st, writer)
         except (ClientAbort, *_H2Error) as exc:
             log.debug("HTTP/2 stream %d: %s", st.stream_id, exc)
         finally:
             self._finish_stream(st, writer)
 
-    async def _serve_stream(self, st: H2Stream, headers: Headers, writer: H2Writer) -> None:
+    async def _serve_stream(self, st: H2Stream, writer: H2Writer) -> None:
         try:
-            head = http2.parse_request(headers)
+            head = http2.parse_request(st.headers)
         except (ValueError, UnicodeDecodeError):
             return await writer.simple(400)
         if head.method == "CONNECT":
@@ -442,12 +485,15 @@ class H2Body:
         timeout: float | None = None,
     ) -> None:
         self._conn = conn
-        self._timeout = conn.ctx.limits.body_timeout if timeout is None else timeout
-        whole = conn.ctx.limits.request_timeout if timeout is None else 0.0
-        self._deadline = trio.current_time() + whole if whole else math.inf
         self._st = st
         self.length = 0 if st.body_ended and not st.chunks else length
         self.finished = self.length == 0
+        self._timeout = conn.ctx.limits.body_timeout if timeout is None else timeout
+        whole = conn.ctx.limits.request_timeout if timeout is None else 0.0
+        if whole and not self.finished:  # a body to wait for: the clock runs from now
+            self._deadline = trio.current_time() + whole
+        else:
+            self._deadline = math.inf
         self.started = False
         self.received = 0
 
@@ -457,9 +503,9 @@ class H2Body:
         self.started = True
         st, conn = self._st, self._conn
         while not st.chunks and not st.body_ended:
-            st.body_event = trio.Event()
+            st.body_event = event = trio.Event()
             with trio.move_on_at(min(trio.current_time() + self._timeout, self._deadline)) as scope:
-                await st.body_event.wait()
+                await event.wait()
             if scope.cancelled_caught:
                 raise ClientAbort("request body timed out")
         if not st.chunks:
@@ -553,3 +599,9 @@ class H2Writer(HeldHeadWriter):
             h2conn.end_stream(stream_id)
         self.ended = True
         await self._conn.flush()
+
+
+def _body_ended(st: H2Stream) -> None:
+    st.body_ended = True
+    if st.body_event is not None:
+        st.body_event.set()

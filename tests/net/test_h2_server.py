@@ -283,3 +283,29 @@ async def test_zero_window_stall_ends_the_connection(
     assert client.closed
     assert 5 <= trio.current_time() - started < 7
     assert client.of(ev.ResponseReceived)  # the head went out; the body never could
+
+
+async def test_a_reset_cancels_its_stream_upstream_and_the_connection_goes_on(
+    start: Callable[..., tuple[Client, object]], nursery: trio.Nursery
+) -> None:
+    asked, dropped = trio.Event(), trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:  # reads the request, never answers
+        while await stream.receive_some(65536):
+            asked.set()
+        dropped.set()
+
+    listeners = await nursery.start(trio.serve_tcp, silent, 0)
+    silent_port = listeners[0].socket.getsockname()[1]
+    backend = ir.Backend(name="b", endpoints=(ir.Endpoint(address="127.0.0.1", port=silent_port),))
+    rule = ir.HTTPRouteRule(index=0, matches=(ir.HTTPMatch(path="/silent"),), backends=(backend,))
+    client, _ = start(port_of(rule))
+    client.conn.send_headers(1, [*REQUEST, (":path", "/silent")], end_stream=True)
+    await client.flush()
+    with trio.fail_after(CEILING):  # the upstream read timeout is far longer
+        await asked.wait()
+        client.conn.reset_stream(1, ErrorCodes.CANCEL)
+        await client.flush()
+        await dropped.wait()  # the exchange was cancelled: its upstream connection closed
+        head, _ = await client.get(3, "/elsewhere")  # the connection serves on
+    assert head[":status"] == "404"
