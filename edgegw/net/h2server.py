@@ -258,7 +258,7 @@ class H2ServerConnection:
 
     def _receive(self, data: bytes | bytearray) -> bool:
         """Feed ``data`` to h2; False when the connection must end."""
-        events = self.h2.receive_data(bytes(data))
+        events = self.h2.receive_data(data)
         for event in events:
             if not self._on_event(event):
                 return False
@@ -408,6 +408,15 @@ class H2ServerConnection:
     async def send_body(self, st: H2Stream, data: bytes, *, end: bool = False) -> None:
         """DATA frames within the flow-control windows; ``end`` sets END_STREAM on the last."""
         h2conn, stream_id = self.h2, st.stream_id
+        size = len(data)
+        if (
+            data
+            and size <= h2conn.max_outbound_frame_size
+            and size <= h2conn.local_flow_control_window(stream_id)
+        ):  # the common case: one frame, window to spare
+            h2conn.send_data(stream_id, data, end_stream=end)
+            self._queued += size
+            data = b""
         while data:
             window = h2conn.local_flow_control_window(stream_id)
             if window <= 0:
@@ -586,7 +595,7 @@ class H2Writer(HeldHeadWriter):
 
     async def end(self, trailers: Headers = ()) -> None:
         h2conn, stream_id = self._conn.h2, self._st.stream_id
-        extra = http2.trailer_headers(trailers)
+        extra = http2.trailer_headers(trailers) if trailers else None
         ended_by_data = bool(self._held) and not extra
         if self._held:
             await self._send_held(end=ended_by_data)

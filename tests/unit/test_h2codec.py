@@ -227,3 +227,28 @@ def test_a_repeated_malformed_indexed_block_is_refused_every_time() -> None:
     for sid, block in zip((1, 3, 5), blocks, strict=True):
         assert srv.receive_data(_request_frame(sid, block)) == []
         assert srv.data_to_send() == fr.rst_stream_frame(sid, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_a_repeated_indexed_response_head_is_read_against_the_table_as_it_is_now() -> None:
+    client, _ = pair()
+    encoder, reference = Encoder(), Decoder()
+    ok = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+    blocks = [bytes(encoder.encode(ok)) for _ in range(3)]  # the 2nd and 3rd: all indexed
+    for block in blocks:
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, REQUEST, end_stream=True)
+        assert [(bytes(n), bytes(v)) for n, v in reference.decode(block, raw=True)] == ok
+        got = client.receive_data(fr.header_frames(sid, block, 1 << 14, end=True))
+        assert got == [ev.ResponseReceived(sid, ok, True), ev.StreamEnded(sid)]
+    plain = bytes(encoder.encode([(b":status", b"200"), (b"content-type", b"text/plain")]))
+    reference.decode(plain, raw=True)
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST, end_stream=True)
+    client.receive_data(fr.header_frames(sid, plain, 1 << 14, end=True))
+    # One entry more in the table: the remembered bytes now name the new entry.
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST, end_stream=True)
+    now = [(bytes(n), bytes(v)) for n, v in reference.decode(blocks[2], raw=True)]
+    assert now != ok
+    got = client.receive_data(fr.header_frames(sid, blocks[2], 1 << 14, end=True))
+    assert got == [ev.ResponseReceived(sid, now, True), ev.StreamEnded(sid)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 from hpack import Decoder
@@ -43,7 +44,9 @@ class FrameReceiver:
         self.streams: dict[int, Stream] = {}
         self.highest_inbound_stream_id = 0
         self.highest_outbound_stream_id = 0
-        self._closed: dict[int, int] = {}
+        # How the last streams closed, oldest first (a dict would find its oldest key
+        # ever slower behind the ones deleted before it).
+        self._closed: OrderedDict[int, int] = OrderedDict()
         self._out: list[bytes] = []
         self._pending_control = 0
         self._buffer = bytearray()
@@ -54,8 +57,9 @@ class FrameReceiver:
         self._block_stream = 0
         self._block_end = False
         self._decoder = Decoder(max_header_list_size=config.max_header_list_size)
-        # Request header blocks made only of indexed fields (a client repeating a
-        # request), already decoded and valid, with their content-length: such a
+        # Request header blocks (server side) or final response heads (client side) made
+        # only of indexed fields (a peer repeating itself), already decoded and valid,
+        # with their content-length: such a
         # block changes no HPACK table, so the same bytes mean the same head until
         # a block goes through the library decoder, which clears this.
         self._known: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int | None]] = {}
@@ -245,17 +249,20 @@ class FrameReceiver:
         self, stream_id: int, end: int | bool, block: bytes, events: list[ev.Event], *,
         check: bool = True,
     ) -> None:  # fmt: skip
+        stream = self.streams.get(stream_id)
         known = self._known.get(block) if check else None
-        if known is not None and stream_id not in self.streams:
-            return self._new_stream(stream_id, list(known[0]), bool(end), events, known[1])
+        if known is not None:
+            if stream is None:
+                return self._new_stream(stream_id, list(known[0]), bool(end), events, known[1])
+            if self.client_side and not stream.response_seen:
+                return self._final_response(stream, list(known[0]), bool(end), events, known[1])
         headers = self._decode(block)
         if not check:
             return None
-        stream = self.streams.get(stream_id)
         if stream is None:
             return self._new_stream(stream_id, headers, bool(end), events, block=block)
         if self.client_side and not stream.response_seen:
-            return self._response(stream, headers, bool(end), events)
+            return self._response(stream, headers, bool(end), events, block)
         return self._trailers(stream, headers, bool(end), events)
 
     def _new_stream(
@@ -284,7 +291,8 @@ class FrameReceiver:
             self._peer_ended(stream, events)
 
     def _remember(self, block: bytes, headers: HeaderList, expected: int | None) -> None:
-        """Keep a valid request block that is all indexed fields (see ``_known``)."""
+        """Keep a valid request (server side) or final response (client side) block that is
+        all indexed fields, with its content-length (see ``_known``)."""
         if block and hpackfast.all_indexed(block):
             known = self._known
             if len(known) >= _KNOWN_BLOCKS:
@@ -292,7 +300,7 @@ class FrameReceiver:
             known[block] = (tuple(headers), expected)
 
     def _response(
-        self, stream: Stream, headers: HeaderList, end: bool, events: list[ev.Event]
+        self, stream: Stream, headers: HeaderList, end: bool, events: list[ev.Event], block: bytes
     ) -> None:
         sid = stream.stream_id
         status = validate.check_response(sid, headers)
@@ -303,8 +311,17 @@ class FrameReceiver:
                 )
             events.append(ev.InformationalResponseReceived(sid, headers))
             return
+        expected = _content_length(headers)
+        self._remember(block, headers, expected)
+        self._final_response(stream, headers, end, events, expected)
+
+    def _final_response(
+        self, stream: Stream, headers: HeaderList, end: bool, events: list[ev.Event],
+        expected: int | None,
+    ) -> None:  # fmt: skip
+        sid = stream.stream_id
         stream.response_seen = True
-        stream.expected = _content_length(headers)
+        stream.expected = expected
         self._advance(stream, Input.RECV_HEADERS)
         events.append(ev.ResponseReceived(sid, headers, end))
         if end:
@@ -504,7 +521,7 @@ class FrameReceiver:
         closed = self._closed
         closed[stream.stream_id] = how
         if len(closed) > self.config.max_closed_streams:
-            del closed[next(iter(closed))]
+            closed.popitem(last=False)
 
     def _stream_fault(self, exc: StreamError, events: list[ev.Event]) -> None:
         """RST_STREAM for the peer's fault on one stream; GOAWAY too, when it was a
