@@ -229,12 +229,17 @@ async def open_h1_exchange(
 
 
 def _case_keeping(conn: UpstreamConnection, method: bytes) -> ResponseParser:
-    """A fresh parser that notes the response's header names; the pooled one is let go.
+    """A parser that notes the response's header names: the pooled one if it can, else a
+    fresh one (and the pooled one is let go).
 
-    Pooled again after the exchange, it serves later requests without noting
-    anything (``CaseKeepingResponseParser.reset``).
+    Pooled again after the exchange, it also serves later requests without the
+    policy, noting nothing (``CaseKeepingResponseParser.reset``).
     """
     pooled, conn.parser = conn.parser, None
+    if type(pooled) is CaseKeepingResponseParser and method != b"HEAD":
+        pooled.reset()
+        pooled.keep_case()
+        return pooled
     if pooled is not None:
         pooled.release()
     return CaseKeepingResponseParser(method)

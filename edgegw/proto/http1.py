@@ -413,8 +413,8 @@ class CaseKeepingRequestParser(RequestParser):
 class CaseKeepingResponseParser(ResponseParser):
     """A ``ResponseParser`` whose final response carries ``header_case``.
 
-    ``reset`` (a pooled connection reused for a request without the policy)
-    turns the noting off for good.
+    ``reset`` (a pooled connection reused) turns the noting off, so a request
+    without the policy may reuse it; ``keep_case`` turns it on again.
     """
 
     def __init__(
@@ -433,6 +433,10 @@ class CaseKeepingResponseParser(ResponseParser):
     def reset(self) -> None:
         super().reset()
         self._case = None
+
+    def keep_case(self) -> None:
+        """Note the names of the next response (after ``reset``)."""
+        self._case = {}
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

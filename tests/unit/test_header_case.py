@@ -100,6 +100,12 @@ def test_response_case_is_the_final_responses(http1: ModuleType) -> None:
     parser.reset()  # pooled, then reused for a request without the policy
     got = events(parser, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert [e.header_case for e in got if isinstance(e, ResponseReceived)] == [None]
+    parser.reset()  # and again for one with it
+    parser.keep_case()
+    got = events(parser, b"HTTP/1.1 204 No Content\r\nX-Again: 1\r\n\r\n")
+    assert [e.header_case for e in got if isinstance(e, ResponseReceived)] == [
+        {b"x-again": b"X-Again"}
+    ]
 
 
 @variants
