@@ -180,7 +180,7 @@ def decide(
     if isinstance(listener, int):
         plan.grpc = looks_grpc(req)
         return plan.refuse(listener)
-    record.listener = listener.listener.key
+    record.listener = listener.key
     if listener.client_rules is None:
         req.path = normalize_path(req.path)
     elif _client_rules(plan, listener.client_rules, ctx.client_cert):
@@ -206,12 +206,13 @@ def decide(
         if guarded is None:
             return plan
         match, rule = guarded, guarded.rule
+    if not rule.filters:  # the common case: the request goes on as it came
+        return _pick_backend(plan, ctx, match, listener, None)
     request = _Request(req.headers, req.authority, req.path, ctx.scheme, listener)
-    if rule.filters:
-        _apply_filters(plan, match, request, rule.filters)
-        if plan.answer is not None:
-            return plan
-    return _pick_backend(plan, ctx, match, request)
+    _apply_filters(plan, match, request, rule.filters)
+    if plan.answer is not None:
+        return plan
+    return _pick_backend(plan, ctx, match, listener, request)
 
 
 def _client_rules(
@@ -386,14 +387,24 @@ def policy_answer(admission: Admission, grpc: bool) -> Answer:
 
 
 def _pick_backend(
-    plan: RequestPlan, ctx: HTTPConnectionContext, match: RouteMatch, request: _Request
+    plan: RequestPlan,
+    ctx: HTTPConnectionContext,
+    match: RouteMatch,
+    listener: ListenerTable,
+    request: _Request | None,
 ) -> RequestPlan:
-    rule = match.rule
+    """The backend (and a pinned endpoint), its filters, then the upstream head.
+
+    ``request`` is what the rule's filters made of the request, None when it had none.
+    """
+    rule, req = match.rule, plan.req
     sessions = match.sessions
-    sticky = sticky_lookup(rule, sessions, plan.req.headers) if sessions is not None else None
+    sticky = sticky_lookup(rule, sessions, req.headers) if sessions is not None else None
     backend: ir.Backend | None
     if sticky is not None:
         backend, plan.pinned = sticky
+    elif len(rule.backends) == 1:  # no draw needed
+        backend = rule.backends[0] if rule.backends[0].weight > 0 else None
     else:
         backend = pick_backend(rule, random.random())
     if backend is None or backend.invalid:  # gRPC clients get UNAVAILABLE (14) for this
@@ -405,10 +416,15 @@ def _pick_backend(
     if rule.traffic is not None and rule.traffic.hash_on is not None and sticky is None:
         plan.pinned = _hashed_endpoint(plan, ctx, backend, rule.traffic.hash_on)
     if backend.filters:  # the same kinds as the rule's, RequestRedirect and URLRewrite included
+        if request is None:
+            request = _Request(req.headers, req.authority, req.path, ctx.scheme, listener)
         _apply_filters(plan, match, request, backend.filters)
         if plan.answer is not None:
             return plan
-    plan.head = upstream_head(plan, ctx, request.headers, request.authority, request.path)
+    if request is None:
+        plan.head = upstream_head(plan, ctx, req.headers, req.authority, req.path)
+    else:
+        plan.head = upstream_head(plan, ctx, request.headers, request.authority, request.path)
     return plan
 
 
@@ -429,8 +445,8 @@ def select_listener(table: PortTable, host: str, sni: str | None) -> ListenerTab
     if sni is None:
         return chosen if chosen is not None else 404
     if chosen is None:
-        return next((t for t in table.listeners if t.listener.key == sni), 404)
-    return chosen if chosen.listener.key == sni else 421
+        return next((t for t in table.listeners if t.key == sni), 404)
+    return chosen if chosen.key == sni else 421
 
 
 def header_value(headers: HeaderList, name: bytes) -> str | None:

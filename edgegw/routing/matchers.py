@@ -138,6 +138,7 @@ class Candidate:
     headers: tuple[tuple[bytes, ValueCheck], ...]
     query: tuple[ValueCheck, ...]
     rank: tuple[object, ...]
+    plain: bool = False  # nothing to check: the host and path that found it decide
 
     def accepts(self, request: RequestView) -> bool:
         """True when the method, headers, query and regex path all match."""
@@ -213,4 +214,5 @@ def compile_match(
         headers=header_checks,
         query=query_checks,
         rank=rank,
+        plain=not (match.method or path_pattern or header_checks or query_checks),
     )

@@ -79,11 +79,28 @@ class PathIndex:
             yield from run
 
     def first(self, path: str, request: RequestView) -> RouteMatch | None:
-        """The first of ``candidates(path)`` that accepts ``request`` (no generators)."""
-        for run in self._runs(path):
-            for candidate in run:
-                if candidate.accepts(request):
-                    return candidate.result
+        """The first of ``candidates(path)`` that accepts ``request`` (no generators).
+
+        The probes of ``_runs`` inline: the exact path, then its prefixes longest
+        first, then the regular expressions. A candidate with nothing left to check
+        (``plain``: the common host + path rule) wins without looking at the request.
+        """
+        exact = self.exact.get(path)
+        if exact is not None and (found := _first_accepting(exact, request)) is not None:
+            return found
+        prefix = self.prefix
+        if prefix:
+            run = prefix.get(path)
+            if run is not None and (found := _first_accepting(run, request)) is not None:
+                return found
+            end = path.rfind("/")
+            while end != -1:
+                run = prefix.get(path[:end])
+                if run is not None and (found := _first_accepting(run, request)) is not None:
+                    return found
+                end = path.rfind("/", 0, end)
+        if self.regex:
+            return _first_accepting(self.regex, request)
         return None
 
     def _runs(self, path: str) -> list[tuple[Candidate, ...]]:
@@ -101,6 +118,13 @@ class PathIndex:
         if self.regex:
             runs.append(self.regex)
         return runs
+
+
+def _first_accepting(run: tuple[Candidate, ...], request: RequestView) -> RouteMatch | None:
+    for candidate in run:
+        if candidate.plain or candidate.accepts(request):
+            return candidate.result
+    return None
 
 
 def _ranked(candidates: list[Candidate]) -> tuple[Candidate, ...]:
@@ -128,10 +152,20 @@ def _host_keyed(routes: Iterable[ir.HTTPRoute]) -> Iterator[tuple[str | None, Ca
 class ListenerTable:
     """The routes of one listener, compiled for ``match``."""
 
-    __slots__ = ("_groups", "_hostname", "alt_svc", "client_guard", "client_rules", "listener")
+    __slots__ = (
+        "_groups",
+        "_hostname",
+        "_plain",
+        "alt_svc",
+        "client_guard",
+        "client_rules",
+        "key",
+        "listener",
+    )
 
     def __init__(self, listener: ir.Listener) -> None:
         self.listener = listener
+        self.key = listener.key  # a property that formats it: read on every request
         self.client_guard = compile_listener(listener)
         self.alt_svc = alt_svc(listener)  # the HTTP/3 advertisement of its responses
         policy = listener.client_policy
@@ -139,8 +173,10 @@ class ListenerTable:
             compile_client_rules(policy, apply_header_modifier) if policy is not None else None
         )
         self._hostname = normalize_host(listener.hostname) if listener.hostname else None
-        grouped = group_by_host(_host_keyed(listener.http_routes))
-        self._groups: HostIndex[PathIndex] = grouped.map(PathIndex)
+        keyed = list(_host_keyed(listener.http_routes))
+        self._groups: HostIndex[PathIndex] = group_by_host(keyed).map(PathIndex)
+        # Every candidate decided by host and path alone: no request view to build.
+        self._plain = all(candidate.plain for _, candidate in keyed)
 
     def accepts_host(self, host: str) -> bool:
         """True when the listener's own hostname admits ``host``."""
@@ -173,12 +209,23 @@ class ListenerTable:
         host = normalize_host(host)
         if not self.accepts_host(host):
             return None
-        request = RequestView(method, path, query, headers)
-        for group in self._groups.matches(host):
-            found = group.first(path, request)
-            if found is not None:
-                return found
-        return None
+        request = _NOTHING_TO_CHECK if self._plain else RequestView(method, path, query, headers)
+        groups = self._groups
+        if groups.wildcard:
+            for group in groups.matches(host):
+                found = group.first(path, request)
+                if found is not None:
+                    return found
+            return None
+        exact = groups.exact.get(host)  # the usual case: no wildcard, no generator
+        if exact is not None and (found := exact.first(path, request)) is not None:
+            return found
+        fallback = groups.fallback
+        return fallback.first(path, request) if fallback is not None else None
+
+
+# Stands in for the request where every candidate is ``plain``: none of them reads it.
+_NOTHING_TO_CHECK = RequestView("", "", "", ())
 
 
 class PortTable:
