@@ -14,7 +14,7 @@ dialler's caller, and the exchanges)::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,6 +86,7 @@ class UpstreamConnection:
         "key",
         "max_requests",
         "parser",
+        "recv_nowait",
         "reused",
         "served",
         "stream",
@@ -101,6 +102,8 @@ class UpstreamConnection:
     ) -> None:
         self.stream = stream
         self.io = open_io(stream)
+        # What is here already, without waiting (None: nothing yet); None for a StreamIO.
+        self.recv_nowait: Callable[[], bytes | None] | None = getattr(self.io, "recv_nowait", None)
         self.key = key
         self.address = address  # "ip:port" or the socket path, for logs
         self.reused = reused
@@ -171,6 +174,8 @@ class ConnectionSource(Protocol):
     async def acquire(
         self, endpoint: ir.Endpoint, backend: ir.Backend, *, fresh: bool = False
     ) -> UpstreamConnection: ...
+
+    def reuse(self, endpoint: ir.Endpoint, backend: ir.Backend) -> UpstreamConnection | None: ...
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None: ...
 

@@ -451,6 +451,25 @@ class UpstreamPool:
         state.in_flight += 1
         if conn is not None:
             return conn
+        return await self._connect(endpoint, backend, key, state)
+
+    def reuse(self, endpoint: ir.Endpoint, backend: ir.Backend) -> UpstreamConnection | None:
+        """``acquire`` without the wait, for the hot path: an idle connection, or None.
+
+        None takes nothing: the caller then awaits ``acquire`` for a new connection.
+        """
+        state = self._states.get(_key(endpoint, backend))
+        if state is None or not state.idle:
+            return None
+        conn = self._take_idle(state)
+        if conn is not None:
+            state.in_flight += 1
+        return conn
+
+    async def _connect(
+        self, endpoint: ir.Endpoint, backend: ir.Backend, key: EndpointKey, state: _EndpointState
+    ) -> UpstreamConnection:
+        """A new connection for ``acquire`` (already counted in ``in_flight``)."""
         try:
             stream = await self._dial(endpoint, backend)
         except BaseException:
