@@ -51,7 +51,10 @@ from lib import (
 # (layer, what its frames are) in the order a sample is tested against them: the first
 # layer one of the innermost frames belongs to takes the sample.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("socket syscalls (send, recv)", ("fastio.py:send_all", "fastio.py:recv", "socket.py")),
+    (
+        "socket syscalls (send, recv)",
+        ("fastio.py:send_all", "fastio.py:send_nowait", "fastio.py:recv", "socket.py"),
+    ),
     ("TLS (OpenSSL, BIO moves)", ("OpenSSL/", "tls_stream.py", "ssl.py")),
     ("trio scheduler (tasks, checkpoints, cancel scopes)", ("trio/", "outcome/", "contextvars")),
     ("HTTP/1.1 parse and serialise (llhttp callbacks)", ("proto/http1.py", "httptools")),
