@@ -72,6 +72,10 @@ MALICIOUS = {
 # Deliberately stricter than h11, which accepts these.
 STRICTER = {
     "bare-lf": (b"GET / HTTP/1.1\nHost: a\n\n", "bare LF line ends invite smuggling"),
+    "bare-lf-trailers": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\r\n",
+        "the same in a chunked body's trailer section, where h11 takes it",
+    ),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", "RFC 9112 lets us reject"),
     "cl-te": (
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -96,7 +96,40 @@ def documented_stricter(data: bytes) -> bool:
         return True
     if b"content-length" in names and b"transfer-encoding" in names:
         return True
+    if b"transfer-encoding" in names and _bare_lf_in_trailers(body):
+        return True
     return b"transfer-encoding" in names and bool(_CHUNK_SIZE_SPACE.search(body))
+
+
+def _bare_lf_in_trailers(body: bytes) -> bool:
+    """Whether a chunked body's trailer section has a line ended by a bare LF.
+
+    h11 takes a bare LF there (and refuses it on chunk-size lines); we refuse both, as in the
+    head (``STRICTER["bare-lf-trailers"]``). Walks the chunk framing, so a LF inside chunk
+    data does not count.
+    """
+    pos = 0
+    while True:  # chunks, up to the last one
+        eol = body.find(b"\n", pos)
+        if eol < 0:
+            return False
+        try:
+            size = int(body[pos:eol].rstrip(b"\r").split(b";")[0].strip(), 16)
+        except ValueError:
+            return False
+        pos = eol + 1
+        if size == 0:
+            break
+        pos += size + 2
+    while True:  # trailer lines, up to the empty line
+        eol = body.find(b"\n", pos)
+        if eol < 0:
+            return False
+        if eol == pos or body[eol - 1] != 0x0D:
+            return True
+        if eol == pos + 1:
+            return False
+        pos = eol + 1
 
 
 # --- requests --------------------------------------------------------------------------------
