@@ -93,6 +93,19 @@ def _answers(got: list[Frame]) -> int:
     return sum(1 for f in got if isinstance(f, PingFrame | SettingsFrame) and "ACK" in f.flags)
 
 
+def _kernel_slack() -> int:
+    """Answers the kernel may take off the gateway before its writer stalls on a client that
+    never reads: the gateway's default send buffer plus the client's 4 KiB receive buffer (which
+    the kernel doubles), in 9-byte SETTINGS ACKs, the smallest answer.
+
+    The gateway's budget counts answers it holds unsent; those the kernel took are gone from
+    it. How many it took depends on how the scheduler interleaves the gateway's reads and
+    writes (one flushed batch of 1,000 under load), so only this bound is certain.
+    """
+    default_send = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[1])
+    return (default_send + 2 * 4096) // 9
+
+
 def _flood_frames() -> list[tuple[str, bytes]]:
     ping = PingFrame(0)
     ping.opaque_data = b"12345678"
@@ -125,7 +138,8 @@ def test_floods_from_a_client_that_never_reads_are_cut_off(echo_gateway: tuple[i
         growth = rss(pid) - before
         assert took < 5, (name, took)
         assert growth < 20 << 20, (name, growth)
-        assert _answers(got) <= 1001, name  # at most the budget reached the client
+        # at most the budget reached the client, plus what the kernel's buffers held
+        assert _answers(got) <= 1001 + _kernel_slack(), name
         print(f"{name} flood, never read: closed after {took:.2f} s, RSS +{growth >> 10} KiB")
     _still_serving(port)
 
