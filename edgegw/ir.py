@@ -519,6 +519,7 @@ class HTTPMatch(IR, frozen=True, kw_only=True):
 
 class Retry(IR, frozen=True, kw_only=True):
     codes: tuple[int, ...] = ()
+    grpc_statuses: tuple[int, ...] = ()  # grpc-status of a trailers-only answer that retries
     attempts: int = 0
     backoff: float | None = None  # seconds
 

@@ -341,16 +341,26 @@ class _Retrying:
         assert self.plan.rule is not None
         status = rsp.head.status_code
         retry = self.plan.rule.retry
+        grpc_status = _grpc_status(rsp.head.headers) if retry and retry.grpc_statuses else None
         if (
             retry is not None
-            and status in retry.codes
+            and (status in retry.codes or grpc_status in retry.grpc_statuses)
             and self._resendable()
-            and f.should_retry(retry, status, attempt)
+            and f.should_retry(retry, status, attempt, grpc_status)
             and (breaker is None or breaker.start_retry())  # circuitBreaker maxParallelRetries
         ):
             return status
         await stream_response(rsp, self.writer, self.plan, endpoint)
         return None
+
+
+def _grpc_status(headers: Headers) -> int | None:
+    """The grpc-status of a trailers-only gRPC answer (in its headers), for the gRPC retry
+    triggers; None when there is none or it is not a number."""
+    for name, value in headers:
+        if name == b"grpc-status":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 async def stream_response(

@@ -196,11 +196,14 @@ def mirror_wanted(mirror: ir.RequestMirrorFilter, rand: float) -> bool:
 # --- retries --------------------------------------------------------------------------------
 
 
-def should_retry(retry: ir.Retry | None, status: int | None, attempt: int) -> bool:
+def should_retry(
+    retry: ir.Retry | None, status: int | None, attempt: int, grpc_status: int | None = None
+) -> bool:
     """Whether to send the request to a backend again.
 
     A connection error (``status`` None) is retried whenever the rule has a
-    retry block; a response only when its status is one of ``codes``.
+    retry block; a response only when its status is one of ``codes``, or its
+    ``grpc_status`` (of a trailers-only gRPC answer) one of ``grpc_statuses``.
     ``attempts`` counts retries, on top of the first try; unset (0), it is
     ``DEFAULT_RETRY_ATTEMPTS``.
 
@@ -208,10 +211,11 @@ def should_retry(retry: ir.Retry | None, status: int | None, attempt: int) -> bo
         retry: the rule's retry block; None never retries.
         status: the backend's status, or None when no response came.
         attempt: which try just failed, the first being 1.
+        grpc_status: the grpc-status in the response's headers, if any.
     """
     if retry is None:
         return False
-    if status is not None and status not in retry.codes:
+    if status is not None and status not in retry.codes and grpc_status not in retry.grpc_statuses:
         return False
     attempts = retry.attempts if retry.attempts > 0 else DEFAULT_RETRY_ATTEMPTS
     return attempt <= attempts

@@ -30,7 +30,19 @@ from edgegw.translate.oidcconvert import OIDCConverter, OIDCProblem
 _UNIT_SECONDS = {"Second": 1.0, "Minute": 60.0, "Hour": 3600.0, "Day": 86400.0}
 _COMPRESSORS: dict[str, ir.Compressor] = {"Gzip": "gzip", "Brotli": "br", "Zstd": "zstd"}
 # retryOn triggers edgegw carries out: connection failures, and these statuses
-_STATUS_TRIGGERS = {"5xx": tuple(range(500, 600)), "gateway-error": (502, 503, 504)}
+_STATUS_TRIGGERS = {
+    "5xx": tuple(range(500, 600)),
+    "gateway-error": (502, 503, 504),
+    "retriable-4xx": (409,),  # Envoy's retriable-4xx: 409 Conflict only
+}
+# Envoy's gRPC triggers: the grpc-status of a trailers-only answer (its headers)
+_GRPC_TRIGGERS = {
+    "cancelled": 1,
+    "deadline-exceeded": 4,
+    "resource-exhausted": 8,
+    "internal": 13,
+    "unavailable": 14,
+}
 _CONNECTION_TRIGGERS = {"reset", "reset-before-request", "connect-failure", "refused-stream"}
 _DEFAULT_RETRY_CODES = (503,)
 
@@ -170,12 +182,15 @@ def _fault(spec: et.FaultInjection) -> ir.FaultInjection:
 def _retry(spec: ep.Retry) -> tuple[ir.Retry, float | None]:
     retry_on = spec.retry_on
     codes: list[int] = []
+    grpc_statuses: list[int] = []
     if retry_on is None:
         codes += _DEFAULT_RETRY_CODES
     else:
         for i, trigger in enumerate(retry_on.triggers):
             if trigger in _STATUS_TRIGGERS:
                 codes += _STATUS_TRIGGERS[trigger]
+            elif trigger in _GRPC_TRIGGERS:
+                grpc_statuses.append(_GRPC_TRIGGERS[trigger])
             elif trigger == "retriable-status-codes":
                 codes += retry_on.http_status_codes
             elif trigger not in _CONNECTION_TRIGGERS:
@@ -186,6 +201,7 @@ def _retry(spec: ep.Retry) -> tuple[ir.Retry, float | None]:
     backoff = per.back_off.base_interval if per and per.back_off else None
     retry = ir.Retry(
         codes=tuple(sorted(set(codes))),
+        grpc_statuses=tuple(sorted(set(grpc_statuses))),
         attempts=spec.num_retries,
         backoff=_secs(backoff),
     )

@@ -311,6 +311,14 @@ def test_retry_budget(retry: ir.Retry, failures: int, status: int | None, succee
     assert (tries_until_answer(retry, failures, status) is not None) is succeeds
 
 
+def test_grpc_status_triggers_retry_only_when_listed() -> None:
+    retry = ir.Retry(grpc_statuses=(14,), attempts=2)
+    assert should_retry(retry, 200, 1, grpc_status=14)  # a trailers-only UNAVAILABLE
+    assert not should_retry(retry, 200, 1, grpc_status=8)  # RESOURCE_EXHAUSTED: not listed
+    assert not should_retry(retry, 200, 1)  # no grpc-status: an answer
+    assert not should_retry(retry, 200, 3, grpc_status=14)  # past the attempts
+
+
 def test_no_retry_without_policy_and_backoff_never_below_minimum() -> None:
     assert not should_retry(None, None, 1)
     retry = ir.Retry(attempts=5, backoff=0.1)
