@@ -175,7 +175,6 @@ class H2ServerConnection:
     async def run(self, received: bytes = b"") -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._workers = WorkerPool(nursery, self._run_stream, _IDLE_WORKERS)
             nursery.start_soon(self._writer)
             try:
                 if not received or self._receive(received):
@@ -330,8 +329,11 @@ class H2ServerConnection:
             return
         st = H2Stream(stream_id, event.headers, event.ended)
         self.streams[stream_id] = st
-        assert self._workers is not None
-        st.worker = self._workers.submit(st)
+        workers = self._workers
+        if workers is None:  # made with the first stream: an idle connection has none
+            assert self._nursery is not None
+            workers = self._workers = WorkerPool(self._nursery, self._run_stream, _IDLE_WORKERS)
+        st.worker = workers.submit(st)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -252,3 +252,17 @@ def test_a_repeated_indexed_response_head_is_read_against_the_table_as_it_is_now
     assert now != ok
     got = client.receive_data(fr.header_frames(sid, blocks[2], 1 << 14, end=True))
     assert got == [ev.ResponseReceived(sid, now, True), ev.StreamEnded(sid)]
+
+
+def test_closed_streams_are_remembered_within_the_bound() -> None:
+    client, srv = pair(max_closed_streams=16)
+    for _ in range(100):
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, REQUEST, end_stream=True)
+        srv.receive_data(client.data_to_send())
+        srv.send_headers(sid, [(b":status", b"204")], end_stream=True)
+        client.receive_data(srv.data_to_send())
+    assert len(srv._closed) <= 16  # bounded memory, however long the connection lives
+    with pytest.raises(ProtocolError) as caught:  # the last stream ended: a late frame is
+        srv.receive_data(fr.data_frame(sid, b"late", end=False))  # the peer's fault
+    assert caught.value.error_code == ErrorCode.STREAM_CLOSED

@@ -15,7 +15,7 @@ Faults are sorted by their reach (section 5.4): a *connection* error raises
 on; a *stream* error resets that stream (RST_STREAM queued, ``StreamReset``
 with ``remote_reset=False`` emitted) and the connection goes on. Stream states
 follow the table in ``streams.py``; after a stream closes, how it closed is
-remembered for ``max_closed_streams`` streams, since the RFC treats late
+remembered for up to ``max_closed_streams`` streams, since the RFC treats late
 frames differently after our reset (ignored), the peer's reset (stream error)
 and the peer's END_STREAM (connection error).
 
