@@ -85,6 +85,7 @@ class Exchange(NamedTuple):
     nonce: str = ""
     url: str = ""
     refresh: str = ""
+    login_cookie: str = ""  # deleted once the login is done
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Outcome:
 class OIDCFlow:
     """One policy's flow, compiled once per reload; keys derived on first use."""
 
-    __slots__ = ("_keys", "_root", "config", "flow_cookies", "names", "session_cookies")
+    __slots__ = ("_keys", "_root", "config", "names", "session_cookies")
 
     def __init__(self, config: ir.OIDC) -> None:
         self.config = config
@@ -117,7 +118,6 @@ class OIDCFlow:
             nonce=f"OauthNonce-{sfx}",
         )
         self.session_cookies = frozenset(self.names)
-        self.flow_cookies = frozenset((self.names.nonce,))
         self._root = b""
         self._keys: oc.Keys | None = None
 
@@ -186,7 +186,7 @@ class OIDCFlow:
 
     def backend_cookie(self, raw: str, session: dict[str, str]) -> tuple[bytes, bytes]:
         """The Cookie header the backend gets: the client's others, the session's ``session``."""
-        rest = oc.strip_cookies(raw, self.session_cookies)
+        rest = oc.strip_cookies(raw, self.session_cookies, self.names.nonce + ".")
         parts = [rest] if rest else []
         parts += [f"{k}={v}" for k, v in session.items()]
         return b"cookie", "; ".join(parts).encode("latin-1", "replace")
@@ -209,8 +209,12 @@ class OIDCFlow:
         if decoded is None or not _same_origin(decoded[0], req):
             return Outcome(status=401, body=FAILED)
         headers = [(b"location", decoded[0].encode("latin-1", "replace"))]
-        headers.append((b"set-cookie", oc.delete_cookie(self.names.nonce)))
+        headers.append((b"set-cookie", oc.delete_cookie(self._login_cookie(decoded[1]))))
         return Outcome(status=302, headers=headers)
+
+    def _login_cookie(self, csrf: str) -> str:
+        """A login's own cookie (Envoy's per-flow name): logins in two tabs do not collide."""
+        return f"{self.names.nonce}.{oc.flow_id(csrf)}"
 
     def _callback(self, req: OIDCRequest, keys: oc.Keys, cookies: dict[str, str]) -> Outcome:
         params = _query(req.query)
@@ -218,11 +222,12 @@ class OIDCFlow:
         if "error" in params or not code or not state or len(code) > 2048:
             return Outcome(status=401, body=FAILED)
         decoded = oc.decode_state(state)
-        login = oc.parse_cookies(req.header(b"cookie"), self.flow_cookies).get(self.names.nonce)
-        if decoded is None or login is None:
+        if decoded is None:
             return Outcome(status=401, body=FAILED)
         url, csrf = decoded
-        if not (oc.csrf_valid(keys, csrf) and _equal(csrf, login)):
+        name = self._login_cookie(csrf)
+        login = oc.parse_cookies(req.header(b"cookie"), frozenset((name,))).get(name)
+        if login is None or not (oc.csrf_valid(keys, csrf) and _equal(csrf, login)):
             return Outcome(status=401, body=FAILED)
         if not _same_origin(url, req) or urlsplit(url).path == self.config.redirect_path:
             return Outcome(status=401, body=FAILED)
@@ -234,6 +239,7 @@ class OIDCFlow:
             verifier=oc.verifier_for(keys, csrf),
             nonce=oc.nonce_for(keys, csrf),
             url=url,
+            login_cookie=name,
         )
         return Outcome(exchange=exchange)
 
@@ -255,7 +261,7 @@ class OIDCFlow:
         )
         config = self.config
         cookie = oc.set_cookie(
-            self.names.nonce,
+            self._login_cookie(csrf),
             csrf,
             int(config.csrf_token_ttl),
             config.cookie_domain,
@@ -322,7 +328,7 @@ class OIDCFlow:
         """The answer to a callback whose code became tokens: cookies, and back to the URL."""
         headers = [(b"location", exchange.url.encode("latin-1", "replace"))]
         headers += self.session_set_cookies(keys, exchange.host, tokens, now)
-        headers.append((b"set-cookie", oc.delete_cookie(self.names.nonce)))
+        headers.append((b"set-cookie", oc.delete_cookie(exchange.login_cookie)))
         return Outcome(status=302, headers=headers)
 
 

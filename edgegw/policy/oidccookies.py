@@ -123,6 +123,11 @@ def new_csrf(keys: Keys) -> str:
     return f"{rand}.{b64url(hmac.digest(keys.csrf, rand.encode(), 'sha256'))}"
 
 
+def flow_id(csrf: str) -> str:
+    """The login's id, for its cookie's name: a prefix of the token's random part."""
+    return "".join(c for c in csrf.partition(".")[0][:12] if c.isalnum() or c in "-_")
+
+
 def csrf_valid(keys: Keys, token: str) -> bool:
     rand, dot, mac = token.partition(".")
     if not dot or len(token) > 128:
@@ -196,7 +201,11 @@ def parse_cookies(value: str | None, wanted: frozenset[str]) -> dict[str, str]:
     return found
 
 
-def strip_cookies(value: str, names: frozenset[str]) -> str:
-    """The Cookie header without ``names``: the backend never sees the session."""
-    kept = [p.strip() for p in value.split(";") if p.strip().partition("=")[0] not in names]
-    return "; ".join(p for p in kept if p)
+def strip_cookies(value: str, names: frozenset[str], prefix: str = "\0") -> str:
+    """The Cookie header without ``names`` and names starting with ``prefix``."""
+    kept = []
+    for part in value.split(";"):
+        name = part.strip().partition("=")[0]
+        if name and name not in names and not name.startswith(prefix):
+            kept.append(part.strip())
+    return "; ".join(kept)

@@ -162,7 +162,8 @@ def test_the_login_redirect_carries_the_flow() -> None:
     keys = flow.keys(ROOT)
     assert params["nonce"] == [oc.nonce_for(keys, csrf)]
     assert params["code_challenge"] == [oc.challenge_for(oc.verifier_for(keys, csrf))]
-    assert headers[b"set-cookie"].decode().startswith(f"OauthNonce-abcd1234={csrf};")
+    login = f"OauthNonce-abcd1234.{oc.flow_id(csrf)}={csrf};"
+    assert headers[b"set-cookie"].decode().startswith(login)
 
 
 def test_no_endpoints_yet_fails_closed() -> None:
@@ -226,7 +227,7 @@ def _callback(flow: OIDCFlow, url: str = "https://app.test/app") -> tuple[str, s
     """(query, login cookie) of a callback as the provider sends the browser back."""
     csrf = oc.new_csrf(flow.keys(ROOT))
     query = f"code=c0de&state={oc.encode_state(url, csrf)}"
-    return query, f"OauthNonce-abcd1234={csrf}"
+    return query, f"OauthNonce-abcd1234.{oc.flow_id(csrf)}={csrf}"
 
 
 def test_the_callback_asks_for_the_code_exchange() -> None:
@@ -239,6 +240,19 @@ def test_the_callback_asks_for_the_code_exchange() -> None:
     assert exchange.redirect_uri == "https://app.test/oauth2/callback"
     csrf = login.partition("=")[2]
     assert exchange.verifier == oc.verifier_for(flow.keys(ROOT), csrf)
+
+
+def test_two_logins_at_once_both_complete() -> None:
+    """Two tabs: each login has its own cookie, as Envoy's per-flow names."""
+    flow = OIDCFlow(_config())
+    (query_a, login_a), (query_b, login_b) = _callback(flow), _callback(flow)
+    both = f"{login_a}; {login_b}; theme=dark"
+    for query in (query_a, query_b):
+        outcome = flow.check(_req("/oauth2/callback", query, cookie=both), _Providers())
+        assert outcome.exchange is not None
+    session = _session(flow)
+    passed = flow.check(_req(cookie=f"{session}; {login_a}; theme=dark"), _Providers())
+    assert "OauthNonce" not in dict(passed.add)[b"cookie"].decode()
 
 
 @pytest.mark.parametrize(
@@ -260,7 +274,7 @@ def test_forged_callbacks_get_401(case: str) -> None:
     else:
         forged = "abc.def"
         query = f"code=c&state={oc.encode_state('https://app.test/', forged)}"
-        login = f"OauthNonce-abcd1234={forged}"
+        login = f"OauthNonce-abcd1234.{oc.flow_id(forged)}={forged}"
     outcome = flow.check(_req("/oauth2/callback", query, cookie=login), _Providers())
     assert (outcome.status, outcome.body, outcome.exchange) == (401, FAILED, None)
 
