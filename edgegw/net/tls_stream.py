@@ -406,8 +406,24 @@ class TLSIO:
         tls = self._tls
         tls._check_usable()
         tls._encrypt(memoryview(data))
-        tls._pull()
         lock = tls._send_lock
+        if not tls._outbox and not lock.locked():
+            # The usual case: nobody else is sending, so the records go out as OpenSSL
+            # made them, without the outbox's copies or the lock, if the kernel takes them.
+            conn = self._conn
+            pending = _outgoing(conn)
+            if pending:
+                records = conn.bio_read(pending)
+                try:
+                    sent = self._fast.send_nowait(records)
+                except BaseException:
+                    tls._broken = True
+                    raise
+                if sent < len(records):
+                    tls._outbox += memoryview(records)[sent:]  # the rest, in order, below
+            if not tls._outbox and not _outgoing(conn):
+                return
+        tls._pull()
         if lock.locked():
             await lock.acquire()
         else:
