@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections.abc import Iterator
@@ -15,6 +16,11 @@ def _private_ports() -> Iterator[int]:
     binds it. The kernel never picks a port below ``ip_local_port_range`` by itself.
     """
     low, span = 20000, 12000
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1... under pytest -n
+    if worker.startswith("gw"):  # each worker its own slice, so two never race for one port
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        span //= max(1, count)
+        low += int(worker[2:]) * span
     start = random.randrange(span)
     for offset in range(span):
         yield low + (start + offset) % span
