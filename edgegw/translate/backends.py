@@ -221,3 +221,30 @@ def _envoy_endpoint(endpoint: api.envoy.BackendEndpoint) -> ir.Endpoint:
         return ir.Endpoint(kind="fqdn", address=endpoint.fqdn.hostname, port=endpoint.fqdn.port)
     assert endpoint.unix is not None  # the api model guarantees exactly one is set
     return ir.Endpoint(kind="unix", address=endpoint.unix.path)
+
+
+def policy_backend(
+    index: Index,
+    policies: BackendTLSPolicies,
+    namespace: str,
+    refs: tuple[BackendObjectReference, ...],
+    https: ir.BackendTLS | None,
+) -> ir.Backend | str:
+    """The one backend a SecurityPolicy names for a provider it calls (a remote JWKS, an OIDC
+    token endpoint), or what is wrong with ``refs`` (the message, with its field suffix).
+
+    ``https`` is the TLS to use when the provider's URL is https and no BackendTLSPolicy
+    covers the backend, as Envoy Gateway does.
+    """
+    if len(refs) > 1:
+        return "backendRefs: only one backendRef is implemented"
+    ctx = BackendContext(
+        index=index, policies=policies, route_kind="SecurityPolicy", route_ns=namespace,
+        gateways=set(),
+    )  # fmt: skip
+    backend, problem = resolve(ctx, refs[0])
+    if problem is not None:
+        return f"backendRefs[0]: {problem.message}"
+    if backend.tls is None and https is not None:
+        backend = ir.Backend(name=backend.name, endpoints=backend.endpoints, tls=https)
+    return backend

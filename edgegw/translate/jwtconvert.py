@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from edgegw import ir
 from edgegw.api import envoyjwt as ej
 from edgegw.policy.jwtverify import parse_jwks
-from edgegw.translate.backends import BackendContext, resolve
+from edgegw.translate.backends import policy_backend
 from edgegw.translate.backendtls import BackendTLSPolicies
 from edgegw.translate.index import Index
 
@@ -133,21 +133,10 @@ class JWTConverter:
     def _backend_ref(
         self, ns: str, field: str, spec: ej.RemoteJWKS, tls: ir.BackendTLS | None
     ) -> ir.Backend:
-        if len(spec.backend_refs) > 1:
-            raise JWTProblem(f"{field}.backendRefs: only one backendRef is implemented")
-        ctx = BackendContext(
-            index=self._index,
-            policies=self._tls,
-            route_kind="SecurityPolicy",
-            route_ns=ns,
-            gateways=set(),
-        )
-        backend, problem = resolve(ctx, spec.backend_refs[0])
-        if problem is not None:
-            raise JWTProblem(f"{field}.backendRefs[0]: {problem.message}")
-        if backend.tls is None and tls is not None:  # https without a BackendTLSPolicy
-            backend = ir.Backend(name=backend.name, endpoints=backend.endpoints, tls=tls)
-        return backend
+        found = policy_backend(self._index, self._tls, ns, spec.backend_refs, tls)
+        if isinstance(found, str):
+            raise JWTProblem(f"{field}.{found}")
+        return found
 
 
 def _uri_backend(uri: str, host: str, port: int, tls: ir.BackendTLS | None) -> ir.Backend:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from edgegw import api, ir
 from edgegw.api import envoyoidc as eo
 from edgegw.api.meta import SecretObjectReference
-from edgegw.translate.backends import BackendContext, resolve
+from edgegw.translate.backends import policy_backend
 from edgegw.translate.backendtls import BackendTLSPolicies
 from edgegw.translate.index import Index
 
@@ -127,23 +127,12 @@ class OIDCConverter:
         )
 
     def _backend(self, ns: str, field: str, spec: eo.OIDCProvider) -> ir.Backend:
-        if len(spec.backend_refs) > 1:
-            raise OIDCProblem(f"{field}.backendRefs: only one backendRef is implemented")
-        ctx = BackendContext(
-            index=self._index,
-            policies=self._tls,
-            route_kind="SecurityPolicy",
-            route_ns=ns,
-            gateways=set(),
-        )
-        backend, problem = resolve(ctx, spec.backend_refs[0])
-        if problem is not None:
-            raise OIDCProblem(f"{field}.backendRefs[0]: {problem.message}")
         url = urlsplit(spec.token_endpoint or spec.issuer)
-        if backend.tls is None and url.scheme == "https":  # https without a BackendTLSPolicy
-            tls = ir.BackendTLS(hostname=url.hostname or "")
-            backend = ir.Backend(name=backend.name, endpoints=backend.endpoints, tls=tls)
-        return backend
+        https = ir.BackendTLS(hostname=url.hostname or "") if url.scheme == "https" else None
+        found = policy_backend(self._index, self._tls, ns, spec.backend_refs, https)
+        if isinstance(found, str):
+            raise OIDCProblem(f"{field}.{found}")
+        return found
 
 
 def redirect_path_of(url: str) -> str | None:
