@@ -72,7 +72,10 @@ _READ = READ_SIZE
 _HIGH_WATER = 256 * 1024
 _IDLE_WORKERS = 16  # parked stream workers kept per connection
 _WORKER_LINGER = 1.0  # idle seconds after which a connection's parked workers end
+_PARSED = 16  # request heads remembered parsed per connection (see ``_parse``)
+_PARSED_SIZE = 2048  # ... when their fields hold at most this many bytes
 _H2Error = (H2Error,)
+_Parsed = tuple[http2.H2Request, float | None]
 
 
 async def serve_h2_connection(
@@ -156,6 +159,7 @@ class H2ServerConnection:
         self.draining = False
         self._nursery: trio.Nursery | None = None
         self._workers: WorkerPool[H2Stream] | None = None
+        self._parsed: dict[tuple[tuple[bytes, bytes], ...], _Parsed] | None = None
         self._wake = trio.Event()
         self._queued = 0  # bytes handed to h2 since the writer last took them
         self._written = trio.Event()
@@ -242,6 +246,7 @@ class H2ServerConnection:
             if drain.draining or now >= keepalive or workers is None:
                 return None
             workers.release_idle()
+            self._parsed = None
 
     async def _receive_busy(self) -> bytes | bytearray:
         """One read, always a checkpoint: the stream tasks and the writer must get their turn
@@ -443,9 +448,36 @@ class H2ServerConnection:
         finally:
             self._finish_stream(st, writer)
 
+    def _parse(self, headers: HeaderList) -> _Parsed:
+        """``parse_request`` and ``grpc_deadline`` of a request head, remembered.
+
+        A client repeats its request heads (h2load, a page's assets, gRPC calls);
+        both are pure functions of the fields, and nothing changes a parsed head
+        (``H2Request`` is frozen and its fields list is only read). Only small heads
+        are kept, and at most ``_PARSED`` of them, so the memory stays bounded.
+
+        Raises:
+            ValueError, UnicodeDecodeError: as ``parse_request``.
+        """
+        key = tuple(headers)
+        parsed = self._parsed
+        if parsed is None:
+            parsed = self._parsed = {}
+        else:
+            found = parsed.get(key)
+            if found is not None:
+                return found
+        head = http2.parse_request(headers)
+        found = (head, http2.grpc_deadline(head.headers))
+        if sum(len(name) + len(value) for name, value in key) <= _PARSED_SIZE:
+            if len(parsed) >= _PARSED:
+                parsed.clear()
+            parsed[key] = found
+        return found
+
     async def _serve_stream(self, st: H2Stream, writer: H2Writer) -> None:
         try:
-            head = http2.parse_request(st.headers)
+            head, timeout = self._parse(st.headers)
         except (ValueError, UnicodeDecodeError):
             return await writer.simple(400)
         if head.method == "CONNECT":
@@ -462,7 +494,6 @@ class H2ServerConnection:
         request = ProxyRequest(
             head.method, head.path, head.query, head.authority, head.host, head.headers, body
         )
-        timeout = http2.grpc_deadline(head.headers)
         if timeout is None:
             return await handle_request(request, writer, self.ctx)
         with trio.move_on_after(timeout):
@@ -596,7 +627,18 @@ class H2Writer(HeldHeadWriter):
         await self._conn.flush()
 
     async def end(self, trailers: Headers = ()) -> None:
-        h2conn, stream_id = self._conn.h2, self._st.stream_id
+        conn, stream_id = self._conn, self._st.stream_id
+        h2conn, held, head = conn.h2, self._held, self._head
+        # the common case, a head and one piece of body, in one go
+        if (
+            head is not None
+            and held
+            and not trailers
+            and h2conn.send_response(stream_id, head, held)
+        ):
+            self._head, self._held, self.ended = None, b"", True
+            conn._queued += len(held)
+            return await conn.flush()
         extra = http2.trailer_headers(trailers) if trailers else None
         ended_by_data = bool(self._held) and not extra
         if self._held:

@@ -141,6 +141,23 @@ async def test_request_to_an_echo_backend(
     assert head3[":status"] == "200"
 
 
+async def test_repeated_request_heads_are_each_served_as_they_were_sent(
+    start: Callable[..., tuple[Client, object]], nursery: trio.Nursery
+) -> None:
+    listeners = await nursery.start(serve_echo, "127.0.0.1", 0, "pod", "ns")
+    echo_port = listeners[0].socket.getsockname()[1]
+    backend = ir.Backend(name="b", endpoints=(ir.Endpoint(address="127.0.0.1", port=echo_port),))
+    client, _ = start(port_of(ir.HTTPRouteRule(index=0, backends=(backend,))))
+    paths = [f"/p{i}?q={i}" for i in range(20)]  # more heads than a connection remembers
+    stream_id = 1
+    with trio.fail_after(CEILING):
+        for path in [*paths, *paths[:3], "/p0?q=0", "/p1?q=1"]:
+            head, body = await client.get(stream_id, path)
+            assert head[":status"] == "200"
+            assert f'"path":"{path}"'.encode() in body
+            stream_id += 2
+
+
 async def test_drain_of_a_busy_connection_sends_goaway_at_once_and_finishes_the_stream(
     start: Callable[..., tuple[Client, HTTPConnectionContext]], nursery: trio.Nursery
 ) -> None:

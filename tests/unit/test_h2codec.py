@@ -62,6 +62,66 @@ def test_request_response_with_body_and_trailers() -> None:
     assert not srv.streams
 
 
+def _opened(end: bool = True) -> tuple[H2Codec, H2Codec, int]:
+    client, srv = pair()
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST, end_stream=end)
+    srv.receive_data(client.data_to_send())
+    srv.data_to_send()
+    return client, srv, sid
+
+
+def test_a_whole_response_is_the_same_frames_as_head_then_body() -> None:
+    head = [(b":status", b"200"), (b"content-type", b"text/plain")]
+    client, srv, sid = _opened()
+    assert srv.send_response(sid, head, b"hello")
+    whole = srv.data_to_send()
+    _, by_parts, _ = _opened()
+    by_parts.send_headers(sid, head)
+    by_parts.send_data(sid, b"hello", end_stream=True)
+    assert whole == by_parts.data_to_send()
+    assert client.receive_data(whole) == [
+        ev.ResponseReceived(sid, head, False),
+        ev.DataReceived(sid, b"hello", 5),
+        ev.StreamEnded(sid),
+    ]
+    assert not srv.streams
+    with pytest.raises(StreamClosedError):
+        srv.send_response(sid, head, b"again")
+
+
+def test_a_whole_response_waits_for_the_window_and_an_empty_body() -> None:
+    client, srv = pair()
+    srv.receive_data(f.settings({0x4: 4}))  # the client's INITIAL_WINDOW_SIZE: 4
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, REQUEST, end_stream=True)
+    srv.receive_data(client.data_to_send())
+    srv.data_to_send()
+    head = [(b":status", b"200")]
+    assert not srv.send_response(sid, head, b"hello")  # beyond the stream's window
+    assert not srv.send_response(sid, head, b"")
+    assert srv.data_to_send() == b""  # nothing queued, the stream as it was
+    assert srv.local_flow_control_window(sid) == 4
+    assert srv.send_response(sid, head, b"hell")
+    assert client.receive_data(srv.data_to_send())[-2:] == [
+        ev.DataReceived(sid, b"hell", 4),
+        ev.StreamEnded(sid),
+    ]
+
+
+def test_a_whole_response_keeps_the_stream_open_while_the_request_goes_on() -> None:
+    client, srv, sid = _opened(end=False)
+    assert srv.send_response(sid, [(b":status", b"200")], b"early")
+    assert sid in srv.streams  # half closed (local): the request body may still come
+    client.receive_data(srv.data_to_send())
+    client.send_data(sid, b"late", end_stream=True)
+    assert srv.receive_data(client.data_to_send()) == [
+        ev.DataReceived(sid, b"late", 4),
+        ev.StreamEnded(sid),
+    ]
+    assert not srv.streams
+
+
 def test_send_side_flow_control_follows_the_peer() -> None:
     client, _ = pair()
     client.receive_data(f.settings({0x4: 10}))  # the server's INITIAL_WINDOW_SIZE: 10

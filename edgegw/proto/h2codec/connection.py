@@ -120,6 +120,37 @@ class H2Codec(FrameReceiver):
         if end_stream:
             self._advance(stream, Input.SEND_END_STREAM)
 
+    def send_response(self, stream_id: int, headers: HeaderList, data: bytes) -> bool:
+        """A whole response at once: HEADERS, then ``data`` in one DATA frame ending the stream.
+
+        The common answer (a head and a small body) as one call, one window check and one
+        queued piece; False, with nothing queued, when ``data`` is empty or does not fit the
+        flow-control windows or the peer's MAX_FRAME_SIZE (then send it piece by piece).
+
+        Raises:
+            StreamClosedError: the stream cannot send any more.
+        """
+        stream = self._sendable(stream_id)
+        size = len(data)
+        if (
+            not size
+            or size > stream.send_window
+            or size > self._send_window
+            or size > self.remote_settings.max_frame_size
+        ):
+            return False
+        self._advance(stream, Input.SEND_HEADERS)
+        self._advance(stream, Input.SEND_DATA)
+        block = hpackfast.encode(headers)
+        if not self._table_off_sent:
+            block, self._table_off_sent = hpackfast.TABLE_OFF + block, True
+        frames = fr.header_frames(stream_id, block, self.remote_settings.max_frame_size, end=False)
+        stream.send_window -= size
+        self._send_window -= size
+        self._out.append(frames + fr.data_frame(stream_id, data, end=True))
+        self._advance(stream, Input.SEND_END_STREAM)
+        return True
+
     def end_stream(self, stream_id: int) -> None:
         """END_STREAM on an empty DATA frame.
 
