@@ -57,8 +57,10 @@ class UpstreamResponse:
         self._parser = parser
         self._read_timeout = read_timeout
 
-    async def next_event(self) -> Event:
+    async def next_event(self, *, wait_first: bool = False) -> Event:
         """The next parser event, reading from the upstream when none is queued.
+
+        ``wait_first``: a read just found nothing, so the first one waits before it reads.
 
         Raises:
             UpstreamBroken: the upstream closed early or broke HTTP.
@@ -72,7 +74,8 @@ class UpstreamResponse:
                 raise UpstreamBroken(f"upstream {self.conn.address}: {exc}") from exc
             if event is not None:
                 return event
-            data = await self.conn.receive_some(_now() + self._read_timeout)
+            data = await self.conn.receive_some(_now() + self._read_timeout, wait_first=wait_first)
+            wait_first = False
             self.received += len(data)
             parser.receive_data(data)
 
@@ -276,17 +279,18 @@ def _case_keeping(conn: UpstreamConnection, method: bytes) -> ResponseParser:
 
 
 async def _read_head(response: UpstreamResponse, *, wait_first: bool = False) -> ResponseReceived:
-    if wait_first:  # the request just left: reading now would only say EAGAIN
-        conn = response.conn
-        data = await conn.receive_some(_now() + response._read_timeout, wait_first=True)
-        response.received += len(data)
-        response._parser.receive_data(data)
-        event = None
-    else:  # the answer is often here already: no wait, no clock
-        event = response.event_at_hand()
+    """The final response head; ``wait_first``: the request just left, with a body to follow.
+
+    Without ``wait_first`` the answer is often here already (``event_at_hand``:
+    no wait, no clock). When it is not, or the request just left, reading again
+    at once would only say EAGAIN: the next read waits first.
+    """
+    event = None if wait_first else response.event_at_hand()
+    wait_first = True
     while True:
         if event is None:
-            event = await response.next_event()
+            event = await response.next_event(wait_first=wait_first)
+            wait_first = False
         if type(event) is ResponseReceived:
             return event
         if type(event) is not InformationalResponseReceived:

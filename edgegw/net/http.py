@@ -151,7 +151,8 @@ class _Connection:
                     if event is None:
                         event = self._head_at_hand()
                 if event is None:
-                    event = await self._wait_head()
+                    # After a read found nothing at hand, another would only say EAGAIN.
+                    event = await self._wait_head(wait_first=served)
             except ProtocolError as exc:
                 return await self.send_error(exc.status_hint)
             if type(event) is not RequestReceived:
@@ -205,8 +206,8 @@ class _Connection:
             data += more
         return data
 
-    async def _read_idle(self) -> bytes:
-        """The next bytes of a connection between requests.
+    async def _read_idle(self, *, wait_first: bool = False) -> bytes:
+        """The next bytes of a connection between requests; ``wait_first`` as ``FastSocket.recv``.
 
         Raises:
             TimedOut: none came within ``keepalive_timeout``, or draining began
@@ -217,27 +218,33 @@ class _Connection:
             raise TimedOut("draining")
         drain.idle.add(io)
         try:
-            return await io.recv(trio.current_time() + self.ctx.limits.keepalive_timeout)
+            deadline = trio.current_time() + self.ctx.limits.keepalive_timeout
+            return await io.recv(deadline, wait_first=wait_first)
         finally:
             drain.idle.discard(io)
 
-    async def _wait_head(self) -> RequestReceived | ConnectionClosed | None:
+    async def _wait_head(
+        self, *, wait_first: bool = False
+    ) -> RequestReceived | ConnectionClosed | None:
         """Read until a head is complete; ``None`` after a timeout or on drain.
 
         Idle until a message begins (keep-alive timeout, drain), then the whole
-        head must come within the header timeout.
+        head must come within the header timeout. ``wait_first``: a read just
+        found nothing (``_head_at_hand``), so the first one waits before it reads.
         """
         parser = self.parser
         try:
             while not parser.in_message:
-                parser.receive_data(await self._read_idle())
+                parser.receive_data(await self._read_idle(wait_first=wait_first))
+                wait_first = False
                 event = parser.next_event()
                 if event is not None:
                     assert isinstance(event, RequestReceived | ConnectionClosed)
                     return event
             deadline = trio.current_time() + self.ctx.limits.header_timeout
             while (event := parser.next_event()) is None:
-                parser.receive_data(await self.io.recv(deadline))
+                parser.receive_data(await self.io.recv(deadline, wait_first=wait_first))
+                wait_first = False
             assert isinstance(event, RequestReceived | ConnectionClosed)
             return event
         except TimedOut:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
 import trio
 import trio.testing
 
 from edgegw import ir
+from edgegw.net import fastio
 from edgegw.net.fastio import TICK
 from edgegw.net.http import HTTPConnectionContext, HTTPLimits, serve_http_connection
 from edgegw.net.upstream import UpstreamPool
@@ -16,6 +18,7 @@ from edgegw.routing import compile_port
 
 CEILING = 10
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+OK_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
@@ -72,7 +75,7 @@ async def test_a_next_head_half_at_hand_gets_the_header_timeout_not_keep_alive(
         await read_head(stream)
         got_request.set()
         await release.wait()
-        await stream.send_all(OK)
+        await stream.send_all(OK_CLOSE)  # nothing left in the pool when the test ends
         await read_all(stream)
 
     port = await start_backend(nursery, held)
@@ -90,6 +93,7 @@ async def test_a_next_head_half_at_hand_gets_the_header_timeout_not_keep_alive(
         answer = await read_head(client)
         start = trio.current_time()
         rest = await read_all(client)
+        await client.aclose()
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert (answer + rest).count(b"HTTP/1.1 408 ") == 1
     assert 2 <= trio.current_time() - start <= 2 + TICK + 0.01
@@ -161,3 +165,50 @@ async def test_reuse_takes_only_an_idle_connection_and_counts_it(nursery: trio.N
         assert pool.in_flight(endpoint, backend) == 1
         assert pool.reuse(endpoint, backend) is None
         pool.release(conn, reusable=False)
+
+
+async def test_a_read_that_found_nothing_is_followed_by_a_wait_not_another_read(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client and backend both answer only once the gateway waits: each at-hand read
+    finds nothing, and the next syscall on that socket must be the wait."""
+    empty: set[int] = set()  # descriptors whose last read found nothing, no wait since
+    misses, repeats = [0], [0]
+    read, wait_readable = fastio._read, fastio._wait_readable
+
+    def counting_read(fd: int, size: int) -> bytes:
+        try:
+            data = read(fd, size)
+        except BlockingIOError:
+            misses[0] += 1
+            repeats[0] += fd in empty
+            empty.add(fd)
+            raise
+        empty.discard(fd)
+        return data
+
+    async def counting_wait(fd: int) -> None:
+        empty.discard(fd)
+        await wait_readable(fd)
+
+    monkeypatch.setattr(fastio, "_read", counting_read)
+    monkeypatch.setattr(fastio, "_wait_readable", counting_wait)
+
+    async def slow(stream: trio.SocketStream) -> None:
+        while await read_head(stream):
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(OK)
+
+    port = await start_backend(nursery, slow)
+    client, server = await socket_pair()
+    nursery.start_soon(serve_http_connection, server, context(port, UpstreamPool()))
+    with trio.fail_after(CEILING):
+        for _ in range(3):
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = await read_head(client)
+            while not answer.endswith(b"ok"):
+                answer += await client.receive_some(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+    assert misses[0] >= 4  # the next request and the answer were not at hand
+    assert repeats[0] == 0
