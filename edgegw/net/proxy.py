@@ -37,6 +37,7 @@ cheap. They run in ``ctx.background``, at most ``MIRRORS_MAX`` at a time
 from __future__ import annotations
 
 import random
+import time
 from typing import Protocol, TypeVar
 
 import trio
@@ -79,6 +80,7 @@ from edgegw.proto.http1 import reason_phrase, recase
 from edgegw.routing import filters as f
 
 MIRRORS_MAX = 256
+_now = time.perf_counter  # a request's duration: real time, one C call (trio's clock: three)
 _H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
 _R = TypeVar("_R")
 _GRPC_STATUS = {400: b"13", 404: b"12", 421: b"13", 500: b"13", 502: b"14", 503: b"14", 504: b"4"}
@@ -115,7 +117,7 @@ async def handle_request(
     """
     record = RequestRecord(req.method, req.path, ctx.client[0] if ctx.client else "")
     record.protocol = ctx.protocol
-    start = trio.current_time()
+    start = _now()
     try:
         plan = decide(req, ctx, record, upgrade=tunnel is not None)
         if plan.delay:  # faultInjection: before auth, an abort, or the upstream
@@ -133,7 +135,7 @@ async def handle_request(
             await _forward(plan, writer, ctx)
     finally:
         record.status = writer.status or record.status
-        record.duration = trio.current_time() - start
+        record.duration = _now() - start
         record.bytes_out = writer.bytes_sent
         record.bytes_in = getattr(req.body, "received", 0)
         ctx.observer.request_done(record)

@@ -26,6 +26,9 @@ Idle connections are kept LIFO (the warmest first) and dropped after
 ``idle_timeout``, or when a non-blocking read shows the peer closed them (read
 once a connection has been idle ``close_check_after``: a connection handed back
 a moment ago is not read again, which would cost every request a syscall).
+Idle times are real time (``time.monotonic``, one C call), not trio's clock
+(three Python calls): they are read twice per pooled exchange and never
+become a deadline.
 The peer may still close one just as a request goes out on it, which shows as
 EOF before any response byte: without a retry policy that request is resent
 once on a fresh connection (``UpstreamConnection.reused``); with one
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
@@ -104,6 +108,7 @@ EJECT_BASE = 5.0
 EJECT_MAX = 60.0
 _H2 = ("h2c", "h2")  # backend protocols spoken over HTTP/2
 _R = TypeVar("_R")
+_idle_clock = time.monotonic  # how long a pooled connection was idle (see above)
 
 
 class UpstreamReply(Protocol):
@@ -213,7 +218,7 @@ class UpstreamPool:
         return soonest[1] if soonest is not None else endpoints[start % n]
 
     def _take_idle(self, state: _EndpointState) -> UpstreamConnection | None:
-        now, limits = self._clock(), self.limits
+        now, limits = _idle_clock(), self.limits
         while state.idle:
             conn = state.idle.pop()
             idle = now - conn.idle_since
@@ -233,7 +238,7 @@ class UpstreamPool:
             reusable = False  # circuitBreaker maxRequestsPerConnection
         if reusable and len(state.idle) < self.limits.max_idle_per_endpoint:
             conn.reused = True
-            conn.idle_since = self._clock()
+            conn.idle_since = _idle_clock()
             state.idle.append(conn)
         else:
             conn.close()
