@@ -262,11 +262,12 @@ class H2ServerConnection:
 
     def _receive(self, data: bytes | bytearray) -> bool:
         """Feed ``data`` to h2; False when the connection must end."""
-        events = self.h2.receive_data(data)
-        for event in events:
+        h2conn = self.h2
+        for event in h2conn.receive_data(data):
             if not self._on_event(event):
                 return False
-        self.wake()
+        if h2conn.has_data_to_send() or self._raw_out:  # acks, answers: else the streams
+            self.wake()  # wake the writer when they have something to send
         return True
 
     def _on_event(self, event: Any) -> bool:
@@ -490,9 +491,14 @@ class H2ServerConnection:
             tunnel = websocket.H2Tunnel(self._read_size)
             return await handle_request(request, writer, self.ctx, tunnel)
         writer.head_request = head.method == "HEAD"
-        body = H2Body(self, st, head.content_length)
         request = ProxyRequest(
-            head.method, head.path, head.query, head.authority, head.host, head.headers, body
+            head.method,
+            head.path,
+            head.query,
+            head.authority,
+            head.host,
+            head.headers,
+            _NO_BODY if st.body_ended and not st.chunks else H2Body(self, st, head.content_length),
         )
         if timeout is None:
             return await handle_request(request, writer, self.ctx)
@@ -583,6 +589,29 @@ class H2Body:
         self._conn.wake()
         self.received += size
         return data
+
+
+class _NoBody:
+    """The body of a request whose HEADERS ended the stream: nothing to wait for or ack.
+
+    One shared instance: it has no state to change (``take_whole`` of nothing is nothing).
+    """
+
+    __slots__ = ()
+    length: int | None = 0
+    started: bool = False
+    finished: bool = True
+    received: int = 0
+    trailers: Headers = ()
+
+    async def receive(self) -> bytes:
+        return b""
+
+    def take_whole(self, limit: int) -> bytes:
+        return b""
+
+
+_NO_BODY = _NoBody()
 
 
 class H2Writer(HeldHeadWriter):

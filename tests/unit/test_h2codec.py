@@ -326,3 +326,66 @@ def test_closed_streams_are_remembered_within_the_bound() -> None:
     with pytest.raises(ProtocolError) as caught:  # the last stream ended: a late frame is
         srv.receive_data(fr.data_frame(sid, b"late", end=False))  # the peer's fault
     assert caught.value.error_code == ErrorCode.STREAM_CLOSED
+
+
+def _known_block_server(**server: object) -> tuple[H2Codec, bytes, bytes]:
+    """A server that has seen (and remembered) a valid all-indexed request block."""
+    _, srv = pair(**server)
+    encoder = Encoder()
+    head = [*REQUEST, (b"content-length", b"3")]
+    srv.receive_data(_request_frame(1, bytes(encoder.encode(head))))  # literals, indexed now
+    repeated = bytes(encoder.encode(head))
+    assert hpackfast.all_indexed(repeated)
+    srv.receive_data(fr.header_frames(3, repeated, 1 << 14, end=False))  # remembered
+    srv.data_to_send()
+    return srv, repeated, fr.header_frames(5, repeated, 1 << 14, end=False)
+
+
+def test_a_known_request_block_on_a_skipped_stream_id_ends_the_connection() -> None:
+    srv, repeated, _ = _known_block_server()
+    srv.receive_data(fr.header_frames(9, repeated, 1 << 14, end=False))
+    with pytest.raises(ProtocolError):  # 7 closed when 9 opened (RFC 9113 section 5.1.1)
+        srv.receive_data(fr.header_frames(7, repeated, 1 << 14, end=False))
+
+
+def test_a_known_request_block_beyond_the_stream_limit_is_refused() -> None:
+    srv, repeated, _ = _known_block_server(max_concurrent_streams=1)  # 3 is open
+    got = srv.receive_data(fr.header_frames(5, repeated, 1 << 14, end=False))
+    assert got == []
+    assert b"\x00\x00\x00\x07" in srv.data_to_send()  # RST_STREAM REFUSED_STREAM (7)
+    assert 5 not in srv.streams
+
+
+def test_a_known_request_block_that_announces_a_body_and_ends_is_malformed() -> None:
+    srv, repeated, _ = _known_block_server()
+    got = srv.receive_data(_request_frame(5, repeated))  # content-length 3, END_STREAM
+    assert got[-1] == ev.StreamReset(5, ErrorCode.PROTOCOL_ERROR, remote_reset=False)
+    assert 5 not in srv.streams
+
+
+def test_a_known_request_block_inside_a_header_block_ends_the_connection() -> None:
+    srv, _, frame = _known_block_server()
+    srv.receive_data(fr.header(3, fr.HEADERS, 0, 7) + b"\x82\x86\x84")  # no END_HEADERS
+    with pytest.raises(ProtocolError):
+        srv.receive_data(frame)
+
+
+def test_a_known_request_block_opens_its_stream_with_its_body_to_come() -> None:
+    srv, _, frame = _known_block_server()
+    got = srv.receive_data(frame + f.data(5, b"abc", end=True))
+    assert got == [
+        ev.RequestReceived(5, [*REQUEST, (b"content-length", b"3")], False),
+        ev.DataReceived(5, b"abc", 3),
+        ev.StreamEnded(5),
+    ]
+
+
+def test_remembered_header_blocks_stay_few_and_small() -> None:
+    """Whole encoded blocks are remembered: a peer provoking distinct or huge responses
+    must not grow that memory without bound."""
+    for i in range(1000):
+        assert hpackfast.encode([(b"x-n", b"%d" % i)]) == hpackfast.encode_field(b"x-n", b"%d" % i)
+    assert len(hpackfast._BLOCKS) <= 256
+    big = [(b"x-big", b"v" * 2000)]
+    assert Decoder().decode(hpackfast.encode(big), raw=True) == big
+    assert tuple(big) not in hpackfast._BLOCKS

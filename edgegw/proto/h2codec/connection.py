@@ -47,10 +47,25 @@ from edgegw.proto.h2codec.errors import (
     StreamClosedError,
 )
 from edgegw.proto.h2codec.flow import Stream
-from edgegw.proto.h2codec.receive import _WE_RESET, FrameReceiver
-from edgegw.proto.h2codec.streams import Input
+from edgegw.proto.h2codec.receive import _ENDED, _WE_RESET, FrameReceiver
+from edgegw.proto.h2codec.streams import FLAT, Input, State
 
 HeaderList = list[tuple[bytes, bytes]]
+
+
+def _after(state: int | None, *inputs: int) -> int | None:
+    for event in inputs:
+        if state is None:
+            return None
+        state = FLAT[state * 16 + event]
+    return state
+
+
+# a stream's state after HEADERS, DATA and END_STREAM sent at once (``send_response``)
+_WHOLE_RESPONSE = [
+    _after(state, Input.SEND_HEADERS, Input.SEND_DATA, Input.SEND_END_STREAM)
+    for state in range(State.CLOSED + 1)
+]
 
 
 class H2Codec(FrameReceiver):
@@ -139,8 +154,9 @@ class H2Codec(FrameReceiver):
             or size > self.remote_settings.max_frame_size
         ):
             return False
-        self._advance(stream, Input.SEND_HEADERS)
-        self._advance(stream, Input.SEND_DATA)
+        state = _WHOLE_RESPONSE[stream.state]
+        if state is None:
+            raise StreamClosedError(stream_id)
         block = hpackfast.encode(headers)
         if not self._table_off_sent:
             block, self._table_off_sent = hpackfast.TABLE_OFF + block, True
@@ -148,7 +164,9 @@ class H2Codec(FrameReceiver):
         stream.send_window -= size
         self._send_window -= size
         self._out.append(frames + fr.data_frame(stream_id, data, end=True))
-        self._advance(stream, Input.SEND_END_STREAM)
+        stream.state = state
+        if state == State.CLOSED:
+            self._forget(stream, _ENDED)
         return True
 
     def end_stream(self, stream_id: int) -> None:

@@ -67,9 +67,27 @@ def encode_field(name: bytes, value: bytes) -> bytes:
     return bytes((first,)) + _string(name) + _string(value)
 
 
+_BLOCKS: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+_BLOCKS_MAX = 256  # whole blocks remembered (see ``encode``)
+_BLOCK_SIZE = 1024  # ... of at most this many bytes
+
+
 def encode(headers: HeaderList) -> bytes:
-    """A header block for ``headers`` (without the connection's first ``TABLE_OFF``)."""
-    return b"".join([encode_field(name, value) for name, value in headers])
+    """A header block for ``headers`` (without the connection's first ``TABLE_OFF``).
+
+    A block depends on its fields alone (no dynamic table), and a proxy sends the
+    same response heads again and again (a backend's Date changes once a second), so
+    small blocks are remembered whole: one lookup instead of one per field.
+    """
+    key = tuple(headers)
+    block = _BLOCKS.get(key)
+    if block is None:
+        block = b"".join([encode_field(name, value) for name, value in key])
+        if len(block) <= _BLOCK_SIZE:
+            if len(_BLOCKS) >= _BLOCKS_MAX:
+                _BLOCKS.clear()
+            _BLOCKS[key] = block
+    return block
 
 
 def decode(decoder: Decoder, block: bytes) -> HeaderList:

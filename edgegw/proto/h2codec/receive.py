@@ -30,6 +30,8 @@ HeaderList = list[tuple[bytes, bytes]]
 _WE_RESET, _PEER_RESET, _ENDED = 0, 1, 2  # how a stream closed
 _KNOWN_BLOCKS = 32  # repeated request blocks remembered per connection (see _known)
 _HEAD = fr.HEAD
+_HEADERS = fr.HEADERS
+_PLAIN_HEADERS = fr.END_HEADERS | fr.PADDED | fr.PRIORITY_FLAG  # of which only END_HEADERS
 _CLOSED = State.CLOSED
 
 
@@ -105,6 +107,10 @@ class FrameReceiver:
         self._out.append(fr.goaway_frame(last, error_code))
         self._terminated = True
 
+    def has_data_to_send(self) -> bool:
+        """Whether ``data_to_send`` would return anything."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
         self._pending_control = 0
@@ -142,7 +148,13 @@ class FrameReceiver:
                     break
                 body = bytes(buf[at + 9 : end])
                 at = end
-                self._frame(kind, flags, stream_id & 0x7FFFFFFF, body, events)
+                stream_id &= 0x7FFFFFFF
+                if (
+                    kind != _HEADERS
+                    or flags & _PLAIN_HEADERS != fr.END_HEADERS
+                    or not self._known_request(flags, stream_id, body, events)
+                ):
+                    self._frame(kind, flags, stream_id, body, events)
                 size = len(buf)
             del buf[:at]
         except ProtocolError as exc:
@@ -261,6 +273,41 @@ class FrameReceiver:
         if self.client_side and not stream.response_seen:
             return self._response(stream, headers, bool(end), events, block)
         return self._trailers(stream, headers, bool(end), events)
+
+    def _known_request(
+        self, flags: int, stream_id: int, block: bytes, events: list[ev.Event]
+    ) -> bool:
+        """A new request in one HEADERS frame whose block is a known valid one (``_known``):
+        what ``_frame`` would make of it, in one step. False, and nothing done, for anything
+        else (the frame then takes the full path, with every check and error)."""
+        known = self._known
+        if known is None or self._block is not None or self._awaiting_settings:
+            return False
+        entry = known.get(block)
+        if entry is None or self.client_side:
+            return False
+        headers, expected = entry
+        end = flags & fr.END_STREAM
+        if (
+            stream_id <= self.highest_inbound_stream_id
+            or not stream_id & 1
+            or stream_id in self._closed
+            or len(self.streams) >= self.config.max_concurrent_streams
+            or (end and expected)  # a body announced and none sent: malformed
+        ):
+            return False
+        self.highest_inbound_stream_id = stream_id
+        stream = self._open(stream_id)
+        stream.expected = expected
+        if end:
+            stream.state = State.HALF_CLOSED_REMOTE  # IDLE, RECV_HEADERS, RECV_END_STREAM
+            stream.peer_ended = True
+            events.append(ev.RequestReceived(stream_id, list(headers), True))
+            events.append(ev.StreamEnded(stream_id))
+        else:
+            stream.state = State.OPEN  # IDLE, RECV_HEADERS
+            events.append(ev.RequestReceived(stream_id, list(headers), False))
+        return True
 
     def _new_stream(
         self, stream_id: int, headers: HeaderList, end: bool, events: list[ev.Event],
