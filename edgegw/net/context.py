@@ -132,6 +132,10 @@ class ChallengeAnswers(Protocol):
     def answer_http01(self, path: str) -> bytes | None: ...
 
 
+#: (fields, path, query, authority, original authority, method, chunked, the head made)
+HeadMemo = tuple[HeaderList, str, str, str, str, str, bool, tuple[bytes, bytes, HeaderList]]
+
+
 class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     """Everything one client connection needs; the lead builds one per connection.
 
@@ -160,6 +164,9 @@ class HTTPConnectionContext(msgspec.Struct, kw_only=True):
     read_size: int | None = None  # bytes per read, from a ClientTrafficPolicy bufferLimit
     buffer_limit: int | None = None  # that bufferLimit: also the most a retry keeps of a body
     client_cert: PeerCertificate | None = None  # a mutual-TLS client's, for XFCC
+    # the last upstream head ``decide`` made on this connection and what it was made of
+    # (``decide.upstream_head``): an HTTP/2 client's repeated heads are made once
+    head_memo: HeadMemo | None = None
 
 
 class ProxyRequest(msgspec.Struct):

@@ -516,7 +516,53 @@ def _cors(plan: RequestPlan, cors: ir.CORSFilter) -> bool:
 def upstream_head(
     plan: RequestPlan, ctx: HTTPConnectionContext, headers: HeaderList, authority: str, path: str
 ) -> tuple[bytes, bytes, HeaderList]:
-    """Request line and headers for the upstream: Host, X-Forwarded-*, framing."""
+    """Request line and headers for the upstream: Host, X-Forwarded-*, framing.
+
+    The head depends on its arguments and the connection alone; the last one made on
+    an HTTP/2 connection is kept with what it was made of (``ctx.head_memo``), and
+    made again only when one of them differs: the same fields list (``is``) comes back
+    as long as the front end remembers the parsed head. The caller gets its own list.
+    """
+    req = plan.req
+    memo = ctx.head_memo
+    chunked = req.body.length is None
+    if (
+        memo is not None
+        and memo[0] is headers
+        and memo[1] == path
+        and memo[2] == req.query
+        and memo[3] == authority
+        and memo[4] == req.authority
+        and memo[5] == req.method
+        and memo[6] is chunked
+        and not plan.upgrade
+    ):
+        method, target, fields = memo[7]
+        return method, target, list(fields)
+    head = _upstream_head(plan, ctx, headers, authority, path, chunked)
+    if ctx.protocol == "h2" and not plan.upgrade:  # HTTP/1.1 parses every head afresh
+        ctx.head_memo = (
+            headers,
+            path,
+            req.query,
+            authority,
+            req.authority,
+            req.method,
+            chunked,
+            head,
+        )
+        return head[0], head[1], list(head[2])
+    return head
+
+
+def _upstream_head(
+    plan: RequestPlan,
+    ctx: HTTPConnectionContext,
+    headers: HeaderList,
+    authority: str,
+    path: str,
+    chunked: bool,
+) -> tuple[bytes, bytes, HeaderList]:
     req = plan.req
     out: HeaderList = [(b"host", authority.encode("latin-1"))]
     forwarded_for: bytes | None = None
@@ -537,7 +583,7 @@ def upstream_head(
         out += _UPGRADE_FIELDS
         method = b"GET"
     else:
-        if req.body.length is None:
+        if chunked:
             out.append((b"transfer-encoding", b"chunked"))
         method = req.method.encode()
     target = path + "?" + req.query if req.query else path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -156,6 +158,31 @@ async def test_repeated_request_heads_are_each_served_as_they_were_sent(
             assert head[":status"] == "200"
             assert f'"path":"{path}"'.encode() in body
             stream_id += 2
+
+
+def ended(client: Client, stream_id: int) -> bool:
+    return any(e.stream_id == stream_id for e in client.of(ev.StreamEnded))
+
+
+async def test_the_same_head_with_and_without_a_body_is_framed_for_each(
+    start: Callable[..., tuple[Client, object]], nursery: trio.Nursery
+) -> None:
+    listeners = await nursery.start(serve_echo, "127.0.0.1", 0, "pod", "ns")
+    echo_port = listeners[0].socket.getsockname()[1]
+    backend = ir.Backend(name="b", endpoints=(ir.Endpoint(address="127.0.0.1", port=echo_port),))
+    client, _ = start(port_of(ir.HTTPRouteRule(index=0, backends=(backend,))))
+    fields = [*REQUEST[1:], (":method", "POST"), (":path", "/same")]
+    seen = []
+    with trio.fail_after(CEILING):
+        for stream_id, body in ((1, b""), (3, b"abc"), (5, b""), (7, b"de")):
+            client.conn.send_headers(stream_id, fields, end_stream=not body)
+            if body:
+                client.conn.send_data(stream_id, body, end_stream=True)
+            await client.flush()
+            await client.read_until(functools.partial(ended, client, stream_id))
+            data = b"".join(e.data for e in client.of(ev.DataReceived) if e.stream_id == stream_id)
+            seen.append(json.loads(data)["headers"].get("Transfer-Encoding"))
+    assert seen == [None, ["chunked"], None, ["chunked"]]
 
 
 async def test_drain_of_a_busy_connection_sends_goaway_at_once_and_finishes_the_stream(
