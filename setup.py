@@ -1,12 +1,16 @@
-"""Build hook: compile the per-request parsers with mypyc where a C compiler is present.
+"""Build hook: compile the per-request sans-IO modules with mypyc where a C compiler is present.
 
 pyproject.toml holds everything else; this file only adds optional extension modules. The
 modules in ``MYPYC_MODULES`` run every request's sans-IO work (``bench/http1_parser.py``
-measures what compiling saves), and each stays importable as pure Python: the build is pure
+measures what compiling the HTTP/1.1 parser saves, ``bench/h2_floor.py`` the HTTP/2 codec),
+and each stays importable as pure Python: the build is pure
 when ``EDGEGW_NO_MYPYC=1`` is set, when mypyc is missing, or when mypyc or the C compiler
 fails (no ``cc``, no Python headers), and says why in the build log. ``edgegw version`` says
 which modules an install runs compiled; ``edgegw/proto/compiled.py`` runs the sources where
 an extension is stale or ``EDGEGW_NO_MYPYC=1`` is set at run time.
+
+The modules are compiled as one group (``GROUP``): one shared library holds their code, and
+calls between them are C calls. A package's ``__init__`` stays Python (it only imports).
 
 The mypyc step runs inside ``build_ext`` (not when this file is read), so the metadata steps
 of a ``pip install`` stay fast; the placeholder extension only tells setuptools that the
@@ -23,7 +27,12 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError, PlatformError
 
-MYPYC_MODULES = ["edgegw/proto/http1.py"]
+GROUP = "edgegw.mypyc"  # the shared library: edgegw/mypyc__mypyc.<suffix>
+MYPYC_MODULES = [
+    "edgegw/proto/http1.py",
+    *sorted(glob.glob("edgegw/proto/h2codec/[!_]*.py")),
+    "edgegw/proto/http2.py",
+]
 _METADATA_ONLY = {"egg_info", "dist_info", "sdist"}
 _COMPILE_FAILURES = (CCompilerError, CompileError, ExecError, LinkError, PlatformError, OSError)
 
@@ -42,21 +51,29 @@ class MypycBuildExt(build_ext):
         super().finalize_options()
 
     def run(self) -> None:
-        """Compile; on a compiler failure leave no extension behind (pure Python)."""
-        if self.extensions:
-            try:
-                super().run()
-            except _COMPILE_FAILURES as exc:
-                self.extensions = []
-                _pure(f"the C compiler failed: {exc}")
-            else:
-                print(f"edgegw: compiled with mypyc: {', '.join(MYPYC_MODULES)}")
-                return
-        # An earlier compiled build's extensions would still be installed (from build_lib, as
-        # the wheel packs it whole) or shadow the sources (in place, an editable install).
+        """Compile; on a compiler failure leave no extension behind (pure Python).
+
+        An earlier build's extensions go first: they would still be installed (from
+        build_lib, as the wheel packs it whole) or shadow the sources (in place, an editable
+        install), also those of a module no longer compiled.
+        """
         _remove_extensions(self.build_lib)
         if self.inplace:
             _remove_extensions(".")
+        if not self.extensions:
+            return
+        try:
+            super().run()
+        except _COMPILE_FAILURES as exc:
+            self.extensions = []
+            _pure(f"the C compiler failed: {exc}")
+            _remove_extensions(self.build_lib)
+            if self.inplace:
+                _remove_extensions(".")
+            return
+        print(f"edgegw: compiled with mypyc: {', '.join(MYPYC_MODULES)}")
+        if self.inplace:
+            _mark_built(".")
 
     def copy_file(self, infile: str, outfile: str, *args: Any, **kwargs: Any) -> Any:
         """Replace an extension in the source tree, never rewrite it in place: a running
@@ -75,16 +92,24 @@ class MypycBuildExt(build_ext):
         self.set_undefined_options("build", ("build_temp", "build_temp"))
         try:
             target = os.path.join(self.build_temp, "mypyc")
-            return mypycify(MYPYC_MODULES, opt_level="3", target_dir=target)
+            return mypycify(MYPYC_MODULES, opt_level="3", target_dir=target, group_name=GROUP)
         except SystemExit:  # mypyc reports type errors and exits
             return _pure("mypyc failed, see above")
 
 
 def _remove_extensions(root: str) -> None:
-    for module in MYPYC_MODULES:
-        stem = os.path.join(root, module.removesuffix(".py"))
-        for path in glob.glob(f"{stem}.*.so") + glob.glob(f"{stem}__mypyc.*.so"):
-            os.remove(path)
+    """Every extension under ``root/edgegw``: edgegw has none but mypyc's (and those of
+    modules that left ``MYPYC_MODULES``, or of an earlier group, must go too)."""
+    for path in glob.glob(os.path.join(root, "edgegw", "**", "*.so"), recursive=True):
+        os.remove(path)
+
+
+def _mark_built(root: str) -> None:
+    """Date the extensions in the source tree now: ``compiled.py`` finds an extension stale
+    when its ``.py`` is newer, and a build that left a shim's bytes unchanged (the code is
+    in the shared library) would leave it dated from an earlier build."""
+    for path in glob.glob(os.path.join(root, "edgegw", "**", "*.so"), recursive=True):
+        os.utime(path)
 
 
 def _pure(reason: str) -> list[Extension]:
@@ -93,6 +118,6 @@ def _pure(reason: str) -> list[Extension]:
 
 
 setup(
-    ext_modules=[Extension("edgegw.proto.http1", sources=[])],  # replaced in build_ext
+    ext_modules=[Extension(f"{GROUP}__mypyc", sources=[])],  # replaced in build_ext
     cmdclass={"build_ext": MypycBuildExt},
 )

@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edgegw.proto.compiled import summary
 
         print(f"edgegw {__version__}")
-        print(summary("edgegw.proto"))
+        print(summary("edgegw"))
         return 0
     if command == "run":
         from edgegw.gateway import RunOptions, run

@@ -8,35 +8,38 @@ ours (``StreamClosedError``). Server push is never enabled, so the reserved
 states do not exist here.
 
 States and inputs are plain ints, not ``enum`` members: the table is looked
-up several times per request, and an enum member hashes in Python code.
+up several times per request, and an enum member hashes in Python code
+(``Final``: compiled with mypyc, they are constants).
 ``FLAT`` is the same table as a list indexed by ``state * 16 + input``, which
 the codec's hot paths read without a call or a tuple.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 
 class State:
     """Where a stream is in its life."""
 
-    IDLE = 0
-    OPEN = 1
-    HALF_CLOSED_LOCAL = 2  # we sent END_STREAM
-    HALF_CLOSED_REMOTE = 3  # the peer sent END_STREAM
-    CLOSED = 4
+    IDLE: Final = 0
+    OPEN: Final = 1
+    HALF_CLOSED_LOCAL: Final = 2  # we sent END_STREAM
+    HALF_CLOSED_REMOTE: Final = 3  # the peer sent END_STREAM
+    CLOSED: Final = 4
 
 
 class Input:
     """What happens to a stream; ``RECV_*`` inputs are the peer's doing."""
 
-    SEND_HEADERS = 0
-    SEND_DATA = 1
-    SEND_END_STREAM = 2
-    SEND_RST = 3
-    RECV_HEADERS = 10
-    RECV_DATA = 11
-    RECV_END_STREAM = 12
-    RECV_RST = 13
+    SEND_HEADERS: Final = 0
+    SEND_DATA: Final = 1
+    SEND_END_STREAM: Final = 2
+    SEND_RST: Final = 3
+    RECV_HEADERS: Final = 10
+    RECV_DATA: Final = 11
+    RECV_END_STREAM: Final = 12
+    RECV_RST: Final = 13
 
 
 def is_received(event: int) -> bool:
