@@ -32,6 +32,14 @@ has ``FastSocket``'s interface: decrypt what OpenSSL holds, else read the
 socket without waiting, else wait; encrypt, then write what the kernel takes
 and wait only for the rest. It shares the stream's OpenSSL connection,
 outbox and send lock, so both may be used on one connection, in order.
+
+``TLSIO`` calls ``SSL_read``/``SSL_write``/``BIO_*`` itself through pyOpenSSL's
+cffi bindings: pyOpenSSL's methods cost 7.3 µs per request/response pair
+against 2.5 µs for the same calls made directly (2.45 µs for the stdlib's C
+``SSLObject``), the difference being Python layers, a buffer allocated per
+call and an exception per WantRead. Plaintext is read into one scratch buffer
+per thread and copied out at once; only failures go through pyOpenSSL, which
+names them and clears OpenSSL's error queue.
 """
 
 from __future__ import annotations
@@ -39,13 +47,17 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import trio
 from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
+from OpenSSL._util import no_zero_allocator as _no_zero_allocator
 
-from edgegw.net.fastio import FastSocket, TimedOut
+from edgegw.net.fastio import READ_SIZE, FastSocket, TimedOut
 
 _RECV_CHUNK = 65536
 _SEND_CHUNK = 65536
@@ -309,6 +321,36 @@ def _outgoing(connection: SSL.Connection) -> int:
     return int(_lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL))
 
 
+# TLS inline calls OpenSSL through the same cffi bindings pyOpenSSL uses, without its
+# per-call layers (argument checks, a buffer allocation per call, an exception per WantRead).
+_SSL_read = _lib.SSL_read
+_SSL_write = _lib.SSL_write
+_SSL_pending = _lib.SSL_pending
+_SSL_get_error = _lib.SSL_get_error
+_BIO_read = _lib.BIO_read
+_BIO_write = _lib.BIO_write
+_BIO_mem_data = _lib.BIO_get_mem_data
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_NULL = _ffi.NULL
+_unpack: Callable[[Any, int], bytes] = _ffi.unpack
+_from_buffer = _ffi.from_buffer
+_SCRATCH = READ_SIZE  # the largest read any connection makes (``bufferlimit.read_size``)
+_scratch = threading.local()
+
+
+def _scratch_buffer() -> Any:
+    """This thread's buffer for OpenSSL to read into, one synchronous call at a time.
+
+    Shared by the thread's connections: every use is filled and copied out
+    before the next await. Per thread because cffi releases the GIL during a call.
+    """
+    buf = getattr(_scratch, "buf", None)
+    if buf is None:
+        buf = _scratch.buf = _no_zero_allocator("char[]", _SCRATCH)
+    return buf
+
+
 class TLSIO:
     """``FastSocket``'s interface over a ``TLSStream``'s OpenSSL connection (see above).
 
@@ -316,14 +358,23 @@ class TLSIO:
     hand, as ``FastSocket.recv`` does; callers that loop add their own.
     """
 
-    __slots__ = ("_conn", "_fast", "_tls", "read_size")
+    __slots__ = ("_buf", "_conn", "_fast", "_rbio", "_size", "_ssl", "_tls", "_wbio")
 
     def __init__(self, tls: TLSStream, read_size: int = _RECV_CHUNK) -> None:
         assert tls._fast is not None
         self._tls = tls
-        self._conn = tls.connection
+        conn = self._conn = tls.connection
+        self._ssl = conn._ssl
+        self._rbio = conn._into_ssl
+        self._wbio = conn._from_ssl
         self._fast = tls._fast
-        self.read_size = read_size
+        self._buf = _scratch_buffer()
+        self._size = min(read_size, _SCRATCH)
+
+    @property
+    def read_size(self) -> int:
+        """At most this much plaintext per ``recv`` (ciphertext per read: ``FastSocket``'s)."""
+        return self._size
 
     @property
     def expired(self) -> bool:
@@ -339,26 +390,41 @@ class TLSIO:
         tls = self._tls
         if tls._eof:
             return b""
-        conn = self._conn
-        if tls._starved and not conn.pending():
+        ssl = self._ssl
+        if tls._starved and not _SSL_pending(ssl):
             return None
-        try:
-            data = conn.recv(self.read_size)
-        except SSL.WantReadError:
+        got = _SSL_read(ssl, self._buf, self._size)
+        if got > 0:
+            return _unpack(self._buf, got)
+        return self._not_read(got)
+
+    def _not_read(self, result: int) -> bytes | None:
+        """Why ``SSL_read`` gave nothing: None (it wants more), ``b""`` (the end), or raise."""
+        tls = self._tls
+        error = _SSL_get_error(self._ssl, result)
+        if error == _WANT_READ:
             tls._starved = True
             return None
-        except (SSL.ZeroReturnError, SSL.SysCallError):
+        if error == _ZERO_RETURN:
+            tls._eof = True
+            return b""
+        try:  # pyOpenSSL names the failure (and clears OpenSSL's error queue)
+            self._conn._raise_ssl_error(self._ssl, result)
+        except SSL.SysCallError:  # the peer closed without close_notify
             tls._eof = True
             return b""
         except SSL.Error as exc:
             tls._broken = True
             raise trio.BrokenResourceError("TLS error while receiving") from exc
-        return bytes(data)
+        tls._broken = True
+        raise trio.BrokenResourceError(f"TLS error {error} while receiving")
 
     def _feed(self, data: bytes) -> None:
         self._tls._starved = False
         if data:
-            self._conn.bio_write(data)
+            if _BIO_write(self._rbio, data, len(data)) != len(data):
+                self._tls._broken = True
+                raise trio.BrokenResourceError("OpenSSL refused ciphertext")
         else:
             self._conn.bio_shutdown()
 
@@ -390,12 +456,54 @@ class TLSIO:
             if data is not None:
                 return data
         while True:
-            if tls._outbox or _outgoing(self._conn):  # reading made OpenSSL answer
+            if tls._outbox or _BIO_mem_data(self._wbio, _NULL):  # reading made OpenSSL answer
                 await tls._flush()
             self._feed(await self._fast.recv(deadline, wait_first=True))
             data = self.recv_nowait()
             if data is not None:
                 return data
+
+    def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        """Turn ``data`` into records in OpenSSL's outgoing BIO.
+
+        pyOpenSSL turns on partial writes, so a call may stop after a record
+        (a client may ask for small ones); small bytes usually take one call.
+        """
+        ssl, size = self._ssl, len(data)
+        if not size:
+            return
+        done = 0
+        if type(data) is bytes:
+            done = _SSL_write(ssl, data, size)
+            if done == size:
+                return
+            if done <= 0:
+                self._write_failed(done)
+        with _from_buffer(data) as view:
+            while done < size:
+                got = _SSL_write(ssl, view + done, size - done)
+                if got <= 0:
+                    self._write_failed(got)
+                done += got
+
+    def _write_failed(self, result: int) -> NoReturn:
+        self._tls._broken = True
+        try:  # pyOpenSSL names the failure (and clears OpenSSL's error queue)
+            self._conn._raise_ssl_error(self._ssl, result)
+        except SSL.Error as exc:
+            raise trio.BrokenResourceError("TLS error while sending") from exc
+        raise trio.BrokenResourceError("TLS error while sending")
+
+    def _records(self) -> bytes | None:
+        """The records OpenSSL made, taken out of its BIO in one piece (None: nothing)."""
+        wbio = self._wbio
+        pending = _BIO_mem_data(wbio, _NULL)
+        if not pending:
+            return None
+        if pending <= _SCRATCH:
+            buf = self._buf
+            return _unpack(buf, _BIO_read(wbio, buf, pending))
+        return self._conn.bio_read(pending)
 
     async def send_all(self, data: bytes, deadline: float = math.inf) -> None:
         """Encrypt ``data`` and write it; waits only for what the kernel does not take.
@@ -405,15 +513,13 @@ class TLSIO:
         """
         tls = self._tls
         tls._check_usable()
-        tls._encrypt(memoryview(data))
+        self._encrypt(data)
         lock = tls._send_lock
         if not tls._outbox and not lock.locked():
             # The usual case: nobody else is sending, so the records go out as OpenSSL
             # made them, without the outbox's copies or the lock, if the kernel takes them.
-            conn = self._conn
-            pending = _outgoing(conn)
-            if pending:
-                records = conn.bio_read(pending)
+            records = self._records()
+            if records is not None:
                 try:
                     sent = self._fast.send_nowait(records)
                 except BaseException:
@@ -421,7 +527,7 @@ class TLSIO:
                     raise
                 if sent < len(records):
                     tls._outbox += memoryview(records)[sent:]  # the rest, in order, below
-            if not tls._outbox and not _outgoing(conn):
+            if not tls._outbox and not _BIO_mem_data(self._wbio, _NULL):
                 return
         tls._pull()
         if lock.locked():
@@ -447,7 +553,7 @@ class TLSIO:
         Raises:
             TimedOut, trio.ClosedResourceError: as ``FastSocket``.
         """
-        if self._conn.pending():
+        if _SSL_pending(self._ssl):
             return
         await self._fast.wait_readable(deadline)
 

@@ -6,6 +6,8 @@ underneath); the client end is a ``TLSStream``.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import trio
 import trio.testing
@@ -88,3 +90,88 @@ async def test_the_peers_close_reads_as_the_end(server_tls: tls.ServerTLS, ca: t
 def test_only_a_plain_socket_underneath_gets_tls_inline(ca: trustme.CA) -> None:
     left, _right = trio.testing.memory_stream_pair()
     assert client_end(left, ca).byte_io() is None
+
+
+async def test_a_read_size_below_a_record_takes_it_in_pieces_without_waiting(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    def sockets() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        a, b = trio.socket.socketpair()
+        return trio.SocketStream(a), trio.SocketStream(b)
+
+    client, server = await tls_pair(server_tls, ca, sockets)
+    io = open_io(server, 4096)
+    assert isinstance(io, TLSIO)
+    record = bytes(range(256)) * 40  # 10,240 bytes: one record, more than a read may take
+    with trio.fail_after(5):
+        await client.send_all(record)
+        pieces = [await io.recv()]
+        while (piece := io.recv_nowait()) is not None:  # the rest is in OpenSSL already
+            pieces.append(piece)
+    assert b"".join(pieces) == record
+    assert max(len(p) for p in pieces) <= 4096
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+async def test_every_buffer_type_is_sent_whole(
+    server_tls: tls.ServerTLS, ca: trustme.CA, kind: type
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    body = bytes(range(256)) * 160  # 40 KiB: three records
+    received = bytearray()
+    with trio.fail_after(10):
+        await io.send_all(kind(body))
+        await io.send_all(kind(b""))  # nothing to send is no error
+        while len(received) < len(body):
+            received += await client.receive_some()
+    assert received == body
+
+
+async def test_garbage_after_the_handshake_breaks_the_connection(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5):
+        # an application-data record whose authentication cannot succeed
+        await client.transport_stream.send_all(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+        with pytest.raises(trio.BrokenResourceError):
+            await io.recv()
+        with pytest.raises(trio.BrokenResourceError):
+            await io.send_all(b"too late")
+
+
+async def test_a_close_without_close_notify_reads_as_the_end(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5):
+        await client.send_all(b"last")
+        await client.transport_stream.aclose()  # TCP close, no TLS alert
+        assert await io.recv() == b"last"
+        assert await io.recv() == b""
+        assert io.recv_nowait() == b""
+
+
+def test_each_thread_decrypts_into_its_own_buffer(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    """Connections share a scratch buffer only within a thread: cffi runs OpenSSL without
+    the GIL, so two trio runs in two threads must never write the same memory."""
+    buffers: list[object] = []
+
+    async def connect() -> None:
+        with trio.fail_after(10):
+            client, _server, io = await socket_tls_pair(server_tls, ca)
+            await client.send_all(b"ping")
+            assert await io.recv() == b"ping"
+            buffers.append(io._buf)
+            _client, _server, again = await socket_tls_pair(server_tls, ca)
+            assert again._buf is io._buf  # one per thread, not one per connection
+
+    threads = [threading.Thread(target=trio.run, args=(connect,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(buffers) == 2
+    assert buffers[0] is not buffers[1]
