@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -261,17 +262,18 @@ def bench_trio_floor(run: Run) -> None:
         )
     finally:
         run.procs.stop(plain)
-    tls_argv = [*floor, str(tls_port), "--tls", str(run.cert[0]), str(run.cert[1])]
-    tls = run.procs.start("trio-floor-tls", pinned(tls_argv, run.cpus.proxy))
-    try:
-        wait_until(lambda: accepts(tls_port), 10, "trio floor TLS proxy", interval=0.1)
-        url = f"https://127.0.0.1:{tls_port}/"
-        run.attempt(
-            "floor_https",
-            lambda: run.load("floor_https", "trio floor HTTPS keep-alive", url, host, tls.pid),
-        )
-    finally:
-        run.procs.stop(tls)
+    for key, mode, what in [
+        ("floor_https", "--tls", "trio floor HTTPS keep-alive"),
+        ("floor_https_inline", "--tls-inline", "trio floor HTTPS keep-alive, TLS inline"),
+    ]:
+        tls_argv = [*floor, str(tls_port), mode, str(run.cert[0]), str(run.cert[1])]
+        tls = run.procs.start(f"trio-floor{mode}", pinned(tls_argv, run.cpus.proxy))
+        try:
+            wait_until(lambda: accepts(tls_port), 10, "trio floor TLS proxy", interval=0.1)
+            url = f"https://127.0.0.1:{tls_port}/"
+            run.attempt(key, functools.partial(run.load, key, what, url, host, tls.pid))
+        finally:
+            run.procs.stop(tls)
 
 
 # ---------------------------------------------------------------- edgegw config
@@ -656,6 +658,7 @@ RUN_LABELS = [
     ("edgegw_close", "edgegw proxy, Connection: close"),
     ("nginx_https", "nginx proxy, HTTPS keep-alive"),
     ("floor_https", "trio floor proxy, HTTPS keep-alive (reference)"),
+    ("floor_https_inline", "trio floor proxy, HTTPS keep-alive, TLS inline (reference)"),
     ("edgegw_https", "edgegw proxy, HTTPS keep-alive"),
     ("edgegw_10", "edgegw, 10 HTTPRoutes (mean of 2)"),
     ("edgegw_1000", "edgegw, 1,000 HTTPRoutes (mean of 2)"),
@@ -690,8 +693,10 @@ def ratios_text(run: Run) -> str:
         ("nginx vs upstream direct", "nginx_ka", "upstream"),
         ("trio floor vs nginx, keep-alive", "floor_ka", "nginx_ka"),
         ("trio floor vs nginx, HTTPS", "floor_https", "nginx_https"),
+        ("trio floor vs nginx, HTTPS, TLS inline", "floor_https_inline", "nginx_https"),
         ("edgegw vs trio floor, keep-alive", "edgegw_ka", "floor_ka"),
         ("edgegw vs trio floor, HTTPS", "edgegw_https", "floor_https"),
+        ("edgegw vs trio floor, HTTPS, TLS inline", "edgegw_https", "floor_https_inline"),
     ]:
         rps, p99 = ratio(run, num, den), ratio(run, num, den, "p99_ms")
         if rps is None or p99 is None:
@@ -722,8 +727,10 @@ def results_section(run: Run, items: list[Check]) -> str:
         "Upstream: nginx, 1 worker, `return 200` with a 100-byte body. nginx proxy: 1 worker, "
         '`keepalive 64` upstream pool, `proxy_http_version 1.1`, `Connection ""`. '
         "edgegw: `edgegw run --workers 1`. trio floor: `bench/trio_floor.py`, the least a "
-        "trio proxy can do (no routing, no header handling, pooled upstream connections; "
-        "stdlib TLS for HTTPS): the ceiling for any proxy on trio on this machine.",
+        "trio proxy can do (no routing, no header handling, pooled upstream connections): "
+        "the ceiling for any proxy on trio on this machine. Its HTTPS rows: the stdlib's "
+        "`trio.SSLStream`, and TLS inline (pyOpenSSL on memory BIOs, OpenSSL called "
+        "directly, as edgegw's `TLSIO` does).",
         figures_table(run),
         "Ratios:\n\n" + ratios_text(run),
         checks_table(items),
