@@ -132,8 +132,8 @@ class ChallengeAnswers(Protocol):
     def answer_http01(self, path: str) -> bytes | None: ...
 
 
-#: (fields, path, query, authority, original authority, method, chunked, the head made)
-HeadMemo = tuple[HeaderList, str, str, str, str, str, bool, tuple[bytes, bytes, HeaderList]]
+#: (fields, (path, query, authority, original authority, method, chunked), the head made)
+HeadMemo = tuple[HeaderList, tuple[str, str, str, str, str, bool], tuple[bytes, bytes, HeaderList]]
 
 
 class HTTPConnectionContext(msgspec.Struct, kw_only=True):

@@ -526,31 +526,13 @@ def upstream_head(
     req = plan.req
     memo = ctx.head_memo
     chunked = req.body.length is None
-    if (
-        memo is not None
-        and memo[0] is headers
-        and memo[1] == path
-        and memo[2] == req.query
-        and memo[3] == authority
-        and memo[4] == req.authority
-        and memo[5] == req.method
-        and memo[6] is chunked
-        and not plan.upgrade
-    ):
-        method, target, fields = memo[7]
+    key = (path, req.query, authority, req.authority, req.method, chunked)
+    if memo is not None and memo[0] is headers and memo[1] == key and not plan.upgrade:
+        method, target, fields = memo[2]
         return method, target, list(fields)
     head = _upstream_head(plan, ctx, headers, authority, path, chunked)
     if ctx.protocol == "h2" and not plan.upgrade:  # HTTP/1.1 parses every head afresh
-        ctx.head_memo = (
-            headers,
-            path,
-            req.query,
-            authority,
-            req.authority,
-            req.method,
-            chunked,
-            head,
-        )
+        ctx.head_memo = (headers, key, head)
         return head[0], head[1], list(head[2])
     return head
 

@@ -246,7 +246,7 @@ class H2ServerConnection:
             if drain.draining or now >= keepalive or workers is None:
                 return None
             workers.release_idle()
-            self._parsed = None
+            self._parsed = self.ctx.head_memo = None  # an idle connection keeps no heads
 
     async def _receive_busy(self) -> bytes | bytearray:
         """One read, always a checkpoint: the stream tasks and the writer must get their turn

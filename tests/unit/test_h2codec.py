@@ -71,8 +71,11 @@ def _opened(end: bool = True) -> tuple[H2Codec, H2Codec, int]:
     return client, srv, sid
 
 
-def test_a_whole_response_is_the_same_frames_as_head_then_body() -> None:
+@pytest.mark.parametrize("extra", [0, 40_000])  # a head in one HEADERS frame, or CONTINUATIONs
+def test_a_whole_response_is_the_same_frames_as_head_then_body(extra: int) -> None:
     head = [(b":status", b"200"), (b"content-type", b"text/plain")]
+    if extra:
+        head.append((b"x-large", b"v" * extra))
     client, srv, sid = _opened()
     assert srv.send_response(sid, head, b"hello")
     whole = srv.data_to_send()

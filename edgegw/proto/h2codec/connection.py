@@ -51,6 +51,7 @@ from edgegw.proto.h2codec.receive import _ENDED, _WE_RESET, FrameReceiver
 from edgegw.proto.h2codec.streams import FLAT, Input, State
 
 HeaderList = list[tuple[bytes, bytes]]
+_HEAD = fr.HEAD
 
 
 def _after(state: int | None, *inputs: int) -> int | None:
@@ -160,10 +161,16 @@ class H2Codec(FrameReceiver):
         block = hpackfast.encode(headers)
         if not self._table_off_sent:
             block, self._table_off_sent = hpackfast.TABLE_OFF + block, True
-        frames = fr.header_frames(stream_id, block, self.remote_settings.max_frame_size, end=False)
+        length, max_size = len(block), self.remote_settings.max_frame_size
+        if length <= max_size:  # one HEADERS frame: fr.header_frames, inlined
+            head = _HEAD.pack(length >> 8, length & 0xFF, fr.HEADERS, fr.END_HEADERS, stream_id)
+            frames = head + block
+        else:
+            frames = fr.header_frames(stream_id, block, max_size, end=False)
+        end = _HEAD.pack(size >> 8, size & 0xFF, fr.DATA, fr.END_STREAM, stream_id)
         stream.send_window -= size
         self._send_window -= size
-        self._out.append(frames + fr.data_frame(stream_id, data, end=True))
+        self._out.append(b"".join((frames, end, data)))
         stream.state = state
         if state == State.CLOSED:
             self._forget(stream, _ENDED)
