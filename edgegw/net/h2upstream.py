@@ -18,9 +18,12 @@ endpoint). An ``_H2Client`` is dropped once it is closed, got GOAWAY, or sat
 idle past the pool's ``idle_timeout``.
 
 There is no task per connection. Whoever needs an event for its stream (a
-response reader, a body pump waiting for window) takes the connection's read
-lock, reads once, dispatches every event to the streams they belong to and
-lets go; every waiter re-checks its own condition before reading. Writes go
+response reader, a body pump waiting for window) becomes the connection's
+reader unless another task is reading: it reads, dispatches every event to
+the streams they belong to, wakes every waiter whose condition now holds (in
+one scheduler pass, not one after another as a lock's queue would), and
+reads on until its own condition holds; then it hands reading over to one
+waiter still waiting. Writes go
 through a write lock and are shielded from cancellation (half a frame would
 corrupt every other stream), bounded by the read timeout. An idle connection
 is therefore not read at all; what its server said meanwhile (GOAWAY, a
@@ -155,7 +158,8 @@ class _H2Client:
         self.goaway = False
         self.used = False
         self.idle_since = now
-        self._read_lock = trio.Lock()
+        self._reading = False  # a task is reading (see ``wait_until``)
+        self._waiters: dict[trio.Event, Callable[[], bool]] = {}
         self._write_lock = trio.Lock()
         self.scheme = b"https" if conn.key[3] is not None else b"http"
 
@@ -221,25 +225,62 @@ class _H2Client:
                 raise UpstreamBroken(f"upstream {self.address}: write stalled")
 
     async def wait_until(self, ready: Callable[[], bool]) -> None:
-        """Read and dispatch until ``ready()``; errors land on the streams they concern."""
-        lock = self._read_lock
+        """Read and dispatch until ``ready()``; errors land on the streams they concern.
+
+        One task reads at a time (the reader); the others wait on an event of
+        their own, and the reader wakes every waiter its read made ready at
+        once. A reader that is done (or cancelled) hands reading over to one
+        waiter that is not ready yet. So a read that answers many streams
+        wakes them all in one scheduler pass, not one after another.
+        """
         while not ready():
-            if lock.locked():  # someone is reading: queue up behind them
-                await lock.acquire()
-            else:
-                lock.acquire_nowait()  # free: skip the checkpoint of acquire()
-            try:
-                if ready() or self.closed:  # closed: every stream carries its error
-                    return
+            if self.closed:  # every stream carries its error
+                return
+            if self._reading:
+                event = trio.Event()
+                self._waiters[event] = ready
+                try:
+                    await event.wait()
+                finally:
+                    del self._waiters[event]
+                continue
+            await self._read(ready)
+
+    async def _read(self, ready: Callable[[], bool]) -> None:
+        """Read as the reader until ``ready()`` or the connection is closed."""
+        self._reading = True
+        try:
+            while True:
                 try:
                     data = await self.conn.receive_some()
                 except UpstreamBroken as exc:
                     self._fail(exc)
                     return
                 self._receive(data)
-            finally:
-                lock.release()
-            await self.send()  # acks, pings, settings
+                self._wake_ready()
+                await self.send()  # acks, pings, settings
+                if ready() or self.closed:
+                    return
+        finally:
+            self._reading = False
+            self._hand_over()
+
+    def _wake_ready(self) -> None:
+        """Wake every waiter whose condition holds now (all of them once closed)."""
+        closed = self.closed
+        for event, ready in self._waiters.items():
+            if closed or ready():
+                event.set()
+
+    def _hand_over(self) -> None:
+        """The reader left: wake a waiter still waiting, to read in its place."""
+        if self.closed:
+            self._wake_ready()
+            return
+        for event in self._waiters:
+            if not event.is_set():
+                event.set()
+                return
 
     def _receive(self, data: bytes | bytearray) -> None:
         if not data:
@@ -274,6 +315,7 @@ class _H2Client:
         for response in self.streams.values():
             if response.error is None and not response.ended:
                 response.error = error
+        self._wake_ready()
         self.conn.close()
 
     def acknowledge(self, stream_id: int, length: int) -> None:
