@@ -39,6 +39,7 @@ backend.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -128,9 +129,8 @@ class H2UpstreamResponse:
         """
         client = self.client
         if not self._events:
-            with trio.move_on_after(client.read_timeout) as scope:
-                await client.wait_until(lambda: bool(self._events) or self.error is not None)
-            if scope.cancelled_caught:
+            deadline = trio.current_time() + client.read_timeout
+            if not await client.wait_until(self._ready, deadline):
                 raise UpstreamTimeout(f"upstream {client.address} timed out")
         if not self._events:
             assert self.error is not None
@@ -143,6 +143,9 @@ class H2UpstreamResponse:
     def pending(self) -> bool:
         """True when an event is ready without reading (so a flush can wait)."""
         return bool(self._events)
+
+    def _ready(self) -> bool:
+        return bool(self._events) or self.error is not None
 
 
 class _H2Client:
@@ -159,7 +162,8 @@ class _H2Client:
         self.used = False
         self.idle_since = now
         self._reading = False  # a task is reading (see ``wait_until``)
-        self._waiters: dict[trio.Event, Callable[[], bool]] = {}
+        self._waiters: dict[trio.Event, tuple[Callable[[], bool], float]] = {}
+        self._successor: trio.Event | None = None  # the waiter woken to read next
         self._write_lock = trio.Lock()
         self.scheme = b"https" if conn.key[3] is not None else b"http"
 
@@ -224,63 +228,104 @@ class _H2Client:
                 self._fail(UpstreamBroken(f"upstream {self.address}: write stalled"))
                 raise UpstreamBroken(f"upstream {self.address}: write stalled")
 
-    async def wait_until(self, ready: Callable[[], bool]) -> None:
+    async def wait_until(self, ready: Callable[[], bool], deadline: float = math.inf) -> bool:
         """Read and dispatch until ``ready()``; errors land on the streams they concern.
 
-        One task reads at a time (the reader); the others wait on an event of
-        their own, and the reader wakes every waiter its read made ready at
-        once. A reader that is done (or cancelled) hands reading over to one
-        waiter that is not ready yet. So a read that answers many streams
-        wakes them all in one scheduler pass, not one after another.
+        False when ``deadline`` passed first. One task reads at a time (the
+        reader); the others wait on an event of their own, and the reader
+        wakes every waiter its read made ready at once. A reader that is done
+        (or cancelled) hands reading over to one waiter that is not ready yet.
+        So a read that answers many streams wakes them all in one scheduler
+        pass, not one after another. The reader also keeps the waiters'
+        deadlines: its read times out at the nearest, and it wakes whoever's
+        passed, so a wait costs no cancel scope of its own.
         """
-        while not ready():
-            if self.closed:  # every stream carries its error
-                return
-            if self._reading:
-                event = trio.Event()
-                self._waiters[event] = ready
-                try:
-                    await event.wait()
-                finally:
-                    del self._waiters[event]
-                continue
-            await self._read(ready)
+        try:
+            while not ready():
+                if self.closed:  # every stream carries its error
+                    return True
+                if self._reading:
+                    await self._wait_turn(ready, deadline)
+                    if deadline != math.inf and not ready() and trio.current_time() >= deadline:
+                        return False
+                    continue
+                if not await self._read(ready, deadline):
+                    return False
+            return True
+        finally:
+            if not self._reading:  # a task handed reading to us and we are not reading
+                self._hand_over()
 
-    async def _read(self, ready: Callable[[], bool]) -> None:
-        """Read as the reader until ``ready()`` or the connection is closed."""
+    async def _wait_turn(self, ready: Callable[[], bool], deadline: float) -> None:
+        event = trio.Event()
+        self._waiters[event] = (ready, deadline)
+        try:
+            await event.wait()
+        finally:
+            del self._waiters[event]
+            if self._successor is event:  # ours to read next, or to pass on
+                self._successor = None
+
+    async def _read(self, ready: Callable[[], bool], deadline: float) -> bool:
+        """Read as the reader until ``ready()`` or the connection is closed; False when
+        ``deadline`` passed first."""
         self._reading = True
+        self._successor = None
         try:
             while True:
-                try:
-                    data = await self.conn.receive_some()
-                except UpstreamBroken as exc:
-                    self._fail(exc)
-                    return
-                self._receive(data)
-                self._wake_ready()
-                await self.send()  # acks, pings, settings
-                if ready() or self.closed:
-                    return
+                with trio.CancelScope(deadline=self._nearest(deadline)) as scope:
+                    while True:
+                        try:
+                            data = await self.conn.receive_some()
+                        except UpstreamBroken as exc:
+                            self._fail(exc)
+                            return True
+                        self._receive(data)
+                        self._wake_ready()
+                        await self.send()  # acks, pings, settings
+                        if ready() or self.closed:
+                            return True
+                        scope.deadline = self._nearest(deadline)
+                now = trio.current_time()
+                self._wake_expired(now)
+                if deadline <= now:
+                    return False
         finally:
             self._reading = False
             self._hand_over()
 
+    def _nearest(self, deadline: float) -> float:
+        """The reader's read ends by its own deadline or the nearest waiter's."""
+        for _, theirs in self._waiters.values():
+            if theirs < deadline:
+                deadline = theirs
+        return deadline
+
     def _wake_ready(self) -> None:
         """Wake every waiter whose condition holds now (all of them once closed)."""
         closed = self.closed
-        for event, ready in self._waiters.items():
+        for event, (ready, _) in self._waiters.items():
             if closed or ready():
                 event.set()
 
     def _hand_over(self) -> None:
-        """The reader left: wake a waiter still waiting, to read in its place."""
+        """Nobody reads: wake a waiter still waiting, to read in its place (unless one was
+        woken for that already)."""
         if self.closed:
             self._wake_ready()
+            return
+        if self._reading or self._successor is not None:
             return
         for event in self._waiters:
             if not event.is_set():
                 event.set()
+                self._successor = event
                 return
+
+    def _wake_expired(self, now: float) -> None:
+        for event, (_, deadline) in self._waiters.items():
+            if deadline <= now:
+                event.set()
 
     def _receive(self, data: bytes | bytearray) -> None:
         if not data:

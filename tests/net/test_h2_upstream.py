@@ -4,20 +4,24 @@ The backend is the ``h2`` library on the other end of a memory stream, and it
 answers a request only when the test lets it, so the order of reads is the
 test's. What a user would check: every exchange gets its own answer over one
 connection, and one exchange given up on (its reader cancelled mid-read)
-leaves the others still answered.
+leaves the others still answered, and so does one whose answer never comes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 import trio
 import trio.testing
 
 from edgegw import ir
+from edgegw.net.connection import UpstreamLimits
 from edgegw.net.dial import Dialer
-from edgegw.net.upstream import UpstreamPool
+from edgegw.net.upstream import UpstreamPool, UpstreamTimeout
 from edgegw.proto.events import DataReceived, Headers, MessageEnded
 
 CEILING = 10
@@ -151,3 +155,69 @@ async def _scoped(
 ) -> None:
     with scope:
         await _exchange(pool, path, results)
+
+
+async def _silent(pool: UpstreamPool, timed_out: list[float]) -> None:
+    start = trio.current_time()
+    with pytest.raises(UpstreamTimeout):
+        await _exchange(pool, b"/never", {})
+    timed_out.append(trio.current_time() - start)
+
+
+async def _later(after: float, action: Callable[[], Awaitable[None] | None]) -> None:
+    await trio.sleep(after)
+    await_me = action()
+    if await_me is not None:
+        await await_me
+
+
+async def test_a_silent_reader_times_out_and_hands_reading_over(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The connection's reader whose answer never comes gets UpstreamTimeout after
+    ``read_timeout``; an exchange that began waiting meanwhile is still answered."""
+    backend = _Backend(nursery)
+    pool = UpstreamPool(dialer=backend, limits=UpstreamLimits(read_timeout=5.0))
+    results: dict[bytes, bytes] = {}
+    timed_out: list[float] = []
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as calls:
+            calls.start_soon(_silent, pool, timed_out)
+            await trio.testing.wait_all_tasks_blocked()  # it reads
+            calls.start_soon(_exchange, pool, b"/a", results)
+            calls.start_soon(_later, 3.0, lambda: backend.release(b"/a"))
+            calls.start_soon(_later, 4.0, lambda: _exchange(pool, b"/b", results))
+            calls.start_soon(_later, 8.0, lambda: backend.release(b"/b"))
+    assert results == {b"/a": b"/a|0", b"/b": b"/b|0"}
+    assert len(timed_out) == 1
+    assert 5.0 <= timed_out[0] < 5.5
+    assert backend.dialled == 1
+
+
+async def test_a_silent_waiter_times_out_by_the_readers_clock(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A stream waiting behind a reader that keeps reading (here one waiting for 9 s) still
+    times out after ``read_timeout``: the reader's read ends at the nearest deadline."""
+    backend = _Backend(nursery)
+    pool = UpstreamPool(dialer=backend, limits=UpstreamLimits(read_timeout=5.0))
+    client = await pool.h2.client(ENDPOINT, BACKEND)
+    results: dict[bytes, bytes] = {}
+    timed_out: list[float] = []
+    reader_result: list[bool] = []
+
+    async def reader() -> None:
+        reader_result.append(await client.wait_until(lambda: False, trio.current_time() + 9.0))
+
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as calls:
+            calls.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            calls.start_soon(_silent, pool, timed_out)
+            calls.start_soon(_later, 1.0, lambda: _exchange(pool, b"/a", results))
+            calls.start_soon(_later, 3.0, lambda: backend.release(b"/a"))
+    assert results == {b"/a": b"/a|0"}
+    assert len(timed_out) == 1
+    assert 5.0 <= timed_out[0] < 5.5
+    assert reader_result == [False]
+    assert backend.dialled == 1
