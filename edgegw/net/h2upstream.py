@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-``open_h2_exchange`` has the shape of ``h1upstream.open_h1_exchange``, and
+``h2_exchange`` does what ``h1upstream.open_h1_exchange`` does, and
 ``UpstreamPool.exchange`` picks one or the other by ``backend.app_protocol``
-("h2c", or "h2" when the pool wraps backend TLS with ALPN h2). It yields an
-``H2UpstreamResponse`` with ``head``, ``next_event()``, ``pending()`` and
+("h2c", or "h2" when the pool wraps backend TLS with ALPN h2). Its ``deliver``
+callback gets an ``H2UpstreamResponse`` with ``head``, ``next_event()``, ``pending()`` and
 ``reusable``, producing the same ``proto.events`` as the HTTP/1.1 parser
 (``ResponseReceived``, ``DataReceived``, ``MessageEnded`` with trailers).
 
@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
-from typing import Any
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any, TypeVar
 
 import trio
 
@@ -71,6 +71,7 @@ from edgegw.proto.h2codec import ErrorCode, H2Error, ProtocolError
 from edgegw.proto.h2codec import events as ev
 
 _H2Error = (H2Error,)
+_R = TypeVar("_R")
 _LIMITS = http2.H2Limits(max_concurrent_streams=100)
 
 
@@ -252,8 +253,8 @@ class _H2Client:
                 if not await self._read(ready, deadline):
                     return False
             return True
-        finally:
-            if not self._reading:  # a task handed reading to us and we are not reading
+        finally:  # leaving without reading while others wait: one of them reads
+            if not self._reading and self._successor is None and self._waiters:
                 self._hand_over()
 
     async def _wait_turn(self, ready: Callable[[], bool], deadline: float) -> None:
@@ -385,6 +386,10 @@ class H2Pool:
 
     def _usable(self, key: tuple[Any, ...]) -> _H2Client | None:
         clients = self._clients.get(key, [])
+        if clients:
+            newest = clients[-1]
+            if newest.streams and newest.has_room():  # busy, so neither stale nor idle
+                return newest
         now = trio.current_time()
         idle_limit = self.pool.limits.idle_timeout
         for client in list(clients):
@@ -430,19 +435,21 @@ def _client_key(client: _H2Client) -> tuple[Any, ...]:
     return client.conn.key
 
 
-@asynccontextmanager
-async def open_h2_exchange(
+async def h2_exchange(
     h2pool: H2Pool,
     endpoint: ir.Endpoint,
     backend: ir.Backend,
     head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
     body: RequestBody,
-) -> AsyncIterator[H2UpstreamResponse]:
-    """Send a request on an HTTP/2 stream to ``endpoint``; yield once the response head arrived.
+    deliver: Callable[[H2UpstreamResponse], Awaitable[_R]],
+) -> _R:
+    """Send a request on an HTTP/2 stream to ``endpoint``; once the response head arrived,
+    ``deliver`` takes the response (a callback, as ``UpstreamPool.exchange``: no context
+    manager layer on every call).
 
     The body, if any, is sent by a task of its own while the response is read,
-    as ``open_h1_exchange`` does. On exit a stream that did not end cleanly both
-    ways is reset (CANCEL).
+    as ``open_h1_exchange`` does. Once ``deliver`` returns, a stream that did not
+    end cleanly both ways is reset (CANCEL).
 
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: as ``h1upstream.open_h1_exchange``.
@@ -467,13 +474,13 @@ async def open_h2_exchange(
                 await client.send()
                 if inline:
                     response.head = await _read_head(response)
-                    yield response
-                    return
             except UpstreamBroken as exc:
                 if _may_retry(exc, reused, response, inline or not body.started):
                     fresh = True
                     continue
                 raise
+            if inline:
+                return await deliver(response)
             with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
@@ -487,9 +494,9 @@ async def open_h2_exchange(
                             fresh = True
                             continue
                         raise
-                    yield response
+                    result = await deliver(response)
                     nursery.cancel_scope.cancel()
-            return
+            return result
         finally:
             clean = response.ended and sent[0]
             client.finish(response, clean=clean)

@@ -79,7 +79,7 @@ from edgegw.net.connection import (
 from edgegw.net.dial import Dialer
 from edgegw.net.dns import DNSCache, ResolveError
 from edgegw.net.h1upstream import open_h1_exchange, send_bodyless
-from edgegw.net.h2upstream import H2Pool, open_h2_exchange
+from edgegw.net.h2upstream import H2Pool, h2_exchange
 from edgegw.net.tls_client import client_context
 from edgegw.proto.events import Event, HeaderList, ResponseReceived
 from edgegw.proto.http1 import recase
@@ -295,8 +295,7 @@ class UpstreamPool:
                 endpoint, backend, backend.cluster, head, body, deliver, counted, header_case
             )
         if backend.app_protocol in _H2:
-            async with open_h2_exchange(self.h2, endpoint, backend, head, body) as h2rsp:
-                return await deliver(h2rsp)
+            return await h2_exchange(self.h2, endpoint, backend, head, body, deliver)
         if header_case is not None:
             return await self._cased(endpoint, backend, head, body, deliver, counted, header_case)
         if body.length == 0:  # no body pump needed, nor its context manager
