@@ -9,6 +9,7 @@ leaves the others still answered, and so does one whose answer never comes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 import h2.config
@@ -19,6 +20,7 @@ import trio
 import trio.testing
 
 from edgegw import ir
+from edgegw.net import fastio
 from edgegw.net.connection import UpstreamLimits
 from edgegw.net.dial import Dialer
 from edgegw.net.upstream import UpstreamPool, UpstreamTimeout
@@ -32,11 +34,13 @@ BACKEND = ir.Backend(name="default/grpc:80", endpoints=(ENDPOINT,), app_protocol
 class _Backend(Dialer):
     """Hands out memory streams served by ``h2``; answers a path once it is released."""
 
-    def __init__(self, nursery: trio.Nursery) -> None:
+    def __init__(self, nursery: trio.Nursery, *, sockets: bool = False) -> None:
         super().__init__()
         self.nursery = nursery
+        self.sockets = sockets  # a socket pair (edgegw's fast socket I/O) instead of memory
         self.dialled = 0
         self.released: set[bytes] = set()
+        self.reads: list[int] = []  # requests (HEADERS) in each read of the backend
         self.release_event = trio.Event()
 
     def release(self, *paths: bytes) -> None:
@@ -49,7 +53,13 @@ class _Backend(Dialer):
 
     async def open_stream(self, endpoint: ir.Endpoint) -> trio.abc.Stream:
         self.dialled += 1
-        ours, theirs = trio.testing.memory_stream_pair()
+        ours: trio.abc.Stream
+        theirs: trio.abc.Stream
+        if self.sockets:
+            a, b = trio.socket.socketpair()
+            ours, theirs = trio.SocketStream(a), trio.SocketStream(b)
+        else:
+            ours, theirs = trio.testing.memory_stream_pair()
         self.nursery.start_soon(self._serve, theirs)
         return ours
 
@@ -61,9 +71,12 @@ class _Backend(Dialer):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._answer, conn, stream, waiting)
             while data := await stream.receive_some(65536):
+                requests = 0
                 for event in conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
                         waiting[event.stream_id] = dict(event.headers)[b":path"]
+                        requests += 1
+                self.reads.append(requests)
                 self._poke()  # the answering task sends what h2 queued (the only sender)
             nursery.cancel_scope.cancel()
 
@@ -221,3 +234,32 @@ async def test_a_silent_waiter_times_out_by_the_readers_clock(
     assert 5.0 <= timed_out[0] < 5.5
     assert reader_result == [False]
     assert backend.dialled == 1
+
+
+async def test_requests_started_together_leave_in_one_write(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a stream in flight, requests started in the same scheduler pass are gathered
+    into one write to the backend's socket (and the backend can answer them together)."""
+    writes: list[int] = []
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        writes.append(len(data))
+        return os.write(fd, data)
+
+    monkeypatch.setattr(fastio, "_write", write)
+    backend = _Backend(nursery, sockets=True)
+    pool = UpstreamPool(dialer=backend)
+    results: dict[bytes, bytes] = {}
+    paths = [b"/%d" % i for i in range(10)]
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as calls:
+            calls.start_soon(_exchange, pool, b"/first", results)
+            await trio.testing.wait_all_tasks_blocked()
+            writes.clear()
+            for path in paths:
+                calls.start_soon(_exchange, pool, path, results)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(writes) == 1
+            backend.release(b"/first", *paths)
+    assert results == {path: path + b"|0" for path in [b"/first", *paths]}
