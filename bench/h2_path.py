@@ -1,0 +1,181 @@
+"""CPU and instructions per proxied HTTP/2-over-TLS request, whole gateway, trees side by side.
+
+    python bench/h2_path.py TREE [TREE...] [--requests N] [--rounds R] [--callgrind]
+
+Each TREE (a checkout of edgegw; ``floor`` for ``bench/h2_trio_floor.py``) is started
+once as ``python -m edgegw run --workers 1`` on `bench/h2`'s HTTPS config, all behind
+one HTTP/1.1 nginx upstream answering 100 bytes (with its Date and Server headers).
+`h2load -c4 -m10 -t1` over TLS sends N requests per run; the rounds alternate the
+trees, and each run's CPU is read from the gateway's own utime+stime, so h2load and
+nginx are not counted. `bench/RESULTS.md` ("HTTP/2 path, step by step") used it.
+
+``--callgrind`` runs the gateways under valgrind with instrumentation off, turns it on
+around one run of N and one of 5N requests after a warm-up, and prints the difference
+of the two instruction totals / 4N: the deterministic user-space work per request
+(runs of the same code still spread about +-1 %: the batching of requests per read
+follows the timing). Like every script here it wants a quiet machine for CPU figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lib import Procs, accepts, free_port, http_get, make_cert, start_nginx, wait_until
+
+BENCH = Path(__file__).resolve().parent
+BODY = ("edgegw bench upstream, a fixed body of one hundred bytes; " * 2)[:99] + "\n"
+HOST = "bench.example.com"
+
+
+def config(workdir: Path, port: int, upstream: int, crt: Path, key: Path) -> Path:
+    """`bench/h2`'s gateway: one HTTPS listener, one route to the upstream."""
+    tls_crt = base64.b64encode(crt.read_bytes()).decode()
+    tls_key = base64.b64encode(key.read_bytes()).decode()
+    where = workdir / "config"
+    where.mkdir()
+    (where / "all.yaml").write_text(f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: edgegw}}
+spec: {{controllerName: edgegw.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: edgegw
+  listeners:
+  - {{name: https, protocol: HTTPS, port: {port}, tls: {{certificateRefs: [{{name: cert}}]}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: cert, namespace: default}}
+type: kubernetes.io/tls
+data: {{tls.crt: {tls_crt}, tls.key: {tls_key}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: up, namespace: default}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: up-0, namespace: default, labels: {{kubernetes.io/service-name: up}}}}
+addressType: IPv4
+ports: [{{name: http, port: {upstream}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: up, port: 80}}]}}]
+""")
+    return where
+
+
+def h2load(port: int, requests: int) -> None:
+    argv = ["h2load", f"-n{requests}", "-c4", "-m10", "-t1", f"https://127.0.0.1:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+    if not done or int(done.group(1)) != requests:
+        raise SystemExit(f"h2load did not get {requests} answers:\n{out[-1500:]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(procs: Procs, tree: str, index: int, upstream: int, cert: tuple[Path, Path],
+          callgrind: bool) -> tuple[int, int, Path]:  # fmt: skip
+    """Start one gateway (or the floor); its port, pid and working directory."""
+    workdir = procs.workdir / f"t{index}"
+    workdir.mkdir()
+    port, admin = free_port(), free_port()
+    wrap = ["valgrind", "--tool=callgrind", "--instr-atstart=no"] if callgrind else []
+    wrap += [f"--callgrind-out-file={workdir}/cg.out"] if callgrind else []
+    if tree == "floor":
+        script = str(BENCH / "h2_trio_floor.py")
+        argv = [*wrap, sys.executable, script, str(upstream), str(port), *map(str, cert)]
+        proc = procs.start(f"gw{index}", argv, cwd=BENCH)
+        wait_until(lambda: accepts(port), 300, "the floor to listen", interval=0.5)
+        return port, proc.pid, workdir
+    argv = [*wrap, sys.executable, "-m", "edgegw", "run", "--workers", "1", "-c"]
+    argv += [str(config(workdir, port, upstream, *cert)), "--admin", f"127.0.0.1:{admin}"]
+    argv += ["--default-address", "127.0.0.1", "--state-dir", str(workdir / "state")]
+    proc = procs.start(f"gw{index}", [*argv, "--log-level", "warning"], cwd=Path(tree))
+    wait_until(lambda: http_get(admin, "/readyz")[0] == 200, 300, "edgegw", interval=0.5)
+    return port, proc.pid, workdir
+
+
+def instructions(pid: int, port: int, workdir: Path, requests: int) -> float:
+    """callgrind's instructions per request: (total of 5N - total of N) / 4N."""
+    totals = []
+    for count in (requests, 5 * requests):
+        subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-i", "on", str(pid)], capture_output=True, check=True)
+        h2load(port, count)
+        subprocess.run(
+            ["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True
+        )
+        before = set(workdir.glob("cg.out*"))
+        subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+        wait_until(lambda seen=before: bool(set(workdir.glob("cg.out*")) - seen), 60, "a dump")
+        time.sleep(0.5)  # the dump is being written
+        (dump,) = set(workdir.glob("cg.out*")) - before
+        totals.append(int(re.search(r"^totals: (\d+)", dump.read_text(), re.M).group(1)))  # type: ignore[union-attr]
+    return (totals[1] - totals[0]) / (4 * requests)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trees", nargs="+", help="edgegw checkouts, or 'floor'")
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--callgrind", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, Procs(Path(tmp)) as procs:
+        cert = make_cert(Path(tmp), HOST)
+        upstream = free_port()
+        start_nginx(procs, "upstream", f"""    server {{
+        listen 127.0.0.1:{upstream} backlog=4096;
+        location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }}
+    }}""", [upstream], None)  # fmt: skip
+        gateways = [
+            (tree, *start(procs, tree, i, upstream, cert, args.callgrind))
+            for i, tree in enumerate(args.trees)
+        ]
+        for _, port, _, _ in gateways:
+            h2load(port, 2000)  # warm-up: connections, pools, remembered heads
+        if args.callgrind:
+            for tree, port, pid, workdir in gateways:
+                count = instructions(pid, port, workdir, args.requests)
+                print(f"{tree:30} {count / 1000:8.1f}k instructions per request")
+            return 0
+        spent: dict[str, list[float]] = {tree: [] for tree in args.trees}
+        for round_ in range(args.rounds):
+            for tree, port, pid, _ in gateways[:: 1 if round_ % 2 == 0 else -1]:
+                before = cpu_seconds(pid)
+                h2load(port, args.requests)
+                spent[tree].append((cpu_seconds(pid) - before) / args.requests * 1e6)
+        for tree, runs in spent.items():
+            print(
+                f"{tree:30} median {statistics.median(runs):6.1f} best {min(runs):6.1f}"
+                f" CPU us per request  ({', '.join(f'{u:.1f}' for u in runs)})"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
