@@ -397,8 +397,10 @@ class H2ServerConnection:
 
     def _ack(self, stream_id: int, length: int) -> None:
         if length:
-            with contextlib.suppress(*_H2Error):
+            try:  # noqa: SIM105  (per DATA frame: no context manager)
                 self.h2.acknowledge_received_data(length, stream_id)
+            except _H2Error:
+                pass
 
     async def wait_window(self, st: H2Stream) -> None:
         """Wait until the stream may send; a stall past ``stall_timeout`` ends the connection."""
@@ -579,13 +581,20 @@ class H2Body:
         st = self._st
         if self.started or not st.body_ended or st.trailers:
             return None
-        size = sum(len(data) for data, _ in st.chunks)
-        if size > limit:
-            return None
+        chunks = st.chunks
+        if len(chunks) == 1:  # the usual unary call: one DATA frame
+            data, length = chunks[0]
+            if len(data) > limit:
+                return None
+        else:
+            if sum(len(data) for data, _ in chunks) > limit:
+                return None
+            data = b"".join([data for data, _ in chunks])
+            length = sum([length for _, length in chunks])
         self.started = self.finished = True
-        data = b"".join(data for data, _ in st.chunks)
-        self._conn._ack(st.stream_id, sum(length for _, length in st.chunks))
-        st.chunks.clear()
+        size = len(data)
+        self._conn._ack(st.stream_id, length)
+        chunks.clear()
         self._conn.wake()
         self.received += size
         return data

@@ -163,6 +163,7 @@ class _H2Client:
         self.used = False
         self.idle_since = now
         self._reading = False  # a task is reading (see ``wait_until``)
+        # the tasks waiting for a read, with their conditions and deadlines (until woken)
         self._waiters: dict[trio.Event, tuple[Callable[[], bool], float]] = {}
         self._successor: trio.Event | None = None  # the waiter woken to read next
         self._gathering = False  # a new stream's task waits to write a batch of them
@@ -286,7 +287,7 @@ class _H2Client:
         try:
             await event.wait()
         finally:
-            del self._waiters[event]
+            self._waiters.pop(event, None)  # still there if cancelled
             if self._successor is event:  # ours to read next, or to pass on
                 self._successor = None
 
@@ -327,10 +328,14 @@ class _H2Client:
 
     def _wake_ready(self) -> None:
         """Wake every waiter whose condition holds now (all of them once closed)."""
-        closed = self.closed
-        for event, (ready, _) in self._waiters.items():
-            if closed or ready():
-                event.set()
+        waiters = self._waiters
+        if self.closed:
+            woken = list(waiters)
+        else:
+            woken = [event for event, (ready, _) in waiters.items() if ready()]
+        for event in woken:
+            del waiters[event]  # only those still waiting stay listed
+            event.set()
 
     def _hand_over(self) -> None:
         """Nobody reads: wake a waiter still waiting, to read in its place (unless one was
@@ -340,16 +345,17 @@ class _H2Client:
             return
         if self._reading or self._successor is not None:
             return
-        for event in self._waiters:
-            if not event.is_set():
-                event.set()
-                self._successor = event
-                return
+        if self._waiters:
+            event = next(iter(self._waiters))
+            del self._waiters[event]
+            event.set()
+            self._successor = event
 
     def _wake_expired(self, now: float) -> None:
-        for event, (_, deadline) in self._waiters.items():
-            if deadline <= now:
-                event.set()
+        waiters = self._waiters
+        for event in [event for event, (_, deadline) in waiters.items() if deadline <= now]:
+            del waiters[event]
+            event.set()
 
     def _receive(self, data: bytes | bytearray) -> None:
         if not data:
@@ -388,8 +394,10 @@ class _H2Client:
         self.conn.close()
 
     def acknowledge(self, stream_id: int, length: int) -> None:
-        with suppress(*_H2Error):
+        try:  # noqa: SIM105  (per DATA frame: no context manager)
             self.h2.acknowledge_received_data(length, stream_id)
+        except _H2Error:
+            pass
 
     def finish(self, response: H2UpstreamResponse, *, clean: bool) -> None:
         """The exchange is over; reset the stream unless both sides ended cleanly."""
