@@ -46,6 +46,7 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 import trio
+from trio.lowlevel import Task
 
 from edgegw import ir
 from edgegw.net.connection import (
@@ -72,6 +73,9 @@ from edgegw.proto.h2codec import events as ev
 
 _H2Error = (H2Error,)
 _R = TypeVar("_R")
+_current_task = trio.lowlevel.current_task
+_reschedule = trio.lowlevel.reschedule
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _LIMITS = http2.H2Limits(max_concurrent_streams=100)
 
 
@@ -81,6 +85,18 @@ class _Refused(UpstreamBroken):
 
 class H2UpstreamResponse:
     """The response on one upstream stream; see the module docstring."""
+
+    __slots__ = (
+        "_events",
+        "_head_request",
+        "client",
+        "ended",
+        "error",
+        "head",
+        "received",
+        "reusable",
+        "stream_id",
+    )
 
     def __init__(self, client: _H2Client, stream_id: int, head_request: bool) -> None:
         self.client = client
@@ -96,19 +112,20 @@ class H2UpstreamResponse:
     # called by the dispatching reader ------------------------------------------------------
 
     def on_event(self, event: Any) -> None:
-        if isinstance(event, ev.ResponseReceived):
+        kind = type(event)
+        if kind is ev.DataReceived:
+            self.received += 1
+            self._events.append((DataReceived(event.data), event.flow_controlled_length))
+        elif kind is ev.ResponseReceived:
             self.received += 1
             ended = event.ended
             head = http2.response_head(event.headers, ended=ended, head_request=self._head_request)
             self._events.append((head, 0))
-        elif isinstance(event, ev.DataReceived):
-            self.received += 1
-            self._events.append((DataReceived(event.data), event.flow_controlled_length))
-        elif isinstance(event, ev.TrailersReceived):
+        elif kind is ev.TrailersReceived:
             self._end(tuple(event.headers))
-        elif isinstance(event, ev.StreamEnded):
+        elif kind is ev.StreamEnded:
             self._end(())
-        elif isinstance(event, ev.StreamReset) and not self.ended:
+        elif kind is ev.StreamReset and not self.ended:
             error = _Refused if event.error_code == ErrorCode.REFUSED_STREAM else UpstreamBroken
             self.error = error(
                 f"upstream {self.client.address} reset the stream ({event.error_code!r})"
@@ -164,8 +181,8 @@ class _H2Client:
         self.idle_since = now
         self._reading = False  # a task is reading (see ``wait_until``)
         # the tasks waiting for a read, with their conditions and deadlines (until woken)
-        self._waiters: dict[trio.Event, tuple[Callable[[], bool], float]] = {}
-        self._successor: trio.Event | None = None  # the waiter woken to read next
+        self._waiters: dict[Task, tuple[Callable[[], bool], float]] = {}
+        self._successor: Task | None = None  # the waiter woken to read next
         self._gathering = False  # a new stream's task waits to write a batch of them
         self._write_lock = trio.Lock()
         self.scheme = b"https" if conn.key[3] is not None else b"http"
@@ -257,7 +274,7 @@ class _H2Client:
         """Read and dispatch until ``ready()``; errors land on the streams they concern.
 
         False when ``deadline`` passed first. One task reads at a time (the
-        reader); the others wait on an event of their own, and the reader
+        reader); the others park (``_wait_turn``), and the reader
         wakes every waiter its read made ready at once. A reader that is done
         (or cancelled) hands reading over to one waiter that is not ready yet.
         So a read that answers many streams wakes them all in one scheduler
@@ -282,14 +299,22 @@ class _H2Client:
                 self._hand_over()
 
     async def _wait_turn(self, ready: Callable[[], bool], deadline: float) -> None:
-        event = trio.Event()
-        self._waiters[event] = (ready, deadline)
-        try:
-            await event.wait()
-        finally:
-            self._waiters.pop(event, None)  # still there if cancelled
-            if self._successor is event:  # ours to read next, or to pass on
-                self._successor = None
+        """Park until the reader (or a deadline, or a hand-over) wakes this task.
+
+        The task itself is the waiter (``trio.lowlevel``'s park and reschedule, what
+        ``trio.Event`` is built on, without an event and parking lot per wait).
+        """
+        task = _current_task()
+        waiters = self._waiters
+        waiters[task] = (ready, deadline)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            del waiters[task]  # cancelled while still parked (a woken task was removed)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await _wait_task_rescheduled(abort)
+        if self._successor is task:  # ours to read next, or to pass on
+            self._successor = None
 
     async def _read(self, ready: Callable[[], bool], deadline: float) -> bool:
         """Read as the reader until ``ready()`` or the connection is closed; False when
@@ -332,10 +357,10 @@ class _H2Client:
         if self.closed:
             woken = list(waiters)
         else:
-            woken = [event for event, (ready, _) in waiters.items() if ready()]
-        for event in woken:
-            del waiters[event]  # only those still waiting stay listed
-            event.set()
+            woken = [task for task, (ready, _) in waiters.items() if ready()]
+        for task in woken:
+            del waiters[task]  # only those still waiting stay listed
+            _reschedule(task)
 
     def _hand_over(self) -> None:
         """Nobody reads: wake a waiter still waiting, to read in its place (unless one was
@@ -346,16 +371,16 @@ class _H2Client:
         if self._reading or self._successor is not None:
             return
         if self._waiters:
-            event = next(iter(self._waiters))
-            del self._waiters[event]
-            event.set()
-            self._successor = event
+            task = next(iter(self._waiters))
+            del self._waiters[task]
+            _reschedule(task)
+            self._successor = task
 
     def _wake_expired(self, now: float) -> None:
         waiters = self._waiters
-        for event in [event for event, (_, deadline) in waiters.items() if deadline <= now]:
-            del waiters[event]
-            event.set()
+        for task in [task for task, (_, deadline) in waiters.items() if deadline <= now]:
+            del waiters[task]
+            _reschedule(task)
 
     def _receive(self, data: bytes | bytearray) -> None:
         if not data:
