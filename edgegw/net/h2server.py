@@ -667,17 +667,12 @@ class H2Writer(HeldHeadWriter):
     async def end(self, trailers: Headers = ()) -> None:
         conn, stream_id = self._conn, self._st.stream_id
         h2conn, held, head = conn.h2, self._held, self._head
-        # the common case, a head and one piece of body, in one go
-        if (
-            head is not None
-            and held
-            and not trailers
-            and h2conn.send_response(stream_id, head, held)
-        ):
+        extra = http2.trailer_headers(trailers) if trailers else None
+        # the common case, a head and one piece of body (and gRPC's trailers), in one go
+        if head is not None and held and h2conn.send_response(stream_id, head, held, extra or None):
             self._head, self._held, self.ended = None, b"", True
             conn._queued += len(held)
             return await conn.flush()
-        extra = http2.trailer_headers(trailers) if trailers else None
         ended_by_data = bool(self._held) and not extra
         if self._held:
             await self._send_held(end=ended_by_data)

@@ -93,6 +93,26 @@ def test_a_whole_response_is_the_same_frames_as_head_then_body(extra: int) -> No
         srv.send_response(sid, head, b"again")
 
 
+def test_a_whole_grpc_answer_is_the_same_frames_as_head_body_then_trailers() -> None:
+    head = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+    trailers = [(b"grpc-status", b"0"), (b"grpc-message", b"")]
+    client, srv, sid = _opened()
+    assert srv.send_response(sid, head, b"\x00\x00\x00\x00\x01x", trailers)
+    whole = srv.data_to_send()
+    _, by_parts, _ = _opened()
+    by_parts.send_headers(sid, head)
+    by_parts.send_data(sid, b"\x00\x00\x00\x00\x01x")
+    by_parts.send_headers(sid, trailers, end_stream=True)
+    assert whole == by_parts.data_to_send()
+    assert client.receive_data(whole) == [
+        ev.ResponseReceived(sid, head, False),
+        ev.DataReceived(sid, b"\x00\x00\x00\x00\x01x", 6),
+        ev.TrailersReceived(sid, trailers),
+        ev.StreamEnded(sid),
+    ]
+    assert not srv.streams
+
+
 def test_a_whole_response_waits_for_the_window_and_an_empty_body() -> None:
     client, srv = pair()
     srv.receive_data(f.settings({0x4: 4}))  # the client's INITIAL_WINDOW_SIZE: 4

@@ -67,6 +67,11 @@ _WHOLE_RESPONSE = [
     _after(state, Input.SEND_HEADERS, Input.SEND_DATA, Input.SEND_END_STREAM)
     for state in range(State.CLOSED + 1)
 ]
+# ... and with trailers after the DATA (a gRPC answer: HEADERS, DATA, HEADERS + END_STREAM)
+_WHOLE_ANSWER = [
+    _after(state, Input.SEND_HEADERS, Input.SEND_DATA, Input.SEND_HEADERS, Input.SEND_END_STREAM)
+    for state in range(State.CLOSED + 1)
+]
 
 
 class H2Codec(FrameReceiver):
@@ -136,8 +141,15 @@ class H2Codec(FrameReceiver):
         if end_stream:
             self._advance(stream, Input.SEND_END_STREAM)
 
-    def send_response(self, stream_id: int, headers: HeaderList, data: bytes) -> bool:
-        """A whole response at once: HEADERS, then ``data`` in one DATA frame ending the stream.
+    def send_response(
+        self,
+        stream_id: int,
+        headers: HeaderList,
+        data: bytes,
+        trailers: HeaderList | None = None,
+    ) -> bool:
+        """A whole response at once: HEADERS, then ``data`` in one DATA frame ending the stream
+        (or, with ``trailers``, followed by a HEADERS frame of them that ends it: a gRPC answer).
 
         The common answer (a head and a small body) as one call, one window check and one
         queued piece; False, with nothing queued, when ``data`` is empty or does not fit the
@@ -155,7 +167,7 @@ class H2Codec(FrameReceiver):
             or size > self.remote_settings.max_frame_size
         ):
             return False
-        state = _WHOLE_RESPONSE[stream.state]
+        state = (_WHOLE_RESPONSE if trailers is None else _WHOLE_ANSWER)[stream.state]
         if state is None:
             raise StreamClosedError(stream_id)
         block = hpackfast.encode(headers)
@@ -167,10 +179,15 @@ class H2Codec(FrameReceiver):
             frames = head + block
         else:
             frames = fr.header_frames(stream_id, block, max_size, end=False)
-        end = _HEAD.pack(size >> 8, size & 0xFF, fr.DATA, fr.END_STREAM, stream_id)
         stream.send_window -= size
         self._send_window -= size
-        self._out.append(b"".join((frames, end, data)))
+        if trailers is None:
+            end = _HEAD.pack(size >> 8, size & 0xFF, fr.DATA, fr.END_STREAM, stream_id)
+            self._out.append(b"".join((frames, end, data)))
+        else:
+            body = _HEAD.pack(size >> 8, size & 0xFF, fr.DATA, 0, stream_id)
+            last = fr.header_frames(stream_id, hpackfast.encode(trailers), max_size, end=True)
+            self._out.append(b"".join((frames, body, data, last)))
         stream.state = state
         if state == State.CLOSED:
             self._forget(stream, _ENDED)
