@@ -64,6 +64,36 @@ _SEND_CHUNK = 65536
 _CLOSE_NOTIFY_GRACE = 1.0
 
 
+# Reads and writes call OpenSSL through the cffi bindings pyOpenSSL uses, without its
+# per-call layers (argument checks, a buffer allocated per call, an exception per WantRead).
+_SSL_read = _lib.SSL_read
+_SSL_write = _lib.SSL_write
+_SSL_pending = _lib.SSL_pending
+_SSL_get_error = _lib.SSL_get_error
+_BIO_read = _lib.BIO_read
+_BIO_write = _lib.BIO_write
+_BIO_mem_data = _lib.BIO_get_mem_data
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_NULL = _ffi.NULL
+_unpack: Callable[[Any, int], bytes] = _ffi.unpack
+_from_buffer = _ffi.from_buffer
+_SCRATCH = READ_SIZE  # the largest read any connection makes (``bufferlimit.read_size``)
+_scratch = threading.local()
+
+
+def _scratch_buffer() -> Any:
+    """This thread's buffer for OpenSSL to read into, one synchronous call at a time.
+
+    Shared by the thread's connections: every use is filled and copied out
+    before the next await. Per thread because cffi releases the GIL during a call.
+    """
+    buf = getattr(_scratch, "buf", None)
+    if buf is None:
+        buf = _scratch.buf = _no_zero_allocator("char[]", _SCRATCH)
+    return buf
+
+
 def _quietly() -> contextlib.suppress:
     """For courtesy bytes (alerts, close_notify) whose loss changes nothing."""
     return contextlib.suppress(SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -91,12 +121,16 @@ class TLSStream(trio.abc.Stream):
         self._eof = False
         self._broken = False
         self._closed = False
-        self._starved = False  # OpenSSL said WantRead and got no ciphertext since (TLSIO)
+        self._starved = False  # OpenSSL said WantRead and got no ciphertext since
+        self._ssl = connection._ssl
+        self._rbio = connection._into_ssl
+        self._wbio = connection._from_ssl
+        self._buf = _scratch_buffer()
         # A plain socket underneath is read and written directly (``net/fastio``).
         sock = transport_stream.socket if type(transport_stream) is trio.SocketStream else None
         self._fast = FastSocket(sock) if sock is not None else None
         if received:
-            connection.bio_write(bytes(received))
+            self._feed_bytes(received)
 
     # --- handshake and teardown ------------------------------------------------------------
 
@@ -208,6 +242,105 @@ class TLSStream(trio.abc.Stream):
         self._check_usable()
         await self.transport_stream.wait_send_all_might_not_block()
 
+    # --- OpenSSL, synchronously (shared with ``TLSIO``) -----------------------------------
+
+    def _decrypt(self, size: int) -> bytes | None:
+        """At most ``size`` bytes of plaintext OpenSSL can give now (``b""`` at the end),
+        None when it needs more ciphertext.
+
+        Raises:
+            trio.BrokenResourceError: bad TLS from the peer.
+        """
+        if self._eof:
+            return b""
+        ssl = self._ssl
+        if self._starved and not _SSL_pending(ssl):
+            return None
+        got = _SSL_read(ssl, self._buf, size)
+        if got > 0:
+            return _unpack(self._buf, got)
+        if _SSL_get_error(ssl, got) == _WANT_READ:
+            self._starved = True
+            return None
+        return self._not_read(got)
+
+    def _not_read(self, result: int) -> bytes:
+        """``b""`` when ``SSL_read`` gave nothing because the peer closed; else raise."""
+        if _SSL_get_error(self._ssl, result) == _ZERO_RETURN:  # close_notify
+            self._eof = True
+            return b""
+        try:  # pyOpenSSL names the failure (and clears OpenSSL's error queue)
+            self.connection._raise_ssl_error(self._ssl, result)
+        except SSL.SysCallError:  # the peer closed without close_notify
+            self._eof = True
+            return b""
+        except SSL.Error as exc:
+            self._broken = True
+            raise trio.BrokenResourceError("TLS error while receiving") from exc
+        self._broken = True
+        raise trio.BrokenResourceError("TLS error while receiving")
+
+    def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        """Turn ``data`` into records in OpenSSL's outgoing BIO.
+
+        pyOpenSSL turns on partial writes, so a call may stop after a record
+        (a client may ask for small ones); small bytes usually take one call.
+
+        Raises:
+            trio.BrokenResourceError: OpenSSL refused (the connection failed before).
+        """
+        ssl, size = self._ssl, len(data)
+        if not size:
+            return
+        done = 0
+        if type(data) is bytes:
+            done = _SSL_write(ssl, data, size)
+            if done == size:
+                return
+            if done <= 0:
+                self._write_failed(done)
+        with _from_buffer(data) as view:
+            while done < size:
+                got = _SSL_write(ssl, view + done, size - done)
+                if got <= 0:
+                    self._write_failed(got)
+                done += got
+
+    def _write_failed(self, result: int) -> NoReturn:
+        self._broken = True
+        try:  # pyOpenSSL names the failure (and clears OpenSSL's error queue)
+            self.connection._raise_ssl_error(self._ssl, result)
+        except SSL.Error as exc:
+            raise trio.BrokenResourceError("TLS error while sending") from exc
+        raise trio.BrokenResourceError("TLS error while sending")
+
+    def _feed_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Ciphertext from the peer into OpenSSL; ``b""`` (the peer's EOF) ends its input."""
+        self._starved = False
+        size = len(data)
+        if not size:
+            self.connection.bio_shutdown()
+            return
+        if type(data) is bytes:
+            taken = _BIO_write(self._rbio, data, size)
+        else:
+            with _from_buffer(data) as view:
+                taken = _BIO_write(self._rbio, view, size)
+        if taken != size:  # a memory BIO takes everything unless memory ran out
+            self._broken = True
+            raise trio.BrokenResourceError("OpenSSL did not take the ciphertext")
+
+    def _records(self) -> bytes | None:
+        """What OpenSSL wrote for the peer, up to 64 KiB at a time; None when nothing."""
+        wbio = self._wbio
+        pending = _BIO_mem_data(wbio, _NULL)
+        if not pending:
+            return None
+        if pending > _SCRATCH:
+            pending = _SCRATCH
+        buf = self._buf
+        return _unpack(buf, _BIO_read(wbio, buf, pending))
+
     # --- internals -------------------------------------------------------------------------
 
     def _check_usable(self) -> None:
@@ -219,33 +352,15 @@ class TLSStream(trio.abc.Stream):
     async def _receive(self, max_bytes: int, deadline: float = math.inf) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False  # a wait for the transport is this call's checkpoint
-        while not self._eof:
-            try:
-                data = self.connection.recv(max_bytes)
-            except SSL.WantReadError:
-                await self._flush()
-                waited = await self._feed(deadline) or waited
-                continue
-            except (SSL.ZeroReturnError, SSL.SysCallError):
-                self._eof = True
-                break
-            except SSL.Error as exc:
-                self._broken = True
-                raise trio.BrokenResourceError("TLS error while receiving") from exc
-            self._pull()
-            if not waited:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
+        size = min(max_bytes, _SCRATCH)
+        while (data := self._decrypt(size)) is None:
+            await self._flush()
+            waited = await self._feed(deadline) or waited
+        if data:
+            self._pull()  # reading may have made OpenSSL answer (a key update)
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
-        return b""
-
-    def _encrypt(self, chunk: memoryview) -> None:
-        try:
-            self.connection.sendall(chunk)
-        except SSL.Error as exc:
-            self._broken = True
-            raise trio.BrokenResourceError("TLS error while sending") from exc
+        return data
 
     async def _feed(self, deadline: float = math.inf) -> bool:
         """Moves one read from the transport into OpenSSL; EOF becomes a BIO EOF.
@@ -263,28 +378,13 @@ class TLSStream(trio.abc.Stream):
             found = fast.recv_nowait()
             waited = found is None
             data = await fast.recv(deadline, wait_first=True) if found is None else found
-        self._starved = False
-        if data:
-            self.connection.bio_write(bytes(data))
-        else:
-            self.connection.bio_shutdown()
+        self._feed_bytes(data)
         return waited
 
     def _pull(self) -> None:
-        """Move what OpenSSL wrote into its BIO to ``_outbox``.
-
-        A short read took everything: asking again would only raise WantReadError.
-        """
-        if not _outgoing(self.connection):
-            return
-        while True:
-            try:
-                chunk = self.connection.bio_read(_SEND_CHUNK)
-            except SSL.WantReadError:
-                return
-            self._outbox += chunk
-            if len(chunk) < _SEND_CHUNK:
-                return
+        """Move what OpenSSL wrote into its BIO to ``_outbox``."""
+        while (records := self._records()) is not None:
+            self._outbox += records
 
     async def _flush(self) -> None:
         """Sends everything OpenSSL produced so far, in order (see the theory above).
@@ -316,41 +416,6 @@ class TLSStream(trio.abc.Stream):
             lock.release()
 
 
-def _outgoing(connection: SSL.Connection) -> int:
-    """How many bytes OpenSSL has written for the peer: asking is cheaper than a WantReadError."""
-    return int(_lib.BIO_get_mem_data(connection._from_ssl, _ffi.NULL))
-
-
-# TLS inline calls OpenSSL through the same cffi bindings pyOpenSSL uses, without its
-# per-call layers (argument checks, a buffer allocation per call, an exception per WantRead).
-_SSL_read = _lib.SSL_read
-_SSL_write = _lib.SSL_write
-_SSL_pending = _lib.SSL_pending
-_SSL_get_error = _lib.SSL_get_error
-_BIO_read = _lib.BIO_read
-_BIO_write = _lib.BIO_write
-_BIO_mem_data = _lib.BIO_get_mem_data
-_WANT_READ = _lib.SSL_ERROR_WANT_READ
-_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
-_NULL = _ffi.NULL
-_unpack: Callable[[Any, int], bytes] = _ffi.unpack
-_from_buffer = _ffi.from_buffer
-_SCRATCH = READ_SIZE  # the largest read any connection makes (``bufferlimit.read_size``)
-_scratch = threading.local()
-
-
-def _scratch_buffer() -> Any:
-    """This thread's buffer for OpenSSL to read into, one synchronous call at a time.
-
-    Shared by the thread's connections: every use is filled and copied out
-    before the next await. Per thread because cffi releases the GIL during a call.
-    """
-    buf = getattr(_scratch, "buf", None)
-    if buf is None:
-        buf = _scratch.buf = _no_zero_allocator("char[]", _SCRATCH)
-    return buf
-
-
 class TLSIO:
     """``FastSocket``'s interface over a ``TLSStream``'s OpenSSL connection (see above).
 
@@ -358,17 +423,12 @@ class TLSIO:
     hand, as ``FastSocket.recv`` does; callers that loop add their own.
     """
 
-    __slots__ = ("_buf", "_conn", "_fast", "_rbio", "_size", "_ssl", "_tls", "_wbio")
+    __slots__ = ("_fast", "_size", "_tls")
 
     def __init__(self, tls: TLSStream, read_size: int = _RECV_CHUNK) -> None:
         assert tls._fast is not None
         self._tls = tls
-        conn = self._conn = tls.connection
-        self._ssl = conn._ssl
-        self._rbio = conn._into_ssl
-        self._wbio = conn._from_ssl
         self._fast = tls._fast
-        self._buf = _scratch_buffer()
         self._size = min(read_size, _SCRATCH)
 
     @property
@@ -381,67 +441,21 @@ class TLSIO:
         """A wait was cancelled or timed out (draining, as ``FastSocket.expired``)."""
         return self._fast.expired
 
-    def _decrypt(self) -> bytes | None:
-        """Plaintext OpenSSL can give now (``b""`` at the end), None when it needs more.
-
-        Raises:
-            trio.BrokenResourceError: bad TLS from the peer.
-        """
-        tls = self._tls
-        if tls._eof:
-            return b""
-        ssl = self._ssl
-        if tls._starved and not _SSL_pending(ssl):
-            return None
-        got = _SSL_read(ssl, self._buf, self._size)
-        if got > 0:
-            return _unpack(self._buf, got)
-        return self._not_read(got)
-
-    def _not_read(self, result: int) -> bytes | None:
-        """Why ``SSL_read`` gave nothing: None (it wants more), ``b""`` (the end), or raise."""
-        tls = self._tls
-        error = _SSL_get_error(self._ssl, result)
-        if error == _WANT_READ:
-            tls._starved = True
-            return None
-        if error == _ZERO_RETURN:
-            tls._eof = True
-            return b""
-        try:  # pyOpenSSL names the failure (and clears OpenSSL's error queue)
-            self._conn._raise_ssl_error(self._ssl, result)
-        except SSL.SysCallError:  # the peer closed without close_notify
-            tls._eof = True
-            return b""
-        except SSL.Error as exc:
-            tls._broken = True
-            raise trio.BrokenResourceError("TLS error while receiving") from exc
-        tls._broken = True
-        raise trio.BrokenResourceError(f"TLS error {error} while receiving")
-
-    def _feed(self, data: bytes) -> None:
-        self._tls._starved = False
-        if data:
-            if _BIO_write(self._rbio, data, len(data)) != len(data):
-                self._tls._broken = True
-                raise trio.BrokenResourceError("OpenSSL refused ciphertext")
-        else:
-            self._conn.bio_shutdown()
-
     def recv_nowait(self) -> bytes | None:
         """Plaintext available without waiting (``b""`` at EOF), else None.
 
         Raises:
             trio.BrokenResourceError: the connection failed or spoke bad TLS.
         """
+        tls = self._tls
         while True:
-            data = self._decrypt()
+            data = tls._decrypt(self._size)
             if data is not None:
                 return data
             raw = self._fast.recv_nowait()
             if raw is None:
                 return None
-            self._feed(raw)
+            tls._feed_bytes(raw)
 
     async def recv(self, deadline: float = math.inf, *, wait_first: bool = False) -> bytes:
         """As ``FastSocket.recv``, for plaintext.
@@ -456,54 +470,12 @@ class TLSIO:
             if data is not None:
                 return data
         while True:
-            if tls._outbox or _BIO_mem_data(self._wbio, _NULL):  # reading made OpenSSL answer
+            if tls._outbox or _BIO_mem_data(tls._wbio, _NULL):  # reading made OpenSSL answer
                 await tls._flush()
-            self._feed(await self._fast.recv(deadline, wait_first=True))
+            tls._feed_bytes(await self._fast.recv(deadline, wait_first=True))
             data = self.recv_nowait()
             if data is not None:
                 return data
-
-    def _encrypt(self, data: bytes | bytearray | memoryview) -> None:
-        """Turn ``data`` into records in OpenSSL's outgoing BIO.
-
-        pyOpenSSL turns on partial writes, so a call may stop after a record
-        (a client may ask for small ones); small bytes usually take one call.
-        """
-        ssl, size = self._ssl, len(data)
-        if not size:
-            return
-        done = 0
-        if type(data) is bytes:
-            done = _SSL_write(ssl, data, size)
-            if done == size:
-                return
-            if done <= 0:
-                self._write_failed(done)
-        with _from_buffer(data) as view:
-            while done < size:
-                got = _SSL_write(ssl, view + done, size - done)
-                if got <= 0:
-                    self._write_failed(got)
-                done += got
-
-    def _write_failed(self, result: int) -> NoReturn:
-        self._tls._broken = True
-        try:  # pyOpenSSL names the failure (and clears OpenSSL's error queue)
-            self._conn._raise_ssl_error(self._ssl, result)
-        except SSL.Error as exc:
-            raise trio.BrokenResourceError("TLS error while sending") from exc
-        raise trio.BrokenResourceError("TLS error while sending")
-
-    def _records(self) -> bytes | None:
-        """The records OpenSSL made, taken out of its BIO in one piece (None: nothing)."""
-        wbio = self._wbio
-        pending = _BIO_mem_data(wbio, _NULL)
-        if not pending:
-            return None
-        if pending <= _SCRATCH:
-            buf = self._buf
-            return _unpack(buf, _BIO_read(wbio, buf, pending))
-        return self._conn.bio_read(pending)
 
     async def send_all(self, data: bytes, deadline: float = math.inf) -> None:
         """Encrypt ``data`` and write it; waits only for what the kernel does not take.
@@ -513,12 +485,12 @@ class TLSIO:
         """
         tls = self._tls
         tls._check_usable()
-        self._encrypt(data)
+        tls._encrypt(data)
         lock = tls._send_lock
         if not tls._outbox and not lock.locked():
             # The usual case: nobody else is sending, so the records go out as OpenSSL
             # made them, without the outbox's copies or the lock, if the kernel takes them.
-            records = self._records()
+            records = tls._records()
             if records is not None:
                 try:
                     sent = self._fast.send_nowait(records)
@@ -527,7 +499,7 @@ class TLSIO:
                     raise
                 if sent < len(records):
                     tls._outbox += memoryview(records)[sent:]  # the rest, in order, below
-            if not tls._outbox and not _BIO_mem_data(self._wbio, _NULL):
+            if not tls._outbox and not _BIO_mem_data(tls._wbio, _NULL):
                 return
         tls._pull()
         if lock.locked():
@@ -553,7 +525,7 @@ class TLSIO:
         Raises:
             TimedOut, trio.ClosedResourceError: as ``FastSocket``.
         """
-        if _SSL_pending(self._ssl):
+        if _SSL_pending(self._tls._ssl):
             return
         await self._fast.wait_readable(deadline)
 

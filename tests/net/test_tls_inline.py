@@ -161,12 +161,12 @@ def test_each_thread_decrypts_into_its_own_buffer(
 
     async def connect() -> None:
         with trio.fail_after(10):
-            client, _server, io = await socket_tls_pair(server_tls, ca)
+            client, server, io = await socket_tls_pair(server_tls, ca)
             await client.send_all(b"ping")
             assert await io.recv() == b"ping"
-            buffers.append(io._buf)
-            _client, _server, again = await socket_tls_pair(server_tls, ca)
-            assert again._buf is io._buf  # one per thread, not one per connection
+            buffers.append(server._buf)
+            _client, again, _io = await socket_tls_pair(server_tls, ca)
+            assert again._buf is server._buf  # one per thread, not one per connection
 
     threads = [threading.Thread(target=trio.run, args=(connect,)) for _ in range(2)]
     for thread in threads:
