@@ -88,6 +88,7 @@ class UpstreamConnection:
         "parser",
         "recv_nowait",
         "reused",
+        "send_nowait",
         "served",
         "stream",
     )
@@ -104,6 +105,8 @@ class UpstreamConnection:
         self.io = open_io(stream)
         # What is here already, without waiting (None: nothing yet); None for a StreamIO.
         self.recv_nowait: Callable[[], bytes | None] | None = getattr(self.io, "recv_nowait", None)
+        # What the kernel takes at once, without waiting; None for a StreamIO.
+        self.send_nowait: Callable[[bytes], int] | None = getattr(self.io, "send_nowait", None)
         self.key = key
         self.address = address  # "ip:port" or the socket path, for logs
         self.reused = reused
@@ -116,6 +119,23 @@ class UpstreamConnection:
         """Write, translating transport failures to ``UpstreamBroken``."""
         try:
             await self.io.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
+
+    def sent_at_once(self, data: bytes) -> int:
+        """How much of ``data`` the kernel took at once, without waiting.
+
+        0 where the stream cannot write without waiting (TLS through a trio
+        stream): ``send_all`` sends the rest, whatever it is.
+
+        Raises:
+            UpstreamBroken: the connection failed.
+        """
+        send_nowait = self.send_nowait
+        if send_nowait is None:
+            return 0
+        try:
+            return send_nowait(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise UpstreamBroken(f"upstream {self.address}: {exc}") from exc
 

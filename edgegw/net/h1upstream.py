@@ -164,13 +164,19 @@ async def send_bodyless(
             parser.reset()
         response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
         try:
-            await conn.send_all(request_head)
+            sent = conn.sent_at_once(request_head)  # a head fits the socket: no wait, no layers
+            if sent < len(request_head):
+                await conn.send_all(request_head[sent:])
             # Let the others run first: by then the answer has often arrived, and a read
             # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
             # A schedule point only: the front end's loop has the request's cancel point,
             # and a read that must wait is one too.
             await trio.lowlevel.cancel_shielded_checkpoint()
-            response.head = await _read_head(response)
+            event = response.event_at_hand()  # no wait, no clock
+            if type(event) is ResponseReceived:
+                response.head = event
+            else:
+                response.head = await _read_head(response, event)
         except UpstreamBroken:
             response.release(reusable=False)
             if response.received == 0:
@@ -238,7 +244,7 @@ async def open_h1_exchange(
                     try:
                         await conn.send_all(request_head)
                         nursery.start_soon(_pump_body, conn, body, failure, nursery.cancel_scope)
-                        response.head = await _read_head(response, wait_first=True)
+                        response.head = await _read_head(response, None)
                     except UpstreamBroken:
                         nursery.cancel_scope.cancel()
                         if not response.received:
@@ -278,14 +284,13 @@ def _case_keeping(conn: UpstreamConnection, method: bytes) -> ResponseParser:
     return CaseKeepingResponseParser(method)
 
 
-async def _read_head(response: UpstreamResponse, *, wait_first: bool = False) -> ResponseReceived:
-    """The final response head; ``wait_first``: the request just left, with a body to follow.
+async def _read_head(response: UpstreamResponse, event: Event | None) -> ResponseReceived:
+    """The final response head, from ``event`` on: what a read found at hand, if anything.
 
-    Without ``wait_first`` the answer is often here already (``event_at_hand``:
-    no wait, no clock). When it is not, or the request just left, reading again
-    at once would only say EAGAIN: the next read waits first.
+    None: that read found nothing, or the request just left with a body to
+    follow; reading again at once would only say EAGAIN, so the next read
+    waits first.
     """
-    event = None if wait_first else response.event_at_hand()
     wait_first = True
     while True:
         if event is None:
