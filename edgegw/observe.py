@@ -9,11 +9,20 @@ backend) and status classes, never request data, so series stay bounded.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from edgegw.accesslog import AccessLog
-from edgegw.admin.metrics import Counter, Gauge, Histogram, LabelValues, Metric, Registry
+from edgegw.admin.metrics import (
+    DEFAULT_BUCKETS,
+    Counter,
+    Gauge,
+    Histogram,
+    LabelValues,
+    Metric,
+    Registry,
+)
 from edgegw.net.clusters import Clusters
 from edgegw.net.context import RequestRecord
 from edgegw.net.tcp import RelayStats
@@ -62,10 +71,42 @@ class Collected(Metric):
         return counter
 
 
+_SeriesKey = tuple[str, str, str, str, int, str]
+
+
+class _Series:
+    """What the requests of one kind (listener, route, backend, status, protocol) added up
+    to since ``Observer._fold`` last moved it into the metric families, and their labels."""
+
+    __slots__ = (
+        "buckets",
+        "bytes_in",
+        "bytes_out",
+        "count",
+        "duration_sum",
+        "latency",
+        "protocol",
+        "requests",
+        "route",
+    )
+
+    def __init__(
+        self, requests: LabelValues, protocol: LabelValues, latency: LabelValues, route: str
+    ) -> None:
+        self.requests, self.protocol, self.latency, self.route = requests, protocol, latency, route
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = self.bytes_in = self.bytes_out = 0
+        self.duration_sum = 0.0
+        self.buckets = [0] * (len(DEFAULT_BUCKETS) + 1)  # the last: above every bound
+
+
 class Observer:
     """Metrics registry plus access log; one per process."""
 
     def __init__(self) -> None:
+        self._series: dict[_SeriesKey, _Series] = {}
         registry = self.registry = Registry()
         route_labels = ("listener", "route", "backend", "code")
         self.requests = registry.add(
@@ -264,21 +305,64 @@ class Observer:
     # --- the data plane's calls -------------------------------------------------------------
 
     def request_done(self, record: RequestRecord) -> None:
-        """One finished HTTP request: count it, time it, log it."""
-        listener = record.listener
-        route = _route(record)
-        self.requests.inc((listener, route, record.backend or "", _status_class(record.status)))
-        self.protocols.inc((listener, record.protocol))
-        self.latency.observe((listener, route), record.duration)
+        """One finished HTTP request: count it, time it, log it.
+
+        Counted into its ``_Series`` (one per listener, route, backend, status and
+        protocol): a few adds on one object, where the metric families would
+        take a tuple and two dict operations per series; ``render`` folds them
+        into the families.
+        """
+        key = (
+            record.listener,
+            record.route_namespace,
+            record.route_name,
+            record.backend,
+            record.status,
+            record.protocol,
+        )
+        series = self._series.get(key)
+        if series is None:
+            series = self._new_series(key, record)
+        series.count += 1
+        duration = record.duration
+        series.duration_sum += duration
+        series.buckets[bisect_left(DEFAULT_BUCKETS, duration)] += 1
         if record.bytes_in:
-            self.bytes_in.inc((listener,), record.bytes_in)
+            series.bytes_in += record.bytes_in
         if record.bytes_out:
-            self.bytes_out.inc((listener,), record.bytes_out)
+            series.bytes_out += record.bytes_out
         if record.encoding:
             self.compression_in.inc((record.encoding,), record.uncompressed)
             self.compression_out.inc((record.encoding,), record.compressed)
         if self.access_log.enabled:
-            self.access_log.write(record, route)
+            self.access_log.write(record, series.route)
+
+    def _new_series(self, key: _SeriesKey, record: RequestRecord) -> _Series:
+        if len(self._series) > 4096:  # routes and backends come and go with reloads
+            self._fold()
+            self._series.clear()
+        listener, route = record.listener, _route(record)
+        series = self._series[key] = _Series(
+            (listener, route, record.backend or "", _status_class(record.status)),
+            (listener, record.protocol),
+            (listener, route),
+            route,
+        )
+        return series
+
+    def _fold(self) -> None:
+        """Move what each ``_Series`` counted since the last fold into the metric families."""
+        for series in self._series.values():
+            if series.count:
+                listener = series.latency[:1]
+                self.requests.inc(series.requests, series.count)
+                self.protocols.inc(series.protocol, series.count)
+                self.latency.add(series.latency, series.buckets, series.duration_sum, series.count)
+                if series.bytes_in:
+                    self.bytes_in.inc(listener, series.bytes_in)
+                if series.bytes_out:
+                    self.bytes_out.inc(listener, series.bytes_out)
+                series.reset()
 
     def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
         del upstream  # per-endpoint series would grow with every endpoint ever seen
@@ -312,6 +396,7 @@ class Observer:
         self.addresses.set((), count)
 
     def render(self) -> bytes:
+        self._fold()
         return self.registry.render()
 
 

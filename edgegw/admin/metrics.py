@@ -108,6 +108,17 @@ class Histogram(Metric):
         series[-2] += value
         series[-1] += 1
 
+    def add(self, labels: LabelValues, buckets: list[int], total: float, count: int) -> None:
+        """Observations counted elsewhere: per bucket (one more slot for those above every
+        bound, which only ``count`` takes), their sum and their count."""
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        for index, n in enumerate(buckets[: len(self.buckets)]):
+            series[index] += n
+        series[-2] += total
+        series[-1] += count
+
     def render(self) -> Iterator[str]:
         yield from self.header()
         for labels, series in sorted(self.series.items()):
