@@ -52,6 +52,8 @@ from __future__ import annotations
 import random
 from urllib.parse import quote_from_bytes
 
+import msgspec
+
 from edgegw import ir
 from edgegw.net.context import (
     ChallengeAnswers,
@@ -96,8 +98,10 @@ class Answer:
         self.body = body
 
 
-class RequestPlan:
+class RequestPlan(msgspec.Struct):
     """One request's decision and state, from ``decide`` to the last byte.
+
+    A ``msgspec.Struct``: made per request, and its many defaults are set in C.
 
     Attributes:
         req, record: the request and what the access log learns of it.
@@ -109,50 +113,30 @@ class RequestPlan:
         head: the upstream request line and headers (method, target, fields).
         response_modifiers, response_extra: what ``response_fields`` applies.
         mirrors: backends that get a copy of the request.
-        client: the client's address as client IP detection found it.
+        client: the client's address as client IP detection found it (``decide``
+            starts it as the record's).
         compression: the encodings a BackendTrafficPolicy offers for the response.
         pending: a rule guard whose external auth the forward step awaits first.
         delay: seconds a faultInjection delay holds the request before anything else.
     """
 
-    __slots__ = (
-        "answer",
-        "backend",
-        "client",
-        "compression",
-        "delay",
-        "grpc",
-        "head",
-        "late_response",
-        "mirrors",
-        "pending",
-        "pinned",
-        "record",
-        "req",
-        "response_extra",
-        "response_modifiers",
-        "rule",
-        "upgrade",
-    )
-
-    def __init__(self, req: ProxyRequest, record: RequestRecord, upgrade: bool) -> None:
-        self.req = req
-        self.record = record
-        self.upgrade = upgrade
-        self.grpc = False
-        self.answer: Answer | None = None
-        self.rule: ir.HTTPRouteRule | None = None
-        self.backend: ir.Backend | None = None
-        self.pinned: ir.Endpoint | None = None
-        self.head: tuple[bytes, bytes, HeaderList] = (b"", b"", _NO_FIELDS)
-        self.response_modifiers = _NO_MODIFIERS
-        self.response_extra = _NO_FIELDS
-        self.late_response: LateResponse | None = None  # ClientTrafficPolicy lateResponseHeaders
-        self.mirrors = _NO_MIRRORS
-        self.client = record.client
-        self.compression: tuple[ir.Compressor, ...] = ()
-        self.pending: RuleGuard | None = None
-        self.delay = 0.0
+    req: ProxyRequest
+    record: RequestRecord
+    upgrade: bool
+    grpc: bool = False
+    answer: Answer | None = None
+    rule: ir.HTTPRouteRule | None = None
+    backend: ir.Backend | None = None
+    pinned: ir.Endpoint | None = None
+    head: tuple[bytes, bytes, HeaderList] = (b"", b"", _NO_FIELDS)
+    response_modifiers: tuple[ir.HeaderModifier, ...] = _NO_MODIFIERS
+    response_extra: HeaderList = _NO_FIELDS
+    late_response: LateResponse | None = None  # ClientTrafficPolicy lateResponseHeaders
+    mirrors: tuple[ir.Backend, ...] = _NO_MIRRORS
+    client: str = ""
+    compression: tuple[ir.Compressor, ...] = ()
+    pending: RuleGuard | None = None
+    delay: float = 0.0
 
     def refuse(self, status: int) -> RequestPlan:
         """Answer with an error status (as a gRPC status on gRPC requests)."""
@@ -164,7 +148,7 @@ def decide(
     req: ProxyRequest, ctx: HTTPConnectionContext, record: RequestRecord, *, upgrade: bool = False
 ) -> RequestPlan:
     """Match, filter and plan one request (see the module docstring); no I/O."""
-    plan = RequestPlan(req, record, upgrade)
+    plan = RequestPlan(req, record, upgrade, client=record.client)
     if (
         ctx.challenges is not None
         and req.path.startswith(_HTTP01_PATH)

@@ -314,9 +314,10 @@ def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
             authority = authority or item[1].decode("latin-1")
         else:
             headers.append(item)
-    request = ProxyRequest(
-        event.method.decode("ascii"), path, query, authority, _split_host(authority), headers, body
-    )
+    # A name without a port (the usual Host) needs no splitting; an IPv6 literal has colons.
+    host = authority.lower() if ":" not in authority else _split_host(authority)
+    method = event.method.decode("ascii")
+    request = ProxyRequest(method, path, query, authority, host, headers, body)
     if event.header_case is not None:  # ClientTrafficPolicy http1.preserveHeaderCase
         request.header_case = event.header_case
     return request

@@ -206,8 +206,8 @@ class ListenerTable:
             query: the raw query string without ``?``, or "".
             headers: ``(name, value)`` pairs, names lower-case bytes.
         """
-        host = normalize_host(host)
-        if not self.accepts_host(host):
+        host = host.rstrip(".").lower()  # normalize_host, inline: this runs per request
+        if self._hostname is not None and not host_matches(self._hostname, host):
             return None
         request = _NOTHING_TO_CHECK if self._plain else RequestView(method, path, query, headers)
         groups = self._groups
@@ -241,7 +241,7 @@ class PortTable:
 
     def listener_for_host(self, host: str) -> ListenerTable | None:
         """The listener whose hostname takes ``host`` most specifically."""
-        return self._by_host.lookup(normalize_host(host))
+        return self._by_host.lookup(host.rstrip(".").lower())  # normalize_host, inline
 
     def listener_for_sni(self, server_name: str | None) -> ListenerTable | None:
         """The listener a ClientHello's SNI picks; without SNI, one with no hostname."""
