@@ -341,38 +341,26 @@ class UpstreamPool:
         connection = backend.app_protocol not in _H2
         if breaker is not None:
             await breaker.enter(connection, self.limits.connect_timeout, endpoint)
+
+        def observed(rsp: UpstreamReply) -> Awaitable[_R]:
+            assert rsp.head is not None
+            self.clusters.report_status(cluster, endpoint, rsp.head.status_code)
+            return deliver(rsp)
+
         try:
-            if cluster.passive is None:
-                return await self.exchange(
-                    endpoint,
-                    backend,
-                    head,
-                    body,
-                    deliver,
-                    counted=counted,
-                    policed=True,
-                    header_case=case,
-                )
-
-            def observed(rsp: UpstreamReply) -> Awaitable[_R]:
-                assert rsp.head is not None
-                self.clusters.report_status(cluster, endpoint, rsp.head.status_code)
-                return deliver(rsp)
-
-            try:
-                return await self.exchange(
-                    endpoint,
-                    backend,
-                    head,
-                    body,
-                    observed,
-                    counted=counted,
-                    policed=True,
-                    header_case=case,
-                )
-            except UpstreamError as exc:
-                self.report_failure(endpoint, backend, exc)
-                raise
+            return await self.exchange(
+                endpoint,
+                backend,
+                head,
+                body,
+                deliver if cluster.passive is None else observed,
+                counted=counted,
+                policed=True,
+                header_case=case,
+            )
+        except UpstreamError as exc:
+            self.report_failure(endpoint, backend, exc)  # nothing without passive health
+            raise
         finally:
             if breaker is not None:
                 breaker.leave(connection, endpoint)
