@@ -32,6 +32,13 @@ MYPYC_MODULES = [
     "edgegw/proto/http1.py",
     *sorted(glob.glob("edgegw/proto/h2codec/[!_]*.py")),
     "edgegw/proto/http2.py",
+    # The decision every request takes (~30 % less CPU compiled): routing/hosts.py stays
+    # Python, as mypyc cannot build its generic frozen dataclass (HostIndex).
+    "edgegw/proto/target.py",
+    "edgegw/proto/via.py",
+    "edgegw/routing/matchers.py",
+    "edgegw/routing/table.py",
+    "edgegw/net/decide.py",
 ]
 _METADATA_ONLY = {"egg_info", "dist_info", "sdist"}
 _COMPILE_FAILURES = (CCompilerError, CompileError, ExecError, LinkError, PlatformError, OSError)

@@ -1,9 +1,10 @@
 """The mypyc-compiled modules where the build could compile them, and their sources where they
 must run.
 
-``setup.py`` compiles the HTTP/1.1 parser, the HTTP/2 codec and ``proto/http2.py`` when a C
-compiler, the Python headers and mypyc are present (as ``scripts/setup test`` makes them here),
-so the whole suite runs them compiled; ``test_http1_differential.py`` and
+``setup.py`` compiles the HTTP/1.1 parser, the HTTP/2 codec, ``proto/http2.py`` and the
+decision (``net/decide.py`` and the routing table) when a C compiler, the Python headers and
+mypyc are present (as ``scripts/setup test`` makes them here), so the whole suite runs them
+compiled; ``test_http1_differential.py`` and
 ``test_http1_properties.py`` run the parser's source too, and the last test here compares an
 HTTP/2 exchange's bytes between the two builds. ``edgegw.proto.compiled`` runs every source
 when ``EDGEGW_NO_MYPYC`` is set at run time or when any extension is older than its source in
@@ -46,8 +47,9 @@ def build_can_compile() -> bool:
 ROOT = PROTO.parent
 #: what setup.py's MYPYC_MODULES names: the modules that run every request's sans-IO work
 EXPECTED = sorted(
-    ["proto.http1", "proto.http2"]
+    ["proto.http1", "proto.http2", "proto.target", "proto.via"]
     + [f"proto.h2codec.{p.stem}" for p in (PROTO / "h2codec").glob("[!_]*.py")]
+    + ["routing.matchers", "routing.table", "net.decide"]
 )
 
 
