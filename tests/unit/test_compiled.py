@@ -58,7 +58,8 @@ def test_the_hot_modules_run_compiled_where_the_build_could_compile_them() -> No
     assert compiled.is_compiled(http1) == expected, (
         f"edgegw.proto.http1 is {http1.__file__}: rebuild with scripts/setup test"
     )
-    assert compiled.compiled_names(ROOT) == (EXPECTED if expected else [])
+    if expected:  # (EDGEGW_NO_MYPYC=1 at run time leaves the extensions on disk)
+        assert compiled.compiled_names(ROOT) == EXPECTED
     for name in EXPECTED:
         module = importlib.import_module(f"edgegw.{name}")
         assert compiled.is_compiled(module) == expected, module.__file__
