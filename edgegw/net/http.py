@@ -68,6 +68,7 @@ from edgegw.proto.http1 import (
 )
 from edgegw.proto.rate import RateFloor
 from edgegw.proto.sniff import H2_PREFACE
+from edgegw.proto.target import split_host
 
 __all__ = [
     "DrainSignal",
@@ -292,14 +293,6 @@ class _Connection:
             await self.io.send_all(serialize_response_head(status, headers) + text, deadline)
 
 
-def _split_host(authority: str) -> str:
-    """``Host`` without port, lower-case; IPv6 literals keep their brackets off."""
-    if authority.startswith("["):
-        return authority[1 : authority.find("]")].lower()
-    host, sep, port = authority.rpartition(":")
-    return (host if sep and port.isdigit() else authority).lower()
-
-
 def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
     text = event.target.decode("ascii")
     authority = ""
@@ -314,10 +307,8 @@ def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
             authority = authority or item[1].decode("latin-1")
         else:
             headers.append(item)
-    # A name without a port (the usual Host) needs no splitting; an IPv6 literal has colons.
-    host = authority.lower() if ":" not in authority else _split_host(authority)
     method = event.method.decode("ascii")
-    request = ProxyRequest(method, path, query, authority, host, headers, body)
+    request = ProxyRequest(method, path, query, authority, split_host(authority), headers, body)
     if event.header_case is not None:  # ClientTrafficPolicy http1.preserveHeaderCase
         request.header_case = event.header_case
     return request

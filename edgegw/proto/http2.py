@@ -25,6 +25,7 @@ import msgspec
 
 from edgegw.proto.events import HeaderList, Headers, ResponseReceived
 from edgegw.proto.h2codec import CodecConfig, H2Codec
+from edgegw.proto.target import split_host
 
 #: Fields that mean something only to one HTTP/1.1 hop; never valid in HTTP/2.
 CONNECTION_SPECIFIC = frozenset(
@@ -113,14 +114,6 @@ class H2Request(msgspec.Struct, frozen=True, gc=False):
     headers: HeaderList  # regular fields; cookies joined
     protocol: str | None  # ``:protocol`` of an extended CONNECT (RFC 8441)
     content_length: int | None
-
-
-def split_host(authority: str) -> str:
-    """``Host`` without port, lower-case; IPv6 literals lose their brackets."""
-    if authority.startswith("["):
-        return authority[1 : authority.find("]")].lower()
-    host, sep, port = authority.rpartition(":")
-    return (host if sep and port.isdigit() else authority).lower()
 
 
 def parse_request(headers: Headers | HeaderList) -> H2Request:

@@ -36,6 +36,20 @@ _SLASHES = re.compile(r"//+")
 # Control characters other than HTAB, and DEL: invalid in a field value (RFC 9110 section 5.5).
 
 
+def split_host(authority: str) -> str:
+    """``Host`` without port, lower-case; IPv6 literals lose their brackets.
+
+    One function for every protocol's authority (HTTP/1.1 ``Host`` or absolute-form,
+    HTTP/2 ``:authority``), so routing sees one host whatever the client spoke.
+    """
+    if ":" not in authority:  # the usual Host: a name without a port
+        return authority.lower()
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")].lower()
+    host, _, port = authority.rpartition(":")
+    return (host if port.isdigit() else authority).lower()
+
+
 def _decode_unreserved(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
     return char if char in _UNRESERVED else match.group(0)
