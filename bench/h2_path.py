@@ -1,13 +1,18 @@
-"""CPU and instructions per proxied HTTP/2-over-TLS request, whole gateway, trees side by side.
+"""CPU and instructions per proxied request, whole gateway, trees side by side.
 
-    python bench/h2_path.py TREE [TREE...] [--requests N] [--rounds R] [--callgrind]
+    python bench/h2_path.py TREE [TREE...] [--proto h2|https|http] [--requests N]
+                            [--rounds R] [--callgrind]
 
-Each TREE (a checkout of edgegw; ``floor`` for ``bench/h2_trio_floor.py``) is started
-once as ``python -m edgegw run --workers 1`` on `bench/h2`'s HTTPS config, all behind
-one HTTP/1.1 nginx upstream answering 100 bytes (with its Date and Server headers).
-`h2load -c4 -m10 -t1` over TLS sends N requests per run; the rounds alternate the
-trees, and each run's CPU is read from the gateway's own utime+stime, so h2load and
-nginx are not counted. `bench/RESULTS.md` ("HTTP/2 path, step by step") used it.
+Each TREE (a checkout of edgegw; ``floor`` for the trio floor of the protocol:
+``bench/h2_trio_floor.py`` for h2, ``bench/trio_floor.py`` for HTTP/1.1, with
+``--tls-inline`` for https) is started once as ``python -m edgegw run --workers 1`` on
+`bench/h2`'s config, all behind one HTTP/1.1 nginx upstream answering 100 bytes (with
+its Date and Server headers). h2load sends N requests per run: ``--proto h2`` (the
+default) HTTP/2 over TLS with ``-c4 -m10``, ``https`` HTTP/1.1 keep-alive over TLS and
+``http`` plain HTTP/1.1 keep-alive, both ``--h1 -c4``, one request at a time per
+connection (as wrk). The rounds alternate the trees, and each run's CPU is read from the
+gateway's own utime+stime, so h2load and nginx are not counted. `bench/RESULTS.md`
+("HTTP/2 path, step by step") used it.
 
 ``--callgrind`` runs the gateways under valgrind with instrumentation off, turns it on
 around one run of N and one of 5N requests after a warm-up, and prints the difference
@@ -36,12 +41,16 @@ BODY = ("edgegw bench upstream, a fixed body of one hundred bytes; " * 2)[:99] +
 HOST = "bench.example.com"
 
 
-def config(workdir: Path, port: int, upstream: int, crt: Path, key: Path) -> Path:
-    """`bench/h2`'s gateway: one HTTPS listener, one route to the upstream."""
+def config(workdir: Path, port: int, upstream: int, crt: Path, key: Path, proto: str) -> Path:
+    """`bench/h2`'s gateway: one HTTPS (or, for ``http``, HTTP) listener, one route."""
     tls_crt = base64.b64encode(crt.read_bytes()).decode()
     tls_key = base64.b64encode(key.read_bytes()).decode()
     where = workdir / "config"
     where.mkdir()
+    tls = "tls: {certificateRefs: [{name: cert}]}"
+    listener = f"{{name: https, protocol: HTTPS, port: {port}, {tls}}}"
+    if proto == "http":
+        listener = f"{{name: http, protocol: HTTP, port: {port}}}"
     (where / "all.yaml").write_text(f"""\
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -54,7 +63,7 @@ metadata: {{name: gw, namespace: default}}
 spec:
   gatewayClassName: edgegw
   listeners:
-  - {{name: https, protocol: HTTPS, port: {port}, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {listener}
 ---
 apiVersion: v1
 kind: Secret
@@ -84,8 +93,10 @@ spec:
     return where
 
 
-def h2load(port: int, requests: int) -> None:
-    argv = ["h2load", f"-n{requests}", "-c4", "-m10", "-t1", f"https://127.0.0.1:{port}/"]
+def h2load(port: int, requests: int, proto: str) -> None:
+    scheme = "http" if proto == "http" else "https"
+    argv = ["h2load", f"-n{requests}", "-c4", "-t1", f"{scheme}://127.0.0.1:{port}/"]
+    argv[2:2] = ["-m10"] if proto == "h2" else ["--h1", "-m1"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False).stdout
     done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     if not done or int(done.group(1)) != requests:
@@ -98,7 +109,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start(procs: Procs, tree: str, index: int, upstream: int, cert: tuple[Path, Path],
-          callgrind: bool) -> tuple[int, int, Path]:  # fmt: skip
+          callgrind: bool, proto: str) -> tuple[int, int, Path]:  # fmt: skip
     """Start one gateway (or the floor); its port, pid and working directory."""
     workdir = procs.workdir / f"t{index}"
     workdir.mkdir()
@@ -106,26 +117,28 @@ def start(procs: Procs, tree: str, index: int, upstream: int, cert: tuple[Path, 
     wrap = ["valgrind", "--tool=callgrind", "--instr-atstart=no"] if callgrind else []
     wrap += [f"--callgrind-out-file={workdir}/cg.out"] if callgrind else []
     if tree == "floor":
-        script = str(BENCH / "h2_trio_floor.py")
-        argv = [*wrap, sys.executable, script, str(upstream), str(port), *map(str, cert)]
+        script = str(BENCH / ("h2_trio_floor.py" if proto == "h2" else "trio_floor.py"))
+        argv = [*wrap, sys.executable, script, str(upstream), str(port)]
+        argv += ["--tls-inline"] if proto == "https" else []
+        argv += [] if proto == "http" else list(map(str, cert))
         proc = procs.start(f"gw{index}", argv, cwd=BENCH)
         wait_until(lambda: accepts(port), 300, "the floor to listen", interval=0.5)
         return port, proc.pid, workdir
     argv = [*wrap, sys.executable, "-m", "edgegw", "run", "--workers", "1", "-c"]
-    argv += [str(config(workdir, port, upstream, *cert)), "--admin", f"127.0.0.1:{admin}"]
+    argv += [str(config(workdir, port, upstream, *cert, proto)), "--admin", f"127.0.0.1:{admin}"]
     argv += ["--default-address", "127.0.0.1", "--state-dir", str(workdir / "state")]
     proc = procs.start(f"gw{index}", [*argv, "--log-level", "warning"], cwd=Path(tree))
     wait_until(lambda: http_get(admin, "/readyz")[0] == 200, 300, "edgegw", interval=0.5)
     return port, proc.pid, workdir
 
 
-def instructions(pid: int, port: int, workdir: Path, requests: int) -> float:
+def instructions(pid: int, port: int, workdir: Path, requests: int, proto: str) -> float:
     """callgrind's instructions per request: (total of 5N - total of N) / 4N."""
     totals = []
     for count in (requests, 5 * requests):
         subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
         subprocess.run(["callgrind_control", "-i", "on", str(pid)], capture_output=True, check=True)
-        h2load(port, count)
+        h2load(port, count, proto)
         subprocess.run(
             ["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True
         )
@@ -141,6 +154,7 @@ def instructions(pid: int, port: int, workdir: Path, requests: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="+", help="edgegw checkouts, or 'floor'")
+    parser.add_argument("--proto", choices=("h2", "https", "http"), default="h2")
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--callgrind", action="store_true")
@@ -153,21 +167,21 @@ def main() -> int:
         location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }}
     }}""", [upstream], None)  # fmt: skip
         gateways = [
-            (tree, *start(procs, tree, i, upstream, cert, args.callgrind))
+            (tree, *start(procs, tree, i, upstream, cert, args.callgrind, args.proto))
             for i, tree in enumerate(args.trees)
         ]
         for _, port, _, _ in gateways:
-            h2load(port, 2000)  # warm-up: connections, pools, remembered heads
+            h2load(port, 2000, args.proto)  # warm-up: connections, pools, remembered heads
         if args.callgrind:
             for tree, port, pid, workdir in gateways:
-                count = instructions(pid, port, workdir, args.requests)
+                count = instructions(pid, port, workdir, args.requests, args.proto)
                 print(f"{tree:30} {count / 1000:8.1f}k instructions per request")
             return 0
         spent: dict[str, list[float]] = {tree: [] for tree in args.trees}
         for round_ in range(args.rounds):
             for tree, port, pid, _ in gateways[:: 1 if round_ % 2 == 0 else -1]:
                 before = cpu_seconds(pid)
-                h2load(port, args.requests)
+                h2load(port, args.requests, args.proto)
                 spent[tree].append((cpu_seconds(pid) - before) / args.requests * 1e6)
         for tree, runs in spent.items():
             print(
