@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -87,6 +88,15 @@ def cpu_plan(pin: bool) -> CpuPlan:
     return CpuPlan("0", "1", client, f"proxy on CPU 0, upstream on CPU 1, wrk on CPUs {client}")
 
 
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One round of a paired comparison: edgegw's figure over nginx's, measured back to back."""
+
+    rps: float
+    p99: float
+    cpu: float | None  # nginx's CPU µs per request over edgegw's: the work-only ratio
+
+
 @dataclass
 class Run:
     args: argparse.Namespace
@@ -95,6 +105,7 @@ class Run:
     ports: set[int] = field(default_factory=set)
     wrk: dict[str, WrkResult] = field(default_factory=dict)
     cpu_us: dict[str, float] = field(default_factory=dict)  # CPU µs per request, proxy tree
+    paired: dict[str, list[Pair]] = field(default_factory=dict)  # per-round edgegw / nginx
     rss: dict[str, float] = field(default_factory=dict)
     change_ms: list[float] = field(default_factory=list)
     change_timeouts: int = 0
@@ -198,26 +209,12 @@ def nginx_proxy_block(run: Run, port: int, tls_port: int) -> str:
     }}"""
 
 
-def bench_nginx(run: Run) -> None:
+def start_nginx_proxy(run: Run) -> tuple[Any, int, int]:
+    """nginx, 1 worker, proxying HTTP and HTTPS to the upstream: (process, port, TLS port)."""
     port, tls_port = run.port(), run.port()
     block = nginx_proxy_block(run, port, tls_port)
     proc = start_nginx(run.procs, "nginx-proxy", block, [port, tls_port], run.cpus.proxy)
-    try:
-        host = [f"Host: {HOST}"]
-        close = [*host, "Connection: close"]
-        url, tls_url = f"http://127.0.0.1:{port}/", f"https://127.0.0.1:{tls_port}/"
-        pid = proc.pid
-        run.attempt("nginx_ka", lambda: run.load("nginx_ka", "nginx keep-alive", url, host, pid))
-        run.attempt(
-            "nginx_close",
-            lambda: run.load("nginx_close", "nginx Connection: close", url, close, pid),
-        )
-        run.attempt(
-            "nginx_https",
-            lambda: run.load("nginx_https", "nginx HTTPS keep-alive", tls_url, host, pid),
-        )
-    finally:
-        run.procs.stop(proc)
+    return proc, port, tls_port
 
 
 def bench_caddy(run: Run) -> None:
@@ -429,27 +426,69 @@ def start_main_edgegw(run: Run) -> tuple[Edgegw, int, int]:
     return start_edgegw(run, "edgegw", config, port, (HOST, "/")), port, tls_port
 
 
-def bench_edgegw_main(run: Run) -> None:
-    """Steps 3, 4, 5, 7 and 8 on one edgegw: HTTP and HTTPS listeners, one route each."""
-    gw, port, tls_port = start_main_edgegw(run)
+def bench_nginx_and_edgegw(run: Run) -> None:
+    """Steps 2-5, 7 and 8: nginx and edgegw side by side, measured in alternating rounds.
+
+    Both proxies run at once (the idle one costs nothing) and each comparison is made in
+    `--rounds` rounds, nginx then edgegw, then edgegw then nginx, and so on: each round's
+    ratio comes from two runs seconds apart, so the neighbours' load on a shared machine, which
+    moves nginx's req/s by a third over minutes, hits both alike. The checks take the median
+    of the rounds' ratios; the table shows each proxy's mean.
+    """
+    nginx, port, tls_port = start_nginx_proxy(run)
     try:
-        host = [f"Host: {HOST}"]
-        close = [*host, "Connection: close"]
-        url, tls_url = f"http://127.0.0.1:{port}/", f"https://127.0.0.1:{tls_port}/"
-        pid = gw.proc.pid
-        run.attempt("edgegw_ka", lambda: run.load("edgegw_ka", "edgegw keep-alive", url, host, pid))
-        run.attempt(
-            "edgegw_close",
-            lambda: run.load("edgegw_close", "edgegw Connection: close", url, close, pid),
-        )
-        run.attempt(
-            "edgegw_https",
-            lambda: run.load("edgegw_https", "edgegw HTTPS keep-alive", tls_url, host, pid),
-        )
-        run.attempt("rss", lambda: measure_rss(run, gw))
-        run.attempt("config_change", lambda: measure_config_change(run, gw))
+        gw, gw_port, gw_tls_port = start_main_edgegw(run)
+        try:
+            host = [f"Host: {HOST}"]
+            close = [*host, "Connection: close"]
+            for kind, what, headers, rounds, tls in [
+                ("ka", "keep-alive", host, run.args.rounds, False),
+                ("close", "Connection: close", close, 1, False),
+                ("https", "HTTPS keep-alive", host, run.args.rounds, True),
+            ]:
+                ours = gw_tls_port if tls else gw_port
+                sides = [
+                    (f"nginx_{kind}", f"nginx {what}", tls_port if tls else port, nginx.pid),
+                    (f"edgegw_{kind}", f"edgegw {what}", ours, gw.proc.pid),
+                ]
+                scheme = "https" if tls else "http"
+                run.attempt(kind, paired_rounds, run, kind, sides, headers, rounds, scheme)
+            run.attempt("rss", lambda: measure_rss(run, gw))
+            run.attempt("config_change", lambda: measure_config_change(run, gw))
+        finally:
+            run.procs.stop(gw.proc)
     finally:
-        run.procs.stop(gw.proc)
+        run.procs.stop(nginx)
+
+
+def paired_rounds(
+    run: Run,
+    kind: str,
+    sides: list[tuple[str, str, int, int]],
+    headers: list[str],
+    rounds: int,
+    scheme: str,
+) -> None:
+    """`rounds` alternating rounds of nginx (sides[0]) and edgegw (sides[1]); see above."""
+    results: dict[str, list[WrkResult]] = {key: [] for key, _, _, _ in sides}
+    cpus: dict[str, list[float]] = {key: [] for key, _, _, _ in sides}
+    for index in range(rounds):
+        label = f" ({index + 1}/{rounds})" if rounds > 1 else ""
+        for key, what, port, pid in sides if index % 2 == 0 else sides[::-1]:
+            run.load(key, what + label, f"{scheme}://127.0.0.1:{port}/", headers, pid)
+            results[key].append(run.wrk[key])
+            if key in run.cpu_us:
+                cpus[key].append(run.cpu_us.pop(key))
+    (nginx_key, *_), (edgegw_key, *_) = sides
+    pairs = run.paired.setdefault(kind, [])
+    for index, (base, ours) in enumerate(zip(results[nginx_key], results[edgegw_key], strict=True)):
+        have_cpu = len(cpus[nginx_key]) > index and len(cpus[edgegw_key]) > index
+        cpu = cpus[nginx_key][index] / cpus[edgegw_key][index] if have_cpu else None
+        pairs.append(Pair(ours.rps / base.rps, ours.p99_ms / base.p99_ms, cpu))
+    for key in results:
+        run.wrk[key] = mean_result(results[key])
+        if cpus[key]:
+            run.cpu_us[key] = statistics.fmean(cpus[key])
 
 
 def start_routes_gateway(run: Run, count: int) -> tuple[Edgegw, str, str]:
@@ -587,6 +626,14 @@ def ratio(run: Run, num: str, den: str, attr: str = "rps") -> float | None:
     return float(getattr(run.wrk[num], attr)) / float(getattr(run.wrk[den], attr))
 
 
+def paired_ratio(run: Run, kind: str, attr: str = "rps") -> float | None:
+    """The median over the rounds of edgegw's figure over nginx's (None: not measured)."""
+    pairs = run.paired.get(kind)
+    if not pairs:
+        return ratio(run, f"edgegw_{kind}", f"nginx_{kind}", "p99_ms" if attr == "p99" else attr)
+    return float(statistics.median(getattr(pair, attr) for pair in pairs))
+
+
 def ratio_check(name: str, value: float | None, target: float, at_least: bool = True) -> Check:
     sign = "≥" if at_least else "≤"
     if value is None:
@@ -597,24 +644,24 @@ def ratio_check(name: str, value: float | None, target: float, at_least: bool = 
 
 def checks(run: Run) -> list[Check]:
     result = [
-        ratio_check("keep-alive req/s, edgegw / nginx", ratio(run, "edgegw_ka", "nginx_ka"), 0.33),
+        ratio_check("keep-alive req/s, edgegw / nginx", paired_ratio(run, "ka"), 0.33),
         ratio_check(
             "keep-alive req/s, edgegw / Caddy (1 core)", ratio(run, "edgegw_ka", "caddy_ka"), 1.0
         ),
         ratio_check(
             "keep-alive p99, edgegw / nginx",
-            ratio(run, "edgegw_ka", "nginx_ka", "p99_ms"),
+            paired_ratio(run, "ka", "p99"),
             3,
             at_least=False,
         ),
         ratio_check(
             "Connection: close req/s, edgegw / nginx",
-            ratio(run, "edgegw_close", "nginx_close"),
+            paired_ratio(run, "close"),
             0.3,
         ),
         ratio_check(
             "HTTPS keep-alive req/s, edgegw / nginx",
-            ratio(run, "edgegw_https", "nginx_https"),
+            paired_ratio(run, "https"),
             0.33,
         ),
     ]
@@ -706,6 +753,24 @@ def ratios_text(run: Run) -> str:
     return "\n".join(lines)
 
 
+def rounds_text(run: Run) -> str:
+    """Each paired comparison round by round: req/s, p99 and CPU-per-request ratios."""
+    lines = []
+    for kind, what in [("ka", "keep-alive"), ("close", "Connection: close"), ("https", "HTTPS")]:
+        pairs = run.paired.get(kind)
+        if not pairs:
+            continue
+        rps = ", ".join(f"{pair.rps:.2f}" for pair in pairs)
+        p99 = ", ".join(f"{pair.p99:.2f}" for pair in pairs)
+        cpu = ", ".join(f"{pair.cpu:.2f}" for pair in pairs if pair.cpu is not None)
+        median = paired_ratio(run, kind)
+        lines.append(
+            f"- {what}, edgegw / nginx by round: req/s {rps} (median {median:.2f}); "
+            f"p99 {p99}; nginx's CPU per request over edgegw's {cpu}"
+        )
+    return "\n".join(lines)
+
+
 def checks_table(items: list[Check]) -> str:
     lines = ["| check | figure | target | result |", "|---|---|---|---|"]
     for item in items:
@@ -720,7 +785,8 @@ def results_section(run: Run, items: list[Check]) -> str:
     quick = " (--quick)" if run.args.quick else ""
     parts = [
         f"Measured {when} by `bench/http1`{quick}: wrk -t2 -c64, "
-        f"{run.args.duration:g} s per run after a 1 s warm-up, all on 127.0.0.1.",
+        f"{run.args.duration:g} s per run after a 1 s warm-up, all on 127.0.0.1; nginx and "
+        f"edgegw side by side in {run.args.rounds} alternating rounds (keep-alive, HTTPS).",
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, "
         f"Python {info['python']}. CPU pinning: {run.cpus.note}. "
         f"edgegw at commit {info['commit']} (plus any uncommitted changes).",
@@ -732,7 +798,8 @@ def results_section(run: Run, items: list[Check]) -> str:
         "`trio.SSLStream`, and TLS inline (pyOpenSSL on memory BIOs, OpenSSL called "
         "directly, as edgegw's `TLSIO` does).",
         figures_table(run),
-        "Ratios:\n\n" + ratios_text(run),
+        "Ratios (of the means):\n\n" + ratios_text(run),
+        "Rounds (the checks take the median):\n\n" + rounds_text(run),
         checks_table(items),
     ]
     if "held_mb" in run.rss:
@@ -755,6 +822,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/http1", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--quick", action="store_true", help="3 s per wrk run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating nginx/edgegw rounds (keep-alive, HTTPS)"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp dir (configs, process logs)"
     )
@@ -784,14 +854,12 @@ def run_all(run: Run) -> None:
             "upstream", "upstream direct", f"http://127.0.0.1:{run.upstream_port}/", []
         ),
     )
-    print("== nginx proxy", flush=True)
-    run.attempt("nginx", lambda: bench_nginx(run))
+    print("== nginx and edgegw proxies, alternating rounds", flush=True)
+    run.attempt("proxies", lambda: bench_nginx_and_edgegw(run))
     print("== Caddy proxy, one core", flush=True)
     run.attempt("caddy", lambda: bench_caddy(run))
     print("== trio floor proxy (reference)", flush=True)
     run.attempt("trio_floor", lambda: bench_trio_floor(run))
-    print("== edgegw proxy", flush=True)
-    run.attempt("edgegw", lambda: bench_edgegw_main(run))
     print("== edgegw routing table size", flush=True)
     bench_edgegw_routes(run)
 
@@ -821,6 +889,7 @@ def main(argv: list[str] | None = None) -> int:
     items = checks(run)
     print("\n== figures\n" + figures_table(run))
     print("\n== ratios\n" + ratios_text(run))
+    print("\n== rounds\n" + rounds_text(run))
     print("\n== summary\n" + checks_table(items))
     if not args.no_results:
         update_results_section("HTTP/1.1", results_section(run, items))
