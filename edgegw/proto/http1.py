@@ -25,7 +25,21 @@ and only when the queue is empty: a body is never held whole.
 A response parser lives for one exchange (a fresh, cheap C object), because
 only the client knows whether the request was HEAD, and llhttp cannot be told
 to skip a body after the fact: HEAD responses end at the head, and the
-connection is not reused (see ``ResponseParser.reusable``).
+connection is not reused (see ``ResponseParser.reusable``). Otherwise a
+reusable response parser goes back to the pool with its connection.
+
+Repeated heads are parsed once per parser (so per client or upstream
+connection): a keep-alive peer sends the same head again and again (a client
+its request, a backend its answer, whose Date changes once a second), and the
+bytes alone decide the events llhttp and ``_validate_head`` make of them. So a
+parser remembers (``_HEADS`` of them, each at most ``_HEAD_SIZE`` bytes) the
+heads of complete, body-less keep-alive requests read in one piece, and of
+keep-alive responses with a Content-Length read in one piece with their body;
+when the same bytes come again at a message boundary, it queues the events it
+made of them then, without llhttp, which is left where a complete message
+leaves it. Anything else (a head split across reads, a second message in the
+read, a chunked or close-delimited body, HEAD, upgrades, ``CaseKeeping*``) is
+parsed in full, as are the heads that get remembered.
 
 Serialisation is plain byte joins: heads from ``(name, value)`` pairs, chunks.
 This module imports no trio.
@@ -60,6 +74,9 @@ from edgegw.proto.events import (
 _ENDED = MessageEnded()  # events are immutable: the usual, trailer-less end is shared
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
+_HEADS = 16  # heads a parser remembers (see the module docstring)
+_HEAD_SIZE = 2048  # bytes of the longest one
+_END_OF_HEAD = b"\r\n\r\n"
 _WS = b" \t"
 
 
@@ -214,6 +231,8 @@ class RequestParser(_Parser):
         self._parser = httptools.HttpRequestParser(self)
         self.trailing_data = b""
         self._upgraded = False
+        # request heads read before, by their bytes (see the module docstring)
+        self._heads: dict[bytes, RequestReceived] | None = {}
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the client; ``b""`` means the client closed its side."""
@@ -221,11 +240,43 @@ class RequestParser(_Parser):
             self.trailing_data += bytes(data)
             return
         if data:
+            heads = self._heads
+            if heads is None or type(data) is not bytes or not self._at_boundary():
+                self._feed(data)
+                return
+            known = heads.get(data)
+            if known is not None:
+                self._events.extend((known, _ENDED))
+                return
             self._feed(data)
+            self._remember(heads, data)
         elif self._in_message:
             self._error = self._error or ProtocolError("connection closed mid-request")
         else:
             self._events.append(ConnectionClosed())
+
+    def _at_boundary(self) -> bool:
+        """True between messages with nothing queued: where a remembered head may start."""
+        return not self._in_message and not self._events and self._error is None
+
+    def _remember(self, heads: dict[bytes, RequestReceived], data: bytes) -> None:
+        """Keep ``data``'s request if it was one whole body-less keep-alive request."""
+        events = self._events
+        if len(events) != 2 or events[1] is not _ENDED or len(data) > _HEAD_SIZE:
+            return
+        head = events[0]
+        if (
+            type(head) is RequestReceived
+            and head.content_length == 0
+            and head.keep_alive
+            and not head.upgrade
+            and not head.expect_continue
+            and not self._in_message
+            and self._error is None
+        ):
+            if len(heads) >= _HEADS:
+                heads.clear()
+            heads[data] = head
 
     def skip_message_end(self) -> None:
         """Drop the ``MessageEnded`` that follows a body-less request, if it is queued."""
@@ -286,6 +337,10 @@ class ResponseParser(_Parser):
         self._close_delimited = False
         self.reusable = False  # True once a keep-alive response has ended cleanly
         self.trailing_data = b""
+        # response heads read before, by their bytes (see the module docstring)
+        self._heads: dict[bytes, ResponseReceived] | None = (
+            None if upgrade or self._head_request else {}
+        )
 
     def reset(self) -> None:
         """Ready for the next response on the same connection (llhttp keeps its state).
@@ -311,12 +366,52 @@ class ResponseParser(_Parser):
                 self.reusable = False  # junk after the response: never reuse
             return
         if data:
+            heads = self._heads
+            if heads is None or self._final is not None or self._in_message or self._events:
+                self._feed(data)
+                return
+            end = data.find(_END_OF_HEAD) + 4
+            head = bytes(data[:end]) if 4 <= end <= _HEAD_SIZE else b""
+            if head and self._known(heads.get(head), data, end):
+                return
             self._feed(data)
+            if head:
+                self._remember(heads, head, len(data) - end)
             return
         if self._close_delimited and self._final is not None:
             self._finish()
         elif self._error is None:
             self._error = ProtocolError("upstream closed the connection mid-response", 502)
+
+    def _known(self, known: ResponseReceived | None, data: bytes | bytearray, end: int) -> bool:
+        """Queue a remembered response whose body is the rest of ``data``; False if none."""
+        if known is None or known.content_length != len(data) - end or self._error is not None:
+            return False
+        events = self._events
+        events.append(known)
+        if end < len(data):
+            events.append(DataReceived(bytes(data[end:])))
+        events.append(_ENDED)
+        self._final = known
+        self._ended = self.reusable = True
+        return True
+
+    def _remember(self, heads: dict[bytes, ResponseReceived], head: bytes, body: int) -> None:
+        """Keep the response just parsed if it came whole, its body ``body`` bytes long."""
+        final = self._final
+        if (
+            final is not None
+            and self.reusable
+            and self._error is None
+            and self._events
+            and self._events[0] is final
+            and final.body_expected
+            and final.content_length == body
+            and final.header_case is None
+        ):
+            if len(heads) >= _HEADS:
+                heads.clear()
+            heads[head] = final
 
     def on_message_begin(self) -> None:
         if self._final is not None:
@@ -394,6 +489,7 @@ class CaseKeepingRequestParser(RequestParser):
     ) -> None:
         super().__init__(max_head_bytes=max_head_bytes, max_headers=max_headers)
         self._case: dict[bytes, bytes] = {}
+        self._heads = None  # a remembered head would carry no names' case
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -429,6 +525,7 @@ class CaseKeepingResponseParser(ResponseParser):
             request_method, upgrade=upgrade, max_head_bytes=max_head_bytes, max_headers=max_headers
         )
         self._case: dict[bytes, bytes] | None = {}
+        self._heads = None  # a remembered head would carry no names' case
 
     def reset(self) -> None:
         super().reset()
