@@ -503,9 +503,10 @@ def upstream_head(
     """Request line and headers for the upstream: Host, X-Forwarded-*, framing.
 
     The head depends on its arguments and the connection alone; the last one made on
-    an HTTP/2 connection is kept with what it was made of (``ctx.head_memo``), and
-    made again only when one of them differs: the same fields list (``is``) comes back
-    as long as the front end remembers the parsed head. The caller gets its own list.
+    a connection is kept with what it was made of (``ctx.head_memo``), and made again
+    only when one of them differs: the same fields list (``is``) comes back as long as
+    the front end remembers the parsed head (HTTP/2 and HTTP/1.1 both do). The caller
+    gets its own list.
     """
     req = plan.req
     memo = ctx.head_memo
@@ -515,10 +516,10 @@ def upstream_head(
         method, target, fields = memo[2]
         return method, target, list(fields)
     head = _upstream_head(plan, ctx, headers, authority, path, chunked)
-    if ctx.protocol == "h2" and not plan.upgrade:  # HTTP/1.1 parses every head afresh
-        ctx.head_memo = (headers, key, head)
-        return head[0], head[1], list(head[2])
-    return head
+    if plan.upgrade:
+        return head
+    ctx.head_memo = (headers, key, head)
+    return head[0], head[1], list(head[2])
 
 
 def _upstream_head(

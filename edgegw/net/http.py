@@ -52,6 +52,7 @@ from edgegw.net.proxy import handle_request
 from edgegw.proto.events import (
     ConnectionClosed,
     DataReceived,
+    HeaderList,
     Headers,
     MessageEnded,
     RequestReceived,
@@ -137,6 +138,8 @@ class _Connection:
         # a closed connection goes with reference counting, not the cyclic collector.
         self.body = _Body(self.io, self.parser, ctx.limits)
         self.writer = _Writer(self.io, self.body, ctx.drain, limits)
+        # the last request head the parser remembered, and what ``_proxy_request`` made of it
+        self._framed: tuple[RequestReceived, _Framed] | None = None
 
     async def run(self) -> None:
         parser = self.parser
@@ -269,16 +272,33 @@ class _Connection:
         body.reset(event)
         writer.reset(event)
         try:
-            request = _proxy_request(event, body)
+            request = self._request(event)
         except UnicodeDecodeError:
             await self.send_error(400)
             return False
         await handle_request(request, writer, self.ctx, tunnel)
+        if self._framed is None:  # an idle connection keeps only remembered heads (<= 2 KiB)
+            self.ctx.head_memo = None
         if tunnel is not None:
             return False  # the tunnel (or its answer) ended the connection
         if not writer.ended:
             raise ClientAbort("response incomplete")
         return writer.keep_alive and body.finished
+
+    def _request(self, event: RequestReceived) -> ProxyRequest:
+        """The ``ProxyRequest`` for ``event``; a head the parser remembered is framed once.
+
+        Raises:
+            UnicodeDecodeError: the target is not ASCII.
+        """
+        framed = self._framed
+        if framed is None or framed[0] is not event:
+            framed = (event, _frame(event))
+            self._framed = framed if event is self.parser.remembered else None
+        request = ProxyRequest(*framed[1], self.body)
+        if event.header_case is not None:  # ClientTrafficPolicy http1.preserveHeaderCase
+            request.header_case = event.header_case
+        return request
 
     async def send_error(self, status: int) -> None:
         """A response made here, ending the connection (protocol errors, timeouts)."""
@@ -293,7 +313,21 @@ class _Connection:
             await self.io.send_all(serialize_response_head(status, headers) + text, deadline)
 
 
-def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
+#: a ``ProxyRequest``'s method, path, query, authority, host and headers
+_Framed = tuple[str, str, str, str, str, HeaderList]
+
+
+def _frame(event: RequestReceived) -> _Framed:
+    """What a ``ProxyRequest`` is made of, from a parsed request head.
+
+    A pure function of the head: a connection keeps the last one (``_Connection._framed``)
+    for the parser's remembered heads, which come back as the same object. The
+    fields list is shared by those requests, and nothing changes it in place (as
+    with HTTP/2's remembered heads): a filter or policy makes a new list.
+
+    Raises:
+        UnicodeDecodeError: the target is not ASCII.
+    """
     text = event.target.decode("ascii")
     authority = ""
     if not text.startswith("/") and "://" in text:  # absolute-form: its authority wins
@@ -308,10 +342,7 @@ def _proxy_request(event: RequestReceived, body: _Body) -> ProxyRequest:
         else:
             headers.append(item)
     method = event.method.decode("ascii")
-    request = ProxyRequest(method, path, query, authority, split_host(authority), headers, body)
-    if event.header_case is not None:  # ClientTrafficPolicy http1.preserveHeaderCase
-        request.header_case = event.header_case
-    return request
+    return method, path, query, authority, split_host(authority), headers
 
 
 class _Body:

@@ -233,6 +233,7 @@ class RequestParser(_Parser):
         self._upgraded = False
         # request heads read before, by their bytes (see the module docstring)
         self._heads: dict[bytes, RequestReceived] | None = {}
+        self.remembered: RequestReceived | None = None  # the last head kept or recalled
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the client; ``b""`` means the client closed its side."""
@@ -247,6 +248,7 @@ class RequestParser(_Parser):
             known = heads.get(data)
             if known is not None:
                 self._events.extend((known, _ENDED))
+                self.remembered = known
                 return
             self._feed(data)
             self._remember(heads, data)
@@ -276,7 +278,7 @@ class RequestParser(_Parser):
         ):
             if len(heads) >= _HEADS:
                 heads.clear()
-            heads[data] = head
+            heads[data] = self.remembered = head
 
     def skip_message_end(self) -> None:
         """Drop the ``MessageEnded`` that follows a body-less request, if it is queued."""

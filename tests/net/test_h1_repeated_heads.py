@@ -1,0 +1,95 @@
+"""A keep-alive client repeating its request head: every request still decided on its own.
+
+The parser hands a repeated head back as the same event, the front end frames it once and
+``decide`` reuses the upstream head it made of it (``proto/http1.py``, ``net/http.py``,
+``decide.upstream_head``). What a user checks: each request reaches the backend as if it
+were the first, a changed head is seen at once, and per-request work (a generated request
+ID, header filters, the access record) still happens for every one of them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+
+from edgegw import ir
+from tests.net import test_proxy
+from tests.net.test_proxy import CEILING, Client, Response, StartGateway, backend, get, port_of
+
+echo_port = test_proxy.echo_port  # the fixtures
+gateway = test_proxy.gateway
+
+
+def _listener(echo: int, **listener_kw: object) -> ir.Port:
+    rule = ir.HTTPRouteRule(
+        index=0,
+        backends=(backend(echo),),
+        filters=(
+            ir.RequestHeaderModifierFilter(modifier=ir.HeaderModifier(add=(("x-added", "1"),))),
+            ir.ResponseHeaderModifierFilter(modifier=ir.HeaderModifier(set=(("x-resp", "2"),))),
+        ),
+    )
+    port = port_of(rule)
+    listener = msgspec.structs.replace(port.listeners[0], **listener_kw)
+    return msgspec.structs.replace(port, listeners=(listener,))
+
+
+async def _send(client: Client, raw: bytes) -> Response:
+    response = await client.request(raw)
+    assert response is not None
+    return response
+
+
+async def test_a_repeated_head_reaches_the_backend_whole_each_time(
+    gateway: StartGateway, echo_port: int
+) -> None:
+    same = get("/a?b=1", extra=b"X-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n")
+    other = get("/a?b=1", extra=b"X-Forwarded-For: 10.0.0.2\r\nAccept: */*\r\n")
+    with trio.fail_after(CEILING):
+        client = gateway(_listener(echo_port))
+        seen = [await _send(client, raw) for raw in (same, same, other, same, same)]
+    for i, response in enumerate(seen):
+        assert response.status == 200
+        assert response.headers["x-resp"] == "2"  # the response modifier, every time
+        echoed = response.json()
+        assert echoed["path"] == "/a?b=1"
+        assert echoed["headers"]["X-Added"] == ["1"]  # the request modifier, every time
+        client_ip = "10.0.0.2" if i == 2 else "10.0.0.1"
+        assert echoed["headers"]["X-Forwarded-For"] == [f"{client_ip}, 192.0.2.7"]
+        assert echoed["headers"]["Accept"] == ["*/*"]
+    assert seen[0].json() == seen[1].json() == seen[3].json()
+
+
+async def test_a_generated_request_id_differs_for_each_repeated_head(
+    gateway: StartGateway, echo_port: int
+) -> None:
+    policy = ir.ClientPolicy(name="default/p", headers=ir.ClientHeaders(request_id="Generate"))
+    with trio.fail_after(CEILING):
+        client = gateway(_listener(echo_port, client_policy=policy))
+        seen = [await _send(client, get("/id")) for _ in range(4)]
+    ids = [response.json()["headers"]["X-Request-Id"][0] for response in seen]
+    assert len(set(ids)) == 4
+
+
+async def test_a_changed_path_or_host_after_repeats_is_routed_anew(
+    gateway: StartGateway, echo_port: int
+) -> None:
+    rules = (
+        ir.HTTPRouteRule(
+            index=0,
+            matches=(ir.HTTPMatch(path_type="PathPrefix", path="/in"),),
+            backends=(backend(echo_port),),
+        ),
+    )
+    with trio.fail_after(CEILING):
+        client = gateway(port_of(*rules, hostname="a.example"))
+        statuses = []
+        for raw in (
+            get("/in/x", host="a.example"),
+            get("/in/x", host="a.example"),
+            get("/out", host="a.example"),
+            get("/in/x", host="b.example"),
+            get("/in/x", host="a.example"),
+        ):
+            statuses.append((await _send(client, raw)).status)
+    assert statuses == [200, 200, 404, 404, 200]
