@@ -24,7 +24,14 @@ from edgegw.net.connection import (
     UpstreamReset,
     collapse_groups,
 )
-from edgegw.proto.events import Event, Headers, InformationalResponseReceived, ResponseReceived
+from edgegw.proto.events import (
+    DataReceived,
+    Event,
+    Headers,
+    InformationalResponseReceived,
+    MessageEnded,
+    ResponseReceived,
+)
 from edgegw.proto.http1 import (
     CaseKeepingResponseParser,
     ProtocolError,
@@ -129,6 +136,116 @@ class UpstreamResponse:
             pool.release(self.conn, reusable=reusable)
 
 
+class Begun:
+    """A body-less request begun without waiting (``begin_bodyless``): its response to read.
+
+    ``rest``: what of the request head the kernel did not take at once. ``response``
+    None: writing to the pooled connection failed, so the request goes again on a fresh one.
+    ``event``, ``error``: what ``whole_at_hand`` read before the head, or how it failed,
+    for ``finish_bodyless`` to go on from.
+    """
+
+    __slots__ = ("error", "event", "response", "rest")
+
+    def __init__(self, response: UpstreamResponse | None, rest: bytes) -> None:
+        self.response = response
+        self.rest = rest
+        self.event: Event | None = None
+        self.error: UpstreamBroken | None = None
+
+
+def begin_bodyless(
+    pool: ConnectionSource,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+) -> Begun | None:
+    """The first step of ``send_bodyless``, done now: an idle connection, the head written.
+
+    None, and nothing taken, when no idle connection is at hand (making one waits).
+    ``finish_bodyless`` reads the answer; the caller must call it (or ``abandon_begun``).
+    """
+    conn = pool.reuse(endpoint, backend)
+    if conn is None:
+        return None
+    method, target, headers = head
+    return _begin_on(pool, conn, method, serialize_request_head(method, target, headers))
+
+
+def abandon_begun(begun: Begun) -> None:
+    """Give up a begun request whose answer will not be read: its connection is closed."""
+    if begun.response is not None:
+        begun.response.release(reusable=False)
+
+
+def _begin_on(
+    pool: ConnectionSource,
+    conn: UpstreamConnection,
+    method: bytes,
+    request_head: bytes,
+    *,
+    keep_case: bool = False,
+) -> Begun:
+    parser = conn.parser
+    if keep_case:
+        parser = _case_keeping(conn, method)
+    elif parser is None or method == b"HEAD":
+        parser = ResponseParser(method)
+    else:
+        conn.parser = None
+        parser.reset()
+    response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
+    try:
+        sent = conn.sent_at_once(request_head)  # a head fits the socket: no wait, no layers
+    except UpstreamBroken:
+        response.release(reusable=False)
+        if conn.reused:
+            return Begun(None, request_head)  # sent again on a fresh connection
+        raise UpstreamReset(f"upstream {conn.address} closed before answering") from None
+    return Begun(response, request_head[sent:])
+
+
+def whole_at_hand(begun: Begun) -> tuple[ResponseReceived, bytes] | None:
+    """A begun request's whole answer if it is here already: its head and body, nothing
+    taken (``take_whole`` takes it). None when more is to come, or it has trailers.
+
+    One non-blocking read at most. The head, once read, stays read: ``finish_bodyless``
+    goes on from it, or from whatever else the read found.
+    """
+    response = begun.response
+    if response is None or begun.rest or begun.error is not None or begun.event is not None:
+        return None
+    head = response.head
+    if head is None:
+        try:
+            event = response.event_at_hand()
+        except UpstreamBroken as exc:
+            begun.error = exc
+            return None
+        if type(event) is not ResponseReceived:
+            begun.event = event
+            return None
+        response.head = head = event
+    parser = response._parser
+    if not parser.ended:
+        return None
+    data = b""
+    for event in parser._events:
+        if type(event) is DataReceived:
+            data += event.data
+        elif type(event) is not MessageEnded or event.trailers:
+            return None
+    return head, data
+
+
+def take_whole(begun: Begun) -> None:
+    """Take the answer ``whole_at_hand`` showed; its connection goes back to the pool."""
+    response = begun.response
+    assert response is not None
+    response._parser._events.clear()
+    response.release()
+
+
 async def send_bodyless(
     pool: ConnectionSource,
     endpoint: ir.Endpoint,
@@ -137,58 +254,90 @@ async def send_bodyless(
     *,
     counted: bool = False,
     keep_case: bool = False,
+    fresh: bool = False,
 ) -> UpstreamResponse:
     """``open_h1_exchange`` for a body-less request, without a context manager (the hot path).
 
     The caller must call ``release()`` on the result once done with it, even on
     errors; the connection is pooled only if the response was read to its end.
     ``keep_case``: the response notes its header names' spelling (a parser of its own).
+    ``fresh``: on a new connection, not a pooled one.
 
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
     method, target, headers = head
     request_head = serialize_request_head(method, target, headers)
-    fresh = False
-    while True:
-        conn = None if fresh else pool.reuse(endpoint, backend)
-        if conn is None:
-            conn = await pool.acquire(endpoint, backend, fresh=fresh)
-        parser = conn.parser
-        if keep_case:
-            parser = _case_keeping(conn, method)
-        elif parser is None or method == b"HEAD":
-            parser = ResponseParser(method)
-        else:
-            conn.parser = None
-            parser.reset()
-        response = UpstreamResponse(conn, parser, pool.limits.read_timeout, pool)
-        try:
-            sent = conn.sent_at_once(request_head)  # a head fits the socket: no wait, no layers
-            if sent < len(request_head):
-                await conn.send_all(request_head[sent:])
-            # Let the others run first: by then the answer has often arrived, and a read
-            # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
-            # A schedule point only: the front end's loop has the request's cancel point,
-            # and a read that must wait is one too.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            event = response.event_at_hand()  # no wait, no clock
+    conn = None if fresh else pool.reuse(endpoint, backend)
+    if conn is None:
+        conn = await pool.acquire(endpoint, backend, fresh=fresh)
+    begun = _begin_on(pool, conn, method, request_head, keep_case=keep_case)
+    # Let the others run first: by then the answer has often arrived, and a read
+    # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
+    # A schedule point only: the front end's loop has the request's cancel point,
+    # and a read that must wait is one too.
+    try:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    except BaseException:  # KeyboardInterrupt only: the checkpoint is shielded
+        abandon_begun(begun)
+        raise
+    return await finish_bodyless(
+        pool, begun, endpoint, backend, head, counted=counted, keep_case=keep_case
+    )
+
+
+async def finish_bodyless(
+    pool: ConnectionSource,
+    begun: Begun,
+    endpoint: ir.Endpoint,
+    backend: ir.Backend,
+    head: tuple[bytes, bytes, list[tuple[bytes, bytes]]],
+    *,
+    counted: bool = False,
+    keep_case: bool = False,
+) -> UpstreamResponse:
+    """The rest of ``send_bodyless`` after ``begin_bodyless``: the answer's head, read.
+
+    A reused connection that fails before any answer byte sends the request
+    again, once, on a fresh connection (unless ``counted``).
+
+    Raises:
+        ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
+    """
+    response = begun.response
+    if response is None:
+        if counted:
+            raise UpstreamReset("upstream closed before answering")
+        return await send_bodyless(
+            pool, endpoint, backend, head, counted=True, keep_case=keep_case, fresh=True
+        )
+    conn = response.conn
+    try:
+        if begun.error is not None:
+            raise begun.error
+        if begun.rest:
+            await conn.send_all(begun.rest)
+        if response.head is None:
+            event = begun.event
+            if event is None:
+                event = response.event_at_hand()  # no wait, no clock
             if type(event) is ResponseReceived:
                 response.head = event
             else:
                 response.head = await _read_head(response, event)
-        except UpstreamBroken:
-            response.release(reusable=False)
-            if response.received == 0:
-                if conn.reused and not counted:
-                    fresh = True
-                    continue
-                raise UpstreamReset(f"upstream {conn.address} closed before answering") from None
-            raise
-        except BaseException:
-            response.release(reusable=False)
-            raise
-        return response
+    except UpstreamBroken:
+        response.release(reusable=False)
+        if response.received == 0:
+            if conn.reused and not counted:
+                return await send_bodyless(
+                    pool, endpoint, backend, head, counted=True, keep_case=keep_case, fresh=True
+                )
+            raise UpstreamReset(f"upstream {conn.address} closed before answering") from None
+        raise
+    except BaseException:
+        response.release(reusable=False)
+        raise
+    return response
 
 
 @asynccontextmanager

@@ -58,7 +58,13 @@ from edgegw.net.fastio import (
     open_io,
 )
 from edgegw.net.heldhead import HeldHeadWriter
-from edgegw.net.proxy import handle_request
+from edgegw.net.proxy import (
+    Planned,
+    answer_at_hand,
+    carry_out,
+    handle_request,
+    plan_request,
+)
 from edgegw.net.tls_stream import TLSIO
 from edgegw.net.workers import Worker, WorkerPool
 from edgegw.proto import http2
@@ -126,6 +132,7 @@ class H2Stream:
         "body_event",
         "chunks",
         "headers",
+        "planned",
         "stream_id",
         "trailers",
         "window_event",
@@ -141,6 +148,7 @@ class H2Stream:
         self.body_event: trio.Event | None = None
         self.window_event: trio.Event | None = None
         self.worker: Worker[H2Stream] | None = None
+        self.planned: Planned | None = None  # decided (and its upstream request begun)
 
 
 class H2ServerConnection:
@@ -160,6 +168,7 @@ class H2ServerConnection:
         self._nursery: trio.Nursery | None = None
         self._workers: WorkerPool[H2Stream] | None = None
         self._parsed: dict[tuple[tuple[bytes, bytes], ...], _Parsed] | None = None
+        self._begun: list[H2Stream] = []  # upstream requests written in this read
         self._wake = trio.Event()
         self._queued = 0  # bytes handed to h2 since the writer last took them
         self._written = trio.Event()
@@ -201,30 +210,55 @@ class H2ServerConnection:
         self._nursery.cancel_scope.cancel()
 
     async def _read_loop(self) -> None:
+        turned = False  # a checkpoint passed since the last read
+        while True:
+            data = await self._next_read(turned)
+            if not data:  # EOF, or the connection is to end (None)
+                return
+            turned = False
+            try:
+                if not self._receive(data):
+                    return
+                if self._begun:
+                    # the others' turn, and the upstream's: then the answers are most often here
+                    await trio.lowlevel.checkpoint()
+                    turned = True
+            finally:
+                if self._begun:
+                    self._answer_begun()
+
+    async def _next_read(self, turned: bool) -> bytes | bytearray | None:
+        """The next bytes from the client; None when the connection is to end.
+
+        What is at hand already is read without a wait (and after a checkpoint, unless
+        ``turned`` says one just passed: the other tasks must get their turn even when
+        a client keeps the socket full, or a PING flood would pile up).
+        """
         drain = self.ctx.drain
         while True:
             if drain.draining and not self.draining:
                 self._goaway()
             if self.draining and not self.streams:
-                return
+                return None
+            io = self._fast
+            if io is not None:
+                data = io.recv_nowait()
+                if data is not None:
+                    if not turned:
+                        await trio.lowlevel.checkpoint()
+                    return data
             if self.streams:  # busy: a drain sends GOAWAY at once, streams go on
                 drain.idle.add(self._drain_hook)
                 try:
-                    data = await self._receive_busy()
+                    return await self._receive_busy()
                 finally:
                     drain.idle.discard(self._drain_hook)
-            else:  # idle: the keep-alive timeout or a drain ends the wait
-                received = await self._receive_idle()
-                if received is None:
-                    if not drain.draining:
-                        self._goaway()
-                        return
-                    continue
-                data = received
-            if not data:
-                return
-            if not self._receive(data):
-                return
+            received = await self._receive_idle()  # the keep-alive timeout or a drain ends it
+            if received is not None:
+                return received
+            if not drain.draining:
+                self._goaway()
+                return None
 
     async def _receive_idle(self) -> bytes | bytearray | None:
         """One read while no stream is open; None when the keep-alive time or a drain ended
@@ -249,16 +283,11 @@ class H2ServerConnection:
             self._parsed = self.ctx.head_memo = None  # an idle connection keeps no heads
 
     async def _receive_busy(self) -> bytes | bytearray:
-        """One read, always a checkpoint: the stream tasks and the writer must get their turn
-        even when a client keeps the socket full (a PING flood would otherwise pile up)."""
+        """One read that waits (nothing was at hand)."""
         io = self._fast
         if io is None:
             return await self.stream.receive_some(self._read_size)
-        data = io.recv_nowait()
-        if data is None:
-            return await io.recv()  # it waits: a checkpoint
-        await trio.lowlevel.checkpoint()
-        return data
+        return await io.recv(wait_first=True)  # a checkpoint
 
     def _receive(self, data: bytes | bytearray) -> bool:
         """Feed ``data`` to h2; False when the connection must end."""
@@ -305,6 +334,8 @@ class H2ServerConnection:
 
     def _on_reset(self, event: ev.StreamReset) -> bool:
         st = self.streams.get(event.stream_id)
+        if st is not None and st.worker is None and st.planned is not None:
+            self._hand_over(st)  # begun in this read: its worker ends it
         if st is not None and st.worker is not None:
             st.worker.cancel()
         if event.remote_reset and self.resets.spend(trio.current_time()):
@@ -335,11 +366,41 @@ class H2ServerConnection:
             return
         st = H2Stream(stream_id, event.headers, event.ended)
         self.streams[stream_id] = st
+        if event.ended:
+            planned = st.planned = self._plan(st)
+            if planned is not None and planned.begun is not None:
+                self._begun.append(st)  # answered after the read, see ``_answer_begun``
+                return
+        self._hand_over(st)
+
+    def _hand_over(self, st: H2Stream) -> None:
+        """Start the stream's worker."""
         workers = self._workers
         if workers is None:  # made with the first stream: an idle connection has none
             assert self._nursery is not None
             workers = self._workers = WorkerPool(self._nursery, self._run_stream, _IDLE_WORKERS)
         st.worker = workers.submit(st)
+
+    def _answer_begun(self) -> None:
+        """Answer the streams begun in the last read whose answers are all here; the others
+        go to workers. A stream answered here costs no task switch at all."""
+        begun, self._begun = self._begun, []
+        for st in begun:
+            if st.worker is not None:  # reset meanwhile: its worker has it
+                continue
+            planned = st.planned
+            assert planned is not None
+            writer = H2Writer(self, st)
+            writer.head_request = planned.plan.req.method == "HEAD"
+            try:
+                done = answer_at_hand(planned, writer, self.ctx)
+            except _H2Error:
+                done = False
+            if done:
+                st.planned = None
+                self._finish_stream(st, writer)  # wakes the writer
+            else:
+                self._hand_over(st)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -479,6 +540,11 @@ class H2ServerConnection:
         return found
 
     async def _serve_stream(self, st: H2Stream, writer: H2Writer) -> None:
+        planned = st.planned
+        if planned is not None:
+            st.planned = None
+            writer.head_request = planned.plan.req.method == "HEAD"
+            return await carry_out(planned, writer, self.ctx)
         try:
             head, timeout = self._parse(st.headers)
         except (ValueError, UnicodeDecodeError):
@@ -508,6 +574,25 @@ class H2ServerConnection:
             return await handle_request(request, writer, self.ctx)
         await writer.grpc_deadline_exceeded()
         return None
+
+    def _plan(self, st: H2Stream) -> Planned | None:
+        """Decide a body-less request now, and begin its upstream exchange when it can.
+
+        The stream's worker then finds its answer waiting, most often, instead of
+        writing the request and yielding so that the answer can arrive: the
+        requests of one read all leave before any of them is waited for. None for
+        what the worker handles from the start (a bad head, CONNECT, gRPC deadlines).
+        """
+        try:
+            head, timeout = self._parse(st.headers)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if timeout is not None or head.method == "CONNECT":
+            return None
+        request = ProxyRequest(
+            head.method, head.path, head.query, head.authority, head.host, head.headers, _NO_BODY
+        )
+        return plan_request(request, self.ctx)
 
     def _finish_stream(self, st: H2Stream, writer: H2Writer) -> None:
         self.streams.pop(st.stream_id, None)
@@ -643,6 +728,21 @@ class H2Writer(HeldHeadWriter):
         if self._head is not None:
             self._conn.h2.send_headers(self._st.stream_id, self._head, end_stream=end)
             self._head = None
+
+    def send_whole(self, status: int, headers: HeaderList, body: bytes) -> bool:
+        """Head and body queued as one answer, with no wait (``proxy.answer_at_hand``);
+        False, and nothing queued, when they do not fit in one go or too much is queued."""
+        conn = self._conn
+        if self.head_request or self.head_sent or conn._queued > conn._high_water:
+            return False
+        head = http2.response_headers(status, headers)
+        if not conn.h2.send_response(self._st.stream_id, head, body):
+            return False
+        self.head_sent = self.ended = True
+        self.status = status
+        self.bytes_sent = len(body)
+        conn._queued += len(body)
+        return True
 
     async def send_data(self, data: bytes) -> None:
         if self._no_body or not data:

@@ -63,6 +63,7 @@ from edgegw.net.guard import authorize
 from edgegw.net.replay import DEFAULT_LIMIT as REPLAY_LIMIT
 from edgegw.net.replay import ReplayBody
 from edgegw.net.upstream import (
+    Begun,
     Overflow,
     UpstreamError,
     UpstreamPool,
@@ -139,6 +140,118 @@ async def handle_request(
         record.bytes_out = writer.bytes_sent
         record.bytes_in = getattr(req.body, "received", 0)
         ctx.observer.request_done(record)
+
+
+class Planned:
+    """A request decided by ``plan_request``; ``carry_out`` does the rest.
+
+    ``endpoint``: where the hot path goes (None: the plan is carried out from the
+    start); ``begun``: its upstream request, already written, if it could be.
+    """
+
+    __slots__ = ("begun", "endpoint", "plan", "start")
+
+    def __init__(self, plan: RequestPlan, start: float) -> None:
+        self.plan = plan
+        self.start = start
+        self.begun: Begun | None = None
+        self.endpoint: ir.Endpoint | None = None
+
+
+def plan_request(req: ProxyRequest, ctx: HTTPConnectionContext) -> Planned:
+    """``handle_request``'s synchronous part, for a front end that takes several requests
+    at once (HTTP/2): the decision, and on the hot path the upstream request written.
+
+    Writing every request of a read before any task waits for an answer spares
+    each one a schedule point (``send_bodyless`` would yield to let the answer
+    arrive; here the front end's own turn does). ``carry_out`` must follow.
+    """
+    record = RequestRecord(req.method, req.path, ctx.client[0] if ctx.client else "")
+    record.protocol = ctx.protocol
+    planned = Planned(decide(req, ctx, record), _now())
+    plan = planned.plan
+    if plan.answer is None and not plan.delay and plan.pending is None and _plain(plan):
+        pool, backend = ctx.pool, plan.backend
+        assert backend is not None
+        if pool.can_begin(backend, req.body, req.header_case):
+            endpoint = planned.endpoint = pool.choose(backend)  # chosen once: it balances
+            if endpoint is not None:
+                record.upstream = pool.describe(endpoint)
+                planned.begun = pool.begin_exchange(endpoint, backend, plan.head)
+    return planned
+
+
+async def carry_out(planned: Planned, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
+    """The rest of ``handle_request`` for a request ``plan_request`` decided.
+
+    Raises:
+        ClientAbort: the response broke off after its head was sent.
+    """
+    plan = planned.plan
+    try:
+        endpoint = planned.endpoint
+        if endpoint is None:
+            await _act(plan, writer, ctx)
+        else:
+            await _finish_once(plan, planned.begun, endpoint, writer, ctx)
+    finally:
+        _done(planned, writer, ctx)
+
+
+class WholeWriter(ResponseWriter, Protocol):
+    """A ``ResponseWriter`` that can also take a whole answer at once, without waiting."""
+
+    def send_whole(self, status: int, headers: HeaderList, body: bytes) -> bool:
+        """Queue head and body as one answer; False, and nothing queued, if it cannot."""
+        ...
+
+
+def answer_at_hand(planned: Planned, writer: WholeWriter, ctx: HTTPConnectionContext) -> bool:
+    """``carry_out`` done now, when the whole answer of the begun exchange is here already.
+
+    What ``stream_response`` would send, for the common answer (a head and a body,
+    no trailers, no compression), with no task and no wait. False, and nothing
+    sent or taken, otherwise: ``carry_out`` follows.
+    """
+    begun, plan = planned.begun, planned.plan
+    if begun is None or plan.compression:
+        return False
+    pool = ctx.pool
+    whole = pool.whole_at_hand(begun)
+    if whole is None:
+        return False
+    head, body = whole
+    if not body or not head.body_expected or head.header_case is not None:
+        return False
+    fields = response_fields(plan, head.headers, planned.endpoint)
+    if not writer.send_whole(head.status_code, fields, body):
+        return False
+    pool.take_whole(begun)
+    _done(planned, writer, ctx)
+    return True
+
+
+def _done(planned: Planned, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
+    record = planned.plan.record
+    record.status = writer.status or record.status
+    record.duration = _now() - planned.start
+    record.bytes_out = writer.bytes_sent
+    record.bytes_in = getattr(planned.plan.req.body, "received", 0)
+    ctx.observer.request_done(record)
+
+
+async def _act(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
+    """What ``handle_request`` does once it decided (there inline: a coroutine layer less)."""
+    if plan.delay:
+        await trio.sleep(plan.delay)
+    if plan.pending is not None:
+        await _authorize(plan, ctx)
+    if plan.answer is not None:
+        await send_answer(writer, plan.answer, plan.grpc)
+    elif _plain(plan):
+        await _once(plan, writer, ctx)
+    else:
+        await _forward(plan, writer, ctx)
 
 
 async def _authorize(plan: RequestPlan, ctx: HTTPConnectionContext) -> None:
@@ -231,6 +344,28 @@ async def _once(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionCo
             lambda rsp: stream_response(rsp, writer, plan, endpoint),
             header_case=plan.req.header_case,
         )
+    except UpstreamError as exc:
+        _count_failure(plan, writer, ctx, exc)
+        return await send_error(writer, exc.status, plan.grpc)
+    return None
+
+
+async def _finish_once(
+    plan: RequestPlan,
+    begun: Begun | None,
+    endpoint: ir.Endpoint,
+    writer: ResponseWriter,
+    ctx: HTTPConnectionContext,
+) -> None:
+    """``_once`` for the endpoint ``plan_request`` chose, and the exchange it began if any."""
+    backend = plan.backend
+    assert backend is not None
+    deliver = lambda rsp: stream_response(rsp, writer, plan, endpoint)  # noqa: E731
+    try:
+        if begun is None:
+            await ctx.pool.exchange(endpoint, backend, plan.head, plan.req.body, deliver)
+        else:
+            await ctx.pool.finish_exchange(begun, endpoint, backend, plan.head, deliver)
     except UpstreamError as exc:
         _count_failure(plan, writer, ctx, exc)
         return await send_error(writer, exc.status, plan.grpc)

@@ -78,13 +78,23 @@ from edgegw.net.connection import (
 )
 from edgegw.net.dial import Dialer
 from edgegw.net.dns import DNSCache, ResolveError
-from edgegw.net.h1upstream import open_h1_exchange, send_bodyless
+from edgegw.net.h1upstream import (
+    Begun,
+    abandon_begun,
+    begin_bodyless,
+    finish_bodyless,
+    open_h1_exchange,
+    send_bodyless,
+    take_whole,
+    whole_at_hand,
+)
 from edgegw.net.h2upstream import H2Pool, h2_exchange
 from edgegw.net.tls_client import client_context
 from edgegw.proto.events import Event, HeaderList, ResponseReceived
 from edgegw.proto.http1 import recase
 
 __all__ = [
+    "Begun",
     "ConnectError",
     "Overflow",
     "RequestBody",
@@ -306,6 +316,66 @@ class UpstreamPool:
                 rsp.release()
         async with open_h1_exchange(self, endpoint, backend, head, body, counted=counted) as rsp:
             return await deliver(rsp)
+
+    @staticmethod
+    def can_begin(
+        backend: ir.Backend, body: RequestBody, header_case: dict[bytes, bytes] | None
+    ) -> bool:
+        """Whether ``begin_exchange`` may take such a request: body-less, to an HTTP/1.1
+        backend without cluster policy, no header case to keep."""
+        return (
+            body.length == 0
+            and backend.cluster is None
+            and backend.app_protocol not in _H2
+            and header_case is None
+        )
+
+    def begin_exchange(
+        self, endpoint: ir.Endpoint, backend: ir.Backend, head: tuple[bytes, bytes, HeaderList]
+    ) -> Begun | None:
+        """``exchange``'s first step done now, when it needs no wait: a request that
+        ``can_begin`` written to an idle connection. None, and nothing done, otherwise.
+
+        A front end that starts several requests at once writes them all before any
+        of its tasks reads an answer (no schedule point per request in between).
+        ``finish_exchange`` (or ``abandon``) must follow.
+        """
+        return begin_bodyless(self, endpoint, backend, head)
+
+    async def finish_exchange(
+        self,
+        begun: Begun,
+        endpoint: ir.Endpoint,
+        backend: ir.Backend,
+        head: tuple[bytes, bytes, HeaderList],
+        deliver: Callable[[UpstreamReply], Awaitable[_R]],
+    ) -> _R:
+        """The rest of ``exchange`` after ``begin_exchange``.
+
+        Raises:
+            UpstreamError: see ``net/connection.py``.
+        """
+        rsp = await finish_bodyless(self, begun, endpoint, backend, head)
+        try:
+            return await deliver(rsp)
+        finally:
+            rsp.release()
+
+    @staticmethod
+    def whole_at_hand(begun: Begun) -> tuple[ResponseReceived, bytes] | None:
+        """A begun exchange's whole answer (head and body) if it is here already; nothing
+        taken. ``take_whole`` then ends the exchange, else ``finish_exchange`` goes on."""
+        return whole_at_hand(begun)
+
+    @staticmethod
+    def take_whole(begun: Begun) -> None:
+        """End a begun exchange whose answer ``whole_at_hand`` showed (the connection pooled)."""
+        take_whole(begun)
+
+    @staticmethod
+    def abandon(begun: Begun) -> None:
+        """Give up a begun exchange whose answer will not be read (its connection closes)."""
+        abandon_begun(begun)
 
     async def _cased(
         self,
