@@ -25,7 +25,8 @@ proxy with one worker, as `bench/http1` configures it) for one run of N requests
 warm-up and prints its system calls per request by kind: the kernel half of the work, which
 callgrind does not see. ``--steps`` runs each edgegw under ``trio_steps.py`` (a trio
 instrument) and prints its task steps (trips through trio's scheduler) and run-loop
-batches per request. ``--clients`` sets h2load's connections (default 4). With
+batches per request. ``--clients`` sets h2load's connections (default 4), ``--post N``
+makes every request a POST of N bytes. With
 ``KEEP_TRACE=PREFIX`` in the environment, the perf and callgrind outputs are kept.
 """
 
@@ -104,12 +105,14 @@ spec:
 
 
 CLIENTS = [4]  # h2load's connections (--clients)
+POST: list[str] = []  # h2load's -d FILE: each request a POST of that body (--post)
 
 
 def h2load(port: int, requests: int, proto: str) -> None:
     scheme = "http" if proto == "http" else "https"
     argv = ["h2load", f"-n{requests}", f"-c{CLIENTS[0]}", "-t1", f"{scheme}://127.0.0.1:{port}/"]
     argv[2:2] = ["-m10"] if proto == "h2" else ["--h1", "-m1"]
+    argv[2:2] = ["-d", POST[0]] if POST else []
     out = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False).stdout
     done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     if not done or int(done.group(1)) != requests:
@@ -231,10 +234,14 @@ def main() -> int:
     parser.add_argument("--syscalls", action="store_true")
     parser.add_argument("--steps", action="store_true")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--post", type=int, default=0, help="POST a body of this many bytes")
     args = parser.parse_args()
     CLIENTS[0] = args.clients
     with tempfile.TemporaryDirectory() as tmp, Procs(Path(tmp)) as procs:
         cert = make_cert(Path(tmp), HOST)
+        if args.post:
+            (Path(tmp) / "body").write_bytes(b"p" * args.post)
+            POST.append(str(Path(tmp) / "body"))
         upstream = free_port()
         start_nginx(procs, "upstream", f"""    server {{
         listen 127.0.0.1:{upstream} backlog=4096;

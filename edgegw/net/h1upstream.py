@@ -255,19 +255,24 @@ async def send_bodyless(
     counted: bool = False,
     keep_case: bool = False,
     fresh: bool = False,
+    body: bytes = b"",
 ) -> UpstreamResponse:
     """``open_h1_exchange`` for a body-less request, without a context manager (the hot path).
 
     The caller must call ``release()`` on the result once done with it, even on
     errors; the connection is pooled only if the response was read to its end.
     ``keep_case``: the response notes its header names' spelling (a parser of its own).
-    ``fresh``: on a new connection, not a pooled one.
+    ``fresh``: on a new connection, not a pooled one. ``body``: a whole request body
+    already at hand, framed as its head says, sent in the head's write; kept, so a dead
+    reused connection is replaced as for no body.
 
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
     method, target, headers = head
     request_head = serialize_request_head(method, target, headers)
+    if body:
+        request_head += body
     conn = None if fresh else pool.reuse(endpoint, backend)
     if conn is None:
         conn = await pool.acquire(endpoint, backend, fresh=fresh)
@@ -282,7 +287,7 @@ async def send_bodyless(
         abandon_begun(begun)
         raise
     return await finish_bodyless(
-        pool, begun, endpoint, backend, head, counted=counted, keep_case=keep_case
+        pool, begun, endpoint, backend, head, counted=counted, keep_case=keep_case, body=body
     )
 
 
@@ -295,6 +300,7 @@ async def finish_bodyless(
     *,
     counted: bool = False,
     keep_case: bool = False,
+    body: bytes = b"",
 ) -> UpstreamResponse:
     """The rest of ``send_bodyless`` after ``begin_bodyless``: the answer's head, read.
 
@@ -309,7 +315,7 @@ async def finish_bodyless(
         if counted:
             raise UpstreamReset("upstream closed before answering")
         return await send_bodyless(
-            pool, endpoint, backend, head, counted=True, keep_case=keep_case, fresh=True
+            pool, endpoint, backend, head, counted=True, keep_case=keep_case, fresh=True, body=body
         )
     conn = response.conn
     try:
@@ -330,7 +336,14 @@ async def finish_bodyless(
         if response.received == 0:
             if conn.reused and not counted:
                 return await send_bodyless(
-                    pool, endpoint, backend, head, counted=True, keep_case=keep_case, fresh=True
+                    pool,
+                    endpoint,
+                    backend,
+                    head,
+                    counted=True,
+                    keep_case=keep_case,
+                    fresh=True,
+                    body=body,
                 )
             raise UpstreamReset(f"upstream {conn.address} closed before answering") from None
         raise
@@ -369,9 +382,10 @@ async def open_h1_exchange(
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
-    if body.length == 0:
+    whole = _whole_body(body)
+    if whole is not None:  # no body pump needed, nor its task: one write, as without a body
         plain = await send_bodyless(
-            pool, endpoint, backend, head, counted=counted, keep_case=keep_case
+            pool, endpoint, backend, head, counted=counted, keep_case=keep_case, body=whole
         )
         try:
             yield plain
@@ -414,6 +428,31 @@ async def open_h1_exchange(
         finally:
             response._parser.release()  # a fresh parser per body exchange: never kept
             pool.release(conn, reusable=reusable)
+
+
+AT_HAND_MAX = 16384  # bodies up to this long may leave with their head (a socket's first write)
+
+
+def _whole_body(body: RequestBody) -> bytes | None:
+    """A short body, framed for HTTP/1.1, if all of it arrived already; else None.
+
+    Sent with the head it saves a write and the pump task: without it an
+    upstream that answers early (before reading the body) could see its
+    answer back before the task ran, and both connections would close with
+    the body unforwarded. Only short bodies, so the head's write still goes
+    out at once: a longer one is pumped while the response is read, as an
+    upstream that answers without reading needs. So are bodies that cannot
+    say (a retry's replay).
+    """
+    if body.length == 0:
+        return b""
+    take = getattr(body, "take_whole", None)
+    whole: bytes | None = take(AT_HAND_MAX) if take is not None else None
+    if whole is None or body.length is not None:
+        return whole
+    # No length (HTTP/2 without content-length): the head says chunked. A whole
+    # body is never one with trailers (``take_whole`` leaves those to the pump).
+    return serialize_chunk(whole) + serialize_last_chunk() if whole else serialize_last_chunk()
 
 
 def _case_keeping(conn: UpstreamConnection, method: bytes) -> ResponseParser:

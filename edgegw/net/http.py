@@ -358,6 +358,7 @@ class _Body:
         "_io",
         "_parser",
         "_request_timeout",
+        "_stash",
         "_trailers",
         "finished",
         "head_sent",
@@ -381,6 +382,7 @@ class _Body:
         self._expect = False
         self.head_sent = False  # set by the writer; a 100 after the final head is wrong
         self.trailers: Headers = ()  # a chunked body's trailers, once it ended
+        self._stash: list[bytes] = []  # body taken from the parser, not given out yet
 
     def reset(self, event: RequestReceived) -> None:
         self.length = length = event.content_length
@@ -390,14 +392,52 @@ class _Body:
         self._expect = event.expect_continue and length != 0
         self.head_sent = False
         self.trailers = ()
+        self._stash.clear()
         self._floor.reset()
         if self._request_timeout:  # ClientTrafficPolicy requestReceivedTimeout
             self._deadline = trio.current_time() + self._request_timeout
+
+    def take_whole(self, limit: int) -> bytes | None:
+        """The whole body at once if all of it arrived already and it is at most ``limit``
+        bytes (as ``H2Body.take_whole``): the upstream gets it in the head's write.
+
+        ``None`` otherwise, with nothing taken: what had arrived is kept for
+        ``receive`` (a Content-Length body of at most ``limit`` bytes, so bounded).
+        Never while a ``100 Continue`` is due (``receive`` sends it first), nor for
+        a chunked body.
+
+        Raises:
+            ClientAbort: the body broke HTTP/1.1.
+        """
+        length = self.length
+        if length == 0:
+            return b""
+        if self.started or self._expect or length is None or length > limit:
+            return None
+        parser, stash = self._parser, self._stash
+        try:
+            while type(event := parser.next_event()) is DataReceived:
+                stash.append(event.data)
+        except ProtocolError as exc:
+            raise ClientAbort(f"bad request body: {exc}") from exc
+        if event is None:
+            return None
+        if type(event) is not MessageEnded:
+            raise ClientAbort("unexpected event in a request body")
+        data = stash[0] if len(stash) == 1 else b"".join(stash)
+        stash.clear()
+        self.started = self.finished = True
+        self.received += len(data)
+        return data
 
     async def receive(self) -> bytes:
         if self.finished:
             return b""
         self.started = True
+        if self._stash:  # what ``take_whole`` found before the rest had come
+            data = self._stash.pop(0)
+            self.received += len(data)
+            return data
         io, parser = self._io, self._parser
         if self._expect:
             self._expect = False
