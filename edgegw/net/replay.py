@@ -50,6 +50,34 @@ class ReplayBody:
         self.started = False
         self.finished = self.length == 0
 
+    def take_whole(self, limit: int) -> bytes | None:
+        """The whole body at once, as ``H2Body.take_whole``, kept for a retry: the
+        client's on the first try, the kept copy after ``rewind``.
+
+        ``None`` (nothing taken) when the body is not all there, is longer than
+        ``limit``, or was taken piece by piece.
+        """
+        kept = self._kept
+        if self.started or kept is None:
+            return None
+        if kept:  # a rewound body: whole only if it was taken whole
+            if len(kept) != 1 or not self._inner.finished or self._size > limit:
+                return None
+            whole: bytes | None = kept[0]
+        else:
+            take = getattr(self._inner, "take_whole", None)
+            whole = take(limit) if take is not None else None
+            if whole is None:
+                return None
+            if len(whole) > self._limit:
+                self._kept = None  # past the limit: no retry, as ``receive``
+            else:
+                kept.append(whole)
+                self._size = len(whole)
+        self._next = 1
+        self.started = self.finished = True
+        return whole
+
     async def receive(self) -> bytes:
         """The next piece: a kept one when replaying, else the client's next one."""
         self.started = True

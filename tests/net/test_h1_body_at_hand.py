@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import h2.events as h2ev
+import msgspec
 import trio
 import trio.testing
 
@@ -147,3 +148,32 @@ async def test_http2_posts_reach_an_http1_backend_framed_and_are_resent(
     assert b"transfer-encoding: chunked" in requests[0].lower()
     assert requests[1].endswith(b"\r\n\r\nde")
     assert b"content-length: 2\r\n" in requests[1].lower()
+
+
+async def test_a_post_retried_on_503_sends_its_body_whole_each_time(
+    nursery: trio.Nursery,
+) -> None:
+    bodies: list[bytes] = []
+
+    async def first_fails(stream: trio.SocketStream) -> None:
+        while request := await read_head(stream):
+            body = request.partition(b"\r\n\r\n")[2]
+            while len(body) < len(BODY):
+                body += await stream.receive_some(65536)
+            bodies.append(body)
+            unavailable = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+            await stream.send_all(unavailable if len(bodies) == 1 else OK)
+
+    ports = [await start_backend(nursery, first_fails) for _ in range(2)]
+    endpoints = tuple(ir.Endpoint(address="127.0.0.1", port=port) for port in ports)
+    retry = ir.Retry(codes=(503,), attempts=2, backoff=0.001)
+    rule = ir.HTTPRouteRule(index=0, backends=(ir.Backend(name="b", endpoints=endpoints),))
+    table = compile_port(port_of(msgspec.structs.replace(rule, retry=retry)))
+    ctx = HTTPConnectionContext(port_table=lambda: table, pool=UpstreamPool())
+    client, server = await socket_pair()
+    nursery.start_soon(serve_http_connection, server, ctx)
+    post = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\n\r\n" + BODY
+    with trio.fail_after(CEILING):
+        await client.send_all(post)
+        await read_answer(client)
+    assert bodies == [BODY, BODY]

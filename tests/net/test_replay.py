@@ -67,3 +67,42 @@ async def test_exactly_the_limit_is_kept() -> None:
     with trio.fail_after(5):
         await _drain(body)
     assert body.replayable
+
+
+class WholeBody(FakeBody):
+    """A client body that arrived whole, as the HTTP/1.1 and HTTP/2 front ends offer it."""
+
+    def take_whole(self, limit: int) -> bytes | None:
+        data = b"".join(self.pieces)
+        if self.started or len(data) > limit:
+            return None
+        self.pieces.clear()
+        self.started = self.finished = True
+        return data
+
+
+async def test_a_body_taken_whole_is_taken_whole_again_after_a_rewind() -> None:
+    body = ReplayBody(WholeBody(b"ab", b"cd"), 10)
+    assert body.take_whole(3) is None  # longer than asked for: nothing taken
+    assert body.take_whole(100) == b"abcd"
+    assert (body.started, body.finished, body.replayable) == (True, True, True)
+    body.rewind()
+    assert body.take_whole(100) == b"abcd"
+    body.rewind()
+    with trio.fail_after(5):
+        assert await _drain(body) == [b"abcd"]  # or piece by piece, as a pump takes it
+
+
+async def test_a_whole_body_past_the_limit_goes_once_and_is_not_kept() -> None:
+    body = ReplayBody(WholeBody(b"a" * 20), 10)
+    assert body.take_whole(100) == b"a" * 20
+    assert not body.replayable
+
+
+async def test_a_body_taken_in_pieces_is_not_whole_after_a_rewind() -> None:
+    body = ReplayBody(FakeBody(b"aa", b"bb"), 10)
+    with trio.fail_after(5):
+        assert await _drain(body) == [b"aa", b"bb"]
+        body.rewind()
+        assert body.take_whole(100) is None
+        assert await _drain(body) == [b"aa", b"bb"]
