@@ -23,8 +23,10 @@ import trio
 
 from edgegw import ir
 from edgegw.net.fastio import FastSocket, TimedOut, open_io
-from edgegw.proto.events import Headers
-from edgegw.proto.http1 import ResponseParser
+from edgegw.proto.events import HeaderList, Headers
+from edgegw.proto.http1 import ResponseParser, serialize_request_head
+
+_HEAD_KEPT = 4096  # the longest serialised request head a connection keeps for the next
 
 
 class UpstreamError(Exception):
@@ -80,6 +82,8 @@ class UpstreamConnection:
     """
 
     __slots__ = (
+        "_head",
+        "_wire",
         "address",
         "idle_since",
         "io",
@@ -114,6 +118,23 @@ class UpstreamConnection:
         self.parser: ResponseParser | None = None  # kept from the last exchange, for reuse
         self.served = 0  # exchanges finished on it
         self.max_requests = 0  # circuitBreaker maxRequestsPerConnection; 0: unlimited
+        self._head: tuple[bytes, bytes, HeaderList] | None = None  # the last head serialised
+        self._wire = b""
+
+    def request_head(self, head: tuple[bytes, bytes, HeaderList]) -> bytes:
+        """``head`` (method, target, fields) serialised, the last one kept for the next.
+
+        Clients repeat their requests, so the next head on this connection is often
+        the same; comparing it costs a fraction of serialising it (its fields are the
+        same objects when ``decide`` reused the head). Kept: a copy, at most
+        ``_HEAD_KEPT`` bytes.
+        """
+        if head == self._head:
+            return self._wire
+        wire = serialize_request_head(*head)
+        if len(wire) <= _HEAD_KEPT:
+            self._head, self._wire = (head[0], head[1], list(head[2])), wire
+        return wire
 
     async def send_all(self, data: bytes) -> None:
         """Write, translating transport failures to ``UpstreamBroken``."""

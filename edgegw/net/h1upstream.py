@@ -38,7 +38,6 @@ from edgegw.proto.http1 import (
     ResponseParser,
     serialize_chunk,
     serialize_last_chunk,
-    serialize_request_head,
 )
 
 _now = trio.current_time
@@ -168,8 +167,7 @@ def begin_bodyless(
     conn = pool.reuse(endpoint, backend)
     if conn is None:
         return None
-    method, target, headers = head
-    return _begin_on(pool, conn, method, serialize_request_head(method, target, headers))
+    return _begin_on(pool, conn, head[0], conn.request_head(head))
 
 
 def abandon_begun(begun: Begun) -> None:
@@ -269,14 +267,13 @@ async def send_bodyless(
     Raises:
         ConnectError, UpstreamBroken, UpstreamTimeout: see the module docstring.
     """
-    method, target, headers = head
-    request_head = serialize_request_head(method, target, headers)
-    if body:
-        request_head += body
     conn = None if fresh else pool.reuse(endpoint, backend)
     if conn is None:
         conn = await pool.acquire(endpoint, backend, fresh=fresh)
-    begun = _begin_on(pool, conn, method, request_head, keep_case=keep_case)
+    request_head = conn.request_head(head)
+    if body:
+        request_head += body
+    begun = _begin_on(pool, conn, head[0], request_head, keep_case=keep_case)
     # Let the others run first: by then the answer has often arrived, and a read
     # that finds it costs less than registering a wait (under wrk, -8% CPU/request).
     # A schedule point only: the front end's loop has the request's cancel point,
@@ -392,11 +389,11 @@ async def open_h1_exchange(
         finally:
             plain.release()
         return
-    method, target, headers = head
-    request_head = serialize_request_head(method, target, headers)
+    method = head[0]
     fresh = False
     while True:
         conn = await pool.acquire(endpoint, backend, fresh=fresh)
+        request_head = conn.request_head(head)
         kind = CaseKeepingResponseParser if keep_case else ResponseParser
         response = UpstreamResponse(conn, kind(method), pool.limits.read_timeout)
         reusable = False

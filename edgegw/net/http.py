@@ -82,6 +82,7 @@ __all__ = [
 ]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_HEAD_KEPT = 2048  # the longest serialised response head a connection keeps for the next
 
 
 class H2CHandler(Protocol):
@@ -479,6 +480,9 @@ class _Writer:
         "_buffer",
         "_chunked",
         "_drain",
+        "_head_fields",
+        "_head_status",
+        "_head_wire",
         "_http10",
         "_io",
         "_no_body",
@@ -509,6 +513,9 @@ class _Writer:
         self.ended = False
         self.status = 0
         self.bytes_sent = 0
+        self._head_status = 0  # the last response head serialised (``_serialized``)
+        self._head_fields: HeaderList = []
+        self._head_wire = b""
 
     def reset(self, event: RequestReceived) -> None:
         self._buffer.clear()
@@ -545,9 +552,23 @@ class _Writer:
             headers.append((b"connection", b"close"))
         elif self._http10:
             headers.append((b"connection", b"keep-alive"))
-        self._buffer.append(serialize_response_head(status, headers))
+        self._buffer.append(self._serialized(status, headers))
         self.head_sent = body_state.head_sent = True
         self.status = status
+
+    def _serialized(self, status: int, headers: HeaderList) -> bytes:
+        """The response head as sent; the last one is kept for the next response.
+
+        A backend answers a repeated request alike (and its remembered head brings
+        the same field objects), so comparing costs a fraction of serialising.
+        Kept: a copy, at most ``_HEAD_KEPT`` bytes, one per connection.
+        """
+        if status == self._head_status and headers == self._head_fields:
+            return self._head_wire
+        wire = serialize_response_head(status, headers)
+        if len(wire) <= _HEAD_KEPT:
+            self._head_status, self._head_fields, self._head_wire = status, list(headers), wire
+        return wire
 
     async def send_data(self, data: bytes) -> None:
         if data and not self._no_body:

@@ -1,18 +1,25 @@
 """A keep-alive client repeating its request head: every request still decided on its own.
 
-The parser hands a repeated head back as the same event, the front end frames it once and
-``decide`` reuses the upstream head it made of it (``proto/http1.py``, ``net/http.py``,
-``decide.upstream_head``). What a user checks: each request reaches the backend as if it
-were the first, a changed head is seen at once, and per-request work (a generated request
-ID, header filters, the access record) still happens for every one of them.
+The parser hands a repeated head back as the same event, the front end frames it once,
+``decide`` reuses the upstream head it made of it, and the serialised request and response
+heads are kept for the next one (``proto/http1.py``, ``net/http.py``,
+``decide.upstream_head``, ``UpstreamConnection.request_head``). What a user checks: each
+request reaches the backend as if it were the first, each response the client, a changed
+head is seen at once, and per-request work (a generated request ID, header filters) still
+happens for every one of them.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import msgspec
 import trio
+import trio.testing
 
 from edgegw import ir
+from edgegw.net.connection import UpstreamConnection
+from edgegw.proto.http1 import serialize_request_head
 from tests.net import test_proxy
 from tests.net.test_proxy import CEILING, Client, Response, StartGateway, backend, get, port_of
 
@@ -93,3 +100,40 @@ async def test_a_changed_path_or_host_after_repeats_is_routed_anew(
         ):
             statuses.append((await _send(client, raw)).status)
     assert statuses == [200, 200, 404, 404, 200]
+
+
+def test_an_upstream_connection_serialises_a_changed_head_anew() -> None:
+    _client, stream = trio.testing.memory_stream_pair()
+    conn = UpstreamConnection(stream, ("tcp", "192.0.2.1", 80, None), "192.0.2.1:80")
+    fields = [(b"host", b"a"), (b"x", b"1")]
+    first = conn.request_head((b"GET", b"/", fields))
+    assert first == serialize_request_head(b"GET", b"/", fields)
+    assert conn.request_head((b"GET", b"/", list(fields))) == first
+    fields.append((b"y", b"2"))  # the same list, changed since: what is sent is what it holds
+    assert conn.request_head((b"GET", b"/", fields)) == first[:-2] + b"y: 2\r\n\r\n"
+    assert conn.request_head((b"HEAD", b"/", fields)).startswith(b"HEAD / HTTP/1.1\r\n")
+
+
+async def _alternating_backend(stream: trio.SocketStream) -> None:
+    """Answers request n with ``X-N: n // 2``: each head twice, then another."""
+    buf, n = b"", 0
+    while data := await stream.receive_some(65536):
+        buf += data
+        while b"\r\n\r\n" in buf:
+            _, _, buf = buf.partition(b"\r\n\r\n")
+            head = b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 2\r\n\r\nok" % (n // 2)
+            await stream.send_all(head)
+            n += 1
+
+
+async def test_each_response_head_reaches_the_client_as_the_backend_sent_it(
+    gateway: StartGateway, nursery: trio.Nursery
+) -> None:
+    serve = partial(trio.serve_tcp, host="127.0.0.1")
+    listeners = await nursery.start(serve, _alternating_backend, 0)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(CEILING):
+        client = gateway(port_of(ir.HTTPRouteRule(index=0, backends=(backend(port),))))
+        seen = [await _send(client, get("/")) for _ in range(6)]
+    assert [response.headers["x-n"] for response in seen] == ["0", "0", "1", "1", "2", "2"]
+    assert all(response.body == b"ok" for response in seen)
