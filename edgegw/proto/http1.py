@@ -55,6 +55,7 @@ matching lower-case names; parsers without the policy run no extra code.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 import httptools
 import msgspec
@@ -71,13 +72,14 @@ from edgegw.proto.events import (
     ResponseReceived,
 )
 
-_ENDED = MessageEnded()  # events are immutable: the usual, trailer-less end is shared
+# Final: mypyc keeps these in C globals, not the module dict (a lookup per use)
+_ENDED: Final = MessageEnded()  # events are immutable: the usual, trailer-less end is shared
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
-_HEADS = 16  # heads a parser remembers (see the module docstring)
-_HEAD_SIZE = 2048  # bytes of the longest one
-_END_OF_HEAD = b"\r\n\r\n"
-_WS = b" \t"
+_HEADS: Final = 16  # heads a parser remembers (see the module docstring)
+_HEAD_SIZE: Final = 2048  # bytes of the longest one
+_END_OF_HEAD: Final = b"\r\n\r\n"
+_WS: Final = b" \t"
 
 
 class ProtocolError(Exception):
@@ -581,8 +583,10 @@ def recase(headers: Headers | HeaderList, case: dict[bytes, bytes]) -> HeaderLis
 # --- validation, where llhttp is more lenient than h11 -----------------------------------------
 
 
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"host", b"expect"})
+_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
+_FRAMING: Final = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"host", b"expect"}
+)
 
 
 def _validate_head(
@@ -709,7 +713,7 @@ def serialize_last_chunk(trailers: Headers = ()) -> bytes:
 
 # --- hop-by-hop headers --------------------------------------------------------------------
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -731,7 +735,7 @@ def strip_hop_by_hop(headers: Headers | HeaderList) -> HeaderList:
             if name == b"connection" and item[1].lower() not in HOP_BY_HOP:
                 named = named or set()
                 named.update(t.strip().lower() for t in item[1].split(b","))
-        elif name[:6] != b"proxy-":
+        elif not name.startswith(b"proxy-"):
             out.append(item)
     if named is None:
         return out
