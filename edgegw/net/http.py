@@ -489,6 +489,7 @@ class _Writer:
         "_send_nowait",
         "_send_timeout",
         "_trailers",
+        "_write_nowait",
         "bytes_sent",
         "ended",
         "head_sent",
@@ -500,6 +501,8 @@ class _Writer:
         self._io = io
         # What the kernel takes without waiting (a plain socket); None: always ``send_all``.
         self._send_nowait: Callable[[bytes], int] | None = getattr(io, "send_nowait", None)
+        # TLS inline's: encrypts all, True when every record left (``TLSIO.write_nowait``).
+        self._write_nowait: Callable[[bytes], bool] | None = getattr(io, "write_nowait", None)
         self._send_timeout = limits.send_timeout
         self._trailers = limits.trailers
         self._drain = drain
@@ -586,6 +589,10 @@ class _Writer:
                 if sent == len(data):
                     return
                 data = data[sent:]
+            elif (write_nowait := self._write_nowait) is not None:
+                if write_nowait(data):
+                    return
+                data = b""  # encrypted already: what is left waits inside ``io``
             try:
                 await self._io.send_all(data, trio.current_time() + self._send_timeout)
             except TimedOut:

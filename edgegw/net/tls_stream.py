@@ -40,6 +40,17 @@ against 2.5 µs for the same calls made directly (2.45 µs for the stdlib's C
 call and an exception per WantRead. Plaintext is read into one scratch buffer
 per thread and copied out at once; only failures go through pyOpenSSL, which
 names them and clears OpenSSL's error queue.
+
+Each call through cffi costs about a microsecond of Python and GIL handling
+besides OpenSSL's own work, so a request's path makes as few as it can: the
+incoming bytes are written to the BIO, one ``SSL_read`` decrypts them; one
+``SSL_write`` encrypts the response, one ``BIO_read`` takes its records (a
+memory BIO gives everything it holds up to the size asked, so a short result
+needs no second look), one ``write`` sends them. OpenSSL is not asked for
+plaintext it cannot have: after it said WantRead, not until ciphertext came
+(``_starved``).
+The HTTP/1.1 writer sends through ``write_nowait``, which needs no clock and no
+await when the kernel takes every record.
 """
 
 from __future__ import annotations
@@ -253,9 +264,9 @@ class TLSStream(trio.abc.Stream):
         """
         if self._eof:
             return b""
-        ssl = self._ssl
-        if self._starved and not _SSL_pending(ssl):
+        if self._starved:  # WantRead left nothing pending, and no ciphertext came since
             return None
+        ssl = self._ssl
         got = _SSL_read(ssl, self._buf, size)
         if got > 0:
             return _unpack(self._buf, got)
@@ -289,16 +300,21 @@ class TLSStream(trio.abc.Stream):
         Raises:
             trio.BrokenResourceError: OpenSSL refused (the connection failed before).
         """
-        ssl, size = self._ssl, len(data)
+        size = len(data)
         if not size:
             return
         done = 0
         if type(data) is bytes:
-            done = _SSL_write(ssl, data, size)
+            done = _SSL_write(self._ssl, data, size)
             if done == size:
                 return
             if done <= 0:
                 self._write_failed(done)
+        self._encrypt_from(data, done)
+
+    def _encrypt_from(self, data: bytes | bytearray | memoryview, done: int) -> None:
+        """``_encrypt`` of what follows the first ``done`` bytes of ``data``."""
+        ssl, size = self._ssl, len(data)
         with _from_buffer(data) as view:
             while done < size:
                 got = _SSL_write(ssl, view + done, size - done)
@@ -331,15 +347,15 @@ class TLSStream(trio.abc.Stream):
             raise trio.BrokenResourceError("OpenSSL did not take the ciphertext")
 
     def _records(self) -> bytes | None:
-        """What OpenSSL wrote for the peer, up to 64 KiB at a time; None when nothing."""
-        wbio = self._wbio
-        pending = _BIO_mem_data(wbio, _NULL)
-        if not pending:
-            return None
-        if pending > _SCRATCH:
-            pending = _SCRATCH
+        """What OpenSSL wrote for the peer, up to ``_SCRATCH`` bytes; None when nothing.
+
+        One call: a memory BIO gives all it holds up to the size asked, so a
+        result shorter than ``_SCRATCH`` took everything (no size query before,
+        no emptiness check after).
+        """
         buf = self._buf
-        return _unpack(buf, _BIO_read(wbio, buf, pending))
+        got = _BIO_read(self._wbio, buf, _SCRATCH)
+        return _unpack(buf, got) if got > 0 else None
 
     # --- internals -------------------------------------------------------------------------
 
@@ -385,6 +401,8 @@ class TLSStream(trio.abc.Stream):
         """Move what OpenSSL wrote into its BIO to ``_outbox``."""
         while (records := self._records()) is not None:
             self._outbox += records
+            if len(records) < _SCRATCH:
+                return
 
     async def _flush(self) -> None:
         """Sends everything OpenSSL produced so far, in order (see the theory above).
@@ -444,18 +462,32 @@ class TLSIO:
     def recv_nowait(self) -> bytes | None:
         """Plaintext available without waiting (``b""`` at EOF), else None.
 
+        A starved OpenSSL (it said WantRead, and no ciphertext came since) is
+        not asked again: the socket is read first.
+
         Raises:
             trio.BrokenResourceError: the connection failed or spoke bad TLS.
         """
         tls = self._tls
         while True:
-            data = tls._decrypt(self._size)
-            if data is not None:
-                return data
+            if not tls._starved:  # ``TLSStream._decrypt``, inline: once or twice per request
+                if tls._eof:
+                    return b""
+                ssl, buf = tls._ssl, tls._buf
+                got = _SSL_read(ssl, buf, self._size)
+                if got > 0:
+                    return _unpack(buf, got)
+                if _SSL_get_error(ssl, got) != _WANT_READ:
+                    return tls._not_read(got)
+                tls._starved = True
             raw = self._fast.recv_nowait()
             if raw is None:
                 return None
-            tls._feed_bytes(raw)
+            size = len(raw)
+            if size and _BIO_write(tls._rbio, raw, size) == size:  # ``_feed_bytes``, inline
+                tls._starved = False
+            else:
+                tls._feed_bytes(raw)  # the end, or a failure
 
     async def recv(self, deadline: float = math.inf, *, wait_first: bool = False) -> bytes:
         """As ``FastSocket.recv``, for plaintext.
@@ -477,31 +509,61 @@ class TLSIO:
             if data is not None:
                 return data
 
+    def write_nowait(self, data: bytes) -> bool:
+        """Encrypt ``data`` and write its records now, if the kernel takes them all.
+
+        For a writer that would rather not read the clock or await when the
+        kernel has room (``FastSocket.send_nowait`` for TLS): ``data`` is always
+        taken; False means some records wait (in the outbox, or behind another
+        task's send), and ``send_all(b"", deadline)`` must follow to send them.
+
+        Raises:
+            trio.BrokenResourceError, trio.ClosedResourceError: as ``FastSocket``.
+        """
+        tls = self._tls
+        if tls._closed or tls._broken:
+            tls._check_usable()
+        size = len(data)
+        if type(data) is bytes and size:  # ``_encrypt``, inline: once per response
+            done = _SSL_write(tls._ssl, data, size)
+            if done != size:  # more than a record (partial writes), or a failure
+                if done <= 0:
+                    tls._write_failed(done)
+                tls._encrypt_from(data, done)
+        else:
+            tls._encrypt(data)
+        if tls._outbox or tls._send_lock.locked():
+            tls._pull()  # in order, behind what waits already
+            return False
+        # The usual case: nobody else is sending, so the records go out as OpenSSL made
+        # them, without the outbox's copies or the lock, if the kernel takes them.
+        buf = tls._buf  # ``_records``, inline
+        got = _BIO_read(tls._wbio, buf, _SCRATCH)
+        if got <= 0:
+            return True
+        records = _unpack(buf, got)
+        try:
+            sent = self._fast.send_nowait(records)
+        except BaseException:
+            tls._broken = True
+            raise
+        if sent == got and got < _SCRATCH:
+            return True
+        if sent < got:
+            tls._outbox += memoryview(records)[sent:]  # the rest, in order
+        tls._pull()
+        return not tls._outbox
+
     async def send_all(self, data: bytes, deadline: float = math.inf) -> None:
         """Encrypt ``data`` and write it; waits only for what the kernel does not take.
 
         Raises:
             TimedOut, trio.BrokenResourceError, trio.ClosedResourceError: as ``FastSocket``.
         """
+        if self.write_nowait(data):
+            return
         tls = self._tls
-        tls._check_usable()
-        tls._encrypt(data)
         lock = tls._send_lock
-        if not tls._outbox and not lock.locked():
-            # The usual case: nobody else is sending, so the records go out as OpenSSL
-            # made them, without the outbox's copies or the lock, if the kernel takes them.
-            records = tls._records()
-            if records is not None:
-                try:
-                    sent = self._fast.send_nowait(records)
-                except BaseException:
-                    tls._broken = True
-                    raise
-                if sent < len(records):
-                    tls._outbox += memoryview(records)[sent:]  # the rest, in order, below
-            if not tls._outbox and not _BIO_mem_data(tls._wbio, _NULL):
-                return
-        tls._pull()
         if lock.locked():
             await lock.acquire()
         else:

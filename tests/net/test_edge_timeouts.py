@@ -11,13 +11,18 @@ from functools import partial
 
 import pytest
 import trio
+import trustme
 
 from edgegw import ir
 from edgegw.echo import serve_echo
+from edgegw.net import tls
 from edgegw.net.http import HTTPConnectionContext, HTTPLimits, serve_http_connection
 from edgegw.net.upstream import UpstreamPool
 from edgegw.routing import compile_port
 from tests.net.test_proxy import backend, port_of
+from tests.net.test_tls import certificate, listener
+from tests.net.test_tls import port_of as tls_port_of
+from tests.net.test_tls_stream import tls_pair
 
 CEILING = 10
 LIMITS = HTTPLimits(body_min_rate=1000, body_grace=0.3, body_timeout=2, send_timeout=0.5)
@@ -146,3 +151,38 @@ async def test_a_client_that_never_reads_is_cut_off_by_send_timeout(
     assert received < big.sent < big.size
     assert took < 3, took
     print(f"never reading: closed after {took:.2f} s, {big.sent >> 10} KiB read from upstream")
+
+
+async def test_an_https_client_that_never_reads_is_cut_off_by_send_timeout(
+    nursery: trio.Nursery,
+) -> None:
+    """The same over TLS inline, where the answer's records wait in the TLS outbox."""
+    big = BigBackend(256 << 20)
+    upstream: Callable[[trio.SocketStream], object] = big.handle
+    listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), upstream, 0)
+    table = compile_port(
+        port_of(
+            ir.HTTPRouteRule(index=0, backends=(backend(listeners[0].socket.getsockname()[1]),))
+        )
+    )
+    ca = trustme.CA()
+    server_tls = tls.build_server_tls(
+        tls_port_of(listener("l", "s.test", certificate(ca, "s.test")))
+    )
+
+    def sockets() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        a, b = trio.socket.socketpair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        return trio.SocketStream(a), trio.SocketStream(b)
+
+    with trio.fail_after(CEILING):
+        client, server = await tls_pair(server_tls, ca, sockets)
+        ctx = HTTPConnectionContext(port_table=lambda: table, pool=UpstreamPool(), limits=LIMITS)
+        nursery.start_soon(serve_http_connection, server, ctx)
+        await client.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        start = trio.current_time()
+        await big.broken.wait()
+        took = trio.current_time() - start
+        await trio.aclose_forcefully(client)
+    assert big.sent < big.size
+    assert took < 3, took

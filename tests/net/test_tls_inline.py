@@ -6,6 +6,7 @@ underneath); the client end is a ``TLSStream``.
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
@@ -175,3 +176,73 @@ def test_each_thread_decrypts_into_its_own_buffer(
         thread.join(30)
     assert len(buffers) == 2
     assert buffers[0] is not buffers[1]
+
+
+def _small_send_buffer(stream: tls.TLSStream) -> None:
+    transport = stream.transport_stream
+    assert isinstance(transport, trio.SocketStream)
+    transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+async def test_a_small_answer_leaves_at_once_without_waiting(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5):
+        assert io.write_nowait(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert io.write_nowait(b"")  # nothing to send is no error
+        assert await client.receive_some() == b"HTTP/1.1 200 OK\r\n\r\n"
+
+
+async def test_what_the_kernel_did_not_take_is_sent_by_send_all(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    """``write_nowait`` takes everything; records the kernel had no room for wait, in order,
+    for ``send_all(b"")``: nothing lost, nothing encrypted twice."""
+    client, server, io = await socket_tls_pair(server_tls, ca)
+    _small_send_buffer(server)
+    body = bytes(range(251)) * 4200  # ~1 MiB: many records, more than one pull of them
+    received = bytearray()
+    with trio.fail_after(20):
+        assert not io.write_nowait(body)
+
+        async def read_all() -> None:
+            while len(received) < len(body) + 4:
+                received.extend(await client.receive_some())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await io.send_all(b"", trio.current_time() + 15)
+            if not io.write_nowait(b"next"):  # after the rest, whatever the kernel takes
+                await io.send_all(b"", trio.current_time() + 15)
+    assert received == body + b"next"
+
+
+async def test_an_answer_queued_behind_another_send_keeps_its_place(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, server, io = await socket_tls_pair(server_tls, ca)
+    _small_send_buffer(server)
+    body = bytes(range(251)) * 2000
+    received = bytearray()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(io.send_all, body)
+            await trio.testing.wait_all_tasks_blocked()  # it waits for room, holding the lock
+            assert not io.write_nowait(b"tail")
+            nursery.start_soon(io.send_all, b"")
+            while len(received) < len(body) + 4:
+                received.extend(await client.receive_some())
+    assert received == body + b"tail"
+
+
+async def test_write_nowait_on_a_broken_connection_raises(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    with trio.fail_after(5):
+        await client.transport_stream.send_all(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+        with pytest.raises(trio.BrokenResourceError):
+            await io.recv()
+        with pytest.raises(trio.BrokenResourceError):
+            io.write_nowait(b"too late")
