@@ -48,7 +48,11 @@ incoming bytes are written to the BIO, one ``SSL_read`` decrypts them; one
 memory BIO gives everything it holds up to the size asked, so a short result
 needs no second look), one ``write`` sends them. OpenSSL is not asked for
 plaintext it cannot have: after it said WantRead, not until ciphertext came
-(``_starved``).
+(``_starved``); and a read that returned less than it asked took the rest of
+its record, so when the incoming BIO is empty too OpenSSL holds nothing more
+(without read-ahead it takes a record's header, then its body, from the BIO,
+never more) and ``_starved`` is set without the ``SSL_read`` that would only
+say WantRead: the check for a next request at hand reads the socket first.
 The HTTP/1.1 writer sends through ``write_nowait``, which needs no clock and no
 await when the kernel takes every record.
 """
@@ -473,9 +477,11 @@ class TLSIO:
             if not tls._starved:  # ``TLSStream._decrypt``, inline: once or twice per request
                 if tls._eof:
                     return b""
-                ssl, buf = tls._ssl, tls._buf
-                got = _SSL_read(ssl, buf, self._size)
+                ssl, buf, size = tls._ssl, tls._buf, self._size
+                got = _SSL_read(ssl, buf, size)
                 if got > 0:
+                    if got < size and not _BIO_mem_data(tls._rbio, _NULL):
+                        tls._starved = True  # it took the last record (see the theory above)
                     return _unpack(buf, got)
                 if _SSL_get_error(ssl, got) != _WANT_READ:
                     return tls._not_read(got)

@@ -246,3 +246,38 @@ async def test_write_nowait_on_a_broken_connection_raises(
             await io.recv()
         with pytest.raises(trio.BrokenResourceError):
             io.write_nowait(b"too late")
+
+
+async def test_two_records_in_one_read_give_both_without_waiting(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    """After a read that emptied its record, more records already in OpenSSL's input
+    are read before anyone waits on the socket (the socket is empty by then)."""
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    conn = client.connection
+    conn.send(b"first request")
+    conn.send(b"second request")  # two records, one write on the socket
+    with trio.fail_after(5):
+        await client.transport_stream.send_all(conn.bio_read(65536))
+        assert await io.recv() == b"first request"
+        assert io.recv_nowait() == b"second request"
+        assert io.recv_nowait() is None
+
+
+async def test_a_record_split_across_reads_is_read_when_its_end_comes(
+    server_tls: tls.ServerTLS, ca: trustme.CA
+) -> None:
+    client, _server, io = await socket_tls_pair(server_tls, ca)
+    conn = client.connection
+    conn.send(b"a request in one record")
+    record = conn.bio_read(65536)
+    with trio.fail_after(5):
+        for cut in (3, 5, len(record) - 1):  # inside the header, at its end, in the body
+            await client.transport_stream.send_all(record[:cut])
+            await trio.testing.wait_all_tasks_blocked()
+            assert io.recv_nowait() is None  # OpenSSL holds part of a record: starved
+            await client.transport_stream.send_all(record[cut:])
+            assert await io.recv() == b"a request in one record"
+            assert io.recv_nowait() is None
+            conn.send(b"a request in one record")
+            record = conn.bio_read(65536)
