@@ -81,6 +81,7 @@ _WORKER_LINGER = 1.0  # idle seconds after which a connection's parked workers e
 _PARSED = 16  # request heads remembered parsed per connection (see ``_parse``)
 _PARSED_SIZE = 2048  # ... when their fields hold at most this many bytes
 _H2Error = (H2Error,)
+_RequestReceived, _StreamEnded = ev.RequestReceived, ev.StreamEnded
 _Parsed = tuple[http2.H2Request, float | None]
 
 
@@ -168,7 +169,7 @@ class H2ServerConnection:
         self._nursery: trio.Nursery | None = None
         self._workers: WorkerPool[H2Stream] | None = None
         self._parsed: dict[tuple[tuple[bytes, bytes], ...], _Parsed] | None = None
-        self._begun: list[H2Stream] = []  # upstream requests written in this read
+        self._begun: list[H2Stream] | None = None  # upstream requests written in this read
         self._wake = trio.Event()
         self._queued = 0  # bytes handed to h2 since the writer last took them
         self._written = trio.Event()
@@ -263,7 +264,7 @@ class H2ServerConnection:
     async def _receive_idle(self) -> bytes | bytearray | None:
         """One read while no stream is open; None when the keep-alive time or a drain ended
         the wait. Parked stream workers end once ``_WORKER_LINGER`` of it has passed."""
-        drain, workers = self.ctx.drain, self._workers
+        drain, workers, io = self.ctx.drain, self._workers, self._fast
         now = trio.current_time()
         keepalive = now + self.ctx.limits.keepalive_timeout
         while True:
@@ -273,7 +274,9 @@ class H2ServerConnection:
             with trio.CancelScope(deadline=deadline) as scope:
                 drain.idle.add(scope)
                 try:
-                    return await self.stream.receive_some(self._read_size)
+                    if io is None:
+                        return await self.stream.receive_some(self._read_size)
+                    return await io.recv(wait_first=True)  # ``_next_read`` found nothing
                 finally:
                     drain.idle.discard(scope)
             now = trio.current_time()
@@ -291,23 +294,26 @@ class H2ServerConnection:
 
     def _receive(self, data: bytes | bytearray) -> bool:
         """Feed ``data`` to h2; False when the connection must end."""
-        h2conn = self.h2
-        for event in h2conn.receive_data(data):
-            if not self._on_event(event):
+        h2conn, streams = self.h2, self.streams
+        events: list[Any] = h2conn.receive_data(data)
+        for event in events:
+            kind = type(event)
+            if kind is _RequestReceived:  # a request and its end: no call to dispatch them
+                self._start_stream(event)
+            elif kind is _StreamEnded:
+                st = streams.get(event.stream_id)
+                if st is not None and not st.body_ended:
+                    _body_ended(st)
+            elif not self._on_event(event):
                 return False
         if h2conn.has_data_to_send() or self._raw_out:  # acks, answers: else the streams
             self.wake()  # wake the writer when they have something to send
         return True
 
     def _on_event(self, event: Any) -> bool:
+        """Every event but a request and a stream's end (``_receive`` takes those)."""
         kind = type(event)
-        if kind is ev.RequestReceived:
-            self._start_stream(event)
-        elif kind is ev.StreamEnded:
-            st = self.streams.get(event.stream_id)
-            if st is not None and not st.body_ended:
-                _body_ended(st)
-        elif kind is ev.DataReceived:
+        if kind is ev.DataReceived:
             st = self.streams.get(event.stream_id)
             if st is None:
                 self._ack(event.stream_id, event.flow_controlled_length)
@@ -369,7 +375,10 @@ class H2ServerConnection:
         if event.ended:
             planned = st.planned = self._plan(st)
             if planned is not None and planned.begun is not None:
-                self._begun.append(st)  # answered after the read, see ``_answer_begun``
+                if self._begun is None:  # answered after the read, see ``_answer_begun``
+                    self._begun = [st]
+                else:
+                    self._begun.append(st)
                 return
         self._hand_over(st)
 
@@ -384,7 +393,7 @@ class H2ServerConnection:
     def _answer_begun(self) -> None:
         """Answer the streams begun in the last read whose answers are all here; the others
         go to workers. A stream answered here costs no task switch at all."""
-        begun, self._begun = self._begun, []
+        begun, self._begun = self._begun or [], None
         for st in begun:
             if st.worker is not None:  # reset meanwhile: its worker has it
                 continue
