@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 import trio
 
 from edgegw import ir
@@ -135,22 +136,19 @@ class UpstreamResponse:
             pool.release(self.conn, reusable=reusable)
 
 
-class Begun:
+class Begun(msgspec.Struct):
     """A body-less request begun without waiting (``begin_bodyless``): its response to read.
 
     ``rest``: what of the request head the kernel did not take at once. ``response``
     None: writing to the pooled connection failed, so the request goes again on a fresh one.
     ``event``, ``error``: what ``whole_at_hand`` read before the head, or how it failed,
-    for ``finish_bodyless`` to go on from.
+    for ``finish_bodyless`` to go on from. A Struct: made without a Python ``__init__``.
     """
 
-    __slots__ = ("error", "event", "response", "rest")
-
-    def __init__(self, response: UpstreamResponse | None, rest: bytes) -> None:
-        self.response = response
-        self.rest = rest
-        self.event: Event | None = None
-        self.error: UpstreamBroken | None = None
+    response: UpstreamResponse | None
+    rest: bytes
+    event: Event | None = None
+    error: UpstreamBroken | None = None
 
 
 def begin_bodyless(

@@ -330,17 +330,13 @@ class UpstreamPool:
             and header_case is None
         )
 
-    def begin_exchange(
-        self, endpoint: ir.Endpoint, backend: ir.Backend, head: tuple[bytes, bytes, HeaderList]
-    ) -> Begun | None:
-        """``exchange``'s first step done now, when it needs no wait: a request that
-        ``can_begin`` written to an idle connection. None, and nothing done, otherwise.
-
-        A front end that starts several requests at once writes them all before any
-        of its tasks reads an answer (no schedule point per request in between).
-        ``finish_exchange`` (or ``abandon``) must follow.
-        """
-        return begin_bodyless(self, endpoint, backend, head)
+    # ``exchange``'s first step done now, when it needs no wait: a request that
+    # ``can_begin`` written to an idle connection; None, and nothing done, otherwise.
+    # A front end that starts several requests at once writes them all before any of
+    # its tasks reads an answer (no schedule point per request in between).
+    # ``finish_exchange`` (or ``abandon``) must follow. (The function itself: a
+    # method wrapping it would cost every request a call.)
+    begin_exchange = begin_bodyless
 
     async def finish_exchange(
         self,
@@ -361,16 +357,11 @@ class UpstreamPool:
         finally:
             rsp.release()
 
-    @staticmethod
-    def whole_at_hand(begun: Begun) -> tuple[ResponseReceived, bytes] | None:
-        """A begun exchange's whole answer (head and body) if it is here already; nothing
-        taken. ``take_whole`` then ends the exchange, else ``finish_exchange`` goes on."""
-        return whole_at_hand(begun)
-
-    @staticmethod
-    def take_whole(begun: Begun) -> None:
-        """End a begun exchange whose answer ``whole_at_hand`` showed (the connection pooled)."""
-        take_whole(begun)
+    # A begun exchange's whole answer (head and body) if it is here already, nothing
+    # taken; ``take_whole`` then ends the exchange (the connection pooled), else
+    # ``finish_exchange`` goes on. The functions themselves, as ``begin_exchange``.
+    whole_at_hand = staticmethod(whole_at_hand)
+    take_whole = staticmethod(take_whole)
 
     @staticmethod
     def abandon(begun: Begun) -> None:
