@@ -149,6 +149,7 @@ class Begun(msgspec.Struct):
     rest: bytes
     event: Event | None = None
     error: UpstreamBroken | None = None
+    looked: bool = False  # a read found nothing: the next one waits first
 
 
 def begin_bodyless(
@@ -220,6 +221,7 @@ def whole_at_hand(begun: Begun) -> tuple[ResponseReceived, bytes] | None:
             return None
         if type(event) is not ResponseReceived:
             begun.event = event
+            begun.looked = event is None
             return None
         response.head = head = event
     parser = response._parser
@@ -320,7 +322,7 @@ async def finish_bodyless(
             await conn.send_all(begun.rest)
         if response.head is None:
             event = begun.event
-            if event is None:
+            if event is None and not begun.looked:
                 event = response.event_at_hand()  # no wait, no clock
             if type(event) is ResponseReceived:
                 response.head = event

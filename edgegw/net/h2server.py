@@ -738,7 +738,9 @@ class H2Writer(HeldHeadWriter):
             self._conn.h2.send_headers(self._st.stream_id, self._head, end_stream=end)
             self._head = None
 
-    def send_whole(self, status: int, headers: HeaderList, body: bytes) -> bool:
+    def send_whole(
+        self, status: int, headers: HeaderList, body: bytes, content_length: int | None = None
+    ) -> bool:
         """Head and body queued as one answer, with no wait (``proxy.answer_at_hand``);
         False, and nothing queued, when they do not fit in one go or too much is queued."""
         conn = self._conn

@@ -48,7 +48,7 @@ from edgegw.net.context import (
     RequestRecord,
 )
 from edgegw.net.fastio import ByteIO, TimedOut, close_now, open_io
-from edgegw.net.proxy import handle_request
+from edgegw.net.proxy import answer_at_hand, carry_out, handle_request, plan_request
 from edgegw.proto.events import (
     ConnectionClosed,
     DataReceived,
@@ -277,7 +277,10 @@ class _Connection:
         except UnicodeDecodeError:
             await self.send_error(400)
             return False
-        await handle_request(request, writer, self.ctx, tunnel)
+        if tunnel is not None:
+            await handle_request(request, writer, self.ctx, tunnel)
+        else:
+            await self._forward(request)
         if self._framed is None:  # an idle connection keeps only remembered heads (<= 2 KiB)
             self.ctx.head_memo = None
         if tunnel is not None:
@@ -285,6 +288,25 @@ class _Connection:
         if not writer.ended:
             raise ClientAbort("response incomplete")
         return writer.keep_alive and body.finished
+
+    async def _forward(self, request: ProxyRequest) -> None:
+        """``handle_request`` in steps: on the hot path the upstream request is written at
+        once, and an answer already here when this task runs again leaves at once, with
+        no coroutine under this one (``proxy.plan_request``, ``answer_at_hand``)."""
+        ctx, writer = self.ctx, self.writer
+        planned = plan_request(request, ctx)
+        begun = planned.begun
+        if begun is not None:
+            # Let the others run first: by then the answer has often arrived, and a read
+            # that finds it costs less than registering a wait (as ``send_bodyless``).
+            try:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            except BaseException:  # KeyboardInterrupt only: the checkpoint is shielded
+                ctx.pool.abandon(begun)
+                raise
+            if answer_at_hand(planned, writer, ctx):
+                return await writer.send_unsent()
+        return await carry_out(planned, writer, ctx)
 
     def _request(self, event: RequestReceived) -> ProxyRequest:
         """The ``ProxyRequest`` for ``event``; a head the parser remembered is framed once.
@@ -489,6 +511,7 @@ class _Writer:
         "_send_nowait",
         "_send_timeout",
         "_trailers",
+        "_unsent",
         "_write_nowait",
         "bytes_sent",
         "ended",
@@ -516,6 +539,7 @@ class _Writer:
         self.ended = False
         self.status = 0
         self.bytes_sent = 0
+        self._unsent = b""  # what ``send_whole`` left for ``send_unsent``
         self._head_status = 0  # the last response head serialised (``_serialized``)
         self._head_fields: HeaderList = []
         self._head_wire = b""
@@ -539,6 +563,12 @@ class _Writer:
         content_length: int | None,
         body: bool,
     ) -> None:
+        self._start(status, headers, content_length, body)
+
+    def _start(
+        self, status: int, headers: HeaderList, content_length: int | None, body: bool
+    ) -> None:
+        """``send_head``, which never waits: the head framed and queued."""
         body_state = self._body
         if not body:
             self._no_body = True
@@ -558,6 +588,46 @@ class _Writer:
         self._buffer.append(self._serialized(status, headers))
         self.head_sent = body_state.head_sent = True
         self.status = status
+
+    def send_whole(
+        self, status: int, headers: HeaderList, body: bytes, content_length: int | None
+    ) -> bool:
+        """A whole answer queued now (``proxy.answer_at_hand``): what ``send_head``,
+        ``send_data`` and ``end`` would queue; ``send_unsent`` writes it. False, and
+        nothing done, unless it is a plain socket's, with a Content-Length body.
+        """
+        if self._send_nowait is None or self.head_sent or self._no_body:
+            return False
+        if content_length != len(body):
+            return False
+        self._start(status, headers, content_length, True)
+        buffer = self._buffer
+        data = buffer[0] + body
+        buffer.clear()
+        self.bytes_sent += len(data)
+        self.ended = True
+        self._unsent = data
+        return True
+
+    async def send_unsent(self) -> None:
+        """Write what ``send_whole`` queued: at once when the kernel takes it all, else
+        the rest within ``send_timeout`` (as ``flush``).
+
+        Raises:
+            ClientAbort: the client did not read it in time.
+            trio.BrokenResourceError: the connection failed.
+        """
+        data, self._unsent = self._unsent, b""
+        send_nowait = self._send_nowait
+        if not data or send_nowait is None:
+            return
+        sent = send_nowait(data)
+        if sent == len(data):
+            return
+        try:
+            await self._io.send_all(data[sent:], trio.current_time() + self._send_timeout)
+        except TimedOut:
+            raise ClientAbort("client did not read the response") from None
 
     def _serialized(self, status: int, headers: HeaderList) -> bytes:
         """The response head as sent; the last one is kept for the next response.

@@ -200,8 +200,13 @@ async def carry_out(planned: Planned, writer: ResponseWriter, ctx: HTTPConnectio
 class WholeWriter(ResponseWriter, Protocol):
     """A ``ResponseWriter`` that can also take a whole answer at once, without waiting."""
 
-    def send_whole(self, status: int, headers: HeaderList, body: bytes) -> bool:
-        """Queue head and body as one answer; False, and nothing queued, if it cannot."""
+    def send_whole(
+        self, status: int, headers: HeaderList, body: bytes, content_length: int | None
+    ) -> bool:
+        """Queue head and body as one answer; False, and nothing queued, if it cannot.
+
+        ``content_length``: the backend's, None when it framed the body otherwise.
+        """
         ...
 
 
@@ -223,7 +228,7 @@ def answer_at_hand(planned: Planned, writer: WholeWriter, ctx: HTTPConnectionCon
     if not body or not head.body_expected or head.header_case is not None:
         return False
     fields = response_fields(plan, head.headers, planned.endpoint)
-    if not writer.send_whole(head.status_code, fields, body):
+    if not writer.send_whole(head.status_code, fields, body, head.content_length):
         return False
     pool.take_whole(begun)
     _done(planned, writer, ctx)
