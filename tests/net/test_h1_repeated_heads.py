@@ -19,8 +19,12 @@ import trio.testing
 
 from edgegw import ir
 from edgegw.net.connection import UpstreamConnection
+from edgegw.net.context import RequestRecord
+from edgegw.net.http import serve_http_connection
+from edgegw.net.upstream import UpstreamPool
 from edgegw.proto.http1 import serialize_request_head
 from tests.net import test_proxy
+from tests.net.test_h1_at_hand import OK, context, read_head, socket_pair, start_backend
 from tests.net.test_proxy import CEILING, Client, Response, StartGateway, backend, get, port_of
 
 echo_port = test_proxy.echo_port  # the fixtures
@@ -137,3 +141,42 @@ async def test_each_response_head_reaches_the_client_as_the_backend_sent_it(
         seen = [await _send(client, get("/")) for _ in range(6)]
     assert [response.headers["x-n"] for response in seen] == ["0", "0", "1", "1", "2", "2"]
     assert all(response.body == b"ok" for response in seen)
+
+
+class _Records:
+    """An observer that keeps what the access log would get."""
+
+    def __init__(self) -> None:
+        self.done: list[RequestRecord] = []
+
+    def request_done(self, record: RequestRecord) -> None:
+        self.done.append(record)
+
+    def upstream_error(self, backend: str, upstream: str, kind: str) -> None:
+        pass
+
+    def policy_decision(self, kind: str, policy: str, outcome: str) -> None:
+        pass
+
+
+async def test_a_client_gone_before_its_answer_leaves_nothing_in_flight(
+    nursery: trio.Nursery,
+) -> None:
+    async def quick(stream: trio.SocketStream) -> None:
+        while await read_head(stream):
+            await stream.send_all(OK)
+
+    port = await start_backend(nursery, quick)
+    pool, records = UpstreamPool(), _Records()
+    client, server = await socket_pair()
+    ctx = context(port, pool, observer=records)
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(serve_http_connection, server, ctx)
+            await client.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert (await read_head(client)).startswith(b"HTTP/1.1 200 ")
+            await client.send_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            await client.aclose()  # gone: the answer has nowhere to go
+    endpoint = ir.Endpoint(address="127.0.0.1", port=port)
+    assert pool.in_flight(endpoint, ir.Backend(name="b", endpoints=(endpoint,))) == 0
+    assert [record.status for record in records.done] == [200, 200]
