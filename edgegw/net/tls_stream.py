@@ -131,6 +131,7 @@ class TLSStream(trio.abc.Stream):
         self.connection = connection
         self._outbox = bytearray()
         self._send_lock = trio.StrictFIFOLock()
+        self._in_flight = False  # the lock's holder is writing (cheaper than ``locked()``)
         self._receiving = False
         self._sending = False
         self._eof = False
@@ -273,6 +274,8 @@ class TLSStream(trio.abc.Stream):
         ssl = self._ssl
         got = _SSL_read(ssl, self._buf, size)
         if got > 0:
+            if got < size and not _BIO_mem_data(self._rbio, _NULL):
+                self._starved = True  # it took the last record (see the theory above)
             return _unpack(self._buf, got)
         if _SSL_get_error(ssl, got) == _WANT_READ:
             self._starved = True
@@ -408,10 +411,11 @@ class TLSStream(trio.abc.Stream):
             if len(records) < _SCRATCH:
                 return
 
-    async def _flush(self) -> None:
+    async def _flush(self, deadline: float = math.inf) -> None:
         """Sends everything OpenSSL produced so far, in order (see the theory above).
 
         Not a checkpoint by itself: its callers have one (``send_all``) or wait next.
+        ``deadline`` bounds the writes over a plain socket (``TLSIO.send_all``).
         """
         self._pull()
         if not self._outbox:
@@ -421,13 +425,14 @@ class TLSStream(trio.abc.Stream):
             await lock.acquire()
         else:
             lock.acquire_nowait()  # free: skip acquire()'s yield
+        self._in_flight = True
         try:
             while self._outbox:
                 chunk = bytes(self._outbox)
                 self._outbox.clear()
                 try:
                     if self._fast is not None:
-                        await self._fast.send_all(chunk)
+                        await self._fast.send_all(chunk, deadline)
                     else:
                         await self.transport_stream.send_all(chunk)
                 except BaseException:
@@ -435,6 +440,7 @@ class TLSStream(trio.abc.Stream):
                     raise
                 self._pull()
         finally:
+            self._in_flight = False
             lock.release()
 
 
@@ -538,7 +544,7 @@ class TLSIO:
                 tls._encrypt_from(data, done)
         else:
             tls._encrypt(data)
-        if tls._outbox or tls._send_lock.locked():
+        if tls._outbox or tls._in_flight:
             tls._pull()  # in order, behind what waits already
             return False
         # The usual case: nobody else is sending, so the records go out as OpenSSL made
@@ -566,26 +572,8 @@ class TLSIO:
         Raises:
             TimedOut, trio.BrokenResourceError, trio.ClosedResourceError: as ``FastSocket``.
         """
-        if self.write_nowait(data):
-            return
-        tls = self._tls
-        lock = tls._send_lock
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        try:
-            while tls._outbox:
-                chunk = bytes(tls._outbox)
-                tls._outbox.clear()
-                try:
-                    await self._fast.send_all(chunk, deadline)
-                except BaseException:
-                    tls._broken = True
-                    raise
-                tls._pull()
-        finally:
-            lock.release()
+        if not self.write_nowait(data):
+            await self._tls._flush(deadline)
 
     async def wait_readable(self, deadline: float = math.inf) -> None:
         """Until plaintext may be there: OpenSSL holds some, or the socket is readable.
