@@ -183,6 +183,8 @@ class H2ServerConnection:
         self._io = open_io(stream, ctx.read_size)
         io = self._io  # reads and writes that need no Stream round trip (plain socket, TLS)
         self._fast: NonBlockingIO | None = io if isinstance(io, FastSocket | TLSIO) else None
+        # TLS inline encrypts and writes at once: no clock, no await when every record left
+        self._write_nowait = io.write_nowait if isinstance(io, TLSIO) else None
 
     # --- the connection ---------------------------------------------------------------------
 
@@ -449,6 +451,10 @@ class H2ServerConnection:
         """Write through the fast I/O; False (and every task ended) when it failed or stalled."""
         self._writing = True
         try:
+            if self._write_nowait is not None:
+                if self._write_nowait(data):
+                    return True
+                data = b""  # encrypted already: the records left wait inside ``io``
             await io.send_all(data, trio.current_time() + self.limits.stall_timeout)
         except (TimedOut, trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("HTTP/2 client %s: write failed or stalled", self.ctx.client)
