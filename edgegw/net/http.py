@@ -594,9 +594,12 @@ class _Writer:
     ) -> bool:
         """A whole answer queued now (``proxy.answer_at_hand``): what ``send_head``,
         ``send_data`` and ``end`` would queue; ``send_unsent`` writes it. False, and
-        nothing done, unless it is a plain socket's, with a Content-Length body.
+        nothing done, unless the connection writes without waiting (a plain socket, or
+        TLS inline) and the body has a Content-Length.
         """
-        if self._send_nowait is None or self.head_sent or self._no_body:
+        if self.head_sent or self._no_body:
+            return False
+        if self._send_nowait is None and self._write_nowait is None:
             return False
         if content_length != len(body):
             return False
@@ -618,14 +621,20 @@ class _Writer:
             trio.BrokenResourceError: the connection failed.
         """
         data, self._unsent = self._unsent, b""
+        if not data:
+            return
         send_nowait = self._send_nowait
-        if not data or send_nowait is None:
-            return
-        sent = send_nowait(data)
-        if sent == len(data):
-            return
+        if send_nowait is not None:
+            sent = send_nowait(data)
+            if sent == len(data):
+                return
+            data = data[sent:]
+        elif (write_nowait := self._write_nowait) is not None:
+            if write_nowait(data):
+                return
+            data = b""  # encrypted already: what is left waits inside ``io``
         try:
-            await self._io.send_all(data[sent:], trio.current_time() + self._send_timeout)
+            await self._io.send_all(data, trio.current_time() + self._send_timeout)
         except TimedOut:
             raise ClientAbort("client did not read the response") from None
 
