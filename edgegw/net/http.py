@@ -621,20 +621,29 @@ class _Writer:
             trio.BrokenResourceError: the connection failed.
         """
         data, self._unsent = self._unsent, b""
-        if not data:
-            return
+        if data and (rest := self._write_now(data)) is not None:
+            await self._send_rest(rest)
+
+    def _write_now(self, data: bytes) -> bytes | None:
+        """Write ``data`` without waiting: None when the kernel took it all, else what
+        ``_send_rest`` must still send (``b""`` over TLS, whose records wait in ``io``)."""
         send_nowait = self._send_nowait
-        if send_nowait is not None:
+        if send_nowait is not None:  # all of it taken at once: no wait, no clock
             sent = send_nowait(data)
-            if sent == len(data):
-                return
-            data = data[sent:]
-        elif (write_nowait := self._write_nowait) is not None:
-            if write_nowait(data):
-                return
-            data = b""  # encrypted already: what is left waits inside ``io``
+            return None if sent == len(data) else data[sent:]
+        write_nowait = self._write_nowait
+        if write_nowait is not None:
+            return None if write_nowait(data) else b""
+        return data
+
+    async def _send_rest(self, rest: bytes) -> None:
+        """What ``_write_now`` left, within ``send_timeout``.
+
+        Raises:
+            ClientAbort: the client did not read it in time.
+        """
         try:
-            await self._io.send_all(data, trio.current_time() + self._send_timeout)
+            await self._io.send_all(rest, trio.current_time() + self._send_timeout)
         except TimedOut:
             raise ClientAbort("client did not read the response") from None
 
@@ -662,20 +671,8 @@ class _Writer:
             data = b"".join(buffer) if len(buffer) > 1 else buffer[0]
             buffer.clear()
             self.bytes_sent += len(data)
-            send_nowait = self._send_nowait
-            if send_nowait is not None:  # all of it taken at once: no wait, no clock
-                sent = send_nowait(data)
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            elif (write_nowait := self._write_nowait) is not None:
-                if write_nowait(data):
-                    return
-                data = b""  # encrypted already: what is left waits inside ``io``
-            try:
-                await self._io.send_all(data, trio.current_time() + self._send_timeout)
-            except TimedOut:
-                raise ClientAbort("client did not read the response") from None
+            if (rest := self._write_now(data)) is not None:
+                await self._send_rest(rest)
 
     async def end(self, trailers: Headers = ()) -> None:
         if self._chunked:
