@@ -121,26 +121,9 @@ async def handle_request(
     record.protocol = ctx.protocol
     start = _now()
     try:
-        plan = decide(req, ctx, record, upgrade=tunnel is not None)
-        if plan.delay:  # faultInjection: before auth, an abort, or the upstream
-            await trio.sleep(plan.delay)
-        if plan.pending is not None:
-            await _authorize(plan, ctx)
-        if plan.answer is not None:
-            await send_answer(writer, plan.answer, plan.grpc)
-        elif tunnel is not None:
-            _start_mirrors(ctx, plan)
-            await tunnel.forward(plan, writer, ctx)
-        elif _plain(plan):  # no mirrors, timeouts, retries or pinned endpoint: one try
-            await _once(plan, writer, ctx)
-        else:
-            await _forward(plan, writer, ctx)
+        await _act(decide(req, ctx, record, upgrade=tunnel is not None), writer, ctx, tunnel)
     finally:
-        record.status = writer.status or record.status
-        record.duration = _now() - start
-        record.bytes_out = writer.bytes_sent
-        record.bytes_in = getattr(req.body, "received", 0)
-        ctx.observer.request_done(record)
+        _record_done(record, start, req, writer, ctx)
 
 
 class Planned(msgspec.Struct):
@@ -236,23 +219,42 @@ def answer_at_hand(planned: Planned, writer: WholeWriter, ctx: HTTPConnectionCon
 
 
 def _done(planned: Planned, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
-    record = planned.plan.record
+    plan = planned.plan
+    _record_done(plan.record, planned.start, plan.req, writer, ctx)
+
+
+def _record_done(
+    record: RequestRecord,
+    start: float,
+    req: ProxyRequest,
+    writer: ResponseWriter,
+    ctx: HTTPConnectionContext,
+) -> None:
+    """The request's access-log record completed and counted, however it ended."""
     record.status = writer.status or record.status
-    record.duration = _now() - planned.start
+    record.duration = _now() - start
     record.bytes_out = writer.bytes_sent
-    record.bytes_in = getattr(planned.plan.req.body, "received", 0)
+    record.bytes_in = getattr(req.body, "received", 0)
     ctx.observer.request_done(record)
 
 
-async def _act(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionContext) -> None:
-    """What ``handle_request`` does once it decided (there inline: a coroutine layer less)."""
-    if plan.delay:
+async def _act(
+    plan: RequestPlan,
+    writer: ResponseWriter,
+    ctx: HTTPConnectionContext,
+    tunnel: Tunnel | None = None,
+) -> None:
+    """What happens to a decided request: an answer, a tunnel, or a forward."""
+    if plan.delay:  # faultInjection: before auth, an abort, or the upstream
         await trio.sleep(plan.delay)
     if plan.pending is not None:
         await _authorize(plan, ctx)
     if plan.answer is not None:
         await send_answer(writer, plan.answer, plan.grpc)
-    elif _plain(plan):
+    elif tunnel is not None:
+        _start_mirrors(ctx, plan)
+        await tunnel.forward(plan, writer, ctx)
+    elif _plain(plan):  # no mirrors, timeouts, retries or pinned endpoint: one try
         await _once(plan, writer, ctx)
     else:
         await _forward(plan, writer, ctx)
@@ -339,19 +341,7 @@ async def _once(plan: RequestPlan, writer: ResponseWriter, ctx: HTTPConnectionCo
     if endpoint is None:
         return await send_error(writer, 503, plan.grpc)
     plan.record.upstream = pool.describe(endpoint)
-    try:
-        await pool.exchange(
-            endpoint,
-            backend,
-            plan.head,
-            plan.req.body,
-            lambda rsp: stream_response(rsp, writer, plan, endpoint),
-            header_case=plan.req.header_case,
-        )
-    except UpstreamError as exc:
-        _count_failure(plan, writer, ctx, exc)
-        return await send_error(writer, exc.status, plan.grpc)
-    return None
+    return await _finish_once(plan, None, endpoint, writer, ctx)
 
 
 async def _finish_once(
@@ -361,13 +351,16 @@ async def _finish_once(
     writer: ResponseWriter,
     ctx: HTTPConnectionContext,
 ) -> None:
-    """``_once`` for the endpoint ``plan_request`` chose, and the exchange it began if any."""
-    backend = plan.backend
+    """``_once`` for a chosen endpoint, going on from the exchange ``plan_request``
+    began there if it began one."""
+    backend, req = plan.backend, plan.req
     assert backend is not None
     deliver = lambda rsp: stream_response(rsp, writer, plan, endpoint)  # noqa: E731
     try:
         if begun is None:
-            await ctx.pool.exchange(endpoint, backend, plan.head, plan.req.body, deliver)
+            await ctx.pool.exchange(
+                endpoint, backend, plan.head, req.body, deliver, header_case=req.header_case
+            )
         else:
             await ctx.pool.finish_exchange(begun, endpoint, backend, plan.head, deliver)
     except UpstreamError as exc:
